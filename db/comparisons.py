@@ -1,0 +1,171 @@
+"""Comparisons (labelling tasks) and rankings (the labels)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.bulk import chunks, insert_returning_ids, resolve
+from db.content import response_key
+from db.models import Comparison, Ranking, utcnow
+
+
+@dataclass(frozen=True)
+class NewComparison:
+    prompt_id: int
+    response_ids: tuple[int, ...]
+    batch: str
+    required_overlap: int = 1
+
+
+@dataclass(frozen=True)
+class NewRanking:
+    comparison_id: int
+    annotator_id: int
+    # response id -> rank (1 = best; equal ranks are ties). None for a skip.
+    ranks_by_response: Mapping[int, int] | None
+    skipped: bool = False
+    skip_reason: str | None = None
+    all_bad: bool = False
+    shown_order: tuple[int, ...] | None = None
+    comment: str | None = None
+    rationale: str | None = None
+    probabilities_by_response: Mapping[int, float] | None = None
+    scores_by_response: Mapping[int, float] | None = None
+    active_ms: int | None = None
+
+
+class RankingError(ValueError):
+    """A ranking that does not fit its comparison (wrong responses, bad rank values)."""
+
+
+def dense_ranks(ranks: Sequence[int]) -> list[int]:
+    """Ranks renumbered 1, 2, ... with ties kept: only the order matters.
+
+    >>> dense_ranks([1, 1, 3])
+    [1, 1, 2]
+    >>> dense_ranks([2, 5, 2, 9])
+    [1, 2, 1, 3]
+    """
+    levels = {r: i for i, r in enumerate(sorted(set(ranks)), start=1)}
+    return [levels[r] for r in ranks]
+
+
+def align(response_ids: Sequence[int], by_response: Mapping[int, Any], what: str) -> list[Any]:
+    """Values keyed by response id -> a list in the comparison's canonical order; every response exactly once."""
+    if set(by_response) != set(response_ids):
+        raise RankingError(
+            f"{what} must cover exactly the responses {sorted(response_ids)}, got {sorted(by_response)}"
+        )
+    return [by_response[i] for i in response_ids]
+
+
+def ensure_comparisons(
+    session: Session, comparisons: Sequence[NewComparison], *, run_id: int | None = None
+) -> list[tuple[int, bool]]:
+    """Get or create one comparison per set of responses; returns (id, created) per input."""
+    keys = [response_key(c.response_ids) for c in comparisons]
+    existing: dict[str, int] = {}
+    for part in chunks(sorted(set(keys))):
+        existing.update(session.execute(select(Comparison.response_key, Comparison.id).where(Comparison.response_key.in_(part))).all())
+    now = utcnow()
+    missing: dict[str, dict[str, Any]] = {}
+    for c, key in zip(comparisons, keys, strict=True):
+        if len(set(c.response_ids)) < 2:
+            raise RankingError(f"a comparison needs at least 2 different responses, got {list(c.response_ids)}")
+        if key not in existing and key not in missing:
+            missing[key] = {
+                "prompt_id": c.prompt_id,
+                "response_ids": sorted(c.response_ids),
+                "response_key": key,
+                "k": len(c.response_ids),
+                "required_overlap": c.required_overlap,
+                "batch": c.batch,
+                "status": "open",
+                "run_id": run_id,
+                "created_at": now,
+            }
+    return resolve(keys, existing, insert_returning_ids(session, Comparison, missing))
+
+
+def _ranking_row(new: NewRanking, response_ids: list[int], run_id: int | None, now: Any) -> dict[str, Any]:
+    if new.skipped:
+        ranks = None
+    else:
+        if new.ranks_by_response is None:
+            raise RankingError("a ranking that is not a skip needs ranks")
+        raw = align(response_ids, new.ranks_by_response, "ranks")
+        if any(not isinstance(r, int) or isinstance(r, bool) or r < 1 for r in raw):
+            raise RankingError(f"ranks must be positive integers, got {raw}")
+        ranks = dense_ranks(raw)
+    return {
+        "comparison_id": new.comparison_id,
+        "annotator_id": new.annotator_id,
+        "ranks": ranks,
+        "skipped": new.skipped,
+        "skip_reason": new.skip_reason,
+        "all_bad": new.all_bad,
+        "shown_order": list(new.shown_order) if new.shown_order is not None else None,
+        "comment": new.comment,
+        "rationale": new.rationale,
+        "probabilities": (
+            align(response_ids, new.probabilities_by_response, "probabilities")
+            if new.probabilities_by_response is not None
+            else None
+        ),
+        "scores": (
+            align(response_ids, new.scores_by_response, "scores") if new.scores_by_response is not None else None
+        ),
+        "active_ms": new.active_ms,
+        "run_id": run_id,
+        "created_at": now,
+    }
+
+
+def add_rankings_if_absent(
+    session: Session, rankings: Sequence[NewRanking], *, run_id: int | None = None
+) -> list[str]:
+    """Insert rankings that do not exist yet (one per comparison and annotator).
+
+    Returns per input: ``"added"``, ``"same"`` (an identical ranking is already stored) or ``"conflict"``
+    (this annotator already ranked the comparison differently; the stored ranking is kept).
+    """
+    comparison_ids = sorted({r.comparison_id for r in rankings})
+    response_ids: dict[int, list[int]] = {}
+    for part in chunks(comparison_ids):
+        response_ids.update(session.execute(select(Comparison.id, Comparison.response_ids).where(Comparison.id.in_(part))).all())
+    missing_comparisons = set(comparison_ids) - set(response_ids)
+    if missing_comparisons:
+        raise RankingError(f"no such comparison(s): {sorted(missing_comparisons)}")
+    existing: dict[tuple[int, int], tuple[list[int] | None, bool]] = {}
+    for part in chunks(comparison_ids):
+        rows = session.execute(
+            select(Ranking.comparison_id, Ranking.annotator_id, Ranking.ranks, Ranking.skipped).where(
+                Ranking.comparison_id.in_(part)
+            )
+        )
+        existing.update({(c, a): (ranks, skipped) for c, a, ranks, skipped in rows})
+    now = utcnow()
+    outcomes: list[str] = []
+    to_add: dict[tuple[int, int], dict[str, Any]] = {}
+    for new in rankings:
+        key = (new.comparison_id, new.annotator_id)
+        row = _ranking_row(new, response_ids[new.comparison_id], run_id, now)
+        stored = existing.get(key) or (
+            (to_add[key]["ranks"], to_add[key]["skipped"]) if key in to_add else None
+        )
+        if stored is None:
+            to_add[key] = row
+            outcomes.append("added")
+        else:
+            outcomes.append("same" if stored == (row["ranks"], row["skipped"]) else "conflict")
+    insert_returning_ids(session, Ranking, to_add)
+    return outcomes
+
+
+def list_comparisons_by_batch(session: Session, batch: str) -> list[Comparison]:
+    return list(session.scalars(select(Comparison).where(Comparison.batch == batch).order_by(Comparison.id)))

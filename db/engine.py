@@ -1,0 +1,80 @@
+"""Engines and sessions: SQLite (embedded default) and PostgreSQL (a team's server) from one URL.
+
+SQLite gets WAL (readers never block the writer), foreign keys (off by default in SQLite), a busy timeout (wait for
+a lock instead of failing at once) and explicit ``BEGIN`` statements issued by SQLAlchemy rather than by the
+``sqlite3`` module, so that transactions and savepoints behave as on PostgreSQL. Work that reads and then writes
+under contention (handing out a labelling lease) can ask for ``BEGIN IMMEDIATE`` with ``immediate(engine)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+DEFAULT_SQLITE_FILE = "rlhf.db"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def sqlite_url(path: str | Path) -> str:
+    """The SQLAlchemy URL of an SQLite file (made absolute, so a later ``chdir`` cannot move it).
+
+    >>> sqlite_url("/tmp/x.db")
+    'sqlite:////tmp/x.db'
+    """
+    return f"sqlite:///{Path(path).expanduser().resolve()}"
+
+
+def make_engine(url: str, *, echo: bool = False, **kwargs: Any) -> Engine:
+    """An engine for ``url``: ``sqlite:///path.db`` or ``postgresql+psycopg://user:pw@host:port/db``.
+
+    ``postgresql://`` without a driver means psycopg 3 (the driver this project installs).
+    """
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            raise ValueError("an in-memory SQLite database cannot be shared between sessions: use a file path")
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, echo=echo, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(parsed, echo=echo, **kwargs)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Hand transaction control to SQLAlchemy (the "begin" hook below) instead of pysqlite's implicit BEGINs.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")  # safe with WAL; fsync at checkpoints
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        mode = connection.get_execution_options().get("sqlite_begin", "")
+        connection.exec_driver_sql(f"BEGIN {mode}".strip())
+
+
+def immediate(engine: Engine) -> Engine:
+    """The same engine, but SQLite transactions take the write lock at BEGIN (no lock-upgrade failures).
+
+    On PostgreSQL this is the engine unchanged: use row locks (``SELECT ... FOR UPDATE SKIP LOCKED``) there.
+    """
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(sqlite_begin="IMMEDIATE")
+    return engine
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions whose objects stay readable after commit (the CLI and the app print them afterwards)."""
+    return sessionmaker(bind=engine, expire_on_commit=False)

@@ -1,0 +1,259 @@
+"""The store: SQLAlchemy 2 typed models for every table of the preference pipeline.
+
+The schema is created and changed only by the Alembic migrations in ``db/migrations`` (``rlhf init`` /
+``rlhf db upgrade``); ``tests/db/test_migrations.py`` checks that these models and the migrations agree.
+
+Conventions:
+- Enumerated columns are short strings guarded by a named CHECK constraint (readable in any SQL client,
+  identical on SQLite and PostgreSQL); the allowed values live in the ``*_VALUES`` tuples below.
+- Times are timezone-aware UTC on the way in and out (``UTCDateTime``), also on SQLite, which has no time zones.
+- Lists of ids (a comparison's responses, a ranking's shown order) are JSON lists of integers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+RUN_STATUS_VALUES = ("running", "succeeded", "failed")
+SPLIT_VALUES = ("train", "test")
+ANNOTATOR_KIND_VALUES = ("human", "ai", "import", "rule")
+ANNOTATOR_ROLE_VALUES = ("annotator", "reviewer", "admin")
+COMPARISON_STATUS_VALUES = ("open", "complete", "retired")
+
+# Named constraints, so that migrations (and SQLite batch migrations) can refer to them by name.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# JSONB on PostgreSQL (indexable, compact), JSON text elsewhere. Python None is stored as SQL NULL.
+JSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite returns naive values otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass a timezone-aware (UTC) datetime")
+        value = value.astimezone(timezone.utc)
+        # SQLite compares datetimes as text: store them naive-in-UTC so that every row sorts the same way.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        dict[str, Any]: JSONType,
+        list[int]: JSONType,
+        list[str]: JSONType,
+        list[float]: JSONType,
+        list[dict[str, Any]]: JSONType,
+        datetime: UTCDateTime(),
+    }
+
+
+class Run(Base):
+    """One execution of a stage (import, comparisons, judge, export, rm, dpo, ...): the lineage graph.
+
+    ``inputs`` holds the ids of the parent runs whose artifacts this run consumed, so a model can be traced back
+    through its export to every labelling run and import.
+    """
+
+    __tablename__ = "runs"
+    __table_args__ = (CheckConstraint(_in("status", RUN_STATUS_VALUES), name="status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    inputs: Mapped[list[int]] = mapped_column(default=list)
+    output_path: Mapped[str | None] = mapped_column(Text)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class Prompt(Base):
+    """A conversation to respond to. A plain prompt is one user turn; ``messages`` ends with a user turn."""
+
+    __tablename__ = "prompts"
+    __table_args__ = (CheckConstraint(_in("split", SPLIT_VALUES), name="split"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    messages: Mapped[list[dict[str, Any]]]
+    source: Mapped[str | None] = mapped_column(String(200))
+    tags: Mapped[list[str]] = mapped_column(default=list)
+    split: Mapped[str] = mapped_column(String(8), index=True)
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    responses: Mapped[list[Response]] = relationship(back_populates="prompt", passive_deletes=True)
+
+
+class Response(Base):
+    """A candidate response to a prompt. ``content_hash`` covers (generator, text): unique per prompt."""
+
+    __tablename__ = "responses"
+    __table_args__ = (UniqueConstraint("prompt_id", "content_hash"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    generator: Mapped[str | None] = mapped_column(String(200), index=True)
+    gen_params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    prompt: Mapped[Prompt] = relationship(back_populates="responses")
+
+
+class Annotator(Base):
+    """Who ranks: a human (password hash), an AI judge (config: model, endpoint, template), an import, a rule."""
+
+    __tablename__ = "annotators"
+    __table_args__ = (
+        CheckConstraint(_in("kind", ANNOTATOR_KIND_VALUES), name="kind"),
+        CheckConstraint(_in("role", ANNOTATOR_ROLE_VALUES), name="role"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    role: Mapped[str] = mapped_column(String(16), default="annotator")
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Comparison(Base):
+    """A task: rank 2..K responses of one prompt. One comparison per set of responses (``response_key``)."""
+
+    __tablename__ = "comparisons"
+    __table_args__ = (
+        CheckConstraint(_in("status", COMPARISON_STATUS_VALUES), name="status"),
+        CheckConstraint("k >= 2", name="k_at_least_2"),
+        CheckConstraint("required_overlap >= 0", name="overlap_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"), index=True)
+    # The canonical order of the responses (ascending ids); rankings' ``ranks`` align with it.
+    response_ids: Mapped[list[int]]
+    # "12,57,89": the sorted ids as text, unique, so the same set is never made into two comparisons.
+    response_key: Mapped[str] = mapped_column(String(1000), unique=True)
+    k: Mapped[int] = mapped_column(Integer)
+    required_overlap: Mapped[int] = mapped_column(Integer, default=1)
+    batch: Mapped[str] = mapped_column(String(200), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    prompt: Mapped[Prompt] = relationship()
+
+
+class Ranking(Base):
+    """One annotator's judgment of one comparison: ranks (1 = best, equal = tie) or a skip with its reason."""
+
+    __tablename__ = "rankings"
+    __table_args__ = (
+        UniqueConstraint("comparison_id", "annotator_id"),
+        CheckConstraint("skipped OR ranks IS NOT NULL", name="ranked_or_skipped"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    comparison_id: Mapped[int] = mapped_column(ForeignKey("comparisons.id", ondelete="CASCADE"), index=True)
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id", ondelete="CASCADE"), index=True)
+    # Aligned with Comparison.response_ids: ranks[i] is the rank of response_ids[i].
+    ranks: Mapped[list[int] | None]
+    skipped: Mapped[bool] = mapped_column(Boolean, default=False)
+    skip_reason: Mapped[str | None] = mapped_column(Text)
+    all_bad: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Response ids in the order the annotator (or judge) actually saw them: position-bias analysis.
+    shown_order: Mapped[list[int] | None]
+    comment: Mapped[str | None] = mapped_column(Text)
+    rationale: Mapped[str | None] = mapped_column(Text)
+    # Soft labels, aligned with response_ids: a judge's normalised probability that each response is best.
+    probabilities: Mapped[list[float] | None]
+    # Numeric scores aligned with response_ids (imported ratings; a pair's margin as [margin, 0]).
+    scores: Mapped[list[float] | None]
+    active_ms: Mapped[int | None] = mapped_column(Integer)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    comparison: Mapped[Comparison] = relationship()
+    annotator: Mapped[Annotator] = relationship()
+
+
+class Assignment(Base):
+    """A lease of a comparison to a human annotator; an expired, unfinished lease returns it to the pool."""
+
+    __tablename__ = "assignments"
+    __table_args__ = (UniqueConstraint("comparison_id", "annotator_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    comparison_id: Mapped[int] = mapped_column(ForeignKey("comparisons.id", ondelete="CASCADE"), index=True)
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id", ondelete="CASCADE"), index=True)
+    leased_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class JudgeCall(Base):
+    """One LLM call, keyed by the hash of (model, messages, params): the judge's cache and audit log."""
+
+    __tablename__ = "judge_calls"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    model: Mapped[str] = mapped_column(String(200))
+    request: Mapped[dict[str, Any]]
+    response: Mapped[dict[str, Any] | None]
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

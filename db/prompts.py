@@ -1,0 +1,105 @@
+"""Prompts and responses: bulk get-or-create by content hash (idempotent imports and generation)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.bulk import chunks, insert_returning_ids, resolve
+from db.content import prompt_hash, response_hash, stable_split
+from db.models import Prompt, Response, utcnow
+
+
+@dataclass(frozen=True)
+class NewPrompt:
+    messages: list[dict[str, Any]]
+    source: str | None = None
+    tags: tuple[str, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict)
+    split: str | None = None  # None: chosen from the content hash
+
+
+@dataclass(frozen=True)
+class NewResponse:
+    prompt_id: int
+    text: str
+    generator: str | None = None
+    gen_params: dict[str, Any] = field(default_factory=dict)
+
+
+def ensure_prompts(
+    session: Session, prompts: Sequence[NewPrompt], *, test_fraction: float, run_id: int | None = None
+) -> list[tuple[int, bool]]:
+    """Get or create each prompt; returns (id, created) per input. An existing prompt is left as it is."""
+    hashes = [prompt_hash(p.messages) for p in prompts]
+    existing: dict[str, int] = {}
+    for part in chunks(sorted(set(hashes))):
+        existing.update(session.execute(select(Prompt.content_hash, Prompt.id).where(Prompt.content_hash.in_(part))).all())
+    now = utcnow()
+    missing: dict[str, dict[str, Any]] = {}
+    for p, h in zip(prompts, hashes, strict=True):
+        if h not in existing and h not in missing:
+            missing[h] = {
+                "content_hash": h,
+                "messages": p.messages,
+                "source": p.source,
+                "tags": list(p.tags),
+                "split": p.split or stable_split(h, test_fraction),
+                "meta": p.meta,
+                "run_id": run_id,
+                "created_at": now,
+            }
+    return resolve(hashes, existing, insert_returning_ids(session, Prompt, missing))
+
+
+def ensure_responses(
+    session: Session, responses: Sequence[NewResponse], *, run_id: int | None = None
+) -> list[tuple[int, bool]]:
+    """Get or create each response (identity: prompt, generator, text); returns (id, created) per input."""
+    keys = [(r.prompt_id, response_hash(r.text, r.generator)) for r in responses]
+    wanted = set(keys)
+    existing: dict[tuple[int, str], int] = {}
+    for part in chunks(sorted({h for _, h in wanted})):
+        rows = session.execute(
+            select(Response.prompt_id, Response.content_hash, Response.id).where(Response.content_hash.in_(part))
+        )
+        existing.update({(pid, h): rid for pid, h, rid in rows if (pid, h) in wanted})
+    now = utcnow()
+    missing: dict[tuple[int, str], dict[str, Any]] = {}
+    for r, key in zip(responses, keys, strict=True):
+        if key not in existing and key not in missing:
+            missing[key] = {
+                "prompt_id": r.prompt_id,
+                "text": r.text,
+                "generator": r.generator,
+                "gen_params": r.gen_params,
+                "content_hash": key[1],
+                "run_id": run_id,
+                "created_at": now,
+            }
+    return resolve(keys, existing, insert_returning_ids(session, Response, missing))
+
+
+def response_ids_by_prompt(
+    session: Session,
+    *,
+    split: str | None = None,
+    generators: Sequence[str] | None = None,
+    sources: Sequence[str] | None = None,
+) -> dict[int, list[int]]:
+    """Response ids grouped by prompt (ascending), optionally only some splits, generators or sources."""
+    query = select(Response.prompt_id, Response.id).join(Prompt, Prompt.id == Response.prompt_id)
+    if split is not None:
+        query = query.where(Prompt.split == split)
+    if generators:
+        query = query.where(Response.generator.in_(list(generators)))
+    if sources:
+        query = query.where(Prompt.source.in_(list(sources)))
+    grouped: dict[int, list[int]] = {}
+    for prompt_id, response_id in session.execute(query.order_by(Response.prompt_id, Response.id)):
+        grouped.setdefault(prompt_id, []).append(response_id)
+    return grouped
