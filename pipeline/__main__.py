@@ -1,0 +1,5 @@
+"""``python -m pipeline`` is ``rlhf``."""
+
+from pipeline.cli import main
+
+main()

@@ -1,0 +1,338 @@
+"""``rlhf import``: prompts, responses and preference pairs from files into the store, in one transaction.
+
+The importer writes through the caller's session and never commits: the CLI wraps it in one transaction, so a file
+with a single bad line leaves the database exactly as it was. Every bad row is reported (up to ``max_errors``)
+with its file, line and field. Re-importing a file adds nothing: prompts, responses, comparisons and rankings are
+all identified by content (see ``db.content``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy.orm import Session
+
+from db.annotators import AnnotatorError, get_or_create_import_annotator
+from db.comparisons import NewComparison, NewRanking, add_rankings_if_absent, ensure_comparisons
+from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
+from db.runs import finish_run, start_run
+from pipeline.errors import UserError
+from pipeline.ingest.formats import (
+    FieldError,
+    PairRow,
+    PromptRecord,
+    ResponsesRow,
+    parse_pair_row,
+    parse_prompt_row,
+    parse_responses_row,
+)
+from pipeline.ingest.readers import Progress, SourceRow, read_rows
+
+ImportKind = Literal["prompts", "responses", "pairs"]
+IMPORT_KINDS: tuple[ImportKind, ...] = ("prompts", "responses", "pairs")
+FLUSH_EVERY = 500  # rows per write round trip
+WARNING_EXAMPLES = 5  # locations listed per kind of warning
+
+_PARSERS: dict[str, Callable[[dict[str, Any], str | None], Any]] = {
+    "prompts": parse_prompt_row,
+    "responses": parse_responses_row,
+    "pairs": parse_pair_row,
+}
+
+
+class ImportFailed(UserError):
+    """The file has bad rows; nothing was written."""
+
+    def __init__(self, path: Path, errors: list[str], stopped_early: bool) -> None:
+        more = f"\n(stopped after {len(errors)} errors)" if stopped_early else ""
+        super().__init__(
+            f"{path}: {len(errors)} bad row(s); nothing was imported.\n" + "\n".join(errors) + more
+        )
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    kind: ImportKind
+    name: str | None = None  # import name: the pairs' annotator is "import:<name>" (default: the file's name)
+    source: str | None = None  # prompts' source when a row has none (default: the file's name)
+    tags: tuple[str, ...] = ()
+    test_fraction: float = 0.1  # share of new prompts put in the test split (by content hash)
+    batch: str | None = None  # batch of the imported pairs' comparisons (default: "import:<name>")
+    max_errors: int = 20
+
+
+@dataclass
+class ImportReport:
+    kind: str
+    path: str
+    rows: int = 0
+    prompts_added: int = 0
+    prompts_existing: int = 0
+    responses_added: int = 0
+    responses_existing: int = 0
+    comparisons_added: int = 0
+    comparisons_existing: int = 0
+    rankings_added: int = 0
+    rankings_existing: int = 0
+    rankings_conflicting: int = 0
+    pairs_skipped: int = 0
+    annotator: str | None = None
+    run_id: int | None = None
+    seconds: float = 0.0
+    warnings: dict[str, list[str]] = field(default_factory=dict)
+    warning_counts: dict[str, int] = field(default_factory=dict)
+
+    def warn(self, kind: str, where: str) -> None:
+        self.warning_counts[kind] = self.warning_counts.get(kind, 0) + 1
+        examples = self.warnings.setdefault(kind, [])
+        if len(examples) < WARNING_EXAMPLES:
+            examples.append(where)
+
+    def summary(self) -> str:
+        """One line: what was added, and how much of the file was already stored.
+
+        >>> ImportReport("responses", "f.jsonl", rows=2, prompts_added=1, prompts_existing=1, responses_added=3).summary()
+        '2 rows: +1 prompts, +3 responses (already stored: 1 prompts, 0 responses)'
+        """
+        added = [f"+{self.prompts_added} prompts"]
+        existing = [f"{self.prompts_existing} prompts"]
+        if self.kind in ("responses", "pairs"):
+            added.append(f"+{self.responses_added} responses")
+            existing.append(f"{self.responses_existing} responses")
+        if self.kind == "pairs":
+            added += [f"+{self.comparisons_added} comparisons", f"+{self.rankings_added} rankings by {self.annotator}"]
+            existing += [f"{self.comparisons_existing} comparisons", f"{self.rankings_existing} rankings"]
+        return f"{self.rows} rows: {', '.join(added)} (already stored: {', '.join(existing)})"
+
+    def metrics(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("warnings")
+        data["summary"] = self.summary()
+        return data
+
+
+def default_import_name(path: Path) -> str:
+    """``../data/hh-rlhf-harmless-1800.jsonl.gz`` -> ``hh-rlhf-harmless-1800``."""
+    name = path.name
+    for suffix in (".gz", ".jsonl", ".json", ".parquet"):
+        name = name.removesuffix(suffix)
+    return name or "import"
+
+
+def file_fingerprint(path: Path) -> str:
+    """sha256 of a file, or of a dataset directory's files (names and bytes), for the run's config."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+class _Importer:
+    def __init__(self, session: Session, path: Path, options: ImportOptions, report: ImportReport) -> None:
+        self.session = session
+        self.path = path
+        self.options = options
+        self.report = report
+        self.name = options.name or default_import_name(path)
+        self.source = options.source or path.name
+        self.run_id: int | None = None
+        self.annotator_id: int | None = None
+        self.pending: list[tuple[SourceRow, Any]] = []
+
+    def prompt(self, record: PromptRecord, row: SourceRow) -> NewPrompt:
+        return NewPrompt(
+            messages=record.messages,
+            source=self.options.source or record.source,
+            tags=tuple(dict.fromkeys((*record.tags, *self.options.tags))),
+            meta=record.meta,
+            split=record.split or row.split,
+        )
+
+    def ensure_prompts(self) -> list[int]:
+        results = ensure_prompts(
+            self.session,
+            [self.prompt(parsed.prompt if not isinstance(parsed, PromptRecord) else parsed, row) for row, parsed in self.pending],
+            test_fraction=self.options.test_fraction,
+            run_id=self.run_id,
+        )
+        for _, created in results:
+            if created:
+                self.report.prompts_added += 1
+            else:
+                self.report.prompts_existing += 1
+        return [prompt_id for prompt_id, _ in results]
+
+    def ensure_responses(self, new: list[NewResponse]) -> list[int]:
+        results = ensure_responses(self.session, new, run_id=self.run_id)
+        for _, created in results:
+            if created:
+                self.report.responses_added += 1
+            else:
+                self.report.responses_existing += 1
+        return [response_id for response_id, _ in results]
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        prompt_ids = self.ensure_prompts()
+        if self.options.kind == "responses":
+            self.flush_responses(prompt_ids)
+        elif self.options.kind == "pairs":
+            self.flush_pairs(prompt_ids)
+        self.pending = []
+
+    def flush_responses(self, prompt_ids: list[int]) -> None:
+        new = []
+        for (row, parsed), prompt_id in zip(self.pending, prompt_ids, strict=True):
+            assert isinstance(parsed, ResponsesRow)
+            for response in parsed.responses:
+                if not response.text.strip():
+                    self.report.warn("empty response text (stored as given)", row.position)
+                new.append(NewResponse(prompt_id, response.text, response.generator, response.gen_params))
+        self.ensure_responses(new)
+
+    def flush_pairs(self, prompt_ids: list[int]) -> None:
+        new = []
+        for (row, parsed), prompt_id in zip(self.pending, prompt_ids, strict=True):
+            assert isinstance(parsed, PairRow)
+            for text in (parsed.chosen, parsed.rejected):
+                if not text.strip():
+                    self.report.warn("empty response text (stored as given)", row.position)
+            if parsed.multi_turn_response:
+                self.report.warn(
+                    "transcripts diverge before the final Assistant turn (the remaining turns are the response)",
+                    row.position,
+                )
+            new.append(NewResponse(prompt_id, parsed.chosen))
+            new.append(NewResponse(prompt_id, parsed.rejected))
+        response_ids = self.ensure_responses(new)
+        comparisons, rankings_for = [], []
+        batch = self.options.batch or f"import:{self.name}"
+        for i, ((row, parsed), prompt_id) in enumerate(zip(self.pending, prompt_ids, strict=True)):
+            chosen_id, rejected_id = response_ids[2 * i], response_ids[2 * i + 1]
+            if chosen_id == rejected_id:
+                self.report.pairs_skipped += 1
+                self.report.warn("chosen and rejected are the same text (pair skipped)", row.position)
+                continue
+            comparisons.append(NewComparison(prompt_id, (chosen_id, rejected_id), batch, required_overlap=0))
+            rankings_for.append((row, parsed, chosen_id, rejected_id))
+        comparison_results = ensure_comparisons(self.session, comparisons, run_id=self.run_id)
+        rankings = []
+        for (comparison_id, created), (_, parsed, chosen_id, rejected_id) in zip(
+            comparison_results, rankings_for, strict=True
+        ):
+            if created:
+                self.report.comparisons_added += 1
+            else:
+                self.report.comparisons_existing += 1
+            assert self.annotator_id is not None
+            rankings.append(
+                NewRanking(
+                    comparison_id=comparison_id,
+                    annotator_id=self.annotator_id,
+                    ranks_by_response={chosen_id: 1, rejected_id: 2},
+                    scores_by_response=(
+                        {chosen_id: parsed.scores[0], rejected_id: parsed.scores[1]} if parsed.scores else None
+                    ),
+                )
+            )
+        outcomes = add_rankings_if_absent(self.session, rankings, run_id=self.run_id)
+        for outcome, (row, *_rest) in zip(outcomes, rankings_for, strict=True):
+            if outcome == "added":
+                self.report.rankings_added += 1
+            elif outcome == "same":
+                self.report.rankings_existing += 1
+            else:
+                self.report.rankings_conflicting += 1
+                self.report.warn(
+                    f"pair already ranked the other way by import:{self.name} (the stored ranking is kept)",
+                    row.position,
+                )
+
+
+def import_file(
+    session: Session,
+    path: str | Path,
+    options: ImportOptions,
+    *,
+    on_progress: Progress | None = None,
+) -> ImportReport:
+    """Import ``path`` as ``options.kind`` through ``session`` (not committed). Raises ``ImportFailed``."""
+    path = Path(path)
+    started = time.perf_counter()
+    if options.kind not in IMPORT_KINDS:
+        raise UserError(f"unknown import kind {options.kind!r}: one of {', '.join(IMPORT_KINDS)}")
+    if not 0.0 <= options.test_fraction <= 1.0:
+        raise UserError(f"test fraction must be within [0, 1], got {options.test_fraction}")
+    report = ImportReport(kind=options.kind, path=str(path))
+    importer = _Importer(session, path, options, report)
+    rows = read_rows(path, on_progress)  # checks that the file exists before anything is written
+    first = next(rows, None)
+    run = start_run(
+        session,
+        "import",
+        {
+            "kind": options.kind,
+            "path": str(path.resolve()),
+            "sha256": file_fingerprint(path),
+            "name": importer.name,
+            "tags": list(options.tags),
+            "test_fraction": options.test_fraction,
+            "batch": options.batch,
+            "source": options.source,
+        },
+        name=f"import {options.kind} {importer.name}",
+    )
+    importer.run_id = report.run_id = run.id
+    if options.kind == "pairs":
+        try:
+            annotator = get_or_create_import_annotator(session, importer.name)
+        except AnnotatorError as exc:
+            raise UserError(str(exc)) from None
+        importer.annotator_id = annotator.id
+        report.annotator = annotator.name
+
+    errors: list[str] = []
+    parse = _PARSERS[options.kind]
+    stopped_early = False
+    for row in _chain(first, rows):
+        report.rows += 1
+        if row.error is not None:
+            errors.append(f"{row.where}: {row.error}")
+        else:
+            assert row.data is not None
+            try:
+                importer.pending.append((row, parse(row.data, importer.source)))
+            except FieldError as exc:
+                errors.append(f"{row.where}: {exc}")
+        if errors:
+            importer.pending = []  # nothing more will be written; keep reading to report every bad row
+            if len(errors) >= options.max_errors:
+                stopped_early = True
+                break
+        elif len(importer.pending) >= FLUSH_EVERY:
+            importer.flush()
+    if errors:
+        raise ImportFailed(path, errors, stopped_early)
+    if report.rows == 0:
+        raise UserError(f"{path}: no rows to import (the file is empty)")
+    importer.flush()
+    report.seconds = round(time.perf_counter() - started, 3)
+    finish_run(session, run, report.metrics())
+    return report
+
+
+def _chain(first: SourceRow | None, rest: Any) -> Any:
+    if first is not None:
+        yield first
+        yield from rest
