@@ -1,0 +1,1 @@
+"""The Gradio labelling app: humans rank responses in the browser (issue 3). Reads and writes only through db/."""

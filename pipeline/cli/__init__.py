@@ -1,0 +1,68 @@
+"""The ``rlhf`` command line: one sub-command per stage, each a thin shell over library functions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from typer.core import TyperGroup
+
+from pipeline.cli.context import CliState, err_console
+from pipeline.errors import UserError
+
+
+class _Group(TyperGroup):
+    """Turns ``UserError`` (bad input, impossible request) into a one-line message and a non-zero exit code."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+
+
+app = typer.Typer(
+    name="rlhf",
+    cls=_Group,
+    help="Preference pipeline: collect, label (humans and LLM judges), export, train reward models and policies.",
+    rich_markup_mode="markdown",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    db: Annotated[
+        str | None,
+        typer.Option("--db", help="Database URL; overrides RLHF_DB_URL and the project file.", show_default=False),
+    ] = None,
+    project: Annotated[
+        Path | None,
+        typer.Option(
+            "--project", envvar="RLHF_PROJECT", help="Project directory or rlhf.toml (default: nearest rlhf.toml).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Preference pipeline: collect, label (humans and LLM judges), export, train reward models and policies."""
+    ctx.obj = CliState(db=db, project_path=project)
+
+
+def _register() -> None:
+    from pipeline.cli import annotator_cmds, comparison_cmds, import_cmds, model_cmds, store_cmds
+
+    for module in (store_cmds, import_cmds, annotator_cmds, comparison_cmds, model_cmds):
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    app(prog_name="rlhf")

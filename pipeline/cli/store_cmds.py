@@ -1,0 +1,150 @@
+"""``rlhf init``, ``rlhf db upgrade|current``, ``rlhf status``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from db import current_revision, head_revision, make_engine, upgrade
+from db.runs import list_recent_runs
+from db.stats import annotators_by_kind, batch_summaries, prompts_by_split, responses_by_generator, table_counts
+from pipeline.cli.context import DbOption, console, display_url, examples, open_store, state, sub_app
+from pipeline.errors import UserError
+from pipeline.project import PROJECT_FILE, load_project, project_file_text, resolve_db_url
+
+db_app = sub_app("Database schema: migrate to the newest revision, show the current one.")
+
+
+def init(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(help="Project directory (created if missing).")] = Path("."),
+    name: Annotated[str | None, typer.Option(help="Project name (default: the directory's name).")] = None,
+    db: DbOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Rewrite an existing rlhf.toml.")] = False,
+) -> None:
+    """Create a project: rlhf.toml and a database migrated to the newest schema.
+
+    Running it again on an existing project only migrates the database (the project file is kept).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    file = directory / PROJECT_FILE
+    db_url = db or state(ctx).db
+    wrote = False
+    if not file.exists() or force:
+        file.write_text(
+            project_file_text(name or directory.resolve().name, db_url or "sqlite:///rlhf.db"), encoding="utf-8"
+        )
+        wrote = True
+    project = load_project(file)
+    url = resolve_db_url(project, db_url)
+    engine = make_engine(url)
+    try:
+        before = current_revision(engine)
+        upgrade(engine)
+        after = current_revision(engine)
+    except Exception as exc:
+        raise UserError(f"cannot migrate {display_url(url)}: {exc}") from None
+    finally:
+        engine.dispose()
+    console.print(f"project  {file} ({'written' if wrote else 'kept'})")
+    console.print(f"database {display_url(url)}: revision {before or 'empty'} -> {after}")
+    console.print("next: rlhf import responses FILE, rlhf annotators add NAME, rlhf comparisons create")
+
+
+@db_app.command(
+    "upgrade", epilog=examples("rlhf db upgrade", "rlhf --db postgresql+psycopg://rlhf:pw@db:5432/rlhf db upgrade")
+)
+def db_upgrade(
+    ctx: typer.Context,
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+    db: DbOption = None,
+) -> None:
+    """Migrate the database to the newest schema (or to --revision)."""
+    with open_store(ctx, db, require_current=False) as store:
+        before = current_revision(store.engine)
+        try:
+            upgrade(store.engine, revision)
+        except Exception as exc:
+            raise UserError(f"migration of {display_url(store.url)} failed: {exc}") from None
+        console.print(f"{display_url(store.url)}: revision {before or 'empty'} -> {current_revision(store.engine)}")
+
+
+@db_app.command("current", epilog=examples("rlhf db current"))
+def db_current(ctx: typer.Context, db: DbOption = None) -> None:
+    """Show the database's schema revision and whether it is the newest."""
+    with open_store(ctx, db, require_current=False) as store:
+        current, head = current_revision(store.engine), head_revision()
+        verdict = "up to date" if current == head else "run `rlhf db upgrade`"
+        console.print(f"{display_url(store.url)}: revision {current or 'empty'} (newest {head}): {verdict}")
+
+
+def status(
+    ctx: typer.Context,
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    runs: Annotated[int, typer.Option(help="How many recent runs to list.")] = 10,
+) -> None:
+    """What is in the store: counts per table and per stage, labelling batches, the last runs and their lineage."""
+    with open_store(ctx, db) as store, store.sessions() as session:
+        counts = table_counts(session)
+        splits = prompts_by_split(session)
+        generators = responses_by_generator(session)
+        kinds = annotators_by_kind(session)
+        batches = batch_summaries(session)
+        recent = list_recent_runs(session, runs)
+    if as_json:
+        console.print_json(
+            json.dumps(
+                {
+                    "database": display_url(store.url),
+                    "counts": counts,
+                    "prompts_by_split": splits,
+                    "responses_by_generator": dict((g or "", n) for g, n in generators),
+                    "annotators_by_kind": kinds,
+                    "batches": [b.__dict__ for b in batches],
+                    "runs": [
+                        {"id": r.id, "kind": r.kind, "name": r.name, "status": r.status, "inputs": r.inputs,
+                         "started_at": r.started_at.isoformat(), "metrics": r.metrics}
+                        for r in recent
+                    ],
+                }
+            )
+        )
+        return
+    console.print(f"[bold]{display_url(store.url)}[/]")
+    table = Table("table", "rows", "detail", title="Store")
+    table.add_row("prompts", str(counts["prompts"]), ", ".join(f"{k} {v}" for k, v in sorted(splits.items())))
+    table.add_row(
+        "responses", str(counts["responses"]), ", ".join(f"{g or '(unknown)'} {n}" for g, n in generators[:6])
+    )
+    table.add_row("annotators", str(counts["annotators"]), ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
+    for key in ("comparisons", "rankings", "assignments", "judge_calls", "runs"):
+        table.add_row(key, str(counts[key]), "")
+    console.print(table)
+    if batches:
+        bt = Table("batch", "k", "overlap", "covered", "rankings: human / ai / import", "skips", title="Batches")
+        for b in batches:
+            k = str(b.k_min) if b.k_min == b.k_max else f"{b.k_min}-{b.k_max}"
+            bt.add_row(b.batch, k, str(b.required_overlap), f"{b.covered}/{b.comparisons}",
+                       f"{b.human_rankings} / {b.ai_rankings} / {b.import_rankings}", str(b.skipped))
+        console.print(bt)
+    if recent:
+        rt = Table("run", "kind", "status", "from", "started", "summary", title="Recent runs")
+        for r in recent:
+            summary = r.metrics.get("summary") or r.name or ""
+            rt.add_row(str(r.id), r.kind, r.status if r.status != "failed" else f"failed: {r.error or ''}"[:60],
+                       ",".join(map(str, r.inputs)) or "-", r.started_at.strftime("%m-%d %H:%M"), summary)
+        console.print(rt)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "init",
+        epilog=examples("rlhf init", "rlhf init my-project --db postgresql+psycopg://rlhf:pw@localhost:5432/rlhf"),
+    )(init)
+    app.add_typer(db_app, name="db")
+    app.command("status", epilog=examples("rlhf status", "rlhf status --json --runs 50"))(status)

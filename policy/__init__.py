@@ -1,0 +1,1 @@
+"""Policy optimisation: generation, DPO (TRL), PPO (ours, on accelerate), GRPO/RLOO (TRL), policy eval (issue 7)."""

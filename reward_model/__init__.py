@@ -1,0 +1,1 @@
+"""Reward models: train (TRL RewardTrainer), evaluate and score from exported preference pairs (issue 6)."""
