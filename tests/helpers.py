@@ -1,0 +1,40 @@
+"""Small helpers shared by tests."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, MetaData, select
+
+
+def write_jsonl(path: Path, rows: Iterable[Any], *, raw_lines: dict[int, str] | None = None) -> Path:
+    """Write rows as JSON lines; ``raw_lines`` puts literal text at some 1-based line numbers instead."""
+    lines = [json.dumps(r) for r in rows]
+    for line_no, text in sorted((raw_lines or {}).items()):
+        lines.insert(line_no - 1, text)
+    data = "\n".join(lines) + "\n"
+    if path.name.endswith(".gz"):
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            f.write(data)
+    else:
+        path.write_text(data, encoding="utf-8")
+    return path
+
+
+def snapshot(engine: Engine) -> dict[str, list[tuple]]:
+    """Every row of every table, for "the database is exactly as it was" checks."""
+    metadata = MetaData()
+    metadata.reflect(engine)
+    with engine.connect() as conn:
+        return {
+            name: sorted(tuple(map(repr, row)) for row in conn.execute(select(table)))
+            for name, table in metadata.tables.items()
+        }
+
+
+def counts(engine: Engine) -> dict[str, int]:
+    return {name: len(rows) for name, rows in snapshot(engine).items() if name != "alembic_version"}

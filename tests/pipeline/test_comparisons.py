@@ -1,0 +1,84 @@
+"""``rlhf comparisons create``: planning (pure) and storing (no duplicates across runs or batches)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from db.models import Comparison, Run
+from pipeline.comparisons import plan_comparisons
+from pipeline.errors import UserError
+from tests.conftest import Cli
+from tests.helpers import write_jsonl
+
+
+@pytest.mark.parametrize(
+    ("k", "strategy", "per_prompt", "expected"),
+    [(2, "all-pairs", 1, 6 + 1), (3, "all-pairs", 1, 4), (4, "all-pairs", 1, 1), (2, "random", 2, 2 + 1),
+     (3, "random", 10, 4)],
+)
+def test_plan_counts(k: int, strategy: str, per_prompt: int, expected: int) -> None:
+    grouped = {1: [1, 2, 3, 4], 2: [5, 6], 3: [7]}
+    plan = plan_comparisons(grouped, k=k, strategy=strategy, per_prompt=per_prompt)  # type: ignore[arg-type]
+    assert len(plan) == expected
+    assert all(len(ids) == k and len(set(ids)) == k for _, ids in plan)
+    assert len({ids for _, ids in plan}) == len(plan)
+
+
+def test_random_plan_is_reproducible_and_samples_large_sets() -> None:
+    grouped = {1: list(range(40))}  # C(40, 5) = 658,008 subsets: sampled, not enumerated
+    a = plan_comparisons(grouped, k=5, strategy="random", per_prompt=3, seed=7)
+    assert a == plan_comparisons(grouped, k=5, strategy="random", per_prompt=3, seed=7)
+    assert a != plan_comparisons(grouped, k=5, strategy="random", per_prompt=3, seed=8)
+    assert len(set(a)) == 3
+
+
+@pytest.mark.parametrize("kwargs", [{"k": 1, "strategy": "all-pairs"}, {"k": 2, "strategy": "best"},
+                                    {"k": 2, "strategy": "random", "per_prompt": 0}])
+def test_plan_rejects_bad_options(kwargs: dict) -> None:
+    with pytest.raises(UserError):
+        plan_comparisons({1: [1, 2]}, **kwargs)
+
+
+def _responses(tmp_path: Path) -> Path:
+    return write_jsonl(
+        tmp_path / "responses.jsonl",
+        [
+            {"prompt": "Q1?", "responses": [{"generator": g, "text": f"{g} says 1"} for g in ("a", "b", "c")]},
+            {"prompt": "Q2?", "responses": [{"generator": g, "text": f"{g} says 2"} for g in ("a", "b")]},
+            {"prompt": "Q3?", "responses": [{"generator": "a", "text": "alone"}]},
+        ],
+    )
+
+
+def test_create_all_pairs_then_again_adds_nothing(cli: Cli, sessions, tmp_path: Path) -> None:
+    cli("import", "responses", str(_responses(tmp_path)))
+    first = cli("comparisons", "create", "--batch", "b1", "--k", "2", "--overlap", "3")
+    assert "4 new comparisons (0 already existed)" in first.output  # Q1: 3 pairs, Q2: 1, Q3: none
+    again = cli("comparisons", "create", "--batch", "b2", "--k", "2", "--overlap", "1")
+    assert "0 new comparisons (4 already existed)" in again.output
+    with sessions() as session:
+        comparisons = session.scalars(select(Comparison)).all()
+        assert len(comparisons) == 4 and {c.batch for c in comparisons} == {"b1"}
+        assert all(c.required_overlap == 3 and c.status == "open" for c in comparisons)
+        assert len({c.response_key for c in comparisons}) == 4
+        runs = session.scalars(select(Run).where(Run.kind == "comparisons").order_by(Run.id)).all()
+        assert [r.metrics["created"] for r in runs] == [4, 0]
+        assert all(c.run_id == runs[0].id for c in comparisons)
+
+
+def test_create_k_way_with_filters(cli: Cli, sessions, tmp_path: Path) -> None:
+    cli("import", "responses", str(_responses(tmp_path)))
+    result = cli("comparisons", "create", "--batch", "ab", "--k", "2", "--generator", "a", "--generator", "b")
+    assert "2 new comparisons" in result.output
+    cli("comparisons", "create", "--batch", "k3", "--k", "3", "--strategy", "random")
+    with sessions() as session:
+        k3 = session.scalars(select(Comparison).where(Comparison.batch == "k3")).all()
+        assert [c.k for c in k3] == [3]
+
+
+def test_create_reports_bad_options(cli: Cli, tmp_path: Path) -> None:
+    assert "--k must be at least 2" in cli("comparisons", "create", "--batch", "x", "--k", "1", expect=1).output
+    assert "--split must be" in cli("comparisons", "create", "--batch", "x", "--split", "dev", expect=1).output
