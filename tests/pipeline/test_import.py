@@ -195,3 +195,22 @@ def test_import_options_are_checked(sessions: sessionmaker[Session], tmp_path: P
     path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "a?"}])
     with sessions() as session, pytest.raises(UserError, match="test fraction"):
         import_file(session, path, ImportOptions(kind="prompts", test_fraction=1.5))
+
+
+def test_import_parquet(cli: Cli, sessions, tmp_path: Path) -> None:
+    import datasets
+
+    datasets.Dataset.from_list(
+        [{"prompt": "P1?", "response": "r1", "generator": "m"}, {"prompt": "P2?", "response": "r2", "generator": "m"}]
+    ).to_parquet(str(tmp_path / "r.parquet"))
+    assert "+2 prompts, +2 responses" in cli("import", "responses", str(tmp_path / "r.parquet")).output
+
+
+def test_progress_is_reported_up_to_the_whole_file(sessions: sessionmaker[Session], tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "many.jsonl.gz", [{"prompt": f"Prompt number {i}?"} for i in range(1000)])
+    seen: list[tuple[int, int]] = []
+    with sessions.begin() as session:
+        import_file(session, path, ImportOptions(kind="prompts"), on_progress=lambda d, t: seen.append((d, t)))
+    size = path.stat().st_size
+    assert len(seen) >= 5 and seen[-1] == (size, size)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
