@@ -224,6 +224,8 @@ class Ranking(Base):
     active_ms: Mapped[int | None] = mapped_column(Integer)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set when an export first includes this ranking; from then on the annotator can no longer undo it.
+    exported_at: Mapped[datetime | None]
 
     comparison: Mapped[Comparison] = relationship()
     annotator: Mapped[Annotator] = relationship()
@@ -240,6 +242,23 @@ class Assignment(Base):
     annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id", ondelete="CASCADE"), index=True)
     leased_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+    # The order the responses are shown in to this annotator (a per-annotator shuffle, fixed at the first lease):
+    # the server's record, copied into the ranking, never taken from the browser.
+    shown_order: Mapped[list[int] | None]
+
+
+class LoginSession(Base):
+    """A browser login: the sha256 of a random token kept in an HttpOnly cookie. Checked on every request."""
+
+    __tablename__ = "login_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+    annotator: Mapped[Annotator] = relationship()
 
 
 class JudgeCall(Base):

@@ -1,0 +1,250 @@
+"""The labelling queue on SQLite and PostgreSQL: overlap, never twice, leases, tampering, undo, concurrency."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import immediate, make_engine, make_session_factory
+from db.annotators import create_annotator
+from db.comparisons import NewComparison, ensure_comparisons
+from db.login_sessions import annotator_for_token, close_session, open_session
+from db.models import Annotator, Assignment, Comparison, Ranking
+from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
+from db.queue import (
+    QueueError,
+    current_assignment,
+    lease_next,
+    load_item,
+    progress,
+    skip_comparison,
+    submit_ranking,
+    undo_last,
+)
+
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+PASSWORD = "a long password"
+
+
+def _setup(sessions: sessionmaker[Session], n_comparisons: int, overlap: int, annotators: list[str], k: int = 2):
+    with sessions.begin() as session:
+        ids = []
+        for i in range(n_comparisons):
+            [(pid, _)] = ensure_prompts(session, [NewPrompt([{"role": "user", "content": f"Q{i}?"}])], test_fraction=0)
+            rids = [r for r, _ in ensure_responses(session, [NewResponse(pid, f"answer {j}", f"m{j}") for j in range(k)])]
+            [(cid, _)] = ensure_comparisons(session, [NewComparison(pid, tuple(rids), "b1", overlap)])
+            ids.append(cid)
+        for name in annotators:
+            create_annotator(session, name, password=PASSWORD)
+    return ids
+
+
+def _annotator(session: Session, name: str) -> Annotator:
+    return session.scalars(select(Annotator).where(Annotator.name == name)).one()
+
+
+def _rank_first_best(session: Session, name: str, now: datetime) -> int | None:
+    """Lease the next item and rank it in shown order; returns the comparison id (None when no work)."""
+    annotator = _annotator(session, name)
+    assignment = lease_next(session, annotator, now)
+    if assignment is None:
+        return None
+    item = load_item(session, assignment)
+    submit_ranking(session, annotator, item.comparison.id, {r.id: i + 1 for i, r in enumerate(item.responses)}, now)
+    return item.comparison.id
+
+
+@pytest.fixture
+def write_sessions(engine) -> sessionmaker[Session]:
+    return make_session_factory(immediate(engine))
+
+
+def test_each_comparison_gets_exactly_its_overlap_of_distinct_humans(write_sessions) -> None:
+    [cid] = _setup(write_sessions, 1, overlap=2, annotators=["ann", "bob", "cat"])
+    with write_sessions.begin() as session:
+        assert _rank_first_best(session, "ann", T0) == cid
+        assert lease_next(session, _annotator(session, "ann"), T0) is None  # never twice to one person
+        assert _rank_first_best(session, "bob", T0) == cid
+        assert lease_next(session, _annotator(session, "cat"), T0) is None  # the third does not get it
+        assert session.get(Comparison, cid).status == "complete"
+        assert session.scalar(select(func.count(Ranking.id))) == 2
+
+
+def test_a_lease_holds_the_slot_until_it_expires(write_sessions) -> None:
+    [cid] = _setup(write_sessions, 1, overlap=1, annotators=["ann", "bob"])
+    lease = timedelta(minutes=10)
+    with write_sessions.begin() as session:
+        ann, bob = _annotator(session, "ann"), _annotator(session, "bob")
+        first = lease_next(session, ann, T0, lease=lease)
+        assert first is not None and first.comparison_id == cid
+        assert lease_next(session, bob, T0 + timedelta(minutes=5), lease=lease) is None
+        again = lease_next(session, ann, T0 + timedelta(minutes=5), lease=lease)  # a reload: same item, renewed
+        assert again is not None and again.id == first.id and again.expires_at == T0 + timedelta(minutes=15)
+        late = T0 + timedelta(minutes=16)
+        taken_over = lease_next(session, bob, late, lease=lease)  # ann closed the tab: the item returns to the pool
+        assert taken_over is not None and taken_over.comparison_id == cid
+        with pytest.raises(QueueError, match="went to another annotator"):
+            submit_ranking(session, ann, cid, {r: 1 for r in session.get(Comparison, cid).response_ids}, late)
+
+
+def test_an_expired_lease_can_still_be_submitted_while_the_slot_is_free(write_sessions) -> None:
+    [cid] = _setup(write_sessions, 1, overlap=1, annotators=["ann"])
+    with write_sessions.begin() as session:
+        ann = _annotator(session, "ann")
+        lease_next(session, ann, T0, lease=timedelta(minutes=1))
+        ranks = dict(zip(session.get(Comparison, cid).response_ids, [1, 2]))
+        submit_ranking(session, ann, cid, ranks, T0 + timedelta(hours=2))
+        assert session.get(Comparison, cid).status == "complete"
+
+
+def test_submitting_for_a_comparison_not_leased_to_you_is_refused(write_sessions) -> None:
+    cids = _setup(write_sessions, 2, overlap=1, annotators=["ann", "bob"])
+    with write_sessions.begin() as session:
+        ann, bob = _annotator(session, "ann"), _annotator(session, "bob")
+        mine = lease_next(session, ann, T0)
+        theirs = lease_next(session, bob, T0)
+        assert {mine.comparison_id, theirs.comparison_id} == set(cids)
+        ranks = dict(zip(session.get(Comparison, theirs.comparison_id).response_ids, [1, 2]))
+        with pytest.raises(QueueError, match="not assigned to you"):
+            submit_ranking(session, ann, theirs.comparison_id, ranks, T0)
+        with pytest.raises(QueueError, match="not assigned to you"):
+            skip_comparison(session, ann, theirs.comparison_id, "unclear", T0)
+        with pytest.raises(QueueError, match="not assigned to you"):
+            submit_ranking(session, ann, 999_999, ranks, T0)
+        assert session.scalar(select(func.count(Ranking.id))) == 0
+
+
+@pytest.mark.parametrize(
+    ("ranks", "message"),
+    [([1, None, 2], "has none"), ([1, 4, 2], "between 1 and 3"), ([2, 2, 3], "skip a place"), ([1, 3, 3], "skip a place")],
+)
+def test_incomplete_or_contradictory_rankings_are_explained(write_sessions, ranks: list, message: str) -> None:
+    [cid] = _setup(write_sessions, 1, overlap=1, annotators=["ann"], k=3)
+    with write_sessions.begin() as session:
+        ann = _annotator(session, "ann")
+        lease_next(session, ann, T0)
+        ids = session.get(Comparison, cid).response_ids
+        with pytest.raises(QueueError, match=message):
+            submit_ranking(session, ann, cid, dict(zip(ids, ranks)), T0)
+        with pytest.raises(QueueError, match="does not match"):
+            submit_ranking(session, ann, cid, dict(zip(ids[:2], [1, 2])), T0)
+
+
+def test_ties_all_bad_comment_shown_order_and_active_time_are_stored(write_sessions) -> None:
+    [cid] = _setup(write_sessions, 1, overlap=1, annotators=["ann"], k=3)
+    with write_sessions.begin() as session:
+        ann = _annotator(session, "ann")
+        assignment = lease_next(session, ann, T0)
+        item = load_item(session, assignment)
+        shown = [r.id for r in item.responses]
+        assert sorted(shown) == session.get(Comparison, cid).response_ids
+        ranks = {shown[0]: 1, shown[1]: 1, shown[2]: 3}
+        ranking = submit_ranking(session, ann, cid, ranks, T0 + timedelta(seconds=40), all_bad=True,
+                                 comment="  both fine  ", active_ms=10**9)
+        assert ranking.shown_order == shown
+        assert sorted(ranking.ranks) == [1, 1, 2] and ranking.all_bad and ranking.comment == "both fine"
+        assert ranking.active_ms == 40_000  # bounded by the time since the lease
+
+
+def test_skip_keeps_the_slot_open_for_others(write_sessions) -> None:
+    [cid] = _setup(write_sessions, 1, overlap=1, annotators=["ann", "bob"])
+    with write_sessions.begin() as session:
+        ann = _annotator(session, "ann")
+        lease_next(session, ann, T0)
+        with pytest.raises(QueueError, match="say why"):
+            skip_comparison(session, ann, cid, "  ", T0)
+        skipped = skip_comparison(session, ann, cid, "not my language", T0)
+        assert skipped.skipped and skipped.ranks is None and skipped.skip_reason == "not my language"
+        assert lease_next(session, ann, T0) is None
+        assert _rank_first_best(session, "bob", T0) == cid
+
+
+def test_undo_takes_back_the_last_submission_unless_exported(write_sessions) -> None:
+    first, second = _setup(write_sessions, 2, overlap=1, annotators=["ann"])
+    with write_sessions.begin() as session:
+        ann = _annotator(session, "ann")
+        with pytest.raises(QueueError, match="nothing to undo"):
+            undo_last(session, ann, T0)
+        assert _rank_first_best(session, "ann", T0) == first
+        assert session.get(Comparison, first).status == "complete"
+        assert undo_last(session, ann, T0 + timedelta(seconds=5)) == first
+        assert session.get(Comparison, first).status == "open"
+        assert current_assignment(session, ann.id, T0 + timedelta(seconds=6)).comparison_id == first
+        assert _rank_first_best(session, "ann", T0 + timedelta(seconds=7)) == first  # redone
+        session.execute(update(Ranking).values(exported_at=T0 + timedelta(seconds=8)))
+        with pytest.raises(QueueError, match="exported"):
+            undo_last(session, ann, T0 + timedelta(seconds=9))
+        assert session.scalar(select(func.count(Ranking.id))) == 1
+
+
+def test_progress_counts(write_sessions) -> None:
+    _setup(write_sessions, 3, overlap=1, annotators=["ann"])
+    with write_sessions.begin() as session:
+        ann = _annotator(session, "ann")
+        assert progress(session, ann.id, T0) == progress(session, ann.id, T0, batch="b1")
+        before = progress(session, ann.id, T0)
+        assert (before.done_today, before.done_in_batch, before.batch_size, before.remaining) == (0, 0, 3, 3)
+        _rank_first_best(session, "ann", T0)
+        after = progress(session, ann.id, T0 + timedelta(seconds=1))
+        assert (after.done_today, after.done_in_batch, after.remaining) == (1, 1, 2)
+        assert progress(session, ann.id, T0 + timedelta(days=1)).done_today == 0
+        assert progress(session, ann.id, T0, batch="other").batch_size == 0
+
+
+def test_login_sessions(sessions) -> None:
+    with sessions.begin() as session:
+        ann = create_annotator(session, "ann", password=PASSWORD)
+        token = open_session(session, ann, T0, lifetime=timedelta(hours=1))
+        assert annotator_for_token(session, token, T0 + timedelta(minutes=5)).id == ann.id
+        assert annotator_for_token(session, token, T0 + timedelta(hours=2)) is None
+        assert annotator_for_token(session, token + "x", T0) is None
+        ann.active = False
+        assert annotator_for_token(session, token, T0) is None
+        ann.active = True
+        close_session(session, token)
+        assert annotator_for_token(session, token, T0) is None
+
+
+def test_concurrent_app_processes_never_over_assign(db_url: str) -> None:
+    """Eight workers, each with its own engine (as separate app processes would have), race for 12 items that
+    each want 2 humans; 6 annotators take work until none is left."""
+    setup_engine = make_engine(db_url)
+    ids = _setup(make_session_factory(immediate(setup_engine)), 12, overlap=2, annotators=[f"a{i}" for i in range(6)])
+    setup_engine.dispose()
+    errors: list[BaseException] = []
+
+    def worker(name: str) -> None:
+        engine = make_engine(db_url)
+        factory = make_session_factory(immediate(engine))
+        try:
+            clock = T0
+            while True:
+                clock += timedelta(milliseconds=1)
+                with factory.begin() as session:
+                    if _rank_first_best(session, name, clock) is None:
+                        return
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+        finally:
+            engine.dispose()
+
+    threads = [threading.Thread(target=worker, args=(f"a{i % 6}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    check = make_engine(db_url)
+    with make_session_factory(check)() as session:
+        per_comparison = dict(
+            session.execute(select(Ranking.comparison_id, func.count(Ranking.id)).group_by(Ranking.comparison_id)).all()
+        )
+        pairs = session.execute(select(Ranking.comparison_id, Ranking.annotator_id)).all()
+        assignments = session.scalar(select(func.count(Assignment.id)))
+    check.dispose()
+    assert per_comparison == {cid: 2 for cid in ids}
+    assert len(pairs) == len(set(pairs)) == 24 == assignments
