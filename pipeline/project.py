@@ -51,7 +51,23 @@ class ComparisonsSection:
     per_prompt: int = opt(1, "with strategy random: comparisons drawn per prompt")
 
 
-SECTIONS: dict[str, type] = {"db": DbSection, "import": ImportSection, "comparisons": ComparisonsSection}
+@dataclass
+class LabelingSection:
+    host: str = opt("127.0.0.1", "address `rlhf label serve` listens on (0.0.0.0 to serve a team)")
+    port: int = opt(7860, "port of the labelling app")
+    guidelines: str = opt("", "labelling guidelines: a Markdown file (relative to this file) or Markdown text")
+    lease_minutes: float = opt(30.0, "minutes an item stays reserved for the annotator it was handed to")
+    session_hours: float = opt(12.0, "hours a browser login lasts")
+    idle_seconds: int = opt(60, "seconds without keyboard or mouse after which time stops counting as active")
+    secure_cookies: bool = opt(False, "send the login cookie over HTTPS only (set when served behind TLS)")
+
+
+SECTIONS: dict[str, type] = {
+    "db": DbSection,
+    "import": ImportSection,
+    "comparisons": ComparisonsSection,
+    "labeling": LabelingSection,
+}
 
 
 @dataclass
@@ -62,6 +78,7 @@ class Project:
     db: DbSection = field(default_factory=DbSection)
     import_: ImportSection = field(default_factory=ImportSection)
     comparisons: ComparisonsSection = field(default_factory=ComparisonsSection)
+    labeling: LabelingSection = field(default_factory=LabelingSection)
 
     def section(self, name: str) -> Any:
         return getattr(self, "import_" if name == "import" else name)
@@ -150,9 +167,15 @@ def project_file_text(name: str, db_url: str) -> str:
         for f in fields(cls):
             lines.append(f"# {f.metadata['help']}")
             value = db_url if (section, f.name) == ("db", "url") else getattr(defaults, f.name)
-            lines.append(f"{f.name} = {_toml_str(value) if isinstance(value, str) else value}")
+            lines.append(f"{f.name} = {_toml_value(value)}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _toml_str(value) if isinstance(value, str) else str(value)
 
 
 def _toml_str(value: str) -> str:

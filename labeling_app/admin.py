@@ -1,0 +1,201 @@
+"""The admin's page (mounted at ``/admin``, admins only): progress, agreement, label distribution, time per item,
+skips, and creating annotators and batches.
+
+Two locks on the door: the mount's ``auth_dependency`` answers 401 to anyone but an admin for every route of this
+app (page, config, API), and every handler checks the role again from the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.annotators import AnnotatorError, create_annotator, get_annotator_by_name
+from db.labeling_stats import annotator_activity, human_rankings, label_distribution
+from db.stats import batch_summaries
+from pipeline.agreement import Label, agreement_with_majority, krippendorff_alpha, pairwise_agreement
+from pipeline.comparisons import create_comparisons
+from pipeline.errors import UserError
+from labeling_app.settings import LabelingSettings
+
+ALL = "All batches"
+
+
+def _fmt(value: float | None, pattern: str = "{:.2f}") -> str:
+    return "n/a" if value is None else pattern.format(value)
+
+
+class AdminApp:
+    def __init__(self, sessions: sessionmaker[Session], settings: LabelingSettings, clock: Callable[[], datetime]):
+        self.sessions = sessions
+        self.settings = settings
+        self.clock = clock
+
+    @staticmethod
+    def _admin(session: Session, request: gr.Request) -> None:
+        user = get_annotator_by_name(session, request.username or "") if request else None
+        if user is None or user.role != "admin" or not user.active or user.kind != "human":
+            raise gr.Error("Admins only.")
+
+    def refresh(self, batch: str | None, request: gr.Request) -> list[Any]:
+        chosen = None if not batch or batch == ALL else batch
+        with self.sessions() as session:
+            self._admin(session, request)
+            batches = batch_summaries(session)
+            rows = human_rankings(session, chosen)
+            activity = annotator_activity(session, rows, self.clock())
+            distribution = label_distribution(session, rows)
+        progress = pd.DataFrame(
+            [
+                {
+                    "batch": b.batch, "comparisons": b.comparisons, "k": b.k_max, "overlap": b.required_overlap,
+                    "complete": b.covered, "complete %": round(100 * b.covered / b.comparisons, 1) if b.comparisons else 0,
+                    "human rankings": b.human_rankings, "skips": b.skipped, "AI rankings": b.ai_rankings,
+                }
+                for b in batches
+                if chosen is None or b.batch == chosen
+            ]
+        )
+        people = pd.DataFrame(
+            [
+                {
+                    "annotator": a.name, "role": a.role, "active": a.active, "ranked": a.ranked, "skipped": a.skipped,
+                    "today": a.today, "median s/item": a.median_seconds, "p90 s/item": a.p90_seconds,
+                    "last": a.last_at.strftime("%Y-%m-%d %H:%M") if a.last_at else "",
+                }
+                for a in activity
+            ]
+        )
+        labels = [Label(r.comparison_id, r.annotator, r.ranks) for r in rows if not r.skipped and r.ranks]
+        pairwise = pairwise_agreement(labels)
+        alpha = krippendorff_alpha(labels)
+        majority = agreement_with_majority(labels)
+        agreement_md = (
+            f"**Overlapping comparisons**: {pairwise.comparisons} ({pairwise.units} response pairs, "
+            f"{pairwise.pairs} annotator pairs)\n\n"
+            f"**Pairwise agreement**: {_fmt(pairwise.agreement, '{:.1%}')}\n\n"
+            f"**Krippendorff's alpha** (ordinal): {_fmt(alpha, '{:.3f}')}"
+        )
+        per_annotator = pd.DataFrame(
+            [{"annotator": m.annotator, "agreement with majority": m.agreement, "units": m.units} for m in majority]
+        )
+        times = pd.DataFrame(
+            [{"annotator": a.name, "median s/item": a.median_seconds or 0.0} for a in activity if a.ranked]
+        )
+        positions = pd.DataFrame(
+            [{"shown position": str(p), "times best": n} for p, n in distribution.best_by_shown_position.items()]
+        )
+        generators = pd.DataFrame(
+            [{"generator": g, "times best": n} for g, n in distribution.wins_by_generator.items()]
+        )
+        distribution_md = (
+            f"**Rankings**: {distribution.rankings} · **with a tie**: {distribution.with_tie} · "
+            f"**all bad**: {distribution.all_bad}"
+        )
+        skips = pd.DataFrame(
+            [
+                {"when": r.created_at.strftime("%Y-%m-%d %H:%M"), "annotator": r.annotator, "batch": r.batch,
+                 "comparison": r.comparison_id, "reason": r.skip_reason, "comment": r.comment or ""}
+                for r in rows
+                if r.skipped
+            ]
+        )
+        return [
+            gr.update(choices=[ALL, *[b.batch for b in batches]]),
+            progress, people, _bar(people, "annotator", "ranked"), agreement_md, per_annotator,
+            _bar(per_annotator.fillna(0.0), "annotator", "agreement with majority"), distribution_md,
+            _bar(positions, "shown position", "times best"), _bar(generators, "generator", "times best"),
+            _bar(times, "annotator", "median s/item"), skips,
+        ]
+
+    def add_annotator(self, name: str, role: str, password: str, request: gr.Request) -> str:
+        with self.sessions.begin() as session:
+            self._admin(session, request)
+            try:
+                created = create_annotator(session, (name or "").strip(), role=role, password=password or None)
+            except AnnotatorError as exc:
+                return f"Not added: {exc}"
+            return f"Added {created.role} {created.name!r}."
+
+    def add_batch(self, batch: str, k: float, overlap: float, strategy: str, generators: str, split: str,
+                  request: gr.Request) -> str:
+        with self.sessions.begin() as session:
+            self._admin(session, request)
+            try:
+                report = create_comparisons(
+                    session, batch=(batch or "").strip(), k=int(k), overlap=int(overlap), strategy=strategy,  # type: ignore[arg-type]
+                    generators=[g.strip() for g in (generators or "").split(",") if g.strip()],
+                    split=None if split == "all" else split,
+                )
+            except UserError as exc:
+                return f"Not created: {exc}"
+            return f"Batch {report.batch!r}: {report.created} new comparisons ({report.existing} already existed)."
+
+
+def _bar(frame: pd.DataFrame, x: str, y: str) -> Any:
+    return gr.update(value=frame if not frame.empty else pd.DataFrame({x: [], y: []}), x=x, y=y)
+
+
+def build_admin_app(
+    sessions: sessionmaker[Session], settings: LabelingSettings, clock: Callable[[], datetime]
+) -> gr.Blocks:
+    handlers = AdminApp(sessions, settings, clock)
+    with gr.Blocks(title=f"Admin · {settings.title}") as blocks:
+        gr.HTML('<div class="rlhf-header"><b>Admin</b><span><a href="/">Labelling</a> · <a href="/logout">Log out</a>'
+                "</span></div>")
+        with gr.Row():
+            batch = gr.Dropdown(choices=[ALL], value=ALL, label="Batch", elem_id="admin-batch")
+            refresh = gr.Button("Refresh", elem_id="admin-refresh")
+        with gr.Tab("Progress"):
+            progress = gr.Dataframe(label="Batches", elem_id="admin-progress", interactive=False)
+            people = gr.Dataframe(label="Annotators", elem_id="admin-people", interactive=False)
+            done_plot = gr.BarPlot(title="Rankings per annotator", x="annotator", y="ranked")
+        with gr.Tab("Agreement"):
+            agreement = gr.Markdown(elem_id="admin-agreement")
+            per_annotator = gr.Dataframe(label="Agreement with the majority of the others (lowest first)",
+                                         elem_id="admin-majority", interactive=False)
+            majority_plot = gr.BarPlot(title="Agreement with the majority", x="annotator", y="agreement with majority")
+        with gr.Tab("Labels and time"):
+            distribution = gr.Markdown(elem_id="admin-distribution")
+            with gr.Row():
+                position_plot = gr.BarPlot(title="Position on screen of the best response", x="shown position",
+                                           y="times best")
+                generator_plot = gr.BarPlot(title="Generator of the best response", x="generator", y="times best")
+            time_plot = gr.BarPlot(title="Median active seconds per item", x="annotator", y="median s/item")
+        with gr.Tab("Skips"):
+            skips = gr.Dataframe(label="Skipped items and reasons", elem_id="admin-skips", interactive=False)
+        with gr.Tab("Manage"):
+            with gr.Row():
+                with gr.Column():
+                    gr.Markdown("**New annotator**")
+                    new_name = gr.Textbox(label="Name", elem_id="admin-new-name")
+                    new_role = gr.Radio(["annotator", "reviewer", "admin"], value="annotator", label="Role")
+                    new_password = gr.Textbox(label="Password", type="password", elem_id="admin-new-password")
+                    add_person = gr.Button("Add annotator", elem_id="admin-add-annotator")
+                    person_result = gr.Markdown(elem_id="admin-annotator-result")
+                with gr.Column():
+                    gr.Markdown("**New batch** (comparisons from the stored responses)")
+                    new_batch = gr.Textbox(label="Batch name", elem_id="admin-new-batch")
+                    with gr.Row():
+                        new_k = gr.Number(value=2, precision=0, label="K responses")
+                        new_overlap = gr.Number(value=3, precision=0, label="Overlap (humans)")
+                    new_strategy = gr.Radio(["all-pairs", "random"], value="all-pairs", label="Strategy")
+                    new_generators = gr.Textbox(label="Only these generators (comma-separated, optional)")
+                    new_split = gr.Radio(["all", "train", "test"], value="all", label="Prompts")
+                    add_batch = gr.Button("Create batch", elem_id="admin-add-batch")
+                    batch_result = gr.Markdown(elem_id="admin-batch-result")
+        outputs = [batch, progress, people, done_plot, agreement, per_annotator, majority_plot, distribution,
+                   position_plot, generator_plot, time_plot, skips]
+        blocks.load(handlers.refresh, [batch], outputs, api_name="refresh")
+        refresh.click(handlers.refresh, [batch], outputs, api_name=False)
+        batch.input(handlers.refresh, [batch], outputs, api_name=False)
+        add_person.click(handlers.add_annotator, [new_name, new_role, new_password], person_result,
+                         api_name="add_annotator")
+        add_batch.click(handlers.add_batch, [new_batch, new_k, new_overlap, new_strategy, new_generators, new_split],
+                        batch_result, api_name="add_batch")
+    return blocks

@@ -1,0 +1,224 @@
+"""Logins for the labelling app: a login page, DB-backed sessions in an HttpOnly cookie, and the checks Gradio
+runs on every request (``auth_dependency``) and our handlers run again on every action.
+
+Sessions live in the database (``db.login_sessions``), not in one process's memory: several app processes behind
+one PostgreSQL share them, a restart logs nobody out, and deactivating an annotator ends their sessions at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from html import escape
+from urllib.parse import quote, urlparse
+
+from fastapi import FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from db.annotators import authenticate
+from db.login_sessions import annotator_for_token, close_session, open_session
+from labeling_app.settings import LabelingSettings
+
+COOKIE = "rlhf_session"
+CACHE_SECONDS = 2.0  # a token's lookup is reused this long (Gradio asks on every request of a page)
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    role: str
+
+
+class LoginThrottle:
+    """Refuses logins for a name after too many failures in a window (per process, in memory)."""
+
+    def __init__(self, attempts: int, window: float, lockout: float) -> None:
+        self.attempts, self.window, self.lockout = attempts, window, lockout
+        self.failures: dict[str, deque[float]] = defaultdict(deque)
+        self.locked_until: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+    def blocked(self, name: str) -> bool:
+        with self.lock:
+            return self.locked_until.get(name, 0.0) > time.monotonic()
+
+    def failed(self, name: str) -> None:
+        now = time.monotonic()
+        with self.lock:
+            recent = self.failures[name]
+            recent.append(now)
+            while recent and recent[0] < now - self.window:
+                recent.popleft()
+            if len(recent) >= self.attempts:
+                self.locked_until[name] = now + self.lockout
+                recent.clear()
+
+    def succeeded(self, name: str) -> None:
+        with self.lock:
+            self.failures.pop(name, None)
+
+
+class Authenticator:
+    """Resolves the login cookie to a user (cached for a couple of seconds) for Gradio and for our handlers."""
+
+    def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], datetime]) -> None:
+        self.sessions = sessions
+        self.clock = clock
+        self._cache: dict[str, tuple[float, User | None]] = {}
+        self._lock = threading.Lock()
+
+    def lookup(self, token: str | None) -> User | None:
+        if not token:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(token)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        with self.sessions() as session:
+            annotator = annotator_for_token(session, token, self.clock())
+            user = User(annotator.id, annotator.name, annotator.role) if annotator else None
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[token] = (now + CACHE_SECONDS, user)
+        return user
+
+    def forget(self, token: str | None) -> None:
+        with self._lock:
+            self._cache.pop(token or "", None)
+
+    async def user(self, request: Request) -> User | None:
+        return await run_in_threadpool(self.lookup, request.cookies.get(COOKIE))
+
+    def dependency(self, *, admin: bool) -> Callable:
+        """Gradio's ``auth_dependency``: the user's name, or None (401) when not logged in (or not an admin)."""
+
+        async def name_of(request: Request) -> str | None:
+            user = await self.user(request)
+            if user is None or (admin and user.role != "admin"):
+                return None
+            return user.name
+
+        return name_of
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site paths after login (no open redirect to another host).
+
+    >>> _safe_next("/admin"), _safe_next("https://evil.example/"), _safe_next("//evil.example"), _safe_next(None)
+    ('/admin', '/', '/', '/')
+    """
+    if not target or not target.startswith("/") or target.startswith("//") or urlparse(target).netloc:
+        return "/"
+    return target
+
+
+def login_page(title: str, message: str = "", next_path: str = "/", name: str = "") -> str:
+    error = f'<p class="error" role="alert">{escape(message)}</p>' if message else ""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Log in · {escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; background: #f6f7f9; display: flex; min-height: 100vh;
+       align-items: center; justify-content: center; margin: 0; }}
+form {{ background: white; padding: 2rem 2.5rem; border-radius: 12px; box-shadow: 0 2px 12px rgba(0,0,0,.08);
+       width: 20rem; }}
+h1 {{ font-size: 1.2rem; margin: 0 0 1.2rem; }} label {{ display: block; margin: .8rem 0 .3rem; font-size: .9rem; }}
+input {{ width: 100%; box-sizing: border-box; padding: .55rem; font-size: 1rem; border: 1px solid #ccc;
+        border-radius: 6px; }}
+button {{ margin-top: 1.3rem; width: 100%; padding: .6rem; font-size: 1rem; border: 0; border-radius: 6px;
+         background: #f97316; color: white; cursor: pointer; }}
+.error {{ color: #b91c1c; background: #fee2e2; padding: .5rem .7rem; border-radius: 6px; }}
+</style></head>
+<body><form method="post" action="/login">
+<h1>{escape(title)}</h1>{error}
+<label for="username">Name</label><input id="username" name="username" autocomplete="username" autofocus
+ value="{escape(name)}" required>
+<label for="password">Password</label><input id="password" name="password" type="password"
+ autocomplete="current-password" required>
+<input type="hidden" name="next" value="{escape(next_path)}">
+<button type="submit" id="login">Log in</button>
+</form></body></html>"""
+
+
+def add_auth_routes(
+    app: FastAPI,
+    sessions: sessionmaker[Session],
+    auth: Authenticator,
+    settings: LabelingSettings,
+    clock: Callable[[], datetime],
+) -> None:
+    throttle = LoginThrottle(
+        settings.login_attempts, settings.login_window.total_seconds(), settings.login_lockout.total_seconds()
+    )
+
+    @app.get("/login", response_class=HTMLResponse)
+    async def show_login(next: str = "/") -> HTMLResponse:  # noqa: A002 - the query parameter's name
+        return HTMLResponse(login_page(settings.title, next_path=_safe_next(next)))
+
+    @app.post("/login")
+    async def do_login(
+        username: str = Form(""), password: str = Form(""), next: str = Form("/")  # noqa: A002
+    ) -> Response:
+        target = _safe_next(next)
+        if throttle.blocked(username):
+            page = login_page(settings.title, "Too many failed attempts: wait a minute and try again.", target, username)
+            return HTMLResponse(page, status_code=429)
+
+        def check() -> str | None:
+            with sessions.begin() as session:
+                annotator = authenticate(session, username, password)
+                return open_session(session, annotator, clock(), lifetime=settings.session_lifetime) if annotator else None
+
+        token = await run_in_threadpool(check)
+        if token is None:
+            throttle.failed(username)
+            page = login_page(settings.title, "Wrong name or password.", target, username)
+            return HTMLResponse(page, status_code=401)
+        throttle.succeeded(username)
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            COOKIE, token, max_age=int(settings.session_lifetime.total_seconds()), httponly=True, samesite="lax",
+            secure=settings.secure_cookies, path="/",
+        )
+        return response
+
+    @app.get("/logout")
+    async def logout(request: Request) -> Response:
+        token = request.cookies.get(COOKIE)
+
+        def close() -> None:
+            with sessions.begin() as session:
+                close_session(session, token)
+
+        await run_in_threadpool(close)
+        auth.forget(token)
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    @app.middleware("http")
+    async def send_strangers_to_login(request: Request, call_next: Callable) -> Response:
+        """A page load without a valid login goes to the login page; a non-admin on /admin gets a 403 page."""
+        path = request.url.path
+        page = request.method == "GET" and path in ("/", "/admin", "/admin/")
+        if not page:
+            return await call_next(request)
+        user = await auth.user(request)
+        if user is None:
+            return RedirectResponse(f"/login?next={quote(path)}", status_code=303)
+        if path.startswith("/admin") and user.role != "admin":
+            return HTMLResponse(
+                "<!doctype html><title>Admins only</title>"
+                "<p>This page is for admins only. <a href='/'>Back to labelling</a></p>",
+                status_code=403,
+            )
+        return await call_next(request)

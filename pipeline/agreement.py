@@ -1,0 +1,138 @@
+"""Inter-annotator agreement on overlapping comparisons (pure functions; the admin view and reports use them).
+
+A K-way ranking is compared pair by pair: every pair of responses (i, j) of a comparison is a *unit*, and an
+annotator's label on it is -1 (i preferred), 0 (tie) or +1 (j preferred), read from their ranks. Units are keyed
+by the comparison's canonical response order, so every annotator's labels line up whatever order they saw.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+Unit = tuple[int, int, int]  # (comparison id, i, j) with i < j positions in the canonical order
+
+
+@dataclass(frozen=True)
+class Label:
+    comparison_id: int
+    annotator: str
+    ranks: Sequence[int]  # aligned with the comparison's canonical response order; 1 = best
+
+
+def pair_labels(ranks: Sequence[int]) -> dict[tuple[int, int], int]:
+    """-1 / 0 / +1 for every pair of positions.
+
+    >>> pair_labels([2, 1, 2])
+    {(0, 1): 1, (0, 2): 0, (1, 2): -1}
+    """
+    return {(i, j): (ranks[i] > ranks[j]) - (ranks[i] < ranks[j]) for i, j in itertools.combinations(range(len(ranks)), 2)}
+
+
+def unit_labels(labels: Iterable[Label]) -> dict[Unit, dict[str, int]]:
+    """unit -> {annotator: label}."""
+    units: dict[Unit, dict[str, int]] = defaultdict(dict)
+    for label in labels:
+        for (i, j), value in pair_labels(label.ranks).items():
+            units[(label.comparison_id, i, j)][label.annotator] = value
+    return dict(units)
+
+
+@dataclass(frozen=True)
+class PairwiseAgreement:
+    agreement: float | None  # share of (unit, annotator pair) with the same label; None without overlap
+    pairs: int  # (unit, annotator pair) combinations compared
+    units: int  # units labelled by at least two annotators
+    comparisons: int  # comparisons labelled by at least two annotators
+
+
+def pairwise_agreement(labels: Iterable[Label]) -> PairwiseAgreement:
+    """Raw agreement over every pair of annotators on every overlapping unit.
+
+    >>> a = [Label(1, "ann", [1, 2]), Label(1, "bob", [1, 2]), Label(2, "ann", [1, 2]), Label(2, "bob", [2, 1])]
+    >>> pairwise_agreement(a)
+    PairwiseAgreement(agreement=0.5, pairs=2, units=2, comparisons=2)
+    """
+    units = unit_labels(labels)
+    agree = total = 0
+    overlapping: set[Unit] = set()
+    for unit, by_annotator in units.items():
+        values = list(by_annotator.values())
+        if len(values) < 2:
+            continue
+        overlapping.add(unit)
+        for a, b in itertools.combinations(values, 2):
+            total += 1
+            agree += a == b
+    return PairwiseAgreement(
+        agreement=agree / total if total else None,
+        pairs=total,
+        units=len(overlapping),
+        comparisons=len({u[0] for u in overlapping}),
+    )
+
+
+def krippendorff_alpha(labels: Iterable[Label], level: str = "ordinal") -> float | None:
+    """Krippendorff's alpha over all units (missing ratings allowed), from the ``krippendorff`` package.
+
+    None when it is undefined: fewer than two annotators on any unit, or only one label value overall.
+
+    >>> round(krippendorff_alpha([Label(c, n, r) for c, r in [(1, [1, 2]), (2, [2, 1]), (3, [1, 2])] for n in ("a", "b")]), 3)
+    1.0
+    """
+    import krippendorff
+
+    units = {u: v for u, v in unit_labels(labels).items() if len(v) >= 2}
+    if not units:
+        return None
+    annotators = sorted({a for v in units.values() for a in v})
+    keys = sorted(units)
+    data = np.full((len(annotators), len(keys)), np.nan)
+    for col, unit in enumerate(keys):
+        for annotator, value in units[unit].items():
+            data[annotators.index(annotator), col] = value
+    if len(set(np.unique(data[~np.isnan(data)]))) < 2:
+        return None
+    alpha = krippendorff.alpha(reliability_data=data, level_of_measurement=level)
+    return None if alpha is None or math.isnan(alpha) else float(alpha)
+
+
+@dataclass(frozen=True)
+class MajorityAgreement:
+    annotator: str
+    units: int  # units where the others reached a majority
+    agreement: float | None
+
+
+def agreement_with_majority(labels: Iterable[Label]) -> list[MajorityAgreement]:
+    """Per annotator: how often their label matches the majority of the *other* annotators on the same unit.
+
+    Units where the others are split evenly are left out. Sorted from the least to the most agreeing (who is off?).
+
+    >>> rows = [Label(1, n, r) for n, r in [("a", [1, 2]), ("b", [1, 2]), ("c", [2, 1])]]
+    >>> [(m.annotator, m.units, m.agreement) for m in agreement_with_majority(rows)]
+    [('c', 1, 0.0), ('a', 0, None), ('b', 0, None)]
+    """
+    hits: Counter[str] = Counter()
+    counted: Counter[str] = Counter()
+    everyone: set[str] = set()
+    for by_annotator in unit_labels(labels).values():
+        everyone.update(by_annotator)
+        for annotator, value in by_annotator.items():
+            others = Counter(v for a, v in by_annotator.items() if a != annotator)
+            if not others:
+                continue
+            (top, n), *rest = others.most_common()
+            if rest and rest[0][1] == n:
+                continue  # no majority among the others
+            counted[annotator] += 1
+            hits[annotator] += value == top
+    result = [
+        MajorityAgreement(a, counted[a], hits[a] / counted[a] if counted[a] else None) for a in sorted(everyone)
+    ]
+    return sorted(result, key=lambda m: (m.agreement is None, m.agreement if m.agreement is not None else 0, m.annotator))

@@ -1,0 +1,294 @@
+"""The labelling app in a real browser (Debian's chromium via Playwright) against the real server and a temp
+SQLite database: every action is checked in the database."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import func, select
+
+from db.models import Assignment, LoginSession, Ranking
+from labeling_app.api_client import LabelingClient
+from tests.labeling.conftest import PASSWORD, LiveServer, seed
+
+pytestmark = pytest.mark.browser
+ITEM = "#rlhf-item textarea, #rlhf-item input"
+
+
+def login(page, live: LiveServer, name: str, password: str = PASSWORD, *, keyboard: bool = False) -> None:  # noqa: ANN001
+    page.goto(live.url + "/")
+    assert "/login" in page.url
+    if keyboard:
+        page.locator("#username").focus()
+        page.keyboard.type(name)
+        page.keyboard.press("Tab")
+        page.keyboard.type(password)
+        page.keyboard.press("Enter")
+    else:
+        page.fill("#username", name)
+        page.fill("#password", password)
+        page.click("#login")
+    page.wait_for_selector("#rlhf-message .rlhf-msg", timeout=30_000)
+
+
+def item_id(page) -> str:  # noqa: ANN001
+    return page.eval_on_selector(ITEM, "el => el.value")
+
+
+def wait_message(page, pattern: str) -> str:  # noqa: ANN001
+    page.wait_for_function(
+        "p => new RegExp(p).test(document.querySelector('#rlhf-message').innerText)", arg=pattern, timeout=20_000
+    )
+    return page.inner_text("#rlhf-message")
+
+
+def wait_item_change(page, previous: str) -> str:  # noqa: ANN001
+    try:
+        page.wait_for_function(
+            "([sel, prev]) => { const el = document.querySelector(sel); return el && el.value !== prev; }",
+            arg=[ITEM, previous], timeout=20_000,
+        )
+    except Exception as exc:
+        raise AssertionError(f"the item did not change; the page says: {page.inner_text('#rlhf-message')}") from exc
+    return item_id(page)
+
+
+def rankings(live: LiveServer, name: str | None = None) -> list[Ranking]:
+    from db.models import Annotator
+
+    with live.sessions() as session:
+        query = select(Ranking).order_by(Ranking.id)
+        if name is not None:
+            query = query.join(Annotator, Annotator.id == Ranking.annotator_id).where(Annotator.name == name)
+        return list(session.scalars(query))
+
+
+def shown_order(live: LiveServer, comparison_id: int, name: str) -> list[int]:
+    from db.models import Annotator
+
+    with live.sessions() as session:
+        return session.scalar(
+            select(Assignment.shown_order)
+            .join(Annotator, Annotator.id == Assignment.annotator_id)
+            .where(Assignment.comparison_id == comparison_id, Annotator.name == name)
+        )
+
+
+def test_rank_with_the_mouse(live: LiveServer, new_page) -> None:  # noqa: ANN001
+    [cid] = seed(live.sessions, [["first answer", "second answer"]], people={"ann": "annotator"})
+    page = new_page()
+    login(page, live, "ann")
+    assert item_id(page) == str(cid)
+    assert "Question number 0" in page.inner_text("#rlhf-prompt")
+    page.get_by_text("Guidelines").click()
+    page.wait_for_function("() => document.querySelector('#rlhf-guidelines').innerText.includes('Prefer helpful')")
+    page.locator("#rlhf-rank-0 label", has_text=re.compile(r"^\s*2\s*$")).click()
+    page.locator("#rlhf-rank-1 label", has_text=re.compile(r"^\s*1\s*$")).click()
+    page.mouse.move(200, 200)
+    page.wait_for_timeout(700)
+    page.click("#rlhf-submit")
+    assert "Nothing left" in wait_message(page, "Nothing left")
+    [ranking] = rankings(live, "ann")
+    order = shown_order(live, cid, "ann")
+    assert ranking.shown_order == order
+    by_response = dict(zip(sorted(order), ranking.ranks, strict=True))
+    assert by_response[order[0]] == 2 and by_response[order[1]] == 1  # A got rank 2, B rank 1 as clicked
+    assert ranking.active_ms is not None and ranking.active_ms >= 500
+    assert "Today: 1" in page.inner_text("#rlhf-progress-box")
+
+
+def test_twenty_items_with_the_keyboard_alone(live: LiveServer, new_page) -> None:  # noqa: ANN001
+    items = [["short", "a longer answer"] if n % 4 else ["one", "two", "three"] for n in range(20)]
+    seed(live.sessions, items, people={"kim": "annotator"})
+    page = new_page()
+    login(page, live, "kim", keyboard=True)
+    pressed: dict[int, list[str]] = {}
+    current = item_id(page)
+    for n in range(20):
+        cid = int(current)
+        k = len(shown_order(live, cid, "kim"))
+        keys = ["2", "1"] if k == 2 else ["1", "=", "2"]  # K=3: A and B tied first (with "="), C second
+        page.keyboard.press("ArrowRight")  # move around first: the selection must come back to A
+        page.keyboard.press("ArrowLeft")
+        for key in keys:
+            page.keyboard.press(key)
+        page.keyboard.press("Enter")
+        pressed[cid] = keys
+        if n < 19:
+            current = wait_item_change(page, current)
+    wait_message(page, "Nothing left")
+    stored = rankings(live, "kim")
+    assert len(stored) == 20 and len({r.comparison_id for r in stored}) == 20
+    for ranking in stored:
+        order = shown_order(live, ranking.comparison_id, "kim")
+        assert ranking.shown_order == order
+        by_response = dict(zip(sorted(order), ranking.ranks, strict=True))
+        expected = [2, 1] if len(order) == 2 else [1, 1, 2]
+        assert [by_response[r] for r in order] == expected, (pressed[ranking.comparison_id], ranking.ranks)
+        assert ranking.active_ms is not None
+    assert all(not r.skipped for r in stored)
+
+
+def test_tie_skip_undo_comment_all_bad_and_progress(live: LiveServer, new_page) -> None:  # noqa: ANN001
+    seed(live.sessions, [["a", "b"], ["c", "d"], ["e", "f", "g"]], people={"ann": "annotator"})
+    page = new_page()
+    login(page, live, "ann")
+    first = item_id(page)
+    for key in ("1", "1", "Enter"):  # a tie
+        page.keyboard.press(key)
+    second = wait_item_change(page, first)
+    assert sorted(rankings(live, "ann")[0].ranks) == [1, 1]
+    page.keyboard.press("s")
+    page.keyboard.press("2")  # the second reason
+    third = wait_item_change(page, second)
+    skipped = rankings(live, "ann")[-1]
+    assert skipped.skipped and skipped.skip_reason == "Needs expertise I lack" and skipped.ranks is None
+    assert "Today: 2" in page.inner_text("#rlhf-progress-box")
+    page.keyboard.press("u")  # undo the skip: the second item comes back
+    wait_message(page, "Undone")
+    assert item_id(page) == second and len(rankings(live, "ann")) == 1
+    assert "Today: 1" in page.inner_text("#rlhf-progress-box")
+    for key in ("2", "1", "Enter"):
+        page.keyboard.press(key)
+    assert wait_item_change(page, second) == third
+    page.keyboard.press("c")
+    page.keyboard.type("both wrong <b>really</b>")
+    page.keyboard.press("Escape")
+    for key in ("3", "2", "1", "x", "Enter"):
+        page.keyboard.press(key)
+    wait_message(page, "Nothing left")
+    last = rankings(live, "ann")[-1]
+    assert last.all_bad and last.comment == "both wrong <b>really</b>" and len(set(last.ranks)) == 3
+
+
+def test_incomplete_ranking_gets_a_message_not_a_trace(live: LiveServer, new_page) -> None:  # noqa: ANN001
+    seed(live.sessions, [["a", "b", "c"]], people={"ann": "annotator"})
+    page = new_page()
+    login(page, live, "ann")
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    assert "give every response a rank" in wait_message(page, "give every response")
+    for key in ("ArrowLeft", "ArrowLeft", "2", "3", "3", "Enter"):
+        page.keyboard.press(key)
+    assert "skip a place" in wait_message(page, "skip a place")
+    assert rankings(live) == []
+
+
+def test_wrong_password_refused_and_logout_ends_the_session(live: LiveServer, new_page) -> None:  # noqa: ANN001
+    seed(live.sessions, [["a", "b"]], people={"ann": "annotator"})
+    page = new_page()
+    page.goto(live.url + "/")
+    page.fill("#username", "ann")
+    page.fill("#password", "not the password")
+    page.click("#login")
+    assert "Wrong name or password" in page.inner_text("body")
+    assert not page.context.cookies()
+    with live.sessions() as session:
+        assert session.scalar(select(func.count(LoginSession.id))) == 0
+    login(page, live, "ann")
+    assert page.inner_text("#rlhf-user") == "ann"
+    page.click("text=Log out")
+    page.wait_for_url(re.compile(r".*/login.*"))
+    page.goto(live.url + "/")
+    assert "/login" in page.url
+    with live.sessions() as session:
+        assert session.scalar(select(func.count(LoginSession.id))) == 0
+
+
+def test_tampering_with_the_comparison_id_is_refused(live: LiveServer, new_page) -> None:  # noqa: ANN001
+    seed(live.sessions, [["a", "b"], ["c", "d"]], people={"ann": "annotator", "bob": "annotator"})
+    bob = LabelingClient(live.url)
+    bob.login("bob", PASSWORD)
+    theirs = bob.next_item()
+    page = new_page()
+    login(page, live, "ann")
+    mine = item_id(page)
+    assert mine != str(theirs.item_id)
+    # 1. an API call with ann's cookie naming bob's comparison
+    api = LabelingClient(live.url, client=None)
+    api.http.cookies.update({c["name"]: c["value"] for c in page.context.cookies()})
+    refused = api.submit(theirs.item_id, theirs.response_ids, [1, 2])
+    assert "not assigned to you" in refused.message
+    # 2. the hidden field rewritten in the page
+    page.eval_on_selector(
+        ITEM, "(el, v) => { el.value = v; el.dispatchEvent(new Event('input', {bubbles: true})); }", str(theirs.item_id)
+    )
+    for key in ("1", "2", "Enter"):
+        page.keyboard.press(key)
+    assert "not assigned to you" in wait_message(page, "not assigned")
+    assert rankings(live) == []
+    bob.close()
+    api.close()
+
+
+def test_overlap_two_each_gets_it_once_and_a_third_does_not(live: LiveServer, new_page) -> None:  # noqa: ANN001
+    [cid] = seed(live.sessions, [["a", "b"]], overlap=2,
+                 people={"ann": "annotator", "bob": "annotator", "cat": "annotator"})
+    for name in ("ann", "bob"):
+        page = new_page()
+        login(page, live, name)
+        assert item_id(page) == str(cid)
+        for key in ("1", "2", "Enter"):
+            page.keyboard.press(key)
+        wait_message(page, "Nothing left")
+    third = new_page()
+    login(third, live, "cat")
+    assert "No item to rank" in third.inner_text("#rlhf-prompt")
+    assert item_id(third) == ""
+    assert sorted(r.annotator_id for r in rankings(live)) == sorted({r.annotator_id for r in rankings(live)})
+    assert len(rankings(live)) == 2
+
+
+def test_html_in_a_response_is_shown_as_text_never_run(live: LiveServer, new_page) -> None:  # noqa: ANN001
+    payloads = ['Hi <script>window.__xss = 1; alert("xss")</script> there',
+                '<img src=x onerror="window.__xss = 2; alert(2)"> and **bold**']
+    seed(live.sessions, [payloads], people={"ann": "annotator"})
+    page = new_page()
+    login(page, live, "ann")
+    page.wait_for_timeout(500)
+    text = page.inner_text("#rlhf-responses")
+    assert '<script>window.__xss = 1; alert("xss")</script>' in text
+    assert '<img src=x onerror="window.__xss = 2; alert(2)">' in text
+    assert page.evaluate("window.__xss") is None
+    assert page.dialogs == []
+    assert page.locator("#rlhf-responses img").count() == 0
+    assert page.locator("#rlhf-responses strong", has_text="bold").count() == 1  # Markdown still renders
+
+
+def test_admin_sees_progress_and_agreement_and_others_cannot(live: LiveServer, new_page) -> None:  # noqa: ANN001
+    seed(live.sessions, [["a", "b"], ["c", "d"], ["e", "f"]], overlap=2,
+         people={"ann": "annotator", "bob": "annotator", "boss": "admin"})
+    for name in ("ann", "bob"):
+        client = LabelingClient(live.url)
+        client.login(name, PASSWORD)
+        shown = client.next_item()
+        while shown.item_id is not None:  # both prefer the response with the lower id: full agreement
+            ranks = [1 if r == min(shown.response_ids) else 2 for r in shown.response_ids]
+            shown = client.submit(shown.item_id, shown.response_ids, ranks, active_ms=3000)
+        client.close()
+    annotator = new_page()
+    login(annotator, live, "ann")
+    response = annotator.goto(live.url + "/admin")
+    assert response.status == 403 and "for admins" in annotator.inner_text("body")
+    api = annotator.request.post(live.url + "/admin/gradio_api/call/refresh", data={"data": ["All batches"]})
+    assert api.status == 401
+    admin = new_page()
+    login(admin, live, "boss")
+    assert admin.locator("a[href='/admin/']").count() == 1
+    admin.goto(live.url + "/admin")
+    admin.wait_for_function("() => document.querySelector('#admin-progress') && "
+                            "document.querySelector('#admin-progress').innerText.includes('b1')", timeout=30_000)
+    assert "100" in admin.inner_text("#admin-progress")  # 3 of 3 complete
+    assert "ann" in admin.inner_text("#admin-people") and "bob" in admin.inner_text("#admin-people")
+    admin.get_by_role("tab", name="Agreement").click()
+    admin.wait_for_function("() => document.querySelector('#admin-agreement').innerText.includes('100.0%')",
+                            timeout=20_000)
+    assert "Krippendorff" in admin.inner_text("#admin-agreement")
+    admin.get_by_role("tab", name="Manage").click()
+    admin.fill("#admin-new-name textarea, #admin-new-name input", "dana")
+    admin.fill("#admin-new-password input", "dana's long password")
+    admin.click("#admin-add-annotator")
+    admin.wait_for_function("() => document.querySelector('#admin-annotator-result').innerText.includes('Added')",
+                            timeout=20_000)
+    LabelingClient(live.url).login("dana", "dana's long password")

@@ -1,0 +1,111 @@
+"""The labelling server over HTTP (no browser): logins, cookies, throttling, admin-only routes, several app
+processes sharing one database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from db import make_engine
+from db.models import Annotator, Ranking
+from labeling_app.api_client import ApiError, LabelingClient
+from labeling_app.auth import COOKIE
+from labeling_app.settings import LabelingSettings
+from tests.labeling.conftest import PASSWORD, LiveServer, seed, start_server
+
+
+def test_login_sets_an_httponly_cookie_and_refuses_strangers(live: LiveServer) -> None:
+    seed(live.sessions, [["a", "b"]], people={"ann": "annotator"})
+    with httpx.Client(base_url=live.url) as http:
+        assert http.get("/").status_code == 303 and http.get("/").headers["location"].startswith("/login")
+        assert http.post("/gradio_api/call/next_item", json={"data": ["All batches"]}).status_code == 401
+        wrong = http.post("/login", data={"username": "ann", "password": "nope-nope-nope"})
+        assert wrong.status_code == 401 and "Wrong name or password" in wrong.text
+        nobody = http.post("/login", data={"username": "nobody", "password": PASSWORD})
+        assert nobody.status_code == 401 and "Wrong name or password" in nobody.text  # no hint the name is unknown
+        ok = http.post("/login", data={"username": "ann", "password": PASSWORD, "next": "https://evil.example/"})
+        assert ok.status_code == 303 and ok.headers["location"] == "/"  # no open redirect
+        cookie = ok.headers["set-cookie"]
+        assert cookie.startswith(f"{COOKIE}=") and "httponly" in cookie.lower() and "samesite=lax" in cookie.lower()
+        assert PASSWORD not in cookie
+        assert http.get("/").status_code == 200
+
+
+def test_repeated_failures_lock_the_name_for_a_while(sqlite_db_url: str) -> None:
+    engine = make_engine(sqlite_db_url)
+    live = start_server(engine, LabelingSettings(login_attempts=3, login_lockout=timedelta(minutes=5)))
+    try:
+        seed(live.sessions, [["a", "b"]], people={"ann": "annotator"})
+        with httpx.Client(base_url=live.url) as http:
+            for _ in range(3):
+                assert http.post("/login", data={"username": "ann", "password": "wrong-wrong"}).status_code == 401
+            locked = http.post("/login", data={"username": "ann", "password": PASSWORD})
+            assert locked.status_code == 429 and "Too many failed attempts" in locked.text
+    finally:
+        live.stop()
+        engine.dispose()
+
+
+def test_deactivating_an_annotator_ends_their_session(live: LiveServer) -> None:
+    seed(live.sessions, [["a", "b"]], people={"ann": "annotator"})
+    client = LabelingClient(live.url)
+    client.login("ann", PASSWORD)
+    assert client.next_item().item_id is not None
+    with live.sessions.begin() as session:
+        session.scalars(select(Annotator).where(Annotator.name == "ann")).one().active = False
+    import time
+
+    time.sleep(2.5)  # the per-process cache of a session lookup lasts 2 s
+    with pytest.raises(ApiError, match="401"):
+        client.next_item()
+    client.close()
+
+
+def test_api_without_admin_role_is_refused(live: LiveServer) -> None:
+    seed(live.sessions, [["a", "b"]], people={"ann": "annotator", "boss": "admin"})
+    ann, boss = LabelingClient(live.url), LabelingClient(live.url)
+    ann.login("ann", PASSWORD)
+    boss.login("boss", PASSWORD)
+    with pytest.raises(ApiError, match="401"):
+        ann.call("add_annotator", ["mallory", "admin", "a long password"], prefix="/admin")
+    assert boss.call("add_annotator", ["carol", "annotator", "a long password"], prefix="/admin") == [
+        "Added annotator 'carol'."
+    ]
+    ann.close()
+    boss.close()
+
+
+def test_two_app_processes_share_one_database(db_url: str) -> None:
+    """Two servers, each with its own engine (as two processes would have), on one database: the queue holds
+    across them, and a login made on one is honoured by the other (sessions live in the database)."""
+    engines = [make_engine(db_url), make_engine(db_url)]
+    one, two = (start_server(e) for e in engines)
+    try:
+        [cid] = seed(one.sessions, [["a", "b"]], overlap=2,
+                     people={"ann": "annotator", "bob": "annotator", "cat": "annotator"})
+        ann, bob, cat = LabelingClient(one.url), LabelingClient(two.url), LabelingClient(one.url)
+        ann.login("ann", PASSWORD)
+        bob.login("bob", PASSWORD)
+        cat.login("cat", PASSWORD)
+        first, second = ann.next_item(), bob.next_item()
+        assert first.item_id == second.item_id == cid
+        assert cat.next_item().item_id is None  # both slots are leased, on different servers
+        ann.submit(cid, first.response_ids, [1, 2])
+        # ann's cookie, taken to the other server
+        roaming = LabelingClient(two.url)
+        roaming.http.cookies.update(ann.http.cookies)
+        assert roaming.next_item().item_id is None  # she already answered it, whichever server asks
+        bob.submit(cid, second.response_ids, [2, 1])
+        with one.sessions() as session:
+            assert session.scalar(select(Ranking.id).where(Ranking.comparison_id == cid).limit(1)) is not None
+            assert len(session.scalars(select(Ranking)).all()) == 2
+        for client in (ann, bob, cat, roaming):
+            client.close()
+    finally:
+        one.stop()
+        two.stop()
+        for engine in engines:
+            engine.dispose()
