@@ -8,6 +8,7 @@ under contention (handing out a labelling lease) can ask for ``BEGIN IMMEDIATE``
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,11 @@ def make_engine(url: str, *, echo: bool = False, **kwargs: Any) -> Engine:
 
 
 def _configure_sqlite(engine: Engine) -> None:
+    # One writer at a time inside this process, handed over at once. Left to SQLite, threads waiting for the
+    # write lock poll it with sleeps that grow to 100 ms, and throughput collapses under contention; the busy
+    # timeout still arbitrates between processes.
+    write_lock = threading.Lock()
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Hand transaction control to SQLAlchemy (the "begin" hook below) instead of pysqlite's implicit BEGINs.
@@ -62,7 +68,17 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         mode = connection.get_execution_options().get("sqlite_begin", "")
+        if mode == "IMMEDIATE":
+            if not write_lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+                raise TimeoutError(f"no write lock on {engine.url} within {SQLITE_BUSY_TIMEOUT_MS} ms")
+            connection.connection.info["rlhf_write_lock"] = True
         connection.exec_driver_sql(f"BEGIN {mode}".strip())
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        # The connection goes back to the pool after its COMMIT or ROLLBACK: the write is over.
+        if record.info.pop("rlhf_write_lock", False):
+            write_lock.release()
 
 
 def immediate(engine: Engine) -> Engine:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -178,6 +179,7 @@ class Comparison(Base):
         CheckConstraint(_in("status", COMPARISON_STATUS_VALUES), name="status"),
         CheckConstraint("k >= 2", name="k_at_least_2"),
         CheckConstraint("required_overlap >= 0", name="overlap_not_negative"),
+        Index("ix_comparisons_status_id", "status", "id"),  # the queue walks open comparisons in id order
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -20,12 +20,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import and_, exists, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Integer, String, and_, bindparam, case, exists, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
 from db.comparisons import RankingError, align, dense_ranks
-from db.models import Annotator, Assignment, Comparison, Prompt, Ranking, Response
+from db.models import JSONType, Annotator, Assignment, Comparison, Prompt, Ranking, Response, UTCDateTime
 
 DEFAULT_LEASE = timedelta(minutes=30)
 MAX_K = 8  # the widest comparison the app lays out
@@ -45,19 +46,20 @@ class Item:
     assignment: Assignment
 
 
-def _for_update(session: Session, query):  # noqa: ANN001, ANN202
-    """Row locks where the database has them (PostgreSQL); SQLite serialises writers at BEGIN IMMEDIATE."""
-    if session.get_bind().dialect.name == "postgresql":
-        return query.with_for_update(skip_locked=True, of=Comparison)
-    return query
+# --- statements, built once with bound parameters (the hot path runs them on every submit) --------------------------
+
+NOW = bindparam("now", type_=UTCDateTime())
+ME = bindparam("me", type_=Integer())
+BATCH = bindparam("batch", type_=String())
+CID = bindparam("cid", type_=Integer())
 
 
 def _answered(comparison_id, annotator_id):  # noqa: ANN001, ANN202
     return exists().where(Ranking.comparison_id == comparison_id, Ranking.annotator_id == annotator_id)
 
 
-def _taken_slots(now: datetime, annotator_id: int):  # noqa: ANN202
-    """Per comparison: non-skipped human rankings + unexpired, unanswered leases of other annotators."""
+def _taken_slots():  # noqa: ANN202
+    """Per comparison: non-skipped human rankings + unexpired, unanswered leases of annotators other than ME."""
     ranked = (
         select(func.count(Ranking.id))
         .join(Annotator, Annotator.id == Ranking.annotator_id)
@@ -69,13 +71,98 @@ def _taken_slots(now: datetime, annotator_id: int):  # noqa: ANN202
         select(func.count(other.id))
         .where(
             other.comparison_id == Comparison.id,
-            other.annotator_id != annotator_id,
-            other.expires_at > now,
+            other.annotator_id != ME,
+            other.expires_at > NOW,
             ~_answered(other.comparison_id, other.annotator_id),
         )
         .scalar_subquery()
     )
     return ranked + leased
+
+
+def _eligible(batched: bool):  # noqa: ANN202
+    """Comparisons ME may be given now: open, wanting humans, not answered by ME, not leased to ME, a slot free."""
+    mine = exists().where(
+        Assignment.comparison_id == Comparison.id, Assignment.annotator_id == ME, Assignment.expires_at > NOW
+    )
+    conditions = [
+        Comparison.status == "open",
+        Comparison.required_overlap > 0,
+        Comparison.k <= MAX_K,
+        ~_answered(Comparison.id, ME),
+        ~mine,
+        _taken_slots() < Comparison.required_overlap,
+    ]
+    if batched:
+        conditions.append(Comparison.batch == BATCH)
+    return and_(*conditions)
+
+
+def _in_progress():  # noqa: ANN202
+    """Open comparisons that some human already ranked or holds a lease on: the few that get priority."""
+    open_ = aliased(Comparison)
+    ranked = (
+        select(Ranking.comparison_id)
+        .join(Annotator, Annotator.id == Ranking.annotator_id)
+        .join(open_, open_.id == Ranking.comparison_id)
+        .where(Annotator.kind == "human", ~Ranking.skipped, open_.status == "open")
+    )
+    leased = select(Assignment.comparison_id).where(Assignment.expires_at > NOW)
+    return ranked.union(leased)
+
+
+def _locking(query):  # noqa: ANN001, ANN202
+    # Rendered on PostgreSQL only (SQLite has no row locks; there writers are serialised at BEGIN IMMEDIATE).
+    return query.with_for_update(skip_locked=True, of=Comparison)
+
+
+def _current(batched: bool):  # noqa: ANN202
+    query = (
+        select(Assignment)
+        .join(Comparison, Comparison.id == Assignment.comparison_id)
+        .where(
+            Assignment.annotator_id == ME,
+            Assignment.expires_at > NOW,
+            Comparison.status == "open",
+            ~_answered(Assignment.comparison_id, Assignment.annotator_id),
+        )
+        .order_by(Assignment.leased_at.desc(), Assignment.id.desc())
+        .limit(1)
+    )
+    return query.where(Comparison.batch == BATCH) if batched else query
+
+
+_CURRENT = {b: _current(b) for b in (False, True)}
+# Partly done comparisons first (fullest first), so that items reach their overlap; else the first untouched one.
+_STARTED = {
+    b: _locking(
+        select(Comparison)
+        .where(_eligible(b), Comparison.id.in_(_in_progress()))
+        .order_by(_taken_slots().desc(), Comparison.id)
+        .limit(1)
+    )
+    for b in (False, True)
+}
+_FRESH = {b: _locking(select(Comparison).where(_eligible(b)).order_by(Comparison.id).limit(1)) for b in (False, True)}
+_RECOUNT = select(_taken_slots()).where(Comparison.id == CID)
+_CLAIM = (
+    select(Comparison, Assignment, _answered(Comparison.id, ME).label("answered"))
+    .outerjoin(Assignment, and_(Assignment.comparison_id == Comparison.id, Assignment.annotator_id == ME))
+    .where(Comparison.id == CID)
+    .with_for_update(of=Comparison)
+)
+_HUMAN_RANKED = (
+    select(func.count(Ranking.id))
+    .join(Annotator, Annotator.id == Ranking.annotator_id)
+    .where(Ranking.comparison_id == CID, Annotator.kind == "human", ~Ranking.skipped)
+)
+
+
+def _params(annotator_id: int, now: datetime, batch: str | None = None, **more: object) -> dict[str, object]:
+    params: dict[str, object] = {"me": annotator_id, "now": now, **more}
+    if batch is not None:
+        params["batch"] = batch
+    return params
 
 
 def shown_order_for(comparison: Comparison, annotator_id: int) -> list[int]:
@@ -94,124 +181,100 @@ def current_assignment(
     session: Session, annotator_id: int, now: datetime, *, batch: str | None = None
 ) -> Assignment | None:
     """The annotator's unexpired, unanswered lease (the most recent one), if any."""
-    query = (
-        select(Assignment)
-        .join(Comparison, Comparison.id == Assignment.comparison_id)
-        .where(
-            Assignment.annotator_id == annotator_id,
-            Assignment.expires_at > now,
-            Comparison.status == "open",
-            ~_answered(Assignment.comparison_id, Assignment.annotator_id),
-        )
-        .order_by(Assignment.leased_at.desc(), Assignment.id.desc())
-        .limit(1)
-    )
-    if batch is not None:
-        query = query.where(Comparison.batch == batch)
-    return session.scalars(query).first()
-
-
-def _eligible(annotator_id: int, now: datetime, batch: str | None):  # noqa: ANN202
-    mine = exists().where(
-        Assignment.comparison_id == Comparison.id,
-        Assignment.annotator_id == annotator_id,
-        Assignment.expires_at > now,
-    )
-    conditions = [
-        Comparison.status == "open",
-        Comparison.required_overlap > 0,
-        Comparison.k <= MAX_K,
-        ~_answered(Comparison.id, annotator_id),
-        ~mine,
-        _taken_slots(now, annotator_id) < Comparison.required_overlap,
-    ]
-    if batch is not None:
-        conditions.append(Comparison.batch == batch)
-    return and_(*conditions)
+    return session.scalars(_CURRENT[batch is not None], _params(annotator_id, now, batch)).first()
 
 
 def _pick(session: Session, annotator_id: int, now: datetime, batch: str | None) -> Comparison | None:
-    """Lock and return the next comparison with a free slot for this annotator (None when there is none)."""
+    """Lock and return the next comparison with a free slot for this annotator (None when there is none).
+
+    Two cheap steps instead of ranking every open comparison: first the comparisons already in progress (partly
+    ranked or leased), fullest first; else the first untouched one by id.
+    """
+    params = _params(annotator_id, now, batch)
+    batched = batch is not None
     skipped: list[int] = []
     while True:
-        taken = _taken_slots(now, annotator_id)
-        query = select(Comparison).where(_eligible(annotator_id, now, batch)).order_by(taken.desc(), Comparison.id)
-        if skipped:
-            query = query.where(Comparison.id.not_in(skipped))
-        comparison = session.scalars(_for_update(session, query.limit(1))).first()
+        if skipped:  # rare (PostgreSQL retry): build the statements with the exclusions
+            started = _STARTED[batched].where(Comparison.id.not_in(skipped))
+            fresh = _FRESH[batched].where(Comparison.id.not_in(skipped))
+        else:
+            started, fresh = _STARTED[batched], _FRESH[batched]
+        comparison = session.scalars(started, params).first() or session.scalars(fresh, params).first()
         if comparison is None or session.get_bind().dialect.name != "postgresql":
             return comparison
         # PostgreSQL, READ COMMITTED: the slot count above used the statement's snapshot, which may predate a
         # lease committed just before we got the row lock. Count again now that we hold it.
-        recount = session.scalar(select(_taken_slots(now, annotator_id)).where(Comparison.id == comparison.id))
+        recount = session.scalar(_RECOUNT, {**params, "cid": comparison.id})
         if (recount or 0) < comparison.required_overlap:
             return comparison
         skipped.append(comparison.id)
 
 
+_UPSERTS: dict[str, object] = {}
+
+
+def _upsert_assignment(session: Session):  # noqa: ANN202
+    """INSERT a lease, or renew this annotator's expired one (keeping its shown order): one statement."""
+    dialect = session.get_bind().dialect.name
+    if dialect not in _UPSERTS:
+        insert = {"postgresql": pg_insert, "sqlite": sqlite_insert}[dialect]
+        statement = insert(Assignment).values(
+            comparison_id=CID, annotator_id=ME, leased_at=NOW, expires_at=bindparam("expires", type_=UTCDateTime()),
+            shown_order=bindparam("order", type_=JSONType),
+        )
+        _UPSERTS[dialect] = statement.on_conflict_do_update(
+            index_elements=[Assignment.comparison_id, Assignment.annotator_id],
+            set_={"leased_at": statement.excluded.leased_at, "expires_at": statement.excluded.expires_at},
+        ).returning(Assignment)
+    return _UPSERTS[dialect]
+
+
 def lease_next(
     session: Session, annotator: Annotator, now: datetime, *, batch: str | None = None, lease: timedelta = DEFAULT_LEASE
 ) -> Assignment | None:
-    """The annotator's current lease (renewed), else a new lease on the next free comparison, else None."""
+    """The annotator's current lease (renewed when half gone), else a new lease on the next free comparison."""
     if annotator.kind != "human" or not annotator.active:
         raise QueueError("only active human annotators receive work")
     current = current_assignment(session, annotator.id, now, batch=batch)
     if current is not None:
-        current.expires_at = now + lease
-        session.flush()
+        if current.expires_at - now < lease / 2:
+            current.expires_at = now + lease
+            session.flush()
         return current
     comparison = _pick(session, annotator.id, now, batch)
     if comparison is None:
         return None
-    assignment = session.scalars(
-        select(Assignment).where(Assignment.comparison_id == comparison.id, Assignment.annotator_id == annotator.id)
-    ).first()
-    if assignment is not None:  # an earlier lease of this annotator that expired: give it back, same order
-        assignment.leased_at, assignment.expires_at = now, now + lease
-        session.flush()
-        return assignment
-    assignment = Assignment(
-        comparison_id=comparison.id,
-        annotator_id=annotator.id,
-        leased_at=now,
-        expires_at=now + lease,
-        shown_order=shown_order_for(comparison, annotator.id),
-    )
-    try:
-        with session.begin_nested():
-            session.add(assignment)
-    except IntegrityError:  # the same annotator, in another tab, leased it a moment ago
-        return current_assignment(session, annotator.id, now, batch=batch)
-    return assignment
+    params = {"cid": comparison.id, "me": annotator.id, "now": now, "expires": now + lease,
+              "order": shown_order_for(comparison, annotator.id)}
+    statement = _upsert_assignment(session)
+    return session.scalars(statement, params, execution_options={"populate_existing": True}).one()
+
+
+_PROMPT = select(Prompt).where(Prompt.id == bindparam("pid", type_=Integer()))
+_RESPONSES = select(Response).where(Response.id.in_(bindparam("ids", expanding=True)))
 
 
 def load_item(session: Session, assignment: Assignment) -> Item:
     comparison = session.get(Comparison, assignment.comparison_id)
     assert comparison is not None
-    prompt = session.get(Prompt, comparison.prompt_id)
-    assert prompt is not None
+    prompt = session.scalars(_PROMPT, {"pid": comparison.prompt_id}).one()
     order = assignment.shown_order or list(comparison.response_ids)
-    by_id = {r.id: r for r in session.scalars(select(Response).where(Response.id.in_(order)))}
+    by_id = {r.id: r for r in session.scalars(_RESPONSES, {"ids": order})}
     return Item(comparison, prompt, [by_id[i] for i in order], assignment)
 
 
 def _claim(session: Session, annotator: Annotator, comparison_id: int, now: datetime) -> tuple[Comparison, Assignment]:
     """The comparison and this annotator's lease on it, checked for a submit or a skip (locks the row on PG)."""
-    query = select(Comparison).where(Comparison.id == comparison_id)
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(of=Comparison)
-    comparison = session.scalars(query).first()
-    assignment = session.scalars(
-        select(Assignment).where(Assignment.comparison_id == comparison_id, Assignment.annotator_id == annotator.id)
-    ).first()
-    if comparison is None or assignment is None:
+    row = session.execute(_CLAIM, {"cid": comparison_id, "me": annotator.id}).first()
+    if row is None or row.Assignment is None:
         raise QueueError(f"comparison {comparison_id} is not assigned to you")
-    if session.scalar(select(_answered(comparison_id, annotator.id))):
+    comparison, assignment = row.Comparison, row.Assignment
+    if row.answered:
         raise QueueError(f"you have already answered comparison {comparison_id}")
     if comparison.status != "open":
         raise QueueError(f"comparison {comparison_id} is closed")
     if assignment.expires_at <= now:
-        taken = session.scalar(select(_taken_slots(now, annotator.id)).where(Comparison.id == comparison_id)) or 0
+        taken = session.scalar(_RECOUNT, {"cid": comparison_id, "me": annotator.id, "now": now}) or 0
         if taken >= comparison.required_overlap:
             raise QueueError("your lease on this item expired and it went to another annotator; it was not saved")
     return comparison, assignment
@@ -255,11 +318,7 @@ def validate_ranks(ranks: list[int | None], k: int) -> list[int]:
 
 
 def _complete_if_covered(session: Session, comparison: Comparison) -> None:
-    ranked = session.scalar(
-        select(func.count(Ranking.id))
-        .join(Annotator, Annotator.id == Ranking.annotator_id)
-        .where(Ranking.comparison_id == comparison.id, Annotator.kind == "human", ~Ranking.skipped)
-    ) or 0
+    ranked = session.scalar(_HUMAN_RANKED, {"cid": comparison.id}) or 0
     comparison.status = "complete" if ranked >= comparison.required_overlap else "open"
 
 
@@ -369,27 +428,56 @@ class Progress:
     remaining: int  # comparisons this annotator could still be given
 
 
-def progress(session: Session, annotator_id: int, now: datetime, *, batch: str | None = None) -> Progress:
-    midnight = now.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-    today = session.scalar(
-        select(func.count(Ranking.id)).where(Ranking.annotator_id == annotator_id, Ranking.created_at >= midnight)
-    ) or 0
-    in_batch = (
-        select(func.count(Ranking.id))
+def _flag(condition):  # noqa: ANN001, ANN202
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
+_GIVABLE = and_(Comparison.status == "open", Comparison.required_overlap > 0, Comparison.k <= MAX_K)
+_TODAY = select(func.count(Ranking.id)).where(Ranking.annotator_id == ME, Ranking.created_at >= NOW)
+
+
+def _mine(batched: bool):  # noqa: ANN202
+    query = (
+        select(func.count(Ranking.id), _flag(_GIVABLE))
         .join(Comparison, Comparison.id == Ranking.comparison_id)
-        .where(Ranking.annotator_id == annotator_id)
+        .where(Ranking.annotator_id == ME)
     )
-    size = select(func.count(Comparison.id)).where(Comparison.required_overlap > 0, Comparison.status != "retired")
-    remaining = select(func.count(Comparison.id)).where(_eligible(annotator_id, now, batch))
-    if batch is not None:
-        in_batch = in_batch.where(Comparison.batch == batch)
-        size = size.where(Comparison.batch == batch)
-    mine = current_assignment(session, annotator_id, now, batch=batch)
+    return query.where(Comparison.batch == BATCH) if batched else query
+
+
+def _sizes(batched: bool):  # noqa: ANN202
+    query = select(
+        _flag(and_(Comparison.required_overlap > 0, Comparison.status != "retired")), _flag(_GIVABLE)
+    )
+    return query.where(Comparison.batch == BATCH) if batched else query
+
+
+_MINE = {b: _mine(b) for b in (False, True)}
+_SIZES = {b: _sizes(b) for b in (False, True)}
+
+
+def batch_sizes(session: Session, batch: str | None = None) -> tuple[int, int]:
+    """(comparisons wanting human labels, of which still open): one scan of the batch's comparisons."""
+    size, open_total = session.execute(_SIZES[batch is not None], {"batch": batch} if batch else {}).one()
+    return size, open_total
+
+
+def progress(
+    session: Session, annotator_id: int, now: datetime, *, batch: str | None = None,
+    sizes: tuple[int, int] | None = None,
+) -> Progress:
+    """This annotator's counts; ``sizes`` (from ``batch_sizes``, possibly cached by the caller) saves the scan."""
+    midnight = now.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    params = _params(annotator_id, midnight, batch)
+    done_in_batch, answered_open = session.execute(_MINE[batch is not None], params).one()
+    batch_size, open_total = sizes if sizes is not None else batch_sizes(session, batch)
     return Progress(
-        done_today=today,
-        done_in_batch=session.scalar(in_batch) or 0,
-        batch_size=session.scalar(size) or 0,
-        remaining=(session.scalar(remaining) or 0) + (1 if mine is not None else 0),
+        done_today=session.scalar(_TODAY, params) or 0,
+        done_in_batch=done_in_batch,
+        batch_size=batch_size,
+        # Open comparisons minus those this annotator answered (others' unexpired leases are not subtracted:
+        # they are transient, and counting them would cost a scan of every open comparison on every page).
+        remaining=max(0, open_total - answered_open),
     )
 
 

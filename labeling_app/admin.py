@@ -31,8 +31,10 @@ def _fmt(value: float | None, pattern: str = "{:.2f}") -> str:
 
 
 class AdminApp:
-    def __init__(self, sessions: sessionmaker[Session], settings: LabelingSettings, clock: Callable[[], datetime]):
+    def __init__(self, sessions: sessionmaker[Session], settings: LabelingSettings, clock: Callable[[], datetime],
+                 reads: sessionmaker[Session] | None = None):
         self.sessions = sessions
+        self.reads = reads or sessions
         self.settings = settings
         self.clock = clock
 
@@ -44,7 +46,7 @@ class AdminApp:
 
     def refresh(self, batch: str | None, request: gr.Request) -> list[Any]:
         chosen = None if not batch or batch == ALL else batch
-        with self.sessions() as session:
+        with self.reads() as session:
             self._admin(session, request)
             batches = batch_summaries(session)
             rows = human_rankings(session, chosen)
@@ -142,9 +144,10 @@ def _bar(frame: pd.DataFrame, x: str, y: str) -> Any:
 
 
 def build_admin_app(
-    sessions: sessionmaker[Session], settings: LabelingSettings, clock: Callable[[], datetime]
+    sessions: sessionmaker[Session], settings: LabelingSettings, clock: Callable[[], datetime],
+    reads: sessionmaker[Session] | None = None,
 ) -> gr.Blocks:
-    handlers = AdminApp(sessions, settings, clock)
+    handlers = AdminApp(sessions, settings, clock, reads)
     with gr.Blocks(title=f"Admin · {settings.title}") as blocks:
         gr.HTML('<div class="rlhf-header"><b>Admin</b><span><a href="/">Labelling</a> · <a href="/logout">Log out</a>'
                 "</span></div>")

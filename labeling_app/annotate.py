@@ -1,13 +1,15 @@
 """The annotator's page: one comparison at a time, K responses side by side, ranked with the keyboard or the mouse.
 
 Every handler starts from the logged-in user (``request.username``, which Gradio takes from our login cookie) and
-re-reads them from the database; what the browser sends (the item id, the response ids) is only a claim that
-``db.queue`` checks against the annotator's lease. The layout has ``MAX_K`` response columns; those an item does not
-use are hidden. Keyboard handling lives in ``static/keyboard.js`` and clicks the same controls as the mouse.
+re-reads them from the database; what the browser sends (the item id, the response ids, the ranks) is only a claim
+that ``db.queue`` checks against the annotator's lease. Write transactions are kept short (SQLite serialises
+writers): the ranking is committed, then the next lease is taken, then the page is rendered outside any lock.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from html import escape
@@ -17,11 +19,11 @@ import gradio as gr
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.annotators import get_annotator_by_name
-from db.models import Annotator
+from db.models import Annotator, Assignment
 from db.queue import (
     MAX_K,
-    Item,
     QueueError,
+    batch_sizes,
     batches_with_work,
     lease_next,
     load_item,
@@ -30,161 +32,160 @@ from db.queue import (
     submit_ranking,
     undo_last,
 )
-from labeling_app.render import render_conversation, render_markdown, render_response
+from labeling_app.render import render_markdown
 from labeling_app.settings import LabelingSettings
+from labeling_app.view import FormError, ProgressView, ShownItem, item_html, message_html, parse_form
 
 ALL_BATCHES = "All batches"
-RANK_CHOICES = [str(i) for i in range(1, MAX_K + 1)]
-LETTERS = "ABCDEFGH"
+SIZES_SECONDS = 5.0  # how stale the batch totals on the page may be (they cost a scan of the batch)
 KEYS_HELP = (
     "<b>Keys</b>: <kbd>1</kbd>–<kbd>{k}</kbd> rank the selected response (then the next is selected) · "
     "same number = tie · <kbd>=</kbd> tie with the previous response · <kbd>←</kbd>/<kbd>→</kbd> "
-    "select a response · <kbd>Enter</kbd> submit · <kbd>x</kbd> all bad · "
-    "<kbd>c</kbd> comment · <kbd>s</kbd> skip, then <kbd>1</kbd>–<kbd>{n}</kbd> for the reason · "
-    "<kbd>u</kbd> undo last · <kbd>Esc</kbd> leave a text box"
+    "select a response · <kbd>Enter</kbd> submit · <kbd>x</kbd> all bad · <kbd>c</kbd> comment · "
+    "<kbd>s</kbd> skip, then <kbd>1</kbd>–<kbd>{n}</kbd> for the reason · <kbd>u</kbd> undo last · "
+    "<kbd>Esc</kbd> leave a text box · the mouse works too"
 )
-
-
-def _message(text: str, kind: str = "info") -> str:
-    return f'<div class="rlhf-msg rlhf-msg-{kind}" role="status" aria-live="polite">{escape(text)}</div>'
+# Before each event the browser packs the annotator's choices into the hidden form field (keyboard.js).
+PACK_FORM = "(form, batch) => [window.rlhf ? window.rlhf.form() : form, batch]"
 
 
 class AnnotatorApp:
     """The handlers, bound to a session factory, settings and a clock (all passed in)."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], settings: LabelingSettings, clock: Callable[[], datetime]
+        self, sessions: sessionmaker[Session], settings: LabelingSettings, clock: Callable[[], datetime],
+        reads: sessionmaker[Session] | None = None,
     ) -> None:
         self.sessions = sessions  # write sessions (BEGIN IMMEDIATE on SQLite)
+        self.reads = reads or sessions  # read-only work: no write lock taken on SQLite
         self.settings = settings
         self.clock = clock
+        self._sizes: dict[str | None, tuple[float, tuple[int, int]]] = {}  # batch -> (expiry, sizes)
+        self._sizes_lock = threading.Lock()
 
-    # --- who is asking -------------------------------------------------------------------------------------------
+    def _batch_sizes(self, session: Session, batch: str | None) -> tuple[int, int]:
+        """The batch's size and open count, recomputed at most every SIZES_SECONDS (a scan of the batch)."""
+        now = time.monotonic()
+        with self._sizes_lock:
+            hit = self._sizes.get(batch)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        sizes = batch_sizes(session, batch)
+        with self._sizes_lock:
+            self._sizes[batch] = (now + SIZES_SECONDS, sizes)
+        return sizes
 
     @staticmethod
-    def _user(session: Session, request: gr.Request) -> Annotator:
+    def _user(session: Session, request: gr.Request | None) -> Annotator:
         annotator = get_annotator_by_name(session, request.username or "") if request else None
         if annotator is None or annotator.kind != "human" or not annotator.active:
             raise gr.Error("Your session is no longer valid: reload the page to log in again.")
         return annotator
 
-    # --- what the page shows -------------------------------------------------------------------------------------
+    def _lease(self, session: Session, annotator: Annotator, batch: str | None) -> tuple[int, list[int]] | None:
+        """Lease (or keep) the annotator's next item inside the caller's write transaction: (comparison, order)."""
+        assignment = lease_next(session, annotator, self.clock(), batch=batch, lease=self.settings.lease)
+        if assignment is None:
+            return None
+        return assignment.comparison_id, list(assignment.shown_order or [])
 
-    def _view(self, session: Session, annotator: Annotator, batch: str | None, message: str) -> list[Any]:
-        now = self.clock()
-        assignment = lease_next(session, annotator, now, batch=batch, lease=self.settings.lease)
-        item = load_item(session, assignment) if assignment is not None else None
-        return self._render(session, annotator, item, batch, message, now)
-
-    def _render(
-        self, session: Session, annotator: Annotator, item: Item | None, batch: str | None, message: str,
-        now: datetime,
-    ) -> list[Any]:
-        p = progress(session, annotator.id, now, batch=batch)
-        where = f"batch {batch}" if batch else "all batches"
-        progress_html = (
-            f'<div class="rlhf-progress" id="rlhf-progress"><span>Today: <b>{p.done_today}</b></span>'
-            f"<span>Done in {escape(where)}: <b>{p.done_in_batch}</b> of {p.batch_size}</span>"
-            f"<span>Left for you: <b>{p.remaining}</b></span></div>"
+    def _render(self, annotator_id: int, leased: tuple[int, list[int]] | None, batch: str | None, message: str,
+                kind: str = "info") -> str:
+        """The page (one HTML fragment), read after the write transaction (no write lock held)."""
+        with self.reads() as session:
+            shown = None
+            if leased is not None:
+                item = load_item(session, Assignment(comparison_id=leased[0], shown_order=leased[1]))
+                shown = ShownItem(
+                    item.comparison.id, list(item.prompt.messages), [(r.id, r.text) for r in item.responses]
+                )
+            p = progress(session, annotator_id, self.clock(), batch=batch, sizes=self._batch_sizes(session, batch))
+        if shown is None and kind != "error":
+            message, kind = (f"{message} " if message else "") + "Nothing left for you here. Thank you!", "done"
+        elif not message:
+            message = f"Comparison {shown.comparison_id}: rank all {len(shown.responses)} responses."
+        return item_html(
+            shown,
+            ProgressView(p.done_today, p.done_in_batch, p.batch_size, p.remaining,
+                         f"batch {batch}" if batch else "all batches"),
+            self.settings.skip_reasons,
+            message_html(message, kind),
         )
-        if item is None:
-            done = (f"{message} " if message else "") + "Nothing left for you here. Thank you!"
-            return [
-                "", "", '<div class="rlhf-done">No item to rank right now.</div>',
-                *[gr.update(visible=False)] * MAX_K,
-                *[""] * MAX_K,
-                *[gr.update(value=None)] * MAX_K,
-                False, "", None, "", progress_html, _message(done, "done"),
-            ]
-        k = len(item.responses)
-        choices = [str(i) for i in range(1, k + 1)]
-        return [
-            str(item.comparison.id),
-            ",".join(str(r.id) for r in item.responses),
-            render_conversation(item.prompt.messages),
-            *[gr.update(visible=i < k) for i in range(MAX_K)],
-            *[
-                f'<div class="rlhf-letter">Response {LETTERS[i]}</div>{render_response(item.responses[i].text)}'
-                if i < k else ""
-                for i in range(MAX_K)
-            ],
-            *[gr.update(choices=choices if i < k else RANK_CHOICES, value=None) for i in range(MAX_K)],
-            False, "", None, "", progress_html, _message(message or f"Comparison {item.comparison.id}: rank all {k} responses."),
-        ]
 
-    def _keep(self, message: str, kind: str = "error") -> list[Any]:
-        """Leave the form as it is (the annotator's choices too) and show a message."""
-        return [gr.skip()] * (N_OUTPUTS - 1) + [_message(message, kind)]
+    def _page(self, request: gr.Request, batch: str | None, action: Callable[[Session, Annotator], str] | None,
+              error: str | None = None) -> str:
+        """One short write transaction (who is asking; the action: submit, skip or undo; the next lease), then
+        the page. A refused action writes nothing and shows the same item again with the reason."""
+        chosen = _batch(batch)
+        done, kind = error or "", "error" if error else "info"
+        try:
+            with self.sessions.begin() as session:
+                annotator = self._user(session, request)
+                annotator_id = annotator.id
+                if action is not None and error is None:
+                    done = action(session, annotator)
+                leased = self._lease(session, annotator, chosen)
+        except QueueError as exc:
+            if error is not None:  # not even the page could be shown
+                raise gr.Error(str(exc)) from None
+            return self._page(request, batch, None, str(exc))
+        return self._render(annotator_id, leased, chosen, done, kind)
 
     # --- events --------------------------------------------------------------------------------------------------
 
-    def show(self, batch: str | None, request: gr.Request) -> list[Any]:
-        with self.sessions.begin() as session:
-            return self._view(session, self._user(session, request), _batch(batch), "")
+    def show(self, batch: str | None, request: gr.Request) -> str:
+        return self._page(request, batch, None)
 
-    def submit(
-        self, item_id: str, response_ids: str, r0: Any, r1: Any, r2: Any, r3: Any, r4: Any, r5: Any, r6: Any,
-        r7: Any, all_bad: bool, comment: str, active_ms: Any, batch: str | None, request: gr.Request,
-    ) -> list[Any]:
-        ranks = [r0, r1, r2, r3, r4, r5, r6, r7]  # one per response column (MAX_K of them)
-        comparison_id, shown = _parse_item(item_id, response_ids)
-        if comparison_id is None:
-            return self._keep("There is no item to submit.")
-        with self.sessions.begin() as session:
-            annotator = self._user(session, request)
-            by_response = {rid: _rank(ranks[i]) for i, rid in enumerate(shown)}
-            try:
-                with session.begin_nested():
-                    submit_ranking(
-                        session, annotator, comparison_id, by_response, self.clock(), all_bad=bool(all_bad),
-                        comment=comment, active_ms=_ms(active_ms),
-                    )
-            except QueueError as exc:
-                return self._keep(str(exc))
-            return self._view(session, annotator, _batch(batch), f"Saved comparison {comparison_id}.")
+    def submit(self, form: str, batch: str | None, request: gr.Request) -> str:
+        try:
+            parsed = parse_form(form)
+        except FormError:
+            return self._page(request, batch, None, "The form could not be read: reload the page.")
+        if parsed.comparison_id is None:
+            return self._page(request, batch, None, "There is no item to submit.")
+        if len(parsed.ranks) != len(parsed.response_ids):
+            return self._page(request, batch, None, "The ranking does not match the responses shown: reload the page.")
 
-    def skip(self, item_id: str, reason: str | None, other: str, comment: str, active_ms: Any, batch: str | None,
-             request: gr.Request) -> list[Any]:
-        comparison_id, _ = _parse_item(item_id, "")
-        if comparison_id is None:
-            return self._keep("There is no item to skip.")
-        why = (other or "").strip() if reason == "Other" or not reason else reason
-        if reason == "Other" and (other or "").strip():
-            why = f"Other: {other.strip()}"
-        with self.sessions.begin() as session:
-            annotator = self._user(session, request)
-            try:
-                with session.begin_nested():
-                    skip_comparison(session, annotator, comparison_id, why or "", self.clock(), comment=comment,
-                                    active_ms=_ms(active_ms))
-            except QueueError as exc:
-                return self._keep(str(exc))
-            return self._view(session, annotator, _batch(batch), f"Skipped comparison {comparison_id}.")
+        def action(session: Session, annotator: Annotator) -> str:
+            submit_ranking(
+                session, annotator, parsed.comparison_id, dict(zip(parsed.response_ids, parsed.ranks, strict=True)),
+                self.clock(), all_bad=parsed.all_bad, comment=parsed.comment, active_ms=parsed.active_ms,
+            )
+            return f"Saved comparison {parsed.comparison_id}."
 
-    def reason_chosen(self, item_id: str, reason: str | None, other: str, comment: str, active_ms: Any,
-                      batch: str | None, request: gr.Request) -> list[Any]:
-        """Picking a skip reason skips at once, except "Other", which waits for the words and the Skip button."""
-        if reason == "Other" and not (other or "").strip():
-            return self._keep("Write the reason under “Other reason”, then press Enter or Skip.", "info")
-        return self.skip(item_id, reason, other, comment, active_ms, batch, request)
+        return self._page(request, batch, action)
 
-    def undo(self, batch: str | None, request: gr.Request) -> list[Any]:
-        with self.sessions.begin() as session:
-            annotator = self._user(session, request)
-            try:
-                with session.begin_nested():
-                    comparison_id = undo_last(session, annotator, self.clock(), lease=self.settings.lease)
-            except QueueError as exc:
-                return self._keep(str(exc))
-            return self._view(session, annotator, _batch(batch), f"Undone: comparison {comparison_id} is back.")
+    def skip(self, form: str, batch: str | None, request: gr.Request) -> str:
+        try:
+            parsed = parse_form(form)
+        except FormError:
+            return self._page(request, batch, None, "The form could not be read: reload the page.")
+        if parsed.comparison_id is None:
+            return self._page(request, batch, None, "There is no item to skip.")
+        if parsed.skip_reason.strip() == "Other":
+            return self._page(request, batch, None, "Write the reason in “Other reason”, then press Enter.")
+
+        def action(session: Session, annotator: Annotator) -> str:
+            skip_comparison(session, annotator, parsed.comparison_id, parsed.skip_reason, self.clock(),
+                            comment=parsed.comment, active_ms=parsed.active_ms)
+            return f"Skipped comparison {parsed.comparison_id}."
+
+        return self._page(request, batch, action)
+
+    def undo(self, form: str, batch: str | None, request: gr.Request) -> str:
+        def action(session: Session, annotator: Annotator) -> str:
+            comparison_id = undo_last(session, annotator, self.clock(), lease=self.settings.lease)
+            return f"Undone: comparison {comparison_id} is back."
+
+        return self._page(request, batch, action)
 
     def batches(self, request: gr.Request) -> Any:
-        with self.sessions() as session:
+        with self.reads() as session:
             self._user(session, request)
             return gr.update(choices=[ALL_BATCHES, *batches_with_work(session)])
 
     def header(self, request: gr.Request) -> str:
-        with self.sessions() as session:
+        with self.reads() as session:
             annotator = self._user(session, request)
             admin = ' · <a href="/admin/">Admin</a>' if annotator.role == "admin" else ""
             return (
@@ -194,100 +195,36 @@ class AnnotatorApp:
             )
 
 
-N_OUTPUTS = 3 + 3 * MAX_K + 6  # see _render
-assert MAX_K == 8, "AnnotatorApp.submit takes one rank argument per response column"
-
-
 def _batch(value: str | None) -> str | None:
     return None if not value or value == ALL_BATCHES else value
 
 
-def _parse_item(item_id: str, response_ids: str) -> tuple[int | None, list[int]]:
-    try:
-        comparison_id = int(item_id) if item_id else None
-        shown = [int(x) for x in response_ids.split(",") if x.strip()] if response_ids else []
-    except (TypeError, ValueError):
-        return None, []
-    return comparison_id, shown
-
-
-def _rank(value: Any) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _ms(value: Any) -> int | None:
-    try:
-        return int(float(value)) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
-
-
 def build_app(
-    sessions: sessionmaker[Session], settings: LabelingSettings, clock: Callable[[], datetime]
+    sessions: sessionmaker[Session], settings: LabelingSettings, clock: Callable[[], datetime],
+    reads: sessionmaker[Session] | None = None,
 ) -> gr.Blocks:
-    """The annotator's Blocks (mounted at ``/`` by ``labeling_app.server``)."""
-    handlers = AnnotatorApp(sessions, settings, clock)
+    """The annotator's Blocks (mounted at ``/`` by ``labeling_app.server``): ``sessions`` for writes
+    (``db.immediate`` on SQLite), ``reads`` for read-only work (default: the same)."""
+    handlers = AnnotatorApp(sessions, settings, clock, reads)
     with gr.Blocks(title=settings.title) as blocks:
         header = gr.HTML(elem_id="rlhf-header-box")
-        with gr.Row(equal_height=True):
-            batch = gr.Dropdown(choices=[ALL_BATCHES], value=ALL_BATCHES, label="Batch", scale=1,
-                                elem_id="rlhf-batch")
-            progress_box = gr.HTML(elem_id="rlhf-progress-box")
+        batch = gr.Dropdown(choices=[ALL_BATCHES], value=ALL_BATCHES, label="Batch", elem_id="rlhf-batch")
         with gr.Accordion("Guidelines", open=False, elem_id="rlhf-guidelines"):
             gr.HTML(render_markdown(settings.guidelines_markdown or "No guidelines were given for this project."))
-        gr.HTML(
-            '<div class="rlhf-keys" id="rlhf-keys">'
-            + KEYS_HELP.format(k=MAX_K, n=len(settings.skip_reasons))
-            + "</div>"
-        )
-        message = gr.HTML(elem_id="rlhf-message")
-        prompt = gr.HTML(elem_id="rlhf-prompt")
-        columns, texts, ranks = [], [], []
-        with gr.Row(equal_height=False, elem_id="rlhf-responses"):
-            for i in range(MAX_K):
-                with gr.Column(visible=False, elem_id=f"rlhf-col-{i}", elem_classes=["rlhf-response"], min_width=220) as col:
-                    texts.append(gr.HTML(elem_id=f"rlhf-text-{i}"))
-                    # All ranks up front (what the server validates API calls against); each item narrows them to 1..K.
-                    ranks.append(gr.Radio(choices=RANK_CHOICES, label=f"Rank of {LETTERS[i]}", elem_id=f"rlhf-rank-{i}"))
-                columns.append(col)
-        with gr.Row():
-            all_bad = gr.Checkbox(label="All responses are bad (x)", elem_id="rlhf-allbad")
-            comment = gr.Textbox(label="Comment (c)", lines=1, max_lines=4, elem_id="rlhf-comment", scale=3)
+        gr.HTML('<div class="rlhf-keys" id="rlhf-keys">'
+                + KEYS_HELP.format(k=MAX_K, n=len(settings.skip_reasons)) + "</div>")
+        view = gr.HTML(elem_id="rlhf-view")
         with gr.Row():
             submit = gr.Button("Submit (Enter)", variant="primary", elem_id="rlhf-submit")
             undo = gr.Button("Undo last (u)", elem_id="rlhf-undo")
-        with gr.Row(elem_id="rlhf-skip-box", equal_height=True):
-            skip_reason = gr.Radio(choices=list(settings.skip_reasons), label="Skip (s): choosing a reason skips",
-                                   elem_id="rlhf-skip-reason", scale=4)
-            skip_other = gr.Textbox(label="Other reason", lines=1, elem_id="rlhf-skip-other", scale=2)
-            skip = gr.Button("Skip with this reason", elem_id="rlhf-skip", scale=1)
-        item_id = gr.Textbox(visible="hidden", elem_id="rlhf-item")
-        response_ids = gr.Textbox(visible="hidden", elem_id="rlhf-response-ids")
-        active_ms = gr.Number(visible="hidden", elem_id="rlhf-active")
-
-        outputs = [item_id, response_ids, prompt, *columns, *texts, *ranks, all_bad, comment, skip_reason,
-                   skip_other, progress_box, message]
-        assert len(outputs) == N_OUTPUTS
-        # The browser's active-time count (keyboard.js) replaces the hidden field's value just before sending.
-        with_active = "(...args) => { const i = args.length - 2; args[i] = window.rlhfActiveMs ? window.rlhfActiveMs() : null; return args; }"
+            skip = gr.Button("Skip with the chosen reason", elem_id="rlhf-skip", visible="hidden")
+        form = gr.Textbox(visible="hidden", elem_id="rlhf-form")
+        outputs = [view]
         blocks.load(handlers.header, None, header, api_name="whoami", concurrency_limit=None)
         blocks.load(handlers.batches, None, batch, api_name="batches", concurrency_limit=None)
         blocks.load(handlers.show, [batch], outputs, api_name="next_item", concurrency_limit=None)
         batch.input(handlers.show, [batch], outputs, api_name=False, concurrency_limit=None)
-        submit.click(
-            handlers.submit, [item_id, response_ids, *ranks, all_bad, comment, active_ms, batch], outputs,
-            api_name="submit", js=with_active, concurrency_limit=None,
-        )
-        skip.click(
-            handlers.skip, [item_id, skip_reason, skip_other, comment, active_ms, batch], outputs,
-            api_name="skip", js=with_active, concurrency_limit=None,
-        )
-        skip_reason.input(
-            handlers.reason_chosen, [item_id, skip_reason, skip_other, comment, active_ms, batch], outputs,
-            api_name=False, js=with_active, concurrency_limit=None,
-        )
-        undo.click(handlers.undo, [batch], outputs, api_name="undo", concurrency_limit=None)
+        for button, handler, name in ((submit, handlers.submit, "submit"), (skip, handlers.skip, "skip"),
+                                      (undo, handlers.undo, "undo")):
+            button.click(handler, [form, batch], outputs, api_name=name, js=PACK_FORM, concurrency_limit=None)
     return blocks

@@ -7,16 +7,20 @@ goes through the same server-side checks as the browser.
 
 from __future__ import annotations
 
+import html
 import json
 import re
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from labeling_app.annotate import ALL_BATCHES, MAX_K, N_OUTPUTS
+from labeling_app.annotate import ALL_BATCHES
 
 _TAGS = re.compile(r"<[^>]+>")
+_ITEM = re.compile(r'data-item="(\d*)" data-responses="([\d,]*)"')
+_MESSAGE = re.compile(r'<div class="rlhf-msg[^"]*" id="rlhf-message"[^>]*>(.*?)</div>', re.S)
 
 
 class ApiError(RuntimeError):
@@ -34,20 +38,33 @@ class Shown:
 
 
 def _shown(outputs: list[Any]) -> Shown:
-    item = outputs[0] if isinstance(outputs[0], str) else None
-    ids = outputs[1] if isinstance(outputs[1], str) else ""
+    """[view HTML] -> what is on screen: the item, its responses in shown order, the message."""
+    [view] = outputs
+    match = _ITEM.search(view)
+    message = _MESSAGE.search(view)
     return Shown(
-        item_id=int(item) if item else None,
-        response_ids=[int(x) for x in ids.split(",") if x],
-        message=_TAGS.sub("", outputs[-1] if isinstance(outputs[-1], str) else "").strip(),
+        item_id=int(match.group(1)) if match and match.group(1) else None,
+        response_ids=[int(x) for x in match.group(2).split(",") if x] if match else [],
+        message=html.unescape(_TAGS.sub("", message.group(1))).strip() if message else "",
         outputs=outputs,
     )
+
+
+def form(item_id: int | str | None, response_ids: list[int], ranks: list[int | None] | None = None, *,
+         all_bad: bool = False, comment: str = "", active_ms: int | None = None, skip_reason: str = "") -> str:
+    """The JSON form the page sends with submit, skip and undo."""
+    return json.dumps({
+        "item": "" if item_id is None else str(item_id), "responses": response_ids, "ranks": ranks or [],
+        "all_bad": all_bad, "comment": comment, "active_ms": active_ms, "skip_reason": skip_reason,
+    })
 
 
 class LabelingClient:
     def __init__(self, base_url: str, *, timeout: float = 30.0, client: httpx.Client | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.http = client or httpx.Client(base_url=self.base_url, timeout=timeout, follow_redirects=False)
+        # One Gradio session per client, as a browser tab keeps one (the server keeps its state between calls).
+        self.session_hash = secrets.token_hex(8)
 
     def close(self) -> None:
         self.http.close()
@@ -58,7 +75,9 @@ class LabelingClient:
             raise ApiError(f"login of {name!r} refused (HTTP {response.status_code})")
 
     def call(self, api_name: str, data: list[Any], *, prefix: str = "") -> list[Any]:
-        start = self.http.post(f"{prefix}/gradio_api/call/{api_name}", json={"data": data})
+        start = self.http.post(
+            f"{prefix}/gradio_api/call/{api_name}", json={"data": data, "session_hash": self.session_hash}
+        )
         if start.status_code != 200:
             raise ApiError(f"{api_name}: HTTP {start.status_code}")
         event_id = start.json()["event_id"]
@@ -82,15 +101,11 @@ class LabelingClient:
         self, item_id: int | str, response_ids: list[int], ranks: list[int | None], *, all_bad: bool = False,
         comment: str = "", active_ms: int | None = None, batch: str = ALL_BATCHES,
     ) -> Shown:
-        padded = [str(r) if r is not None else None for r in ranks] + [None] * (MAX_K - len(ranks))
-        data = [str(item_id), ",".join(map(str, response_ids)), *padded, all_bad, comment, active_ms, batch]
-        outputs = self.call("submit", data)
-        assert len(outputs) == N_OUTPUTS
-        return _shown(outputs)
+        payload = form(item_id, response_ids, ranks, all_bad=all_bad, comment=comment, active_ms=active_ms)
+        return _shown(self.call("submit", [payload, batch]))
 
-    def skip(self, item_id: int | str, reason: str, *, other: str = "", comment: str = "",
-             batch: str = ALL_BATCHES) -> Shown:
-        return _shown(self.call("skip", [str(item_id), reason, other, comment, None, batch]))
+    def skip(self, item_id: int | str, reason: str, *, comment: str = "", batch: str = ALL_BATCHES) -> Shown:
+        return _shown(self.call("skip", [form(item_id, [], skip_reason=reason, comment=comment), batch]))
 
     def undo(self, batch: str = ALL_BATCHES) -> Shown:
-        return _shown(self.call("undo", [batch]))
+        return _shown(self.call("undo", [form(None, []), batch]))

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
+from typing import Any
 from urllib.parse import quote, urlparse
 
 from fastapi import FastAPI, Form, Request
@@ -95,8 +96,20 @@ class Authenticator:
         with self._lock:
             self._cache.pop(token or "", None)
 
+    def cached(self, token: str | None) -> tuple[bool, User | None]:
+        """(hit, user) from the cache alone: no thread hop for the many requests of one page."""
+        if not token:
+            return True, None
+        with self._lock:
+            hit = self._cache.get(token)
+        if hit is not None and hit[0] > time.monotonic():
+            return True, hit[1]
+        return False, None
+
     async def user(self, request: Request) -> User | None:
-        return await run_in_threadpool(self.lookup, request.cookies.get(COOKIE))
+        token = request.cookies.get(COOKIE)
+        hit, user = self.cached(token)
+        return user if hit else await run_in_threadpool(self.lookup, token)
 
     def dependency(self, *, admin: bool) -> Callable:
         """Gradio's ``auth_dependency``: the user's name, or None (401) when not logged in (or not an admin)."""
@@ -205,20 +218,35 @@ def add_auth_routes(
         response.delete_cookie(COOKIE, path="/")
         return response
 
-    @app.middleware("http")
-    async def send_strangers_to_login(request: Request, call_next: Callable) -> Response:
-        """A page load without a valid login goes to the login page; a non-admin on /admin gets a 403 page."""
-        path = request.url.path
-        page = request.method == "GET" and path in ("/", "/admin", "/admin/")
-        if not page:
-            return await call_next(request)
-        user = await auth.user(request)
+    app.add_middleware(LoginGate, auth=auth)
+
+
+class LoginGate:
+    """A page load without a valid login goes to the login page; a non-admin on /admin gets a 403 page.
+
+    Plain ASGI (not ``BaseHTTPMiddleware``, which buffers every response through extra tasks and slows Gradio's
+    event streams); only GET requests for the two pages are looked at, everything else passes straight through.
+    """
+
+    def __init__(self, app: Any, auth: Authenticator) -> None:
+        self.app = app
+        self.auth = auth
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or scope.get("method") != "GET" or path not in ("/", "/admin/"):
+            await self.app(scope, receive, send)
+            return
+        user = await self.auth.user(Request(scope))
         if user is None:
-            return RedirectResponse(f"/login?next={quote(path)}", status_code=303)
-        if path.startswith("/admin") and user.role != "admin":
-            return HTMLResponse(
+            response: Response = RedirectResponse(f"/login?next={quote(path)}", status_code=303)
+        elif path.startswith("/admin") and user.role != "admin":
+            response = HTMLResponse(
                 "<!doctype html><title>Admins only</title>"
                 "<p>This page is for admins only. <a href='/'>Back to labelling</a></p>",
                 status_code=403,
             )
-        return await call_next(request)
+        else:
+            await self.app(scope, receive, send)
+            return
+        await response(scope, receive, send)

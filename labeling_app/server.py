@@ -4,6 +4,7 @@ application served by uvicorn. Any number of these processes can share one Postg
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -30,10 +31,18 @@ def _head(settings: LabelingSettings) -> str:
     return f"<script>{script}</script>"
 
 
+# Gradio recomputes a pandas summary of up to 10,000 past events after *every* event by default (for its API
+# usage page): the biggest single cost per submit under load. Once per 1,000 events is plenty; an explicit setting
+# in the environment still wins.
+GRADIO_ENV = {"GRADIO_ANALYTICS_CACHE_FREQUENCY": "1000", "GRADIO_ANALYTICS_ENABLED": "False"}
+
+
 def create_server(
     engine: Engine, settings: LabelingSettings = LabelingSettings(), clock: Callable[[], datetime] = utcnow
 ) -> FastAPI:
     """The whole app for ``engine``'s database (which must be migrated to head)."""
+    for key, value in GRADIO_ENV.items():
+        os.environ.setdefault(key, value)
     reads = make_session_factory(engine)
     writes = make_session_factory(immediate(engine))  # BEGIN IMMEDIATE on SQLite: no lock-upgrade failures
     auth = Authenticator(reads, clock)
@@ -52,10 +61,10 @@ def create_server(
     # System fonts: the default theme fetches web fonts, which an offline or locked-down network cannot serve.
     theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
     common = {"css": css, "theme": theme, "footer_links": [], "run_history": False, "show_error": True}
-    admin = build_admin_app(writes, settings, clock)
+    admin = build_admin_app(writes, settings, clock, reads)
     gr.mount_gradio_app(app, admin.queue(default_concurrency_limit=4), path="/admin",
                         auth_dependency=auth.dependency(admin=True), **common)
-    annotator = build_app(writes, settings, clock)
+    annotator = build_app(writes, settings, clock, reads)
     gr.mount_gradio_app(app, annotator.queue(default_concurrency_limit=None), path="/",
                         auth_dependency=auth.dependency(admin=False), head=_head(settings), **common)
     return app

@@ -1,109 +1,158 @@
-// Keyboard-first ranking for the labelling app, and the active-time clock.
-// Keys act by clicking the same controls a mouse would, so both paths run the same server code.
+// The annotator's page in the browser: ranking with keys or clicks, the active-time clock, and the form sent with
+// each event (window.rlhf.form(), packed by the event's js hook). The server checks everything it receives.
 (() => {
   const IDLE_MS = __IDLE_MS__;
   const SKIP_REASONS = __SKIP_REASONS__;
-  let lastActivity = Date.now();
-  let selected = 0;
-  let skipMode = false;
-  let shownItem = "";
+  const TICK_MS = 100;
   const activeMs = {};  // item id -> milliseconds of activity while it was on screen
+  let lastActivity = Date.now();
+  const state = { item: "", ranks: [], selected: 0, allBad: false, comment: "", other: "", reason: "", skipMode: false };
 
-  const $ = (sel) => document.querySelector(sel);
-  const fieldValue = (id) => {
-    const el = $(`#${id} textarea, #${id} input`);
-    return el ? el.value : "";
+  const byId = (id) => document.getElementById(id);
+  const view = () => byId("rlhf-view-inner");
+
+  // A new item resets the choices; the same item re-rendered (after an error message) gets them painted back.
+  function sync() {
+    const v = view();
+    const id = v ? v.dataset.item : "";
+    if (id !== state.item) {
+      const k = id ? parseInt(v.dataset.k, 10) : 0;
+      Object.assign(state, { item: id, ranks: new Array(k).fill(null), selected: 0, allBad: false, comment: "",
+                             other: "", reason: "", skipMode: false });
+    }
+    paint();
+    return id;
+  }
+
+  function paint() {
+    const v = view();
+    document.body.classList.toggle("rlhf-skip-mode", state.skipMode);
+    if (!v) return;
+    v.querySelectorAll(".rlhf-card").forEach((card) => {
+      const pos = parseInt(card.dataset.pos, 10);
+      card.classList.toggle("rlhf-selected", pos === state.selected);
+      card.querySelectorAll(".rlhf-rank").forEach((b) => {
+        const on = state.ranks[pos] === parseInt(b.dataset.rank, 10);
+        b.classList.toggle("rlhf-on", on);
+        b.setAttribute("aria-pressed", on ? "true" : "false");
+      });
+    });
+    const allBad = byId("rlhf-allbad");
+    if (allBad) allBad.checked = state.allBad;
+    for (const [id, key] of [["rlhf-comment", "comment"], ["rlhf-skip-other", "other"]]) {
+      const el = byId(id);
+      if (el && document.activeElement !== el && el.value !== state[key]) el.value = state[key];
+    }
+  }
+
+  function select(i) {
+    const k = state.ranks.length;
+    if (!k) return;
+    state.selected = Math.max(0, Math.min(i, k - 1));
+    paint();
+  }
+
+  function setRank(pos, rank) {
+    if (pos < 0 || pos >= state.ranks.length || rank < 1 || rank > state.ranks.length) return false;
+    state.ranks[pos] = rank;
+    paint();
+    return true;
+  }
+
+  const click = (id) => byId(id)?.click();
+
+  function skipWith(reason) {
+    state.reason = reason;
+    state.skipMode = false;
+    click("rlhf-skip");
+  }
+
+  window.rlhf = {
+    form() {
+      const v = view();
+      return JSON.stringify({
+        item: v ? v.dataset.item : "",
+        responses: v && v.dataset.responses ? v.dataset.responses.split(",").map(Number) : [],
+        ranks: state.ranks,
+        all_bad: state.allBad,
+        comment: state.comment,
+        active_ms: activeMs[state.item] || 0,
+        skip_reason: state.reason,
+      });
+    },
+    state,
   };
-  const itemId = () => fieldValue("rlhf-item");
-  const columns = () => [...document.querySelectorAll(".rlhf-response")].filter((c) => c.offsetParent !== null);
 
   ["keydown", "mousedown", "mousemove", "wheel", "touchstart", "scroll"].forEach((ev) =>
     document.addEventListener(ev, () => { lastActivity = Date.now(); }, { passive: true, capture: true }));
 
-  // A new item starts with the first response selected (checked before every key, so fast typing is safe).
-  function syncItem() {
-    const id = itemId();
-    if (id !== shownItem) { shownItem = id; select(0); setSkipMode(false); }
-    return id;
-  }
-
   // Count time for the item on screen while the tab is visible and someone touched a key or the mouse lately.
   setInterval(() => {
-    const id = syncItem();
+    const id = sync();
     if (id && document.visibilityState === "visible" && Date.now() - lastActivity < IDLE_MS) {
-      activeMs[id] = (activeMs[id] || 0) + 250;
+      activeMs[id] = (activeMs[id] || 0) + TICK_MS;
     }
-  }, 250);
-  window.rlhfActiveMs = () => activeMs[itemId()] || 0;
+  }, TICK_MS);
 
-  function select(i) {
-    const cols = columns();
-    if (!cols.length) return;
-    selected = Math.max(0, Math.min(i, cols.length - 1));
-    cols.forEach((c, j) => c.classList.toggle("rlhf-selected", j === selected));
-  }
+  document.addEventListener("click", (e) => {
+    const rank = e.target.closest && e.target.closest(".rlhf-rank");
+    if (rank) { sync(); const pos = parseInt(rank.dataset.pos, 10); state.selected = pos; setRank(pos, parseInt(rank.dataset.rank, 10)); return; }
+    const reason = e.target.closest && e.target.closest(".rlhf-reason");
+    if (reason) {
+      sync();
+      if (reason.dataset.reason === "Other") { state.skipMode = false; byId("rlhf-skip-other")?.focus(); paint(); }
+      else skipWith(reason.dataset.reason);
+      return;
+    }
+    const card = e.target.closest && e.target.closest(".rlhf-card");
+    if (card && !e.target.closest("a")) { sync(); select(parseInt(card.dataset.pos, 10)); }
+  });
 
-  function rankOf(i) {
-    const checked = document.querySelector(`#rlhf-rank-${i} input:checked`);
-    return checked ? checked.value : null;
-  }
-
-  function setRank(i, rank) {
-    const input = document.querySelector(`#rlhf-rank-${i} input[value="${rank}"]`);
-    if (input) { input.click(); return true; }
-    return false;
-  }
-
-  function click(id) {
-    const el = document.getElementById(id);
-    const target = el && (el.tagName === "BUTTON" ? el : el.querySelector("button, input"));
-    if (target) target.click();
-  }
-
-  function setSkipMode(on) {
-    skipMode = on;
-    document.body.classList.toggle("rlhf-skip-mode", on);
-    if (on) $("#rlhf-skip-box")?.scrollIntoView({ block: "nearest" });
-  }
+  document.addEventListener("input", (e) => {
+    if (e.target.id === "rlhf-comment") state.comment = e.target.value;
+    if (e.target.id === "rlhf-skip-other") state.other = e.target.value;
+  });
+  document.addEventListener("change", (e) => {
+    if (e.target.id === "rlhf-allbad") state.allBad = e.target.checked;
+  });
 
   document.addEventListener("keydown", (e) => {
     if (e.ctrlKey || e.metaKey || e.altKey) return;
+    sync();
     const typing = e.target.closest && e.target.closest("textarea, input[type=text], input:not([type]), select, [contenteditable=true]");
     if (typing) {
       if (e.key === "Escape") e.target.blur();
-      if (e.key === "Enter" && !e.shiftKey && e.target.closest("#rlhf-comment")) { e.preventDefault(); e.target.blur(); click("rlhf-submit"); }
-      if (e.key === "Enter" && !e.shiftKey && e.target.closest("#rlhf-skip-other")) { e.preventDefault(); e.target.blur(); click("rlhf-skip"); }
-      return;
-    }
-    syncItem();
-    const cols = columns();
-    if (skipMode) {
-      if (e.key === "Escape") { setSkipMode(false); e.preventDefault(); return; }
-      const n = parseInt(e.key, 10);
-      if (n >= 1 && n <= SKIP_REASONS.length) {
-        // Choosing a reason skips at once (the server does it on the radio's input event); "Other" asks for words.
-        const input = document.querySelector(`#rlhf-skip-reason input[value="${CSS.escape(SKIP_REASONS[n - 1])}"]`);
-        if (input) input.click();
-        if (SKIP_REASONS[n - 1] === "Other") { $("#rlhf-skip-other textarea, #rlhf-skip-other input")?.focus(); }
-        setSkipMode(false);
+      if (e.key === "Enter" && !e.shiftKey && e.target.id === "rlhf-comment") { e.preventDefault(); e.target.blur(); click("rlhf-submit"); }
+      if (e.key === "Enter" && e.target.id === "rlhf-skip-other") {
         e.preventDefault();
+        if (state.other.trim()) { e.target.blur(); skipWith(`Other: ${state.other.trim()}`); }
       }
       return;
     }
     const key = e.key;
-    if (/^[1-8]$/.test(key) && cols.length) {
-      if (setRank(selected, key)) select(selected + 1);
+    if (state.skipMode) {
+      if (key === "Escape") { state.skipMode = false; paint(); e.preventDefault(); return; }
+      const n = parseInt(key, 10);
+      if (n >= 1 && n <= SKIP_REASONS.length) {
+        e.preventDefault();
+        if (SKIP_REASONS[n - 1] === "Other") { state.skipMode = false; paint(); byId("rlhf-skip-other")?.focus(); }
+        else skipWith(SKIP_REASONS[n - 1]);
+      }
+      return;
+    }
+    if (/^[1-8]$/.test(key) && state.ranks.length) {
+      if (setRank(state.selected, parseInt(key, 10))) select(state.selected + 1);
       e.preventDefault();
-    } else if (key === "=" && cols.length && selected > 0) {
-      const previous = rankOf(selected - 1);
-      if (previous && setRank(selected, previous)) select(selected + 1);
+    } else if (key === "=" && state.selected > 0) {
+      const previous = state.ranks[state.selected - 1];
+      if (previous && setRank(state.selected, previous)) select(state.selected + 1);
       e.preventDefault();
-    } else if (key === "ArrowRight") { select(selected + 1); e.preventDefault(); }
-    else if (key === "ArrowLeft") { select(selected - 1); e.preventDefault(); }
+    } else if (key === "ArrowRight") { select(state.selected + 1); e.preventDefault(); }
+    else if (key === "ArrowLeft") { select(state.selected - 1); e.preventDefault(); }
     else if (key === "Enter") { click("rlhf-submit"); e.preventDefault(); }
-    else if (key === "x") { click("rlhf-allbad"); e.preventDefault(); }
-    else if (key === "c") { $("#rlhf-comment textarea, #rlhf-comment input")?.focus(); e.preventDefault(); }
-    else if (key === "s") { setSkipMode(true); e.preventDefault(); }
+    else if (key === "x") { state.allBad = !state.allBad; paint(); e.preventDefault(); }
+    else if (key === "c") { byId("rlhf-comment")?.focus(); e.preventDefault(); }
+    else if (key === "s" && state.item) { state.skipMode = true; paint(); byId("rlhf-skip-reasons")?.scrollIntoView({ block: "nearest" }); e.preventDefault(); }
     else if (key === "u") { click("rlhf-undo"); e.preventDefault(); }
   });
 })();

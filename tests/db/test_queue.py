@@ -82,9 +82,11 @@ def test_a_lease_holds_the_slot_until_it_expires(write_sessions) -> None:
         first = lease_next(session, ann, T0, lease=lease)
         assert first is not None and first.comparison_id == cid
         assert lease_next(session, bob, T0 + timedelta(minutes=5), lease=lease) is None
-        again = lease_next(session, ann, T0 + timedelta(minutes=5), lease=lease)  # a reload: same item, renewed
-        assert again is not None and again.id == first.id and again.expires_at == T0 + timedelta(minutes=15)
-        late = T0 + timedelta(minutes=16)
+        soon = lease_next(session, ann, T0 + timedelta(minutes=2), lease=lease)  # a reload: same item
+        assert soon is not None and soon.id == first.id and soon.expires_at == T0 + timedelta(minutes=10)
+        again = lease_next(session, ann, T0 + timedelta(minutes=6), lease=lease)  # over half gone: renewed
+        assert again is not None and again.id == first.id and again.expires_at == T0 + timedelta(minutes=16)
+        late = T0 + timedelta(minutes=17)
         taken_over = lease_next(session, bob, late, lease=lease)  # ann closed the tab: the item returns to the pool
         assert taken_over is not None and taken_over.comparison_id == cid
         with pytest.raises(QueueError, match="went to another annotator"):

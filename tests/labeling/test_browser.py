@@ -13,7 +13,7 @@ from labeling_app.api_client import LabelingClient
 from tests.labeling.conftest import PASSWORD, LiveServer, seed
 
 pytestmark = pytest.mark.browser
-ITEM = "#rlhf-item textarea, #rlhf-item input"
+VIEW = "#rlhf-view-inner"
 
 
 def login(page, live: LiveServer, name: str, password: str = PASSWORD, *, keyboard: bool = False) -> None:  # noqa: ANN001
@@ -29,11 +29,11 @@ def login(page, live: LiveServer, name: str, password: str = PASSWORD, *, keyboa
         page.fill("#username", name)
         page.fill("#password", password)
         page.click("#login")
-    page.wait_for_selector("#rlhf-message .rlhf-msg", timeout=30_000)
+    page.wait_for_selector("#rlhf-message", timeout=30_000)
 
 
 def item_id(page) -> str:  # noqa: ANN001
-    return page.eval_on_selector(ITEM, "el => el.value")
+    return page.eval_on_selector(VIEW, "el => el.dataset.item")
 
 
 def wait_message(page, pattern: str) -> str:  # noqa: ANN001
@@ -46,8 +46,8 @@ def wait_message(page, pattern: str) -> str:  # noqa: ANN001
 def wait_item_change(page, previous: str) -> str:  # noqa: ANN001
     try:
         page.wait_for_function(
-            "([sel, prev]) => { const el = document.querySelector(sel); return el && el.value !== prev; }",
-            arg=[ITEM, previous], timeout=20_000,
+            "([sel, prev]) => { const el = document.querySelector(sel); return el && el.dataset.item !== prev; }",
+            arg=[VIEW, previous], timeout=20_000,
         )
     except Exception as exc:
         raise AssertionError(f"the item did not change; the page says: {page.inner_text('#rlhf-message')}") from exc
@@ -83,8 +83,9 @@ def test_rank_with_the_mouse(live: LiveServer, new_page) -> None:  # noqa: ANN00
     assert "Question number 0" in page.inner_text("#rlhf-prompt")
     page.get_by_text("Guidelines").click()
     page.wait_for_function("() => document.querySelector('#rlhf-guidelines').innerText.includes('Prefer helpful')")
-    page.locator("#rlhf-rank-0 label", has_text=re.compile(r"^\s*2\s*$")).click()
-    page.locator("#rlhf-rank-1 label", has_text=re.compile(r"^\s*1\s*$")).click()
+    page.click("#rlhf-card-0 .rlhf-rank[data-rank='2']")
+    page.click("#rlhf-card-1 .rlhf-rank[data-rank='1']")
+    assert page.get_attribute("#rlhf-card-0 .rlhf-rank[data-rank='2']", "aria-pressed") == "true"
     page.mouse.move(200, 200)
     page.wait_for_timeout(700)
     page.click("#rlhf-submit")
@@ -95,7 +96,7 @@ def test_rank_with_the_mouse(live: LiveServer, new_page) -> None:  # noqa: ANN00
     by_response = dict(zip(sorted(order), ranking.ranks, strict=True))
     assert by_response[order[0]] == 2 and by_response[order[1]] == 1  # A got rank 2, B rank 1 as clicked
     assert ranking.active_ms is not None and ranking.active_ms >= 500
-    assert "Today: 1" in page.inner_text("#rlhf-progress-box")
+    assert "Today: 1" in page.inner_text("#rlhf-progress")
 
 
 def test_twenty_items_with_the_keyboard_alone(live: LiveServer, new_page) -> None:  # noqa: ANN001
@@ -144,11 +145,11 @@ def test_tie_skip_undo_comment_all_bad_and_progress(live: LiveServer, new_page) 
     third = wait_item_change(page, second)
     skipped = rankings(live, "ann")[-1]
     assert skipped.skipped and skipped.skip_reason == "Needs expertise I lack" and skipped.ranks is None
-    assert "Today: 2" in page.inner_text("#rlhf-progress-box")
+    assert "Today: 2" in page.inner_text("#rlhf-progress")
     page.keyboard.press("u")  # undo the skip: the second item comes back
     wait_message(page, "Undone")
     assert item_id(page) == second and len(rankings(live, "ann")) == 1
-    assert "Today: 1" in page.inner_text("#rlhf-progress-box")
+    assert "Today: 1" in page.inner_text("#rlhf-progress")
     for key in ("2", "1", "Enter"):
         page.keyboard.press(key)
     assert wait_item_change(page, second) == third
@@ -211,9 +212,7 @@ def test_tampering_with_the_comparison_id_is_refused(live: LiveServer, new_page)
     refused = api.submit(theirs.item_id, theirs.response_ids, [1, 2])
     assert "not assigned to you" in refused.message
     # 2. the hidden field rewritten in the page
-    page.eval_on_selector(
-        ITEM, "(el, v) => { el.value = v; el.dispatchEvent(new Event('input', {bubbles: true})); }", str(theirs.item_id)
-    )
+    page.eval_on_selector(VIEW, "(el, v) => { el.dataset.item = v; }", str(theirs.item_id))
     for key in ("1", "2", "Enter"):
         page.keyboard.press(key)
     assert "not assigned to you" in wait_message(page, "not assigned")

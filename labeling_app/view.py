@@ -1,0 +1,155 @@
+"""The annotator's item view as one HTML fragment, and the form the browser sends back (pure functions).
+
+One fragment (prompt, K response cards with their rank buttons, all-bad, comment, skip reasons, progress) keeps the
+Gradio event to one input and two outputs whatever K is: each extra output costs Gradio a component rebuild per
+event, which is what bounded throughput when every card was its own component. ``static/keyboard.js`` holds the
+selection while the annotator works and packs it into the form (``window.rlhf.form()``) when they submit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from html import escape
+from typing import Any
+
+from labeling_app.render import render_conversation, render_response
+
+LETTERS = "ABCDEFGH"
+
+
+@dataclass(frozen=True)
+class ShownItem:
+    comparison_id: int
+    messages: list[dict[str, str]]
+    responses: list[tuple[int, str]]  # (response id, text) in this annotator's shown order
+
+
+@dataclass(frozen=True)
+class ProgressView:
+    done_today: int
+    done_in_batch: int
+    batch_size: int
+    remaining: int
+    where: str
+
+
+def message_html(text: str, kind: str = "info") -> str:
+    return (
+        f'<div class="rlhf-msg rlhf-msg-{kind}" id="rlhf-message" role="status" aria-live="polite">'
+        f"{escape(text)}</div>"
+    )
+
+
+def _progress(p: ProgressView) -> str:
+    return (
+        f'<div class="rlhf-progress" id="rlhf-progress"><span>Today: <b>{p.done_today}</b></span>'
+        f"<span>Done in {escape(p.where)}: <b>{p.done_in_batch}</b> of {p.batch_size}</span>"
+        f"<span>Left for you: <b>{p.remaining}</b></span></div>"
+    )
+
+
+def item_html(item: ShownItem | None, progress: ProgressView, skip_reasons: Sequence[str], message: str) -> str:
+    """The whole view, message first. ``data-item``/``data-responses`` tell the browser (and API clients) what is
+    shown; the same item rendered again (after an error) keeps the annotator's choices (keyboard.js repaints them)."""
+    if item is None:
+        return (
+            f'<div id="rlhf-view-inner" data-item="" data-responses="">{message}{_progress(progress)}'
+            '<div class="rlhf-done" id="rlhf-prompt">No item to rank right now.</div></div>'
+        )
+    k = len(item.responses)
+    cards = []
+    for pos, (_, text) in enumerate(item.responses):
+        letter = LETTERS[pos]
+        buttons = "".join(
+            f'<button type="button" class="rlhf-rank" data-pos="{pos}" data-rank="{r}" '
+            f'aria-label="Rank {letter} {r}">{r}</button>'
+            for r in range(1, k + 1)
+        )
+        cards.append(
+            f'<div class="rlhf-card" id="rlhf-card-{pos}" data-pos="{pos}">'
+            f'<div class="rlhf-letter">Response {letter}</div>'
+            f'<div class="rlhf-text" id="rlhf-text-{pos}">{render_response(text)}</div>'
+            f'<div class="rlhf-rankbar" role="group" aria-label="Rank of {letter}"><span>Rank</span>{buttons}</div>'
+            "</div>"
+        )
+    reasons = "".join(
+        f'<button type="button" class="rlhf-reason" data-reason="{escape(reason)}">'
+        f"<kbd>{n}</kbd> {escape(reason)}</button>"
+        for n, reason in enumerate(skip_reasons, start=1)
+    )
+    ids = ",".join(str(rid) for rid, _ in item.responses)
+    return (
+        f'<div id="rlhf-view-inner" data-item="{item.comparison_id}" data-responses="{ids}" data-k="{k}">'
+        f"{message}{_progress(progress)}"
+        f'<div id="rlhf-prompt">{render_conversation(item.messages)}</div>'
+        f'<div class="rlhf-cards" id="rlhf-responses" style="--rlhf-k: {k}">{"".join(cards)}</div>'
+        '<div class="rlhf-extra">'
+        '<label class="rlhf-allbad"><input type="checkbox" id="rlhf-allbad"> All responses are bad <kbd>x</kbd></label>'
+        '<textarea id="rlhf-comment" rows="1" placeholder="Comment (c) — optional"></textarea></div>'
+        f'<div class="rlhf-skip" id="rlhf-skip-reasons"><span>Skip <kbd>s</kbd>:</span>{reasons}'
+        '<input type="text" id="rlhf-skip-other" placeholder="Other reason, then Enter"></div>'
+        "</div>"
+    )
+
+
+@dataclass(frozen=True)
+class Form:
+    comparison_id: int | None
+    response_ids: list[int]
+    ranks: list[int | None]  # per shown position
+    all_bad: bool = False
+    comment: str = ""
+    active_ms: int | None = None
+    skip_reason: str = ""
+
+
+class FormError(ValueError):
+    pass
+
+
+def _int_or_none(value: Any) -> int | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, bool):
+        raise FormError("bad number")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise FormError("bad number") from None
+
+
+def parse_form(raw: str | None) -> Form:
+    """The browser's (or an API client's) form: JSON, untrusted, checked field by field.
+
+    >>> parse_form('{"item": "7", "responses": [3, 4], "ranks": [2, null], "comment": "ok"}')
+    Form(comparison_id=7, response_ids=[3, 4], ranks=[2, None], all_bad=False, comment='ok', active_ms=None, skip_reason='')
+    >>> parse_form('{"item": "x"}')
+    Traceback (most recent call last):
+    ...
+    labeling_app.view.FormError: bad number
+    """
+    try:
+        data = json.loads(raw or "{}")
+    except json.JSONDecodeError:
+        raise FormError("not JSON") from None
+    if not isinstance(data, dict):
+        raise FormError("not an object")
+    responses = data.get("responses") or []
+    ranks = data.get("ranks") or []
+    if not isinstance(responses, list) or not isinstance(ranks, list) or len(responses) > 64 or len(ranks) > 64:
+        raise FormError("bad lists")
+    comment = data.get("comment") or ""
+    reason = data.get("skip_reason") or ""
+    if not isinstance(comment, str) or not isinstance(reason, str):
+        raise FormError("bad text")
+    return Form(
+        comparison_id=_int_or_none(data.get("item")),
+        response_ids=[int(_int_or_none(r) or 0) for r in responses],
+        ranks=[_int_or_none(r) for r in ranks],
+        all_bad=data.get("all_bad") is True,
+        comment=comment[:5000],
+        active_ms=_int_or_none(data.get("active_ms")),
+        skip_reason=reason[:500],
+    )
