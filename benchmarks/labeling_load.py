@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from db import immediate, make_engine, make_session_factory, sqlite_url, upgrade  # noqa: E402
 from db.annotators import create_annotator  # noqa: E402
 from db.comparisons import NewComparison, ensure_comparisons  # noqa: E402
+from db.maintenance import refresh_statistics  # noqa: E402
 from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses  # noqa: E402
 from labeling_app.api_client import LabelingClient  # noqa: E402
 
@@ -114,6 +115,7 @@ def seed(url: str, comparisons: int, clients: int) -> None:
         )
         for n in range(clients):
             create_annotator(session, f"load{n}", password=PASSWORD)
+        refresh_statistics(session)  # what `rlhf import` / `rlhf comparisons create` do after bulk writes
     engine.dispose()
 
 

@@ -16,6 +16,7 @@ from typing import Literal
 from sqlalchemy.orm import Session
 
 from db.comparisons import NewComparison, ensure_comparisons
+from db.maintenance import refresh_statistics
 from db.prompts import response_ids_by_prompt
 from db.runs import finish_run, start_run
 from pipeline.errors import UserError
@@ -117,6 +118,7 @@ def create_comparisons(
         session, [NewComparison(pid, ids, batch, overlap) for pid, ids in plan], run_id=run.id
     )
     created = sum(1 for _, was_created in results if was_created)
+    refresh_statistics(session)
     report = CreateReport(batch, len(grouped), len(plan), created, len(plan) - created, run.id)
     summary = f"batch {batch}: {created} new {k}-way comparisons ({len(plan) - created} already existed)"
     finish_run(session, run, {"prompts": len(grouped), "planned": len(plan), "created": created,

@@ -21,3 +21,4 @@ printf 'demo-alice-password\n' | "$RLHF" annotators add alice --password-stdin
 echo
 echo "Demo project: $PWD (database rlhf.db, tiny policy in models/tiny-lm)."
 echo "Logins: admin / demo-admin-password, alice / demo-alice-password."
+echo "Rank by hand: cd $DEMO_DIR && ../.venv/bin/rlhf label serve   (then open http://127.0.0.1:7860/)"

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from sqlalchemy.orm import Session
 
 from db.annotators import AnnotatorError, get_or_create_import_annotator
+from db.maintenance import refresh_statistics
 from db.comparisons import NewComparison, NewRanking, add_rankings_if_absent, ensure_comparisons
 from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
 from db.runs import finish_run, start_run
@@ -327,6 +328,7 @@ def import_file(
     if report.rows == 0:
         raise UserError(f"{path}: no rows to import (the file is empty)")
     importer.flush()
+    refresh_statistics(session)
     report.seconds = round(time.perf_counter() - started, 3)
     finish_run(session, run, report.metrics())
     return report
