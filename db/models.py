@@ -20,6 +20,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -277,4 +278,17 @@ class JudgeCall(Base):
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     latency_ms: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+    cost_usd: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RankingCall(Base):
+    """Which judge calls a judge's ranking was made from (both orders, retries): its audit trail."""
+
+    __tablename__ = "ranking_calls"
+    __table_args__ = (UniqueConstraint("ranking_id", "judge_call_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ranking_id: Mapped[int] = mapped_column(ForeignKey("rankings.id", ondelete="CASCADE"), index=True)
+    judge_call_id: Mapped[int] = mapped_column(ForeignKey("judge_calls.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)  # order of the call within the ranking (orders, attempts)

@@ -79,6 +79,9 @@ class Project:
     import_: ImportSection = field(default_factory=ImportSection)
     comparisons: ComparisonsSection = field(default_factory=ComparisonsSection)
     labeling: LabelingSection = field(default_factory=LabelingSection)
+    # API keys by name (e.g. OPENAI_API_KEY = "sk-..."), for judges whose key is not in the environment.
+    # Keep a project file with secrets out of version control; the environment wins over it.
+    secrets: dict[str, str] = field(default_factory=dict)
 
     def section(self, name: str) -> Any:
         return getattr(self, "import_" if name == "import" else name)
@@ -114,10 +117,14 @@ def load_project(file: Path) -> Project:
             if not isinstance(value, str):
                 raise UserError(f"{file}: name must be a string")
             project.name = value
+        elif key == "secrets":
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise UserError(f"{file}: [secrets] must map names to strings")
+            project.secrets = dict(value)
         elif key in SECTIONS:
             setattr(project, "import_" if key == "import" else key, _section(file, key, SECTIONS[key], value))
         else:
-            raise UserError(f"{file}: unknown section or key {key!r} (known: name, {', '.join(SECTIONS)})")
+            raise UserError(f"{file}: unknown section or key {key!r} (known: name, secrets, {', '.join(SECTIONS)})")
     return project
 
 

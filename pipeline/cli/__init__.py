@@ -55,9 +55,17 @@ def _root(
 
 
 def _register() -> None:
-    from pipeline.cli import annotator_cmds, comparison_cmds, import_cmds, label_cmds, model_cmds, store_cmds
+    from pipeline.cli import (
+        annotator_cmds,
+        comparison_cmds,
+        import_cmds,
+        judge_cmds,
+        label_cmds,
+        model_cmds,
+        store_cmds,
+    )
 
-    for module in (store_cmds, import_cmds, annotator_cmds, comparison_cmds, label_cmds, model_cmds):
+    for module in (store_cmds, import_cmds, annotator_cmds, comparison_cmds, label_cmds, judge_cmds, model_cmds):
         module.register(app)
 
 

@@ -1,0 +1,160 @@
+"""Store functions of the AI judge: pending work, the call cache, rankings linked to their calls, status."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Integer, and_, case, delete, exists, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from db.bulk import chunks
+from db.models import Comparison, JudgeCall, Prompt, Ranking, RankingCall, Response, utcnow
+
+
+def _insert(session: Session, model: type) -> Any:
+    return (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(model)
+
+
+def pending_comparison_ids(
+    session: Session, annotator_id: int, batch: str, *, limit: int | None = None, max_k: int | None = None
+) -> list[int]:
+    """Comparisons of the batch this judge has not ranked (nor recorded a failure for), in id order."""
+    done = exists().where(Ranking.comparison_id == Comparison.id, Ranking.annotator_id == annotator_id)
+    query = select(Comparison.id).where(Comparison.batch == batch, Comparison.status != "retired", ~done)
+    if max_k is not None:
+        query = query.where(Comparison.k <= max_k)
+    query = query.order_by(Comparison.id)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.scalars(query))
+
+
+@dataclass(frozen=True)
+class CaseRow:
+    comparison_id: int
+    messages: list[dict[str, str]]
+    responses: list[tuple[int, str]]
+
+
+def load_cases(session: Session, comparison_ids: Sequence[int]) -> list[CaseRow]:
+    """Prompt and response texts of comparisons, in the order asked."""
+    rows = session.execute(
+        select(Comparison.id, Comparison.response_ids, Prompt.messages)
+        .join(Prompt, Prompt.id == Comparison.prompt_id)
+        .where(Comparison.id.in_(list(comparison_ids)))
+    ).all()
+    texts: dict[int, str] = {}
+    wanted = sorted({rid for _, ids, _ in rows for rid in ids})
+    for part in chunks(wanted):
+        texts.update(session.execute(select(Response.id, Response.text).where(Response.id.in_(part))).all())
+    by_id = {cid: CaseRow(cid, messages, [(rid, texts[rid]) for rid in ids]) for cid, ids, messages in rows}
+    return [by_id[cid] for cid in comparison_ids if cid in by_id]
+
+
+def cached_responses(session: Session, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """request hash -> stored response, for calls that returned one."""
+    found: dict[str, dict[str, Any]] = {}
+    for part in chunks(sorted(set(keys))):
+        found.update(
+            session.execute(
+                select(JudgeCall.request_hash, JudgeCall.response).where(
+                    JudgeCall.request_hash.in_(part), JudgeCall.response.is_not(None)
+                )
+            ).all()
+        )
+    return found
+
+
+def store_calls(session: Session, calls: Sequence[dict[str, Any]]) -> None:
+    """Insert judge calls (request_hash, model, request, response, tokens, latency, cost); existing keys are kept."""
+    for part in chunks(list(calls)):
+        statement = _insert(session, JudgeCall).values(list(part))
+        session.execute(statement.on_conflict_do_nothing(index_elements=[JudgeCall.request_hash]))
+
+
+def call_ids(session: Session, keys: Sequence[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for part in chunks(sorted(set(keys))):
+        found.update(session.execute(select(JudgeCall.request_hash, JudgeCall.id).where(JudgeCall.request_hash.in_(part))).all())
+    return found
+
+
+def store_judge_rankings(session: Session, rankings: Sequence[dict[str, Any]], keys: Sequence[list[str]]) -> int:
+    """Insert a judge's rankings (skipping any this judge already has) and link each to its calls.
+
+    ``rankings`` are Ranking column values; ``keys[i]`` the request hashes of ranking i's calls, in order.
+    Returns how many rankings were inserted.
+    """
+    ids = call_ids(session, [k for ks in keys for k in ks])
+    inserted = 0
+    for part_rows, part_keys in zip(chunks(list(rankings)), chunks(list(keys)), strict=True):
+        statement = (
+            _insert(session, Ranking)
+            .values(list(part_rows))
+            .on_conflict_do_nothing(index_elements=[Ranking.comparison_id, Ranking.annotator_id])
+            .returning(Ranking.id, Ranking.comparison_id)
+        )
+        new = dict((cid, rid) for rid, cid in session.execute(statement).all())
+        inserted += len(new)
+        links = [
+            {"ranking_id": new[row["comparison_id"]], "judge_call_id": ids[key], "position": position}
+            for row, row_keys in zip(part_rows, part_keys, strict=True)
+            if row["comparison_id"] in new
+            for position, key in enumerate(dict.fromkeys(row_keys))
+            if key in ids
+        ]
+        if links:
+            session.execute(_insert(session, RankingCall).values(links).on_conflict_do_nothing())
+    return inserted
+
+
+def forget_failures(session: Session, annotator_id: int, batch: str) -> list[int]:
+    """Delete this judge's recorded failures in the batch, so that a run tries them again; their comparison ids."""
+    ids = select(Comparison.id).where(Comparison.batch == batch).scalar_subquery()
+    mine = (Ranking.annotator_id == annotator_id, Ranking.skipped, Ranking.comparison_id.in_(ids))
+    failed = list(session.scalars(select(Ranking.comparison_id).where(*mine)))
+    session.execute(delete(Ranking).where(*mine))
+    return failed
+
+
+@dataclass(frozen=True)
+class JudgeBatchStatus:
+    batch: str
+    comparisons: int
+    done: int
+    failed: int
+
+    @property
+    def pending(self) -> int:
+        return self.comparisons - self.done - self.failed
+
+
+def judge_progress(session: Session, annotator_id: int) -> list[JudgeBatchStatus]:
+    """Per batch that has comparisons: how many this judge ranked, failed, has yet to do."""
+    mine = and_(Ranking.comparison_id == Comparison.id, Ranking.annotator_id == annotator_id)
+    rows = session.execute(
+        select(
+            Comparison.batch,
+            func.count(Comparison.id),
+            func.sum(case((Ranking.id.is_not(None) & ~Ranking.skipped, 1), else_=0)).cast(Integer),
+            func.sum(case((Ranking.skipped, 1), else_=0)).cast(Integer),
+        )
+        .outerjoin(Ranking, mine)
+        .where(Comparison.status != "retired")
+        .group_by(Comparison.batch)
+        .order_by(Comparison.batch)
+    ).all()
+    return [JudgeBatchStatus(b, n, done or 0, failed or 0) for b, n, done, failed in rows]
+
+
+def call_row(key: str, model: str, request: dict[str, Any], response: dict[str, Any], *, prompt_tokens: int,
+             completion_tokens: int, latency_ms: int, cost_usd: float) -> dict[str, Any]:
+    return {
+        "request_hash": key, "model": model, "request": request, "response": response,
+        "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "latency_ms": latency_ms,
+        "error": None, "cost_usd": cost_usd, "created_at": utcnow(),
+    }

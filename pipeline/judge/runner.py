@@ -1,0 +1,473 @@
+"""``rlhf judge run``: judge every comparison of a batch this judge has not done, resumably.
+
+Online mode: ``concurrency`` workers take calls from a queue (both orders of every comparison, parse retries),
+behind a rate limiter and a retry policy. Answers already in ``judge_calls`` (the cache, keyed by model, messages
+and params) are never asked again. A writer thread stores calls as they arrive and rankings as comparisons
+complete, in short batched transactions: after a kill -9 at most the last fraction of a second is lost, and the
+same command finds the stored calls in the cache and ranks only what is still missing (one ranking per
+comparison and judge, enforced by the store).
+
+Batch mode: the calls a batch still needs go to the OpenAI Batch API in one JSONL file (half price); a later run
+collects the finished remote batch into the cache and ranks from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.judging import (
+    call_row,
+    cached_responses,
+    load_cases,
+    pending_comparison_ids,
+    store_calls,
+    store_judge_rankings,
+)
+from db.models import Run, utcnow
+from db.runs import fail_run, finish_run, start_run
+from pipeline.errors import UserError
+from pipeline.judge.config import JudgeConfig
+from pipeline.judge.core import Case, Job
+from pipeline.judge.parsing import keep_alternatives
+from pipeline.judge.templates import Template
+from pipeline.llm.limits import RateLimiter, RetryPolicy, estimate_tokens, with_retries
+from pipeline.llm.types import ChatBackend, ChatRequest, Completion, LLMError
+
+CHUNK = 200  # comparisons loaded per database round trip
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class JudgeReport:
+    judge: str
+    batch: str
+    mode: str = "online"
+    run_id: int | None = None
+    comparisons: int = 0  # pending when the run started
+    ranked: int = 0
+    failed: int = 0  # no readable verdict (or a refused request): recorded, not counted as a label
+    unfinished: int = 0  # endpoint kept failing: left for the next run
+    calls: int = 0  # calls that went to the model in this run
+    cached: int = 0  # answers taken from the cache instead
+    retries: int = 0  # transport retries (429, 5xx, timeouts, connection)
+    parse_retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    seconds: float = 0.0
+    remote_batch: str | None = None
+    remote_state: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def calls_per_second(self) -> float:
+        return self.calls / self.seconds if self.seconds else 0.0
+
+    def error(self, message: str) -> None:
+        if len(self.errors) < 5 and message not in self.errors:
+            self.errors.append(message)
+
+    def metrics(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["calls_per_second"] = round(self.calls_per_second, 2)
+        data["cost_usd"] = round(self.cost_usd, 6)
+        data["summary"] = self.summary()
+        return data
+
+    def summary(self) -> str:
+        text = (
+            f"{self.judge} on {self.batch}: {self.ranked} ranked, {self.failed} failed, {self.unfinished} left; "
+            f"{self.calls} calls ({self.cached} cached, {self.retries} retries), "
+            f"{self.prompt_tokens + self.completion_tokens} tokens, ${self.cost_usd:.4f}, "
+            f"{self.calls_per_second:.1f} calls/s"
+        )
+        if self.remote_batch:
+            text += f"; remote batch {self.remote_batch} {self.remote_state}"
+        return text
+
+
+class Writer(threading.Thread):
+    """Stores calls and finished rankings in batched transactions, off the event loop."""
+
+    def __init__(self, sessions: sessionmaker[Session], *, flush_seconds: float = 0.2, max_items: int = 400) -> None:
+        super().__init__(daemon=True, name="judge-writer")
+        self.sessions = sessions
+        self.flush_seconds = flush_seconds
+        self.max_items = max_items
+        self.inbox: queue.Queue[tuple[str, Any] | None] = queue.Queue()
+        self.error: BaseException | None = None
+        self.rankings_written = 0
+
+    def call(self, row: dict[str, Any]) -> None:
+        self.inbox.put(("call", row))
+
+    def ranking(self, row: dict[str, Any], keys: list[str]) -> None:
+        self.inbox.put(("ranking", (row, keys)))
+
+    def close(self) -> None:
+        self.inbox.put(None)
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+    def run(self) -> None:
+        calls: list[dict[str, Any]] = []
+        rankings: list[tuple[dict[str, Any], list[str]]] = []
+        deadline = time.monotonic() + self.flush_seconds
+        closing = False
+        while not closing:
+            try:
+                item = self.inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+                if item is None:
+                    closing = True
+                elif item[0] == "call":
+                    calls.append(item[1])
+                else:
+                    rankings.append(item[1])
+            except queue.Empty:
+                pass
+            if closing or time.monotonic() >= deadline or len(calls) + len(rankings) >= self.max_items:
+                if (calls or rankings) and self.error is None:
+                    try:
+                        with self.sessions.begin() as session:
+                            store_calls(session, calls)
+                            if rankings:
+                                self.rankings_written += store_judge_rankings(
+                                    session, [r for r, _ in rankings], [k for _, k in rankings]
+                                )
+                    except BaseException as exc:  # noqa: BLE001 - re-raised by close()
+                        self.error = exc
+                calls, rankings = [], []
+                deadline = time.monotonic() + self.flush_seconds
+
+
+@dataclass
+class JudgeContext:
+    """What a run needs about its judge, passed in (no globals)."""
+
+    annotator_id: int
+    name: str
+    config: JudgeConfig
+    template: Template
+    retried: frozenset[int] = frozenset()  # comparisons whose recorded failure this run tries again
+    retry_salt: int = 0
+
+
+def _request_json(request: ChatRequest) -> dict[str, Any]:
+    return {"messages": request.message_dicts(), "params": request.params()}
+
+
+Needed = tuple[Job, int, str, ChatRequest]  # a call to make: job, order index, cache key, request
+
+
+def load_jobs(session: Session, ctx: JudgeContext, comparison_ids: list[int]) -> list[Job]:
+    return [
+        Job(Case(row.comparison_id, row.messages, row.responses), ctx.config, ctx.template,
+            salt=ctx.retry_salt if row.comparison_id in ctx.retried else 0)
+        for row in load_cases(session, comparison_ids)
+    ]
+
+
+def answer_from_cache(session: Session, jobs: list[Job], model: str) -> tuple[list[Needed], int]:
+    """Feed cached answers into the jobs (earlier runs' retries included) until each open order needs a call
+    that is not in the cache. Returns those calls and the number of answers the cache gave."""
+    hits = 0
+    frontier = [(job, index) for job in jobs for index in job.open_orders()]
+    needed: list[Needed] = []
+    while frontier:
+        asks = [(job, index, job.request(index)) for job, index in frontier]
+        keyed = [(job, index, request.cache_key(model), request) for job, index, request in asks]
+        cached = cached_responses(session, [key for _, _, key, _ in keyed])
+        frontier = []
+        for job, index, key, request in keyed:
+            answer = cached.get(key)
+            if answer is None:
+                needed.append((job, index, key, request))
+                continue
+            hits += 1
+            if job.accept(index, key, Completion.from_json(answer)):
+                frontier.append((job, index))  # the cached answer had no verdict: is the retry cached too?
+    return needed, hits
+
+
+def _ranking_row(ctx: JudgeContext, job: Job, run_id: int | None) -> dict[str, Any]:
+    ids = [rid for rid, _ in job.case.responses]
+    row: dict[str, Any] = {
+        "comparison_id": job.case.comparison_id, "annotator_id": ctx.annotator_id, "ranks": None, "skipped": False,
+        "skip_reason": None, "all_bad": False, "shown_order": job.shown_order(), "comment": None,
+        "rationale": job.rationale(), "probabilities": None, "scores": None, "active_ms": None, "run_id": run_id,
+        "created_at": utcnow(), "exported_at": None,
+    }
+    if job.failure:
+        row.update(skipped=True, skip_reason=f"judge failure: {job.failure}"[:4000])
+    else:
+        verdict = job.verdict()
+        row["ranks"] = [verdict.ranks_by_response[i] for i in ids]
+        if verdict.probabilities_by_response is not None:
+            row["probabilities"] = [verdict.probabilities_by_response[i] for i in ids]
+    return row
+
+
+class Recorder:
+    """Counts finished comparisons and hands their rankings (or recorded failures) to the writer."""
+
+    def __init__(self, ctx: JudgeContext, report: JudgeReport, writer: Writer, on_progress: Progress | None) -> None:
+        self.ctx, self.report, self.writer, self.on_progress = ctx, report, writer, on_progress
+        self.finished = 0
+
+    def finish(self, job: Job) -> None:
+        self.finished += 1
+        if job.unfinished:
+            self.report.unfinished += 1
+        else:
+            if job.failure:
+                self.report.failed += 1
+            else:
+                self.report.ranked += 1
+            self.writer.ranking(_ranking_row(self.ctx, job, self.report.run_id), job.call_keys())
+        if self.on_progress is not None:
+            self.on_progress(self.finished, self.report.comparisons)
+
+
+class _Online:
+    """The online run: a producer feeding a work queue, ``concurrency`` workers calling the model."""
+
+    def __init__(self, sessions: sessionmaker[Session], ctx: JudgeContext, backend: ChatBackend, recorder: Recorder,
+                 concurrency: int, policy: RetryPolicy, limiter: RateLimiter, stop: asyncio.Event) -> None:
+        self.sessions, self.ctx, self.backend, self.recorder = sessions, ctx, backend, recorder
+        self.report, self.writer = recorder.report, recorder.writer
+        self.concurrency, self.policy, self.limiter, self.stop = concurrency, policy, limiter, stop
+        self.work: asyncio.Queue[Needed | None] = asyncio.Queue()
+        self.open_jobs = 0
+        self.producing = True
+        self.fatal: LLMError | None = None
+        self.room = asyncio.Condition()
+        self.rng = random.Random(0)
+
+    def _release_workers(self) -> None:
+        for _ in range(self.concurrency):
+            self.work.put_nowait(None)
+
+    async def _closed(self, job: Job) -> None:
+        self.recorder.finish(job)
+        self.open_jobs -= 1
+        async with self.room:
+            self.room.notify_all()
+        if not self.producing and self.open_jobs == 0:
+            self._release_workers()
+
+    def _load(self, part: list[int]) -> tuple[list[Job], list[Needed], int]:
+        with self.sessions() as session:
+            jobs = load_jobs(session, self.ctx, part)
+            needed, hits = answer_from_cache(session, jobs, self.backend.model)
+        return jobs, needed, hits
+
+    async def produce(self, ids: list[int]) -> None:
+        try:
+            for start in range(0, len(ids), CHUNK):
+                if self.stop.is_set():
+                    break
+                async with self.room:  # a bounded amount of work in flight
+                    await self.room.wait_for(lambda: self.open_jobs < self.concurrency * 4 or self.stop.is_set())
+                jobs, needed, hits = await asyncio.to_thread(self._load, ids[start : start + CHUNK])
+                self.report.cached += hits
+                waiting = {id(job) for job, *_ in needed}
+                for job in jobs:
+                    if id(job) not in waiting:
+                        self.recorder.finish(job)
+                self.open_jobs += len(waiting)
+                for item in needed:
+                    self.work.put_nowait(item)
+        finally:
+            self.producing = False
+            if self.open_jobs == 0:
+                self._release_workers()
+
+    async def work_loop(self) -> None:
+        while True:
+            item = await self.work.get()
+            if item is None:
+                return
+            job, index, key, request = item
+            if job.done:
+                continue
+            if self.stop.is_set():
+                job.unfinished = "stopped"  # its answered calls are stored: the next run gets them from the cache
+                await self._closed(job)
+                continue
+            await self.limiter.acquire(estimate_tokens(sum(len(c) for _, c in request.messages), request.max_tokens))
+
+            def retried(_: LLMError) -> None:
+                self.report.retries += 1
+
+            try:
+                completion = await with_retries(
+                    lambda: self.backend.complete(request), self.policy, rng=self.rng, on_retry=retried
+                )
+            except LLMError as exc:
+                self.report.error(str(exc))
+                if exc.fatal:
+                    self.fatal = self.fatal or exc
+                    self.stop.set()
+                    job.unfinished = str(exc)
+                elif exc.retryable:
+                    job.unfinished = str(exc)
+                else:
+                    job.failure = f"the endpoint refused the request: {exc}"
+                await self._closed(job)
+                continue
+            self._account(key, request, completion)
+            if job.accept(index, key, completion):
+                self.report.parse_retries += 1
+                retry = job.request(index)
+                self.work.put_nowait((job, index, retry.cache_key(self.backend.model), retry))
+            elif job.done:
+                await self._closed(job)
+
+    def _account(self, key: str, request: ChatRequest, completion: Completion) -> None:
+        self.report.calls += 1
+        self.report.prompt_tokens += completion.prompt_tokens
+        self.report.completion_tokens += completion.completion_tokens
+        cost = self.ctx.config.cost(completion.prompt_tokens, completion.completion_tokens)
+        self.report.cost_usd += cost
+        stored = completion.to_json()
+        stored["top_logprobs"] = keep_alternatives(stored["top_logprobs"])
+        self.writer.call(call_row(
+            key, self.backend.model, _request_json(request), stored,
+            prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
+            latency_ms=completion.latency_ms, cost_usd=cost,
+        ))
+
+
+async def judge_online(
+    sessions: sessionmaker[Session],
+    ctx: JudgeContext,
+    backend: ChatBackend,
+    report: JudgeReport,
+    *,
+    concurrency: int,
+    limit: int | None = None,
+    policy: RetryPolicy = RetryPolicy(),
+    on_progress: Progress | None = None,
+    stop: asyncio.Event | None = None,
+) -> JudgeReport:
+    """Judge the batch's pending comparisons through ``backend`` (the run record is the caller's)."""
+    started = time.perf_counter()
+    with sessions() as session:
+        ids = pending_comparison_ids(session, ctx.annotator_id, report.batch, limit=limit)
+    report.comparisons = len(ids)
+    writer = Writer(sessions)
+    writer.start()
+    state = _Online(sessions, ctx, backend, Recorder(ctx, report, writer, on_progress), concurrency, policy,
+                    RateLimiter(ctx.config.rpm, ctx.config.tpm), stop or asyncio.Event())
+    try:
+        workers = [asyncio.create_task(state.work_loop()) for _ in range(concurrency)]
+        await state.produce(ids)
+        await asyncio.gather(*workers)
+    finally:
+        writer.close()
+        report.seconds = round(time.perf_counter() - started, 3)
+    if state.fatal is not None:
+        raise UserError(f"judge {ctx.name} stopped: {state.fatal} (check the model name, base URL and API key)")
+    return report
+
+
+# --- Batch API ------------------------------------------------------------------------------------------------------
+
+
+def open_remote_batches(session: Session, judge: str, batch: str) -> list[Run]:
+    runs = session.scalars(select(Run).where(Run.kind == "judge-batch", Run.status == "running").order_by(Run.id))
+    return [r for r in runs if r.config.get("judge") == judge and r.config.get("batch") == batch]
+
+
+async def _collect(sessions: sessionmaker[Session], ctx: JudgeContext, backend: Any, report: JudgeReport,
+                   run_id: int, remote_id: str) -> bool:
+    """Store a finished remote batch's answers in the cache; False while it is still being processed."""
+    status, output_file, error_file = await backend.batch_state(remote_id)
+    report.remote_batch, report.remote_state = remote_id, status
+    if status in ("validating", "in_progress", "finalizing", "cancelling"):
+        return False
+    rows: list[dict[str, Any]] = []
+    if status == "completed":
+        with sessions() as session:
+            run = session.get(Run, run_id)
+            requests = run.config.get("requests", {}) if run else {}
+        for file_id in (output_file, error_file):
+            results = await backend.batch_results(file_id) if file_id else {}
+            for key, result in results.items():
+                if isinstance(result, LLMError):
+                    report.error(str(result))
+                    continue
+                cost = ctx.config.cost(result.prompt_tokens, result.completion_tokens, batch=True)
+                report.calls += 1
+                report.prompt_tokens += result.prompt_tokens
+                report.completion_tokens += result.completion_tokens
+                report.cost_usd += cost
+                rows.append(call_row(key, backend.model, requests.get(key, {}), result.to_json(),
+                                     prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+                                     latency_ms=0, cost_usd=cost))
+    with sessions.begin() as session:
+        store_calls(session, rows)
+        run = session.get(Run, run_id)
+        assert run is not None
+        if status == "completed":
+            finish_run(session, run, {"answers": len(rows), "summary": f"remote batch {remote_id}: {len(rows)} answers"})
+        else:
+            fail_run(session, run, f"remote batch {remote_id} ended {status}")
+    return True
+
+
+async def judge_batch_api(
+    sessions: sessionmaker[Session], ctx: JudgeContext, backend: Any, report: JudgeReport, *,
+    limit: int | None = None, on_progress: Progress | None = None,
+) -> JudgeReport:
+    """Collect finished remote batches into the cache, rank what the cache now answers, and send what is still
+    missing as one new remote batch. Nothing is sent while a batch of this judge is still being processed."""
+    started = time.perf_counter()
+    with sessions() as session:
+        remote = [(r.id, r.config["remote_batch"]) for r in open_remote_batches(session, ctx.name, report.batch)]
+    for run_id, remote_id in remote:
+        if not await _collect(sessions, ctx, backend, report, run_id, remote_id):
+            report.seconds = round(time.perf_counter() - started, 3)
+            return report  # still running: come back later
+    with sessions() as session:
+        ids = pending_comparison_ids(session, ctx.annotator_id, report.batch, limit=limit)
+    report.comparisons = len(ids)
+    needed: dict[str, ChatRequest] = {}
+    writer = Writer(sessions)
+    writer.start()
+    recorder = Recorder(ctx, report, writer, on_progress)
+    try:
+        for start in range(0, len(ids), CHUNK):
+            with sessions() as session:
+                jobs = load_jobs(session, ctx, ids[start : start + CHUNK])
+                missing, hits = answer_from_cache(session, jobs, backend.model)
+            report.cached += hits
+            waiting = {id(job) for job, *_ in missing}
+            for job in jobs:
+                if id(job) not in waiting:
+                    recorder.finish(job)
+            report.unfinished += len(waiting)
+            needed.update({key: request for _, _, key, request in missing})
+    finally:
+        writer.close()
+    if needed:
+        remote_id = await backend.submit_batch(needed, description=f"rlhf judge {ctx.name} batch {report.batch}")
+        with sessions.begin() as session:
+            start_run(session, "judge-batch", {
+                "judge": ctx.name, "batch": report.batch, "remote_batch": remote_id, "count": len(needed),
+                "requests": {key: _request_json(req) for key, req in needed.items()},
+            }, inputs=[report.run_id] if report.run_id else (), name=f"judge-batch {ctx.name} {report.batch}")
+        report.remote_batch, report.remote_state = remote_id, f"submitted ({len(needed)} requests)"
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report

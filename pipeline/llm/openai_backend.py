@@ -1,0 +1,148 @@
+"""Any OpenAI-compatible endpoint (OpenAI, ``vllm serve``, Ollama, llama.cpp server) through the ``openai`` SDK.
+
+The SDK's own retries are off: retries, backoff and rate limits are the caller's (``pipeline.llm.limits``), so that
+every attempt is counted and the policy is the same for every backend. Errors become ``LLMError`` with a verdict on
+whether a retry can help. Also the Batch API (files + batches) for half-price offline work.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import openai
+
+from pipeline.llm.types import ChatRequest, Completion, LLMError
+
+NOT_FOUND_FATAL = (401, 403, 404)  # bad key, no access, unknown model or wrong base URL: stop the run
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    value = exc.response.headers.get("retry-after") if exc.response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def to_llm_error(exc: Exception) -> LLMError:
+    """Classify an SDK exception: retryable (429, 5xx, timeouts, connection), fatal (401/403/404), or neither."""
+    if isinstance(exc, openai.APITimeoutError):
+        return LLMError(f"timeout: {exc}", retryable=True)
+    if isinstance(exc, openai.APIConnectionError):
+        return LLMError(f"connection error: {exc}", retryable=True)
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        message = f"HTTP {status}: {getattr(exc, 'message', exc)}"
+        if status == 429 or status >= 500 or status == 408:
+            return LLMError(message, retryable=True, status=status, retry_after=_retry_after(exc))
+        return LLMError(message, retryable=False, status=status, fatal=status in NOT_FOUND_FATAL)
+    return LLMError(f"{type(exc).__name__}: {exc}", retryable=False)
+
+
+def completion_from_response(data: dict[str, Any], latency_ms: int = 0) -> Completion:
+    """A chat-completions response body (as a dict) -> Completion."""
+    choice = (data.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    top: list[dict[str, float]] = []
+    logprobs = choice.get("logprobs") or {}
+    for position in logprobs.get("content") or []:
+        alternatives = {alt["token"]: alt["logprob"] for alt in position.get("top_logprobs") or []}
+        alternatives.setdefault(position.get("token", ""), position.get("logprob", 0.0))
+        top.append(alternatives)
+    usage = data.get("usage") or {}
+    return Completion(
+        text=message.get("content") or "",
+        top_logprobs=top,
+        prompt_tokens=usage.get("prompt_tokens") or 0,
+        completion_tokens=usage.get("completion_tokens") or 0,
+        latency_ms=latency_ms,
+        finish_reason=choice.get("finish_reason"),
+    )
+
+
+def request_body(model: str, request: ChatRequest) -> dict[str, Any]:
+    """The chat-completions request body (also a Batch API line's ``body``)."""
+    body: dict[str, Any] = {
+        "model": model, "messages": request.message_dicts(), "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+    }
+    if request.top_logprobs:
+        body["logprobs"] = True
+        body["top_logprobs"] = request.top_logprobs
+    if request.seed is not None:
+        body["seed"] = request.seed
+    if request.stop:
+        body["stop"] = list(request.stop)
+    return body
+
+
+class OpenAIBackend:
+    name = "openai"
+
+    def __init__(self, model: str, base_url: str | None, api_key: str | None, *, timeout: float = 60.0) -> None:
+        self.model = model
+        self.client = openai.AsyncOpenAI(
+            base_url=base_url, api_key=api_key or "EMPTY", max_retries=0, timeout=timeout
+        )
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        started = time.perf_counter()
+        try:
+            response = await self.client.chat.completions.create(**request_body(self.model, request))
+        except Exception as exc:  # noqa: BLE001 - classified below
+            raise to_llm_error(exc) from exc
+        data = response.model_dump()
+        return completion_from_response(data, int((time.perf_counter() - started) * 1000))
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+    # --- Batch API ------------------------------------------------------------------------------------------------
+
+    async def submit_batch(self, requests: dict[str, ChatRequest], *, description: str = "") -> str:
+        """Upload a JSONL of requests (custom_id = our cache key) and start a batch; returns the batch id."""
+        lines = [
+            json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions",
+                        "body": request_body(self.model, req)})
+            for key, req in requests.items()
+        ]
+        try:
+            uploaded = await self.client.files.create(
+                file=("judge-requests.jsonl", ("\n".join(lines) + "\n").encode()), purpose="batch"
+            )
+            batch = await self.client.batches.create(
+                input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h",
+                metadata={"description": description[:500]} if description else None,
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise to_llm_error(exc) from exc
+        return batch.id
+
+    async def batch_state(self, batch_id: str) -> tuple[str, str | None, str | None]:
+        """(status, output file id, error file id) of a remote batch."""
+        try:
+            batch = await self.client.batches.retrieve(batch_id)
+        except Exception as exc:  # noqa: BLE001
+            raise to_llm_error(exc) from exc
+        return batch.status, batch.output_file_id, batch.error_file_id
+
+    async def batch_results(self, file_id: str) -> dict[str, Completion | LLMError]:
+        """custom_id -> Completion (or the error) from a batch output or error file."""
+        try:
+            content = await self.client.files.content(file_id)
+        except Exception as exc:  # noqa: BLE001
+            raise to_llm_error(exc) from exc
+        results: dict[str, Completion | LLMError] = {}
+        for line in content.text.splitlines():
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            response = row.get("response") or {}
+            if row.get("error") or response.get("status_code", 200) >= 400:
+                detail = row.get("error") or response.get("body")
+                results[row["custom_id"]] = LLMError(f"batch line failed: {detail}", retryable=False)
+            else:
+                results[row["custom_id"]] = completion_from_response(response.get("body") or {})
+        return results

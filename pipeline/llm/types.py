@@ -1,0 +1,101 @@
+"""The LLM layer's one interface: a chat request in, a completion (text, top logprobs, token counts) out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: tuple[tuple[str, str], ...]  # (role, content) pairs: hashable, canonical
+    max_tokens: int = 512
+    temperature: float = 0.0
+    top_logprobs: int = 0  # > 0: return the top alternatives (token -> logprob) at each generated position
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    @staticmethod
+    def of(messages: Sequence[dict[str, str]], **params: Any) -> ChatRequest:
+        return ChatRequest(messages=tuple((m["role"], m["content"]) for m in messages), **params)
+
+    def message_dicts(self) -> list[dict[str, str]]:
+        return [{"role": role, "content": content} for role, content in self.messages]
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "max_tokens": self.max_tokens, "temperature": self.temperature, "top_logprobs": self.top_logprobs,
+            "seed": self.seed, "stop": list(self.stop),
+        }
+
+    def cache_key(self, model: str) -> str:
+        """sha256 of (model, messages, params): the judge cache's key.
+
+        >>> r = ChatRequest.of([{"role": "user", "content": "hi"}])
+        >>> r.cache_key("m") == ChatRequest.of([{"role": "user", "content": "hi"}]).cache_key("m") != r.cache_key("n")
+        True
+        """
+        payload = {"model": model, "messages": self.message_dicts(), "params": self.params()}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+@dataclass
+class Completion:
+    text: str
+    top_logprobs: list[dict[str, float]] = field(default_factory=list)  # per generated token: token -> logprob
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: int = 0
+    finish_reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """For storage: NUL characters (which byte-level tokens can decode to) are replaced, since PostgreSQL text
+        and JSONB cannot hold them."""
+        return {
+            "text": _storable(self.text),
+            "top_logprobs": [{_storable(t): lp for t, lp in position.items()} for position in self.top_logprobs],
+            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+            "finish_reason": self.finish_reason,
+        }
+
+    @staticmethod
+    def from_json(data: dict[str, Any], latency_ms: int = 0) -> Completion:
+        return Completion(
+            text=data.get("text") or "", top_logprobs=data.get("top_logprobs") or [],
+            prompt_tokens=data.get("prompt_tokens") or 0, completion_tokens=data.get("completion_tokens") or 0,
+            latency_ms=latency_ms, finish_reason=data.get("finish_reason"),
+        )
+
+
+def _storable(text: str) -> str:
+    r"""
+    >>> _storable("a\x00b")
+    'a\ufffdb'
+    """
+    return text.replace("\x00", "\ufffd")
+
+
+class LLMError(Exception):
+    """A failed call. ``retryable``: worth another try (429, 5xx, timeout, connection); ``retry_after`` in s."""
+
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None,
+                 retry_after: float | None = None, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+        self.fatal = fatal  # the whole run should stop: bad key, unknown model, wrong URL
+
+
+class ChatBackend(Protocol):
+    """What a backend offers: one call at a time (the caller bounds concurrency)."""
+
+    name: str
+    model: str
+
+    async def complete(self, request: ChatRequest) -> Completion: ...
+
+    async def aclose(self) -> None: ...

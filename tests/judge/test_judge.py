@@ -1,0 +1,161 @@
+"""The judge against a real HTTP server on loopback (the openai SDK over HTTP), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from db.models import Annotator, JudgeCall, Ranking, RankingCall, Run
+from pipeline.errors import UserError
+from pipeline.judge.service import RunOptions, judge_status, run_judge
+from pipeline.llm.limits import RetryPolicy
+from tests.judge.conftest import make_judge, seed_pairs
+
+FAST_RETRIES = RetryPolicy(base_delay=0.01, max_delay=0.05)
+
+
+def _rankings(sessions, name: str = "judge") -> list[Ranking]:
+    with sessions() as session:
+        return list(session.scalars(
+            select(Ranking).join(Annotator, Annotator.id == Ranking.annotator_id).where(Annotator.name == name)
+            .order_by(Ranking.comparison_id)
+        ))
+
+
+def test_both_orders_are_judged_and_combined(sessions, fake) -> None:
+    best = seed_pairs(sessions, 6)
+    make_judge(sessions, fake)
+    report = run_judge(sessions, "judge", RunOptions(batch="b1"), policy=FAST_RETRIES)
+    assert (report.ranked, report.failed, report.calls, report.cached) == (6, 0, 12, 0)
+    assert fake.model.answered == 12
+    for ranking in _rankings(sessions):
+        with sessions() as session:
+            from db.models import Comparison
+            ids = session.get(Comparison, ranking.comparison_id).response_ids
+            links = session.scalar(select(func.count(RankingCall.id)).where(RankingCall.ranking_id == ranking.id))
+        assert dict(zip(ids, ranking.ranks, strict=True))[best[ranking.comparison_id]] == 1
+        assert links == 2 and ranking.shown_order is not None and ranking.rationale.count("[[") == 2
+    with sessions() as session:
+        run = session.scalars(select(Run).where(Run.kind == "judge")).one()
+        assert run.status == "succeeded" and run.metrics["ranked"] == 6 and run.inputs  # linked to its comparisons
+
+
+def test_a_position_biased_judge_yields_ties_not_wins(sessions, fake) -> None:
+    fake.model.policy = "first"
+    seed_pairs(sessions, 4)
+    make_judge(sessions, fake)
+    run_judge(sessions, "judge", RunOptions(batch="b1"), policy=FAST_RETRIES)
+    assert [r.ranks for r in _rankings(sessions)] == [[1, 1]] * 4
+
+
+def test_logprob_judge_stores_soft_labels_averaged_over_orders(sessions, fake) -> None:
+    best = seed_pairs(sessions, 3)
+    make_judge(sessions, fake, template="logprob")
+    run_judge(sessions, "judge", RunOptions(batch="b1"), policy=FAST_RETRIES)
+    for ranking in _rankings(sessions):
+        assert ranking.probabilities is not None and sum(ranking.probabilities) == pytest.approx(1.0)
+        from db.models import Comparison
+        with sessions() as session:
+            ids = session.get(Comparison, ranking.comparison_id).response_ids
+        p_best = dict(zip(ids, ranking.probabilities, strict=True))[best[ranking.comparison_id]]
+        assert p_best == pytest.approx(1 / (1 + 2.718281828 ** -1), abs=0.02)  # sigmoid(1 "good" more)
+        assert dict(zip(ids, ranking.ranks, strict=True))[best[ranking.comparison_id]] == 1
+
+
+def test_k_wise_judge_uses_two_orders(sessions, fake) -> None:
+    best = seed_pairs(sessions, 3, k=3)
+    make_judge(sessions, fake, template="kwise")
+    report = run_judge(sessions, "judge", RunOptions(batch="b1"), policy=FAST_RETRIES)
+    assert report.calls == 6 and report.ranked == 3
+    for ranking in _rankings(sessions):
+        assert sorted(ranking.ranks) == [1, 2, 3]
+        from db.models import Comparison
+        with sessions() as session:
+            ids = session.get(Comparison, ranking.comparison_id).response_ids
+        assert dict(zip(ids, ranking.ranks, strict=True))[best[ranking.comparison_id]] == 1
+
+
+def test_transient_errors_are_retried(sessions, fake) -> None:
+    seed_pairs(sessions, 2)
+    fake.model.faults.extend(["429", "500", "timeout"])
+    make_judge(sessions, fake, concurrency=1)
+    report = run_judge(sessions, "judge", RunOptions(batch="b1"), policy=FAST_RETRIES)
+    assert (report.ranked, report.retries, report.calls) == (2, 3, 4)
+
+
+def test_an_answer_without_verdict_is_retried_then_recorded_as_a_failure(sessions, fake) -> None:
+    seed_pairs(sessions, 1)
+    fake.model.faults.extend(["garbage"] * 3)  # the first attempt and both retries
+    make_judge(sessions, fake, concurrency=1, both_orders=False)
+    report = run_judge(sessions, "judge", RunOptions(batch="b1"), policy=FAST_RETRIES)
+    assert (report.ranked, report.failed, report.parse_retries, report.calls) == (0, 1, 2, 3)
+    [failed] = _rankings(sessions)
+    assert failed.skipped and failed.ranks is None and "rather not say" in failed.skip_reason
+    with sessions() as session:
+        [summary] = judge_status(session, "judge")
+    assert (summary.batches[0].done, summary.batches[0].failed, summary.batches[0].pending) == (0, 1, 0)
+    # --retry-failed tries it again (the server answers properly now)
+    again = run_judge(sessions, "judge", RunOptions(batch="b1", retry_failed=True), policy=FAST_RETRIES)
+    assert again.ranked == 1 and all(not r.skipped for r in _rankings(sessions))
+
+
+def test_a_refused_request_is_a_failure_and_a_bad_key_stops_the_run(sessions, fake) -> None:
+    seed_pairs(sessions, 2)
+    make_judge(sessions, fake, concurrency=1)
+    fake.model.faults.append("400")
+    report = run_judge(sessions, "judge", RunOptions(batch="b1"), policy=FAST_RETRIES)
+    assert (report.ranked, report.failed) == (1, 1)
+    seed_pairs(sessions, 1, batch="b2")
+    fake.model.faults.append("401")
+    with pytest.raises(UserError, match="HTTP 401"):
+        run_judge(sessions, "judge", RunOptions(batch="b2"), policy=FAST_RETRIES)
+    with sessions() as session:
+        last = session.scalars(select(Run).where(Run.kind == "judge").order_by(Run.id.desc())).first()
+        assert last.status == "failed"
+    assert len(_rankings(sessions)) == 2
+
+
+def test_a_rerun_makes_no_calls_and_rankings_come_back_from_the_cache(sessions, fake) -> None:
+    seed_pairs(sessions, 5)
+    make_judge(sessions, fake)
+    run_judge(sessions, "judge", RunOptions(batch="b1"), policy=FAST_RETRIES)
+    calls = fake.model.calls
+    again = run_judge(sessions, "judge", RunOptions(batch="b1"), policy=FAST_RETRIES)
+    assert (again.comparisons, again.calls, fake.model.calls) == (0, 0, calls)
+    with sessions.begin() as session:  # lose the rankings, keep the calls: all answers come from the cache
+        session.execute(Ranking.__table__.delete())
+    rebuilt = run_judge(sessions, "judge", RunOptions(batch="b1"), policy=FAST_RETRIES)
+    assert (rebuilt.ranked, rebuilt.calls, rebuilt.cached, fake.model.calls) == (5, 0, 10, calls)
+    with sessions() as session:
+        assert session.scalar(select(func.count(JudgeCall.id))) == 10
+
+
+def test_batch_api_mode_submits_then_collects(sessions, fake) -> None:
+    seed_pairs(sessions, 4)
+    make_judge(sessions, fake, price_input_per_mtok=1.0, price_output_per_mtok=1.0)
+    submitted = run_judge(sessions, "judge", RunOptions(batch="b1", mode="batch"))
+    assert submitted.remote_batch and "submitted (8 requests)" in submitted.remote_state and submitted.ranked == 0
+    waiting = run_judge(sessions, "judge", RunOptions(batch="b1", mode="batch"))
+    assert waiting.remote_state == "in_progress" and waiting.ranked == 0
+    collected = run_judge(sessions, "judge", RunOptions(batch="b1", mode="batch"))
+    assert (collected.remote_state, collected.calls, collected.ranked) == ("completed", 8, 4)
+    assert collected.cost_usd > 0
+    calls = fake.model.calls
+    assert run_judge(sessions, "judge", RunOptions(batch="b1", mode="batch")).comparisons == 0
+    assert fake.model.calls == calls
+
+
+def test_the_api_key_is_used_but_never_stored(sessions, fake, monkeypatch) -> None:
+    seed_pairs(sessions, 1)
+    monkeypatch.setenv("MY_JUDGE_KEY", "sk-secret-123")
+    from pipeline.judge.config import JudgeConfig
+    from pipeline.judge.service import add_judge
+
+    with sessions.begin() as session:
+        add_judge(session, "keyed", JudgeConfig(model="fake-judge", base_url=fake.base_url, api_key_env="MY_JUDGE_KEY"))
+    assert run_judge(sessions, "keyed", RunOptions(batch="b1"), policy=FAST_RETRIES).ranked == 1
+    assert fake.model.authorizations["Bearer sk-secret-123"] == 2
+    from tests.helpers import snapshot
+
+    dump = repr(snapshot(sessions.kw["bind"]))
+    assert "sk-secret-123" not in dump and "MY_JUDGE_KEY" in dump
