@@ -273,13 +273,16 @@ class _Online:
         return jobs, needed, hits
 
     async def produce(self, ids: list[int]) -> None:
+        # A small first chunk gets calls going at once; later chunks load while calls are in flight.
+        bounds = [0, min(len(ids), max(8, self.concurrency // 2))]
+        bounds += list(range(bounds[1] + CHUNK, len(ids), CHUNK)) + [len(ids)]
         try:
-            for start in range(0, len(ids), CHUNK):
-                if self.stop.is_set():
+            for start, end in zip(bounds, bounds[1:], strict=False):
+                if self.stop.is_set() or start >= end:
                     break
                 async with self.room:  # a bounded amount of work in flight
                     await self.room.wait_for(lambda: self.open_jobs < self.concurrency * 4 or self.stop.is_set())
-                jobs, needed, hits = await asyncio.to_thread(self._load, ids[start : start + CHUNK])
+                jobs, needed, hits = await asyncio.to_thread(self._load, ids[start:end])
                 self.report.cached += hits
                 waiting = {id(job) for job, *_ in needed}
                 for job in jobs:

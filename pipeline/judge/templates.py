@@ -8,6 +8,7 @@ Variables: ``conversation`` (the prompt's turns as text), ``prompt`` (its last u
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,22 +33,36 @@ class Template:
     syntax: str  # "jinja" | "format"
 
     def sections(self) -> list[tuple[str, str]]:
-        parts = _SECTION.split(self.text)
-        if len(parts) < 3 or parts[0].strip():
-            raise UserError(f"template {self.name}: expected '[system]' and/or '[user]' section lines")
-        return [(role, body.strip("\n")) for role, body in zip(parts[1::2], parts[2::2], strict=True)]
+        return _sections(self.text, self.name)
 
     def render(self, variables: dict[str, Any]) -> list[dict[str, str]]:
         messages = []
-        for role, body in self.sections():
+        for role, body in _sections(self.text, self.name):
             try:
-                content = _ENV.from_string(body).render(**variables) if self.syntax == "jinja" else body.format(**variables)
+                content = _compiled(body).render(**variables) if self.syntax == "jinja" else body.format(**variables)
             except (jinja2.TemplateError, KeyError, IndexError, ValueError) as exc:
                 raise UserError(f"template {self.name}: {type(exc).__name__}: {exc}") from None
             messages.append({"role": role, "content": content.strip()})
         if not messages or messages[-1]["role"] != "user":
             raise UserError(f"template {self.name}: the last section must be [user]")
         return messages
+
+
+@functools.lru_cache(maxsize=64)
+def _sections(text: str, name: str) -> list[tuple[str, str]]:
+    parts = _SECTION.split(text)
+    if len(parts) < 3 or parts[0].strip():
+        raise UserError(f"template {name}: expected '[system]' and/or '[user]' section lines")
+    return [(role, body.strip("\n")) for role, body in zip(parts[1::2], parts[2::2], strict=True)]
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(body: str) -> jinja2.Template:
+    """Compiling a Jinja template costs milliseconds: once per template text, not once per call."""
+    try:
+        return _ENV.from_string(body)
+    except jinja2.TemplateSyntaxError as exc:
+        raise UserError(f"template syntax error: {exc}") from None
 
 
 def load_template(spec: str) -> Template:

@@ -93,8 +93,23 @@ class OpenAIBackend:
             response = await self.client.chat.completions.create(**request_body(self.model, request))
         except Exception as exc:  # noqa: BLE001 - classified below
             raise to_llm_error(exc) from exc
-        data = response.model_dump()
-        return completion_from_response(data, int((time.perf_counter() - started) * 1000))
+        latency = int((time.perf_counter() - started) * 1000)
+        choice = response.choices[0] if response.choices else None
+        top: list[dict[str, float]] = []
+        if choice is not None and choice.logprobs is not None:
+            for position in choice.logprobs.content or []:
+                alternatives = {alt.token: alt.logprob for alt in position.top_logprobs or []}
+                alternatives.setdefault(position.token, position.logprob)
+                top.append(alternatives)
+        usage = response.usage
+        return Completion(
+            text=(choice.message.content if choice is not None else None) or "",
+            top_logprobs=top,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            latency_ms=latency,
+            finish_reason=choice.finish_reason if choice is not None else None,
+        )
 
     async def aclose(self) -> None:
         await self.client.close()
