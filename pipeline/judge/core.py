@@ -179,6 +179,7 @@ class Job:
     failure: str | None = None
     unfinished: str | None = None  # a call kept failing (endpoint trouble): leave the comparison for a later run
     salt: int = 0  # > 0 when a recorded failure is tried again: new attempts, new cache keys
+    closed: bool = False  # handed to the recorder (a late answer of another order must not count it twice)
 
     def __post_init__(self) -> None:
         self.orders = orders_for(self.case, self.config)

@@ -259,6 +259,9 @@ class _Online:
             self.work.put_nowait(None)
 
     async def _closed(self, job: Job) -> None:
+        if job.closed:  # another order's call of a job that already failed came back
+            return
+        job.closed = True
         self.recorder.finish(job)
         self.open_jobs -= 1
         async with self.room:
@@ -319,6 +322,8 @@ class _Online:
                 )
             except LLMError as exc:
                 self.report.error(str(exc))
+                if job.closed:
+                    continue
                 if exc.fatal:
                     self.fatal = self.fatal or exc
                     self.stop.set()
@@ -330,6 +335,8 @@ class _Online:
                 await self._closed(job)
                 continue
             self._account(key, request, completion)
+            if job.closed:  # the job failed meanwhile (its other order): the answer is stored, nothing more
+                continue
             if job.accept(index, key, completion):
                 self.report.parse_retries += 1
                 retry = job.request(index)

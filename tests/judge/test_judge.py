@@ -99,6 +99,16 @@ def test_an_answer_without_verdict_is_retried_then_recorded_as_a_failure(session
     assert again.ranked == 1 and all(not r.skipped for r in _rankings(sessions))
 
 
+def test_a_comparison_whose_orders_both_fail_counts_once(sessions, fake) -> None:
+    seed_pairs(sessions, 3)
+    fake.model.faults.extend(["garbage"] * 6)  # both orders of the first comparisons, in flight together
+    make_judge(sessions, fake, concurrency=6, max_parse_retries=0)
+    report = run_judge(sessions, "judge", RunOptions(batch="b1"), policy=FAST_RETRIES)
+    rankings = _rankings(sessions)
+    assert report.ranked + report.failed == 3 == len(rankings)
+    assert report.failed == sum(r.skipped for r in rankings) >= 1
+
+
 def test_a_refused_request_is_a_failure_and_a_bad_key_stops_the_run(sessions, fake) -> None:
     seed_pairs(sessions, 2)
     make_judge(sessions, fake, concurrency=1)
