@@ -229,6 +229,8 @@ class Ranking(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Set when an export first includes this ranking; from then on the annotator can no longer undo it.
     exported_at: Mapped[datetime | None]
+    # Structured extras; for a judge: its verdict in each shown order (position-consistency checks).
+    details: Mapped[dict[str, Any] | None]
 
     comparison: Mapped[Comparison] = relationship()
     annotator: Mapped[Annotator] = relationship()

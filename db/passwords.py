@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 MIN_PASSWORD_LENGTH = 8
 
 _hasher = PasswordHasher()  # Argon2id with the library's current recommended cost parameters
-# Verified against when the user does not exist, so that a wrong name costs as long as a wrong password.
-_DUMMY_HASH = _hasher.hash("not a real password, only a timing decoy")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the user does not exist, so that a wrong name costs as long as a wrong password.
+    Made on first use (an Argon2 hash costs ~0.15 s: not at import time)."""
+    return _hasher.hash("not a real password, only a timing decoy")
 
 
 def check_password_policy(password: str) -> None:
@@ -33,7 +40,7 @@ def rehash(password: str) -> str:
 def verify_password(password_hash: str | None, password: str) -> bool:
     """True if ``password`` matches; never raises on a wrong password or a missing/invalid hash."""
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return _hasher.verify(password_hash or _dummy_hash(), password) and password_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

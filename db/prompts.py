@@ -103,3 +103,27 @@ def response_ids_by_prompt(
     for prompt_id, response_id in session.execute(query.order_by(Response.prompt_id, Response.id)):
         grouped.setdefault(prompt_id, []).append(response_id)
     return grouped
+
+
+def find_prompt_ids(session: Session, hashes: Sequence[str]) -> dict[str, int]:
+    """content hash -> prompt id, for the hashes that are stored."""
+    found: dict[str, int] = {}
+    for part in chunks(sorted(set(hashes))):
+        found.update(session.execute(select(Prompt.content_hash, Prompt.id).where(Prompt.content_hash.in_(part))).all())
+    return found
+
+
+def responses_by_generator(
+    session: Session, prompt_ids: set[int], generators: set[str]
+) -> dict[tuple[int, str], list[int]]:
+    """(prompt id, generator) -> response ids, for the given prompts and generators."""
+    found: dict[tuple[int, str], list[int]] = {}
+    for part in chunks(sorted(prompt_ids)):
+        rows = session.execute(
+            select(Response.prompt_id, Response.generator, Response.id)
+            .where(Response.prompt_id.in_(part), Response.generator.in_(sorted(generators)))
+            .order_by(Response.id)
+        )
+        for pid, generator, rid in rows:
+            found.setdefault((pid, generator), []).append(rid)
+    return found

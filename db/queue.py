@@ -16,6 +16,7 @@ counted and the lease written, so several app processes can share one database; 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -145,6 +146,11 @@ _STARTED = {
 }
 _FRESH = {b: _locking(select(Comparison).where(_eligible(b)).order_by(Comparison.id).limit(1)) for b in (False, True)}
 _RECOUNT = select(_taken_slots()).where(Comparison.id == CID)
+# Re-checked in a fresh statement (a new READ COMMITTED snapshot) once the row lock is held.
+_STILL_ELIGIBLE = {b: select(Comparison.id).where(_eligible(b), Comparison.id == CID) for b in (False, True)}
+# Is anything still free, locks aside? (Plain read: other transactions' row locks do not hide rows from it.)
+_ANY_ELIGIBLE = {b: select(Comparison.id).where(_eligible(b)).limit(1) for b in (False, True)}
+LOCKED_RETRIES = 40  # x 25 ms: how long to wait for other transactions' row locks before saying "no work"
 _CLAIM = (
     select(Comparison, Assignment, _answered(Comparison.id, ME).label("answered"))
     .outerjoin(Assignment, and_(Assignment.comparison_id == Comparison.id, Assignment.annotator_id == ME))
@@ -192,7 +198,9 @@ def _pick(session: Session, annotator_id: int, now: datetime, batch: str | None)
     """
     params = _params(annotator_id, now, batch)
     batched = batch is not None
+    postgres = session.get_bind().dialect.name == "postgresql"
     skipped: list[int] = []
+    retries = 0
     while True:
         if skipped:  # rare (PostgreSQL retry): build the statements with the exclusions
             started = _STARTED[batched].where(Comparison.id.not_in(skipped))
@@ -200,12 +208,22 @@ def _pick(session: Session, annotator_id: int, now: datetime, batch: str | None)
         else:
             started, fresh = _STARTED[batched], _FRESH[batched]
         comparison = session.scalars(started, params).first() or session.scalars(fresh, params).first()
-        if comparison is None or session.get_bind().dialect.name != "postgresql":
+        if comparison is None and postgres and retries < LOCKED_RETRIES:
+            # SKIP LOCKED passed over rows that other transactions hold (they may be taking the last free slots).
+            # If something is free locks aside, look again in a moment rather than say there is no work. (No
+            # blocking lock wait: this transaction may hold a row another one waits for.)
+            free = _ANY_ELIGIBLE[batched]
+            if skipped:
+                free = free.where(Comparison.id.not_in(skipped))
+            if session.scalar(free, params) is not None:
+                retries += 1
+                time.sleep(0.025)
+                continue
+        if comparison is None or not postgres:
             return comparison
-        # PostgreSQL, READ COMMITTED: the slot count above used the statement's snapshot, which may predate a
-        # lease committed just before we got the row lock. Count again now that we hold it.
-        recount = session.scalar(_RECOUNT, {**params, "cid": comparison.id})
-        if (recount or 0) < comparison.required_overlap:
+        # PostgreSQL, READ COMMITTED: the query above used the statement's snapshot, which may predate a lease or a
+        # ranking committed just before we got the row lock. Check again, in a new statement, now that we hold it.
+        if session.scalar(_STILL_ELIGIBLE[batched], {**params, "cid": comparison.id}) is not None:
             return comparison
         skipped.append(comparison.id)
 

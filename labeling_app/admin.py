@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.annotators import AnnotatorError, create_annotator, get_annotator_by_name
 from db.labeling_stats import annotator_activity, human_rankings, label_distribution
 from db.stats import batch_summaries
-from pipeline.agreement import Label, agreement_with_majority, krippendorff_alpha, pairwise_agreement
+from pipeline.report import agreement_report, tables
 from pipeline.comparisons import create_comparisons
 from pipeline.errors import UserError
 from labeling_app.settings import LabelingSettings
@@ -73,10 +73,9 @@ class AdminApp:
                 for a in activity
             ]
         )
-        labels = [Label(r.comparison_id, r.annotator, r.ranks) for r in rows if not r.skipped and r.ranks]
-        pairwise = pairwise_agreement(labels)
-        alpha = krippendorff_alpha(labels)
-        majority = agreement_with_majority(labels)
+        with self.reads() as session:  # the same report as `rlhf report agreement`
+            report = agreement_report(session, (chosen,) if chosen else ())
+        pairwise, alpha, majority = report.human_pairwise, report.human_alpha, report.humans_vs_others
         agreement_md = (
             f"**Overlapping comparisons**: {pairwise.comparisons} ({pairwise.units} response pairs, "
             f"{pairwise.pairs} annotator pairs)\n\n"
@@ -86,6 +85,10 @@ class AdminApp:
         per_annotator = pd.DataFrame(
             [{"annotator": m.annotator, "agreement with majority": m.agreement, "units": m.units} for m in majority]
         )
+        judges = pd.DataFrame([dict(zip(header, row, strict=True)) for title, header, rows in tables(report)
+                               if title.startswith("Judges") for row in rows])
+        biases = pd.DataFrame([dict(zip(header, row, strict=True)) for title, header, rows in tables(report)
+                               if title.startswith("Bias") for row in rows])
         times = pd.DataFrame(
             [{"annotator": a.name, "median s/item": a.median_seconds or 0.0} for a in activity if a.ranked]
         )
@@ -112,7 +115,7 @@ class AdminApp:
             progress, people, _bar(people, "annotator", "ranked"), agreement_md, per_annotator,
             _bar(per_annotator.fillna(0.0), "annotator", "agreement with majority"), distribution_md,
             _bar(positions, "shown position", "times best"), _bar(generators, "generator", "times best"),
-            _bar(times, "annotator", "median s/item"), skips,
+            _bar(times, "annotator", "median s/item"), skips, judges, biases,
         ]
 
     def add_annotator(self, name: str, role: str, password: str, request: gr.Request) -> str:
@@ -163,6 +166,10 @@ def build_admin_app(
             per_annotator = gr.Dataframe(label="Agreement with the majority of the others (lowest first)",
                                          elem_id="admin-majority", interactive=False)
             majority_plot = gr.BarPlot(title="Agreement with the majority", x="annotator", y="agreement with majority")
+            judges = gr.Dataframe(label="Judges and imports against the human majority (95% intervals)",
+                                  elem_id="admin-judges", interactive=False)
+            biases = gr.Dataframe(label="Bias checks: position, both orders, length", elem_id="admin-bias",
+                                  interactive=False)
         with gr.Tab("Labels and time"):
             distribution = gr.Markdown(elem_id="admin-distribution")
             with gr.Row():
@@ -193,7 +200,7 @@ def build_admin_app(
                     add_batch = gr.Button("Create batch", elem_id="admin-add-batch")
                     batch_result = gr.Markdown(elem_id="admin-batch-result")
         outputs = [batch, progress, people, done_plot, agreement, per_annotator, majority_plot, distribution,
-                   position_plot, generator_plot, time_plot, skips]
+                   position_plot, generator_plot, time_plot, skips, judges, biases]
         blocks.load(handlers.refresh, [batch], outputs, api_name="refresh")
         refresh.click(handlers.refresh, [batch], outputs, api_name=False)
         batch.input(handlers.refresh, [batch], outputs, api_name=False)

@@ -136,3 +136,120 @@ def agreement_with_majority(labels: Iterable[Label]) -> list[MajorityAgreement]:
         MajorityAgreement(a, counted[a], hits[a] / counted[a] if counted[a] else None) for a in sorted(everyone)
     ]
     return sorted(result, key=lambda m: (m.agreement is None, m.agreement if m.agreement is not None else 0, m.annotator))
+
+
+# --- kappa, confidence intervals, the human majority ---------------------------------------------------------------
+
+
+def cohen_kappa(first: Sequence[int], second: Sequence[int]) -> float | None:
+    """Cohen's kappa of two annotators' labels on the same units (scikit-learn); None when undefined.
+
+    >>> cohen_kappa([-1, 1, 0, 1], [-1, 1, 0, 1])
+    1.0
+    >>> cohen_kappa([1, 1], [1, 1]) is None  # one label only: chance agreement is 1
+    True
+    """
+    from sklearn.metrics import cohen_kappa_score
+
+    if len(first) < 2 or len(set(first) | set(second)) < 2:
+        return None
+    value = cohen_kappa_score(list(first), list(second))
+    return None if math.isnan(value) else float(value)
+
+
+def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """95% Wilson score interval of a proportion.
+
+    >>> tuple(round(x, 3) for x in wilson_interval(8, 10))
+    (0.49, 0.943)
+    """
+    if n == 0:
+        return None
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def bootstrap_kappa_interval(first: Sequence[int], second: Sequence[int], *, reps: int = 500,
+                             seed: int = 0) -> tuple[float, float] | None:
+    """95% percentile bootstrap interval of Cohen's kappa over units."""
+    if len(first) < 5:
+        return None
+    rng = np.random.default_rng(seed)
+    a, b = np.asarray(first), np.asarray(second)
+    values = []
+    for _ in range(reps):
+        idx = rng.integers(0, len(a), len(a))
+        k = cohen_kappa(a[idx].tolist(), b[idx].tolist())
+        if k is not None:
+            values.append(k)
+    if len(values) < reps // 2:
+        return None
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
+def majority_labels(units: dict[Unit, dict[str, int]], voters: set[str], *, min_votes: int = 1) -> dict[Unit, int]:
+    """The label most of ``voters`` gave each unit (units where they split evenly are left out).
+
+    >>> majority_labels({(1, 0, 1): {"a": -1, "b": -1, "c": 1}, (2, 0, 1): {"a": 1, "b": -1}}, {"a", "b", "c"})
+    {(1, 0, 1): -1}
+    """
+    out: dict[Unit, int] = {}
+    for unit, by_annotator in units.items():
+        values = Counter(v for a, v in by_annotator.items() if a in voters)
+        if sum(values.values()) < min_votes:
+            continue
+        (top, n), *rest = values.most_common()
+        if not rest or rest[0][1] < n:
+            out[unit] = top
+    return out
+
+
+@dataclass(frozen=True)
+class VersusMajority:
+    annotator: str
+    units: int
+    agreement: float | None
+    agreement_ci: tuple[float, float] | None
+    kappa: float | None
+    kappa_ci: tuple[float, float] | None
+
+
+def versus_majority(units: dict[Unit, dict[str, int]], annotator: str, majority: dict[Unit, int]) -> VersusMajority:
+    """One annotator (a judge, an import) against the human majority on the units both labelled."""
+    shared = [u for u in units if annotator in units[u] and u in majority]
+    mine = [units[u][annotator] for u in shared]
+    theirs = [majority[u] for u in shared]
+    hits = sum(a == b for a, b in zip(mine, theirs, strict=True))
+    return VersusMajority(
+        annotator=annotator,
+        units=len(shared),
+        agreement=hits / len(shared) if shared else None,
+        agreement_ci=wilson_interval(hits, len(shared)),
+        kappa=cohen_kappa(mine, theirs),
+        kappa_ci=bootstrap_kappa_interval(mine, theirs),
+    )
+
+
+@dataclass(frozen=True)
+class PairKappa:
+    first: str
+    second: str
+    units: int
+    agreement: float
+    kappa: float | None
+
+
+def pairwise_kappas(units: dict[Unit, dict[str, int]], annotators: Sequence[str], *, min_units: int = 5) -> list[PairKappa]:
+    """Cohen's kappa for every pair of annotators sharing at least ``min_units`` units."""
+    out = []
+    for first, second in itertools.combinations(sorted(annotators), 2):
+        shared = [u for u, by in units.items() if first in by and second in by]
+        if len(shared) < min_units:
+            continue
+        a = [units[u][first] for u in shared]
+        b = [units[u][second] for u in shared]
+        out.append(PairKappa(first, second, len(shared), sum(x == y for x, y in zip(a, b, strict=True)) / len(shared),
+                             cohen_kappa(a, b)))
+    return out

@@ -155,3 +155,12 @@ def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pipeline.offline_models import build_tiny_lm
 
     return build_tiny_lm(tmp_path_factory.mktemp("models") / "tiny-lm")
+
+
+@pytest.fixture
+def fake():  # noqa: ANN201
+    """The fake OpenAI-compatible judge model (tests/fake_openai.py) on loopback."""
+    from tests.fake_openai import FakeModel, FakeServer
+
+    with FakeServer(FakeModel()) as server:
+        yield server

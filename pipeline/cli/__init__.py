@@ -58,14 +58,17 @@ def _register() -> None:
     from pipeline.cli import (
         annotator_cmds,
         comparison_cmds,
+        export_cmds,
         import_cmds,
         judge_cmds,
         label_cmds,
         model_cmds,
+        report_cmds,
         store_cmds,
     )
 
-    for module in (store_cmds, import_cmds, annotator_cmds, comparison_cmds, label_cmds, judge_cmds, model_cmds):
+    for module in (store_cmds, import_cmds, annotator_cmds, comparison_cmds, label_cmds, judge_cmds, export_cmds,
+                   report_cmds, model_cmds):
         module.register(app)
 
 

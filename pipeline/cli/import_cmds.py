@@ -106,6 +106,18 @@ def import_pairs(
          dry_run=dry_run, max_errors=max_errors)
 
 
+def import_judgments(
+    ctx: typer.Context, file: FileArg, name: NameOpt = None,
+    batch: Annotated[str | None, typer.Option(help="Batch of comparisons it creates (default: import:<name>).")] = None,
+    dry_run: DryRunOpt = False, max_errors: MaxErrorsOpt = 20, db: DbOption = None,
+) -> None:
+    """Import another annotator's verdicts on responses already in the store, as rankings by `import:<name>`:
+    rows `{"prompt", "generator_1", "generator_2", "preference"}` (1 or 2; 0 = no verdict, skipped), e.g.
+    alpaca_eval's GPT-4 annotations. An existing comparison of the two responses gets the ranking beside the others.
+    """
+    _run(ctx, "judgments", file, db=db, name=name, batch=batch, dry_run=dry_run, max_errors=max_errors)
+
+
 def register(app: typer.Typer) -> None:
     import_app.command(
         "prompts", epilog=examples("rlhf import prompts prompts.jsonl --tag round1", "rlhf import prompts my_dataset_dir/")
@@ -120,4 +132,8 @@ def register(app: typer.Typer) -> None:
         epilog=examples("rlhf import pairs ../shared/data/hh-rlhf-harmless-1800.jsonl.gz --name hh-harmless",
                         "rlhf import pairs ultrafeedback.parquet --test-fraction 0.05"),
     )(import_pairs)
+    import_app.command(
+        "judgments",
+        epilog=examples("rlhf import judgments ../shared/data/alpaca-eval-gpt4-judgments.jsonl.gz --name gpt4"),
+    )(import_judgments)
     app.add_typer(import_app, name="import")

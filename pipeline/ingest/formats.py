@@ -260,6 +260,40 @@ def parse_pair_row(row: dict[str, Any], default_source: str | None = None) -> Pa
     return PairRow(_prompt_record(row, messages, default_source), chosen, rejected, _scores(row), multi_turn)
 
 
+@dataclass(frozen=True)
+class JudgmentRow:
+    prompt: PromptRecord
+    generator_1: str
+    generator_2: str
+    preference: int  # 1: generator_1's response preferred, 2: generator_2's, 0: no verdict
+
+
+def parse_judgment_row(row: dict[str, Any], default_source: str | None = None) -> JudgmentRow:
+    """A verdict between two generators' responses to a prompt already in the store (alpaca_eval annotations).
+
+    >>> j = parse_judgment_row({"prompt": "Q?", "generator_1": "a", "generator_2": "b", "preference": 2})
+    >>> (j.generator_1, j.generator_2, j.preference)
+    ('a', 'b', 2)
+    >>> parse_judgment_row({"prompt": "Q?", "generator_1": "a", "generator_2": "b", "preference": 1.5})
+    Traceback (most recent call last):
+    ...
+    pipeline.ingest.formats.FieldError: field 'preference': expected 1, 2 or 0 (no verdict), got 1.5
+    """
+    prompt = _prompt(row, default_source)
+    first = _text(_require(row, "generator_1"), "generator_1", allow_empty=False)
+    second = _text(_require(row, "generator_2"), "generator_2", allow_empty=False)
+    if first == second:
+        raise FieldError("generator_2", "the two generators must differ")
+    preference = _require(row, "preference")
+    if isinstance(preference, str) and preference.strip() in ("0", "1", "2"):
+        preference = int(preference)
+    if isinstance(preference, float) and preference in (0.0, 1.0, 2.0):
+        preference = int(preference)
+    if isinstance(preference, bool) or preference not in (0, 1, 2):
+        raise FieldError("preference", f"expected 1, 2 or 0 (no verdict), got {preference!r}")
+    return JudgmentRow(prompt, first, second, int(preference))
+
+
 # --- shared-context splitting -------------------------------------------------------------------------------------
 
 

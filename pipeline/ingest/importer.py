@@ -20,22 +20,32 @@ from sqlalchemy.orm import Session
 from db.annotators import AnnotatorError, get_or_create_import_annotator
 from db.maintenance import refresh_statistics
 from db.comparisons import NewComparison, NewRanking, add_rankings_if_absent, ensure_comparisons
-from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
+from db.content import prompt_hash
+from db.prompts import (
+    NewPrompt,
+    NewResponse,
+    ensure_prompts,
+    ensure_responses,
+    find_prompt_ids,
+    responses_by_generator,
+)
 from db.runs import finish_run, start_run
 from pipeline.errors import UserError
 from pipeline.ingest.formats import (
     FieldError,
+    JudgmentRow,
     PairRow,
     PromptRecord,
     ResponsesRow,
+    parse_judgment_row,
     parse_pair_row,
     parse_prompt_row,
     parse_responses_row,
 )
 from pipeline.ingest.readers import Progress, SourceRow, read_rows
 
-ImportKind = Literal["prompts", "responses", "pairs"]
-IMPORT_KINDS: tuple[ImportKind, ...] = ("prompts", "responses", "pairs")
+ImportKind = Literal["prompts", "responses", "pairs", "judgments"]
+IMPORT_KINDS: tuple[ImportKind, ...] = ("prompts", "responses", "pairs", "judgments")
 FLUSH_EVERY = 500  # rows per write round trip
 WARNING_EXAMPLES = 5  # locations listed per kind of warning
 
@@ -43,6 +53,7 @@ _PARSERS: dict[str, Callable[[dict[str, Any], str | None], Any]] = {
     "prompts": parse_prompt_row,
     "responses": parse_responses_row,
     "pairs": parse_pair_row,
+    "judgments": parse_judgment_row,
 }
 
 
@@ -106,7 +117,7 @@ class ImportReport:
         if self.kind in ("responses", "pairs"):
             added.append(f"+{self.responses_added} responses")
             existing.append(f"{self.responses_existing} responses")
-        if self.kind == "pairs":
+        if self.kind in ("pairs", "judgments"):
             added += [f"+{self.comparisons_added} comparisons", f"+{self.rankings_added} rankings by {self.annotator}"]
             existing += [f"{self.comparisons_existing} comparisons", f"{self.rankings_existing} rankings"]
         return f"{self.rows} rows: {', '.join(added)} (already stored: {', '.join(existing)})"
@@ -185,6 +196,10 @@ class _Importer:
     def flush(self) -> None:
         if not self.pending:
             return
+        if self.options.kind == "judgments":
+            self.flush_judgments()
+            self.pending = []
+            return
         prompt_ids = self.ensure_prompts()
         if self.options.kind == "responses":
             self.flush_responses(prompt_ids)
@@ -201,6 +216,67 @@ class _Importer:
                     self.report.warn("empty response text (stored as given)", row.position)
                 new.append(NewResponse(prompt_id, response.text, response.generator, response.gen_params))
         self.ensure_responses(new)
+
+    def flush_judgments(self) -> None:
+        """Verdicts between two generators' stored responses: rankings on (possibly existing) comparisons."""
+        hashes = [prompt_hash(parsed.prompt.messages) for _, parsed in self.pending]
+        prompt_ids = find_prompt_ids(self.session, hashes)
+        wanted = {(prompt_ids[h], g) for h, (_, p) in zip(hashes, self.pending, strict=True) if h in prompt_ids
+                  for g in (p.generator_1, p.generator_2)}
+        by_generator = responses_by_generator(self.session, {pid for pid, _ in wanted}, {g for _, g in wanted})
+        errors, pairs = [], []
+        for h, (row, parsed) in zip(hashes, self.pending, strict=True):
+            assert isinstance(parsed, JudgmentRow)
+            if h not in prompt_ids:
+                errors.append(f"{row.where}: field 'prompt': not in the store (import its responses first)")
+                continue
+            ids = []
+            for name, generator in (("generator_1", parsed.generator_1), ("generator_2", parsed.generator_2)):
+                found = by_generator.get((prompt_ids[h], generator), [])
+                if len(found) != 1:
+                    problem = "no response" if not found else f"{len(found)} responses"
+                    errors.append(f"{row.where}: field '{name}': {problem} by {generator!r} for this prompt")
+                    break
+                ids.append(found[0])
+            else:
+                if parsed.preference == 0:
+                    self.report.pairs_skipped += 1
+                    self.report.warn("no verdict (preference 0): skipped", row.position)
+                    continue
+                pairs.append((row, prompt_ids[h], ids[0], ids[1], parsed.preference))
+        if errors:
+            raise ImportFailed(self.path, errors[: self.options.max_errors], len(errors) > self.options.max_errors)
+        batch = self.options.batch or f"import:{self.name}"
+        results = ensure_comparisons(
+            self.session, [NewComparison(pid, (a, b), batch, required_overlap=0) for _, pid, a, b, _ in pairs],
+            run_id=self.run_id,
+        )
+        for _, created in results:
+            if created:
+                self.report.comparisons_added += 1
+            else:
+                self.report.comparisons_existing += 1
+        assert self.annotator_id is not None
+        rankings = [
+            NewRanking(comparison_id=cid, annotator_id=self.annotator_id,
+                       ranks_by_response={a: 1, b: 2} if preference == 1 else {a: 2, b: 1})
+            for (cid, _), (_, _, a, b, preference) in zip(results, pairs, strict=True)
+        ]
+        self._count_rankings(add_rankings_if_absent(self.session, rankings, run_id=self.run_id),
+                             [row for row, *_ in pairs])
+
+    def _count_rankings(self, outcomes: list[str], rows: list[SourceRow]) -> None:
+        for outcome, row in zip(outcomes, rows, strict=True):
+            if outcome == "added":
+                self.report.rankings_added += 1
+            elif outcome == "same":
+                self.report.rankings_existing += 1
+            else:
+                self.report.rankings_conflicting += 1
+                self.report.warn(
+                    f"pair already ranked the other way by import:{self.name} (the stored ranking is kept)",
+                    row.position,
+                )
 
     def flush_pairs(self, prompt_ids: list[int]) -> None:
         new = []
@@ -248,17 +324,7 @@ class _Importer:
                 )
             )
         outcomes = add_rankings_if_absent(self.session, rankings, run_id=self.run_id)
-        for outcome, (row, *_rest) in zip(outcomes, rankings_for, strict=True):
-            if outcome == "added":
-                self.report.rankings_added += 1
-            elif outcome == "same":
-                self.report.rankings_existing += 1
-            else:
-                self.report.rankings_conflicting += 1
-                self.report.warn(
-                    f"pair already ranked the other way by import:{self.name} (the stored ranking is kept)",
-                    row.position,
-                )
+        self._count_rankings(outcomes, [row for row, *_ in rankings_for])
 
 
 def import_file(
@@ -295,7 +361,7 @@ def import_file(
         name=f"import {options.kind} {importer.name}",
     )
     importer.run_id = report.run_id = run.id
-    if options.kind == "pairs":
+    if options.kind in ("pairs", "judgments"):
         try:
             annotator = get_or_create_import_annotator(session, importer.name)
         except AnnotatorError as exc:

@@ -225,6 +225,23 @@ class Job:
             parts.append(f"[{shown}]\n{answer}")
         return "\n---\n".join(parts)
 
+    def details(self) -> dict[str, object]:
+        """Each order's verdict in response ids, for position-consistency checks: the winner's id (None: tie),
+        P(first shown is better), or the ids best first."""
+        orders, verdicts = [], []
+        for order, reading in zip(self.orders, self.readings, strict=True):
+            ids = [self.case.responses[i][0] for i in order]
+            orders.append(ids)
+            if reading is None:
+                verdicts.append(None)
+            elif reading.p_first is not None:
+                verdicts.append({"p_first": reading.p_first})
+            elif reading.ranks is not None:
+                verdicts.append({"ranks": reading.ranks})
+            else:
+                verdicts.append({"winner": None if reading.tie else ids[reading.winner or 0]})
+        return {"orders": orders, "verdicts": verdicts}
+
     def call_keys(self) -> list[str]:
         return [key for keys in self.keys for key in keys]
 

@@ -206,7 +206,7 @@ def _ranking_row(ctx: JudgeContext, job: Job, run_id: int | None) -> dict[str, A
         "comparison_id": job.case.comparison_id, "annotator_id": ctx.annotator_id, "ranks": None, "skipped": False,
         "skip_reason": None, "all_bad": False, "shown_order": job.shown_order(), "comment": None,
         "rationale": job.rationale(), "probabilities": None, "scores": None, "active_ms": None, "run_id": run_id,
-        "created_at": utcnow(), "exported_at": None,
+        "created_at": utcnow(), "exported_at": None, "details": job.details(),
     }
     if job.failure:
         row.update(skipped=True, skip_reason=f"judge failure: {job.failure}"[:4000])

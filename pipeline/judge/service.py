@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import signal
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -111,7 +113,7 @@ def run_judge(
             api_key=resolve_api_key(ctx.config.api_key_env, options.secrets), timeout=ctx.config.timeout,
         )
     try:
-        asyncio.run(_run(sessions, ctx, backend, report, options, policy, on_progress, handle_signals, owned))
+        run_coroutine(_run(sessions, ctx, backend, report, options, policy, on_progress, handle_signals, owned))
     except BaseException as exc:
         with sessions.begin() as session:
             run = session.get(Run, run_id)
@@ -130,11 +132,23 @@ def run_judge(
     return report
 
 
+def run_coroutine(coroutine: Any) -> Any:
+    """``asyncio.run`` that also works where this thread already runs an event loop (Jupyter, Playwright's sync
+    API): then the coroutine gets its own loop in a worker thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 async def _run(sessions: sessionmaker[Session], ctx: JudgeContext, backend: Any, report: JudgeReport,
                options: RunOptions, policy: RetryPolicy, on_progress: Progress | None, handle_signals: bool,
                owned: bool) -> None:
     stop = asyncio.Event()
-    if handle_signals:  # Ctrl-C: stop handing out calls, let the writer store what arrived, then exit
+    if handle_signals and threading.current_thread() is threading.main_thread():
+        # Ctrl-C: stop handing out calls, let the writer store what arrived, then exit
         asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
     try:
         if options.mode == "batch":

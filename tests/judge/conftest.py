@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.comparisons import NewComparison, ensure_comparisons
@@ -12,17 +9,13 @@ from db.runs import start_run
 from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
 from pipeline.judge.config import JudgeConfig
 from pipeline.judge.service import add_judge
-from tests.fake_openai import FakeModel, FakeServer
+from tests.fake_openai import FakeServer
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeServer]:
-    with FakeServer(FakeModel()) as server:
-        yield server
-
-
-def seed_pairs(sessions: sessionmaker[Session], n: int, *, k: int = 2, batch: str = "b1") -> dict[int, int]:
-    """n comparisons; in each, response j says "good" j times. Returns comparison id -> id of the best response."""
+def seed_pairs(sessions: sessionmaker[Session], n: int, *, k: int = 2, batch: str = "b1",
+               alternate: bool = False) -> dict[int, int]:
+    """n comparisons; in each, response j says "good" j times (``alternate``: every other comparison stores them
+    best first, so that the best has the lower id). Returns comparison id -> id of the best response."""
     best = {}
     with sessions.begin() as session:
         run = start_run(session, "comparisons", {"batch": batch})
@@ -30,15 +23,18 @@ def seed_pairs(sessions: sessionmaker[Session], n: int, *, k: int = 2, batch: st
             [(pid, _)] = ensure_prompts(session, [NewPrompt([{"role": "user", "content": f"Task {i} of {batch}: help me."}])],
                                         test_fraction=0)
             texts = [f"Answer {j} to task {i}." + " good" * j for j in range(k)]
+            if alternate and i % 2:
+                texts.reverse()
             rids = [r for r, _ in ensure_responses(session, [NewResponse(pid, t, f"g{j}") for j, t in enumerate(texts)])]
             [(cid, _)] = ensure_comparisons(session, [NewComparison(pid, tuple(rids), batch, 0)], run_id=run.id)
-            best[cid] = rids[-1]
+            best[cid] = rids[0] if alternate and i % 2 else rids[-1]
     return best
 
 
 def make_judge(sessions: sessionmaker[Session], server: FakeServer, name: str = "judge", **overrides) -> str:
-    settings = {"concurrency": 4, "timeout": 2.0, **overrides}
-    config = JudgeConfig(backend="openai", model="fake-judge", base_url=server.base_url, api_key_env=None, **settings)
+    settings = {"backend": "openai", "model": "fake-judge", "base_url": server.base_url, "api_key_env": None,
+                "concurrency": 4, "timeout": 2.0, **overrides}
+    config = JudgeConfig(**settings)
     with sessions.begin() as session:
         add_judge(session, name, config)
     return name

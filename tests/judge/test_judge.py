@@ -169,3 +169,16 @@ def test_the_api_key_is_used_but_never_stored(sessions, fake, monkeypatch) -> No
 
     dump = repr(snapshot(sessions.kw["bind"]))
     assert "sk-secret-123" not in dump and "MY_JUDGE_KEY" in dump
+
+
+def test_run_judge_works_inside_a_running_event_loop(sessions, fake) -> None:
+    """As in Jupyter (or beside Playwright's sync API): the run gets its own loop in a worker thread."""
+    import asyncio
+
+    seed_pairs(sessions, 2)
+    make_judge(sessions, fake)
+
+    async def notebook_cell() -> int:
+        return run_judge(sessions, "judge", RunOptions(batch="b1"), policy=FAST_RETRIES).ranked
+
+    assert asyncio.run(notebook_cell()) == 2

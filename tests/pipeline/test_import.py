@@ -214,3 +214,35 @@ def test_progress_is_reported_up_to_the_whole_file(sessions: sessionmaker[Sessio
     size = path.stat().st_size
     assert len(seen) >= 5 and seen[-1] == (size, size)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_import_judgments_on_stored_responses(cli: Cli, engine: Engine, sessions, tmp_path: Path) -> None:
+    responses = write_jsonl(tmp_path / "r.jsonl", [
+        {"prompt": f"Q{i}?", "responses": [{"generator": "a", "text": f"a{i}"}, {"generator": "b", "text": f"b{i}"}]}
+        for i in range(3)
+    ])
+    cli("import", "responses", str(responses))
+    cli("comparisons", "create", "--batch", "humans", "--k", "2", "--limit", "1")  # one pair already has a comparison
+    verdicts = write_jsonl(tmp_path / "j.jsonl", [
+        {"prompt": "Q0?", "generator_1": "a", "generator_2": "b", "preference": 2},
+        {"prompt": "Q1?", "generator_1": "a", "generator_2": "b", "preference": 1},
+        {"prompt": "Q2?", "generator_1": "a", "generator_2": "b", "preference": 0},
+    ])
+    result = cli("import", "judgments", str(verdicts), "--name", "gpt4")
+    assert "+1 comparisons, +2 rankings by import:gpt4" in result.output and "no verdict" in result.output
+    with sessions() as session:
+        rankings = session.scalars(select(Ranking).order_by(Ranking.comparison_id)).all()
+        first = session.get(Comparison, rankings[0].comparison_id)
+        winner = first.response_ids[rankings[0].ranks.index(1)]
+        assert first.batch == "humans" and session.get(Response, winner).generator == "b"
+    assert "+0 rankings" in cli("import", "judgments", str(verdicts), "--name", "gpt4").output
+    bad = write_jsonl(tmp_path / "bad.jsonl", [
+        {"prompt": "Q0?", "generator_1": "a", "generator_2": "b", "preference": 1},
+        {"prompt": "Unknown?", "generator_1": "a", "generator_2": "b", "preference": 1},
+        {"prompt": "Q1?", "generator_1": "a", "generator_2": "zz", "preference": 2},
+    ])
+    before = snapshot(engine)
+    failed = cli("import", "judgments", str(bad), "--name", "other", expect=1)
+    assert "line 2: field 'prompt': not in the store" in failed.output
+    assert "line 3: field 'generator_2': no response by 'zz'" in failed.output
+    assert snapshot(engine) == before

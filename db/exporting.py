@@ -1,0 +1,122 @@
+"""Reads for ``rlhf export``: comparisons in id order (keyset pages, never the whole table), their votes and texts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from db.bulk import chunks
+from db.models import Annotator, Comparison, Prompt, Ranking, Response
+
+
+@dataclass(frozen=True)
+class Selection:
+    kinds: tuple[str, ...]  # annotator kinds to take votes from
+    include: tuple[str, ...] = ()  # only these annotators (names), when given
+    exclude: tuple[str, ...] = ()
+    batches: tuple[str, ...] = ()  # only comparisons of these batches, when given
+
+
+@dataclass(frozen=True)
+class VoteRow:
+    ranking_id: int
+    annotator: str
+    kind: str
+    ranks: list[int]
+    probabilities: list[float] | None
+    scores: list[float] | None
+    run_id: int | None
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    id: int
+    prompt_id: int
+    prompt_hash: str
+    messages: list[dict[str, Any]]
+    split: str
+    response_ids: list[int]
+    run_id: int | None
+    votes: list[VoteRow]
+
+
+def count_comparisons(session: Session, selection: Selection) -> int:
+    query = select(func.count(Comparison.id)).where(Comparison.status != "retired")
+    if selection.batches:
+        query = query.where(Comparison.batch.in_(selection.batches))
+    return session.scalar(query) or 0
+
+
+def _votes(session: Session, comparison_ids: Sequence[int], selection: Selection) -> dict[int, list[VoteRow]]:
+    query = (
+        select(Ranking.id, Ranking.comparison_id, Annotator.name, Annotator.kind, Ranking.ranks, Ranking.probabilities,
+               Ranking.scores, Ranking.run_id)
+        .join(Annotator, Annotator.id == Ranking.annotator_id)
+        .where(Ranking.comparison_id.in_(list(comparison_ids)), ~Ranking.skipped, Annotator.kind.in_(selection.kinds))
+        .order_by(Ranking.comparison_id, Annotator.name)
+    )
+    if selection.include:
+        query = query.where(Annotator.name.in_(selection.include))
+    if selection.exclude:
+        query = query.where(Annotator.name.not_in(selection.exclude))
+    grouped: dict[int, list[VoteRow]] = {}
+    for rid, cid, name, kind, ranks, probabilities, scores, run_id in session.execute(query):
+        grouped.setdefault(cid, []).append(VoteRow(rid, name, kind, ranks, probabilities, scores, run_id))
+    return grouped
+
+
+def iter_comparisons(session: Session, selection: Selection, *, page: int = 2000) -> Iterator[list[ComparisonRow]]:
+    """Pages of comparisons (id order) with their selected votes; comparisons without votes are left out."""
+    last = 0
+    while True:
+        query = (
+            select(Comparison.id, Comparison.prompt_id, Comparison.response_ids, Comparison.run_id, Prompt.messages,
+                   Prompt.split, Prompt.content_hash)
+            .join(Prompt, Prompt.id == Comparison.prompt_id)
+            .where(Comparison.id > last, Comparison.status != "retired")
+            .order_by(Comparison.id)
+            .limit(page)
+        )
+        if selection.batches:
+            query = query.where(Comparison.batch.in_(selection.batches))
+        rows = session.execute(query).all()
+        if not rows:
+            return
+        last = rows[-1][0]
+        votes = _votes(session, [r[0] for r in rows], selection)
+        yield [
+            ComparisonRow(cid, pid, prompt_hash, messages, split, ids, run_id, votes[cid])
+            for cid, pid, ids, run_id, messages, split, prompt_hash in rows
+            if cid in votes
+        ]
+        if len(rows) < page:
+            return
+
+
+def response_texts(session: Session, response_ids: Sequence[int]) -> dict[int, tuple[str, str]]:
+    """response id -> (text, content hash). A page's responses usually have neighbouring ids: one range scan
+    then (long IN lists cost more to bind than the few extra rows a range brings)."""
+    wanted = sorted(set(response_ids))
+    if not wanted:
+        return {}
+    columns = select(Response.id, Response.text, Response.content_hash)
+    if wanted[-1] - wanted[0] < 2 * len(wanted):
+        rows = session.execute(columns.where(Response.id.between(wanted[0], wanted[-1])))
+        return {rid: (text, h) for rid, text, h in rows}
+    texts: dict[int, tuple[str, str]] = {}
+    for part in chunks(wanted, 900):
+        texts.update((rid, (text, h)) for rid, text, h in session.execute(columns.where(Response.id.in_(part))))
+    return texts
+
+
+def mark_exported(session: Session, ranking_ids: Sequence[int], when: datetime) -> None:
+    """Rankings in an export can no longer be undone by their annotators (the first export's time is kept)."""
+    for part in chunks(list(ranking_ids), 900):
+        session.execute(
+            update(Ranking).where(Ranking.id.in_(part), Ranking.exported_at.is_(None)).values(exported_at=when)
+        )

@@ -1,0 +1,61 @@
+"""``rlhf export``: preference datasets for TRL from the store."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from pipeline.cli.context import DbOption, console, examples, open_store, progress_bar
+from pipeline.export import ExportOptions, export
+
+
+def _split_csv(values: list[str] | None) -> tuple[str, ...]:
+    return tuple(x.strip() for v in values or [] for x in v.split(",") if x.strip())
+
+
+def export_cmd(
+    ctx: typer.Context,
+    out: Annotated[str, typer.Option("--out", help="Directory for the DatasetDict (train/test).")],
+    sources: Annotated[str, typer.Option(help="Annotator kinds to use: human, ai, import, rule (comma-separated).")] = "human,ai,import",
+    annotator: Annotated[list[str] | None, typer.Option("--annotator", help="Only these annotators (repeatable).")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Leave these annotators out (repeatable).")] = None,
+    batch: Annotated[list[str] | None, typer.Option("--batch", help="Only these batches (repeatable).")] = None,
+    aggregate: Annotated[str, typer.Option(help="majority, bt (Bradley-Terry) or soft (label in [0, 1]).")] = "majority",
+    min_agreement: Annotated[float, typer.Option(help="majority: share of votes the winner needs.")] = 0.5,
+    min_votes: Annotated[int, typer.Option(help="Only pairs with at least this many votes.")] = 1,
+    unanimous: Annotated[bool, typer.Option("--unanimous", help="Gold pairs only: every voter agrees (>= 2).")] = False,
+    disputed: Annotated[bool, typer.Option("--disputed", help="Only pairs some voter disagrees with.")] = False,
+    ties: Annotated[bool, typer.Option("--ties", help="Keep tie records (tie=true).")] = False,
+    format: Annotated[str, typer.Option(help="conversational (message lists) or standard (strings).")] = "conversational",  # noqa: A002
+    margin: Annotated[bool, typer.Option("--margin", help="Add a margin column (RewardTrainer uses it).")] = False,
+    jsonl: Annotated[bool, typer.Option("--jsonl", help="Also write train.jsonl and test.jsonl.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out directory.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Export preference pairs in the formats TRL reads (`datasets.load_from_disk(OUT)`), recorded with lineage.
+
+    Pairs come from every K-wise ranking (ties give none), combined across annotators; train/test follow each
+    prompt's stable split. The same selection gives byte-identical files.
+    """
+    options = ExportOptions(
+        out_dir=out, sources=_split_csv([sources]), include=_split_csv(annotator), exclude=_split_csv(exclude),
+        batches=_split_csv(batch), method=aggregate, min_agreement=min_agreement, min_votes=min_votes,
+        unanimous=unanimous, disputed=disputed, ties=ties, format=format, margin=margin, jsonl=jsonl,
+        overwrite=overwrite,
+    )
+    with open_store(ctx, db) as store, progress_bar("export", unit_bytes=False) as on_progress:
+        report = export(store.sessions, options, on_progress=on_progress)
+    console.print(f"{out}: {report.summary()} in {report.seconds:.1f} s [run {report.run_id}]", markup=False,
+                  highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "export",
+        epilog=examples(
+            "rlhf export --out data/prefs",
+            "rlhf export --out data/humans --sources human --min-votes 2 --unanimous",
+            "rlhf export --out data/soft --aggregate soft --format standard --jsonl",
+        ),
+    )(export_cmd)

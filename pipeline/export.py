@@ -1,0 +1,347 @@
+"""``rlhf export``: the store's rankings as preference datasets that TRL reads as they are.
+
+Comparisons are read in id-ordered pages (memory stays flat however many rankings there are), their selected votes
+aggregated into pairs (``pipeline.aggregate``), and the rows streamed page by page into one Arrow file per split
+(the prompt's stable split, so no prompt is in both), from which the ``datasets`` DatasetDict is saved. The same
+selection on the same store gives byte-identical files: rows in comparison order, and the dataset fingerprint set
+to our content hash. Recorded as an ``export`` run (selection, counts, content fingerprint,
+parent runs), mirrored in ``export_manifest.json`` beside the data for the training stages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.exporting import Selection, count_comparisons, iter_comparisons, mark_exported, response_texts
+from db.models import utcnow
+from db.runs import finish_run, start_run
+from pipeline.aggregate import METHODS, Vote, aggregate
+from pipeline.errors import UserError
+
+SOURCES = ("human", "ai", "import", "rule")
+FORMATS = ("conversational", "standard")
+MANIFEST = "export_manifest.json"
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    out_dir: str
+    sources: tuple[str, ...] = ("human", "ai", "import")
+    include: tuple[str, ...] = ()  # only these annotators
+    exclude: tuple[str, ...] = ()
+    batches: tuple[str, ...] = ()
+    method: str = "majority"  # majority | bt | soft
+    min_agreement: float = 0.5
+    min_votes: int = 1
+    unanimous: bool = False  # gold: only pairs every voter agrees on (>= 2 voters)
+    disputed: bool = False  # only pairs some voter disagrees with (for review)
+    ties: bool = False  # keep tie records (chosen/rejected in id order, tie=true)
+    format: str = "conversational"  # conversational (message lists) | standard (strings)
+    margin: bool = False  # add a ``margin`` column (TRL's RewardTrainer adds it to the loss)
+    jsonl: bool = False  # also keep train.jsonl / test.jsonl beside the dataset
+    overwrite: bool = False
+
+    def validate(self) -> ExportOptions:
+        unknown = [s for s in self.sources if s not in SOURCES]
+        if unknown or not self.sources:
+            raise UserError(f"unknown source(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(SOURCES)}")
+        if self.method not in METHODS:
+            raise UserError(f"unknown aggregation {self.method!r}: one of {', '.join(METHODS)}")
+        if self.format not in FORMATS:
+            raise UserError(f"unknown format {self.format!r}: one of {', '.join(FORMATS)}")
+        if not 0.0 <= self.min_agreement <= 1.0 or self.min_votes < 1:
+            raise UserError("--min-agreement must be within [0, 1] and --min-votes at least 1")
+        if self.unanimous and self.disputed:
+            raise UserError("--unanimous and --disputed exclude each other")
+        return self
+
+
+@dataclass
+class ExportReport:
+    out_dir: str
+    run_id: int | None = None
+    comparisons: int = 0  # comparisons with at least one selected vote
+    rankings: int = 0
+    pairs: dict[str, int] | None = None
+    fingerprint: str = ""
+    seconds: float = 0.0
+
+    @property
+    def total_pairs(self) -> int:
+        return sum((self.pairs or {}).values())
+
+    def summary(self) -> str:
+        splits = ", ".join(f"{n} {split}" for split, n in (self.pairs or {}).items())
+        return (f"{self.total_pairs} pairs ({splits}) from {self.rankings} rankings of {self.comparisons} comparisons, "
+                f"fingerprint {self.fingerprint[:12]}")
+
+
+def conversation_text(messages: list[dict[str, Any]]) -> str:
+    """The standard format's prompt string: the text itself for one user turn, else the turns labelled.
+
+    >>> conversation_text([{"role": "user", "content": "Hi"}])
+    'Hi'
+    >>> conversation_text([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}, {"role": "user", "content": "Bye"}])
+    'User: Hi\\n\\nAssistant: Yo\\n\\nUser: Bye'
+    """
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        return messages[0]["content"]
+    names = {"system": "System", "user": "User", "assistant": "Assistant"}
+    return "\n\n".join(f"{names.get(m['role'], m['role'])}: {m['content']}" for m in messages)
+
+
+def _features(options: ExportOptions) -> Any:
+    import datasets
+
+    text = datasets.Value("string")
+    turns = datasets.List({"role": text, "content": text})
+    shape = text if options.format == "standard" else turns
+    columns: dict[str, Any] = {
+        "prompt": shape, "chosen": shape, "rejected": shape,
+        "score": datasets.Value("float64"), "votes": datasets.Value("int32"), "agreement": datasets.Value("float64"),
+        "tie": datasets.Value("bool"), "annotators": datasets.List(text),
+        "comparison_id": datasets.Value("int64"), "prompt_id": datasets.Value("int64"),
+        "chosen_id": datasets.Value("int64"), "rejected_id": datasets.Value("int64"),
+        "ranking_ids": datasets.List(datasets.Value("int64")),
+    }
+    if options.margin:
+        columns["margin"] = datasets.Value("float64")
+    return datasets.Features(columns)
+
+
+def _keep(pair: Any, options: ExportOptions) -> bool:
+    if pair.votes < options.min_votes:
+        return False
+    if options.unanimous and (pair.votes < 2 or pair.agreement < 1.0):
+        return False
+    if options.disputed and pair.agreement >= 1.0:
+        return False
+    return True
+
+
+def export(
+    sessions: sessionmaker[Session], options: ExportOptions, *, on_progress: Progress | None = None,
+    page_size: int = 2000,
+) -> ExportReport:
+    """Write the dataset (see the module docstring); raises UserError with nothing written on bad options or an
+    empty selection."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    options.validate()
+    started = time.perf_counter()
+    out = Path(options.out_dir)
+    if out.exists() and any(out.iterdir()) and not options.overwrite:
+        raise UserError(f"{out} exists and is not empty (pass --overwrite to replace it)")
+    selection = Selection(kinds=options.sources, include=options.include, exclude=options.exclude,
+                          batches=options.batches)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".rlhf-export-", dir=out.parent))
+    report = ExportReport(out_dir=str(out))
+    used: str | None = None
+    try:
+        counts, digest, parents, used = _write_rows(
+            sessions, selection, options, staging, report, on_progress, page_size
+        )
+        report.pairs = counts
+        if not sum(counts.values()):
+            raise UserError("the selection yields no preference pairs (check --sources, --batch, the annotators and "
+                            "the agreement filters; see `rlhf status`)")
+        report.fingerprint = digest
+        _build_dataset(staging, options, digest)
+        config = {**asdict(options), "out_dir": str(out.resolve())}
+        with sessions.begin() as session:
+            run = start_run(session, "export", config, inputs=sorted(parents), name=f"export {out.name}",
+                            output_path=str(out.resolve()))
+            report.run_id = run.id
+            report.seconds = round(time.perf_counter() - started, 3)
+            manifest = {"run_id": run.id, "fingerprint": digest, "pairs": counts, "comparisons": report.comparisons,
+                        "rankings": report.rankings, "selection": config}
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+            metrics = {**manifest, "seconds": report.seconds, "summary": report.summary(),
+                       "pairs_per_second": round(report.total_pairs / max(report.seconds, 1e-9), 1)}
+            metrics.pop("selection")
+            finish_run(session, run, metrics)
+            _move_into_place(staging, out, options)
+        with sessions.begin() as session:  # from now on their annotators cannot undo these rankings
+            when = utcnow()
+            for part in _read_ids(used):
+                mark_exported(session, part, when)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if used is not None:
+            Path(used).unlink(missing_ok=True)
+    return report
+
+
+def _write_rows(
+    sessions: sessionmaker[Session], selection: Selection, options: ExportOptions, staging: Path,
+    report: ExportReport, on_progress: Progress | None, page_size: int,
+) -> tuple[dict[str, int], str, set[int], str]:
+    """Stream pairs into staging/{train,test}.arrow; returns (counts, content hash, parent runs, file of ids).
+
+    The content hash covers every row through the content hashes of its prompt and responses (not the texts
+    again), plus the layout options: the same selection gives the same hash and the same bytes.
+    """
+    from datasets.arrow_writer import ArrowWriter
+
+    features = _features(options)
+    schema = features.arrow_schema
+    counts = {"train": 0, "test": 0}
+    digest = hashlib.sha256(repr((options.format, options.margin)).encode())
+    parents: set[int] = set()
+    writers = {split: ArrowWriter(features=features, path=str(staging / f"{split}.arrow")) for split in counts}
+    buffers: dict[str, dict[str, list[Any]]] = {split: {name: [] for name in features} for split in counts}
+    used_handle = tempfile.NamedTemporaryFile("w", suffix=".ids", delete=False)
+    done = 0
+    try:
+        with sessions() as session:
+            total = count_comparisons(session, selection)
+            for page in iter_comparisons(session, selection, page=page_size):
+                texts = response_texts(session, [rid for c in page for rid in c.response_ids])
+                for comparison in page:
+                    added = _append_pairs(buffers[comparison.split], comparison, texts, options)
+                    if not added:
+                        continue
+                    report.comparisons += 1
+                    report.rankings += len(comparison.votes)
+                    parents.update(v.run_id for v in comparison.votes if v.run_id)
+                    if comparison.run_id:
+                        parents.add(comparison.run_id)
+                    used_handle.write("".join(f"{v.ranking_id}\n" for v in comparison.votes))
+                    digest.update(repr((comparison.split, comparison.id, comparison.prompt_hash,
+                                        [(texts[p.chosen][1], texts[p.rejected][1], p.score, p.votes, p.agreement,
+                                          p.tie, p.annotators, p.margin if options.margin else None)
+                                         for p in added],
+                                        [v.ranking_id for v in comparison.votes])).encode())
+                    counts[comparison.split] += len(added)
+                for split, buffer in buffers.items():
+                    _flush(writers[split], buffer, schema, full_batches_only=True)
+                done += len(page)
+                if on_progress is not None:
+                    on_progress(min(done, total), total)
+        for split, buffer in buffers.items():
+            _flush(writers[split], buffer, schema, full_batches_only=False)
+    finally:
+        for writer in writers.values():
+            writer.finalize()
+            writer.close()
+        used_handle.close()
+    return counts, digest.hexdigest(), parents, used_handle.name
+
+
+BATCH_ROWS = 1000  # rows per Arrow record batch: fixed, so the file's bytes do not depend on the paging
+
+
+def _flush(writer: Any, buffer: dict[str, list[Any]], schema: Any, *, full_batches_only: bool) -> None:
+    """Write the buffered rows in record batches of exactly BATCH_ROWS (the rest too at the end)."""
+    import pyarrow as pa
+
+    rows = len(buffer["comparison_id"])
+    cut = rows - rows % BATCH_ROWS if full_batches_only else rows
+    for start in range(0, cut, BATCH_ROWS):  # pyarrow builds the nested columns in C++
+        chunk = {name: values[start : start + BATCH_ROWS] for name, values in buffer.items()}
+        writer.write_table(pa.Table.from_pydict(chunk, schema=schema))
+    for values in buffer.values():
+        del values[:cut]
+
+
+def _append_pairs(
+    columns: dict[str, list[Any]], comparison: Any, texts: dict[int, tuple[str, str]], options: ExportOptions
+) -> list[Any]:
+    """Aggregate one comparison and append its kept pairs to the split's columns; returns those pairs."""
+    votes = [Vote(v.annotator, v.kind, v.ranks, v.probabilities, v.scores, v.ranking_id) for v in comparison.votes]
+    pairs = [p for p in aggregate(comparison.response_ids, votes, method=options.method,
+                                  min_agreement=options.min_agreement, ties=options.ties) if _keep(p, options)]
+    if not pairs:
+        return pairs
+    standard = options.format == "standard"
+    prompt: Any = (
+        conversation_text(comparison.messages) if standard
+        else [{"role": m["role"], "content": m["content"]} for m in comparison.messages]
+    )
+    ranking_ids = [v.ranking_id for v in comparison.votes]
+    for pair in pairs:
+        chosen, rejected = texts[pair.chosen][0], texts[pair.rejected][0]
+        columns["prompt"].append(prompt)
+        columns["chosen"].append(chosen if standard else [{"role": "assistant", "content": chosen}])
+        columns["rejected"].append(rejected if standard else [{"role": "assistant", "content": rejected}])
+        columns["score"].append(pair.score)
+        columns["votes"].append(pair.votes)
+        columns["agreement"].append(pair.agreement)
+        columns["tie"].append(pair.tie)
+        columns["annotators"].append(list(pair.annotators))
+        columns["comparison_id"].append(comparison.id)
+        columns["prompt_id"].append(comparison.prompt_id)
+        columns["chosen_id"].append(pair.chosen)
+        columns["rejected_id"].append(pair.rejected)
+        columns["ranking_ids"].append(ranking_ids)
+        if options.margin:
+            columns["margin"].append(pair.margin)
+    return pairs
+
+
+def _build_dataset(staging: Path, options: ExportOptions, fingerprint: str) -> None:
+    """Lay the Arrow files out as ``DatasetDict.save_to_disk`` does (``staging/dataset``), without copying them:
+    each split is the file the writer produced, plus its ``state.json`` and ``dataset_info.json``."""
+    import dataclasses
+
+    import datasets
+
+    target = staging / "dataset"
+    for split in ("train", "test"):
+        source = staging / f"{split}.arrow"
+        ds = datasets.Dataset.from_file(str(source))  # memory-mapped: reads only the schema here
+        if options.jsonl:
+            ds.to_json(str(staging / f"{split}.jsonl"), lines=True, force_ascii=False)
+        folder = target / split
+        folder.mkdir(parents=True)
+        state = {
+            "_data_files": [{"filename": "data-00000-of-00001.arrow"}],
+            "_fingerprint": hashlib.sha256(f"{fingerprint}:{split}".encode()).hexdigest()[:16],
+            "_format_columns": None, "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False,
+            "_split": split,
+        }
+        info = dataclasses.asdict(ds.info)
+        info["splits"] = {split: {"name": split, "num_bytes": source.stat().st_size, "num_examples": len(ds),
+                                  "dataset_name": None}}
+        del ds
+        source.rename(folder / "data-00000-of-00001.arrow")
+        (folder / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
+        (folder / "dataset_info.json").write_text(json.dumps({k: info[k] for k in sorted(info)}, indent=2),
+                                                  encoding="utf-8")
+    (target / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "test"]}), encoding="utf-8")
+
+
+def _move_into_place(staging: Path, out: Path, options: ExportOptions) -> None:
+    """The DatasetDict at ``out`` (loadable with ``datasets.load_from_disk``), the manifest, JSONL on request."""
+    if out.exists():
+        shutil.rmtree(out)
+    (staging / "dataset").rename(out)
+    (staging / MANIFEST).rename(out / MANIFEST)
+    if options.jsonl:
+        for split in ("train", "test"):
+            (staging / f"{split}.jsonl").rename(out / f"{split}.jsonl")
+
+
+def _read_ids(path: str, size: int = 5000) -> Any:
+    batch: list[int] = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            batch.append(int(line))
+            if len(batch) >= size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch

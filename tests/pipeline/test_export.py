@@ -1,0 +1,163 @@
+"""``rlhf export``: datasets TRL loads as they are, reproducible, with lineage; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import datasets
+import pytest
+from sqlalchemy import func, select
+
+from db.annotators import create_annotator, get_or_create_import_annotator
+from db.comparisons import NewComparison, NewRanking, add_rankings_if_absent, ensure_comparisons
+from db.models import Ranking, Run
+from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
+from db.queue import QueueError, lease_next, load_item, submit_ranking, undo_last
+from db.runs import start_run
+from pipeline.errors import UserError
+from pipeline.export import ExportOptions, export
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+
+
+def _store(sessions) -> dict[str, int]:  # noqa: ANN001
+    """12 prompts (split by hash), 3 responses each ("best", "mid", "worst"); K=3 comparisons wanting 2 humans.
+    Two humans rank through the queue (they disagree on one pair), an AI and an import rank everything."""
+    ids = {}
+    with sessions.begin() as session:
+        run = start_run(session, "comparisons", {})
+        for n in range(12):
+            [(pid, _)] = ensure_prompts(session, [NewPrompt([{"role": "user", "content": f"Prompt {n}?"}])],
+                                        test_fraction=0.3)
+            rids = [r for r, _ in ensure_responses(session, [NewResponse(pid, f"{q} answer {n}", q)
+                                                             for q in ("best", "mid", "worst")])]
+            [(cid, _)] = ensure_comparisons(session, [NewComparison(pid, tuple(rids), "b1", 2)], run_id=run.id)
+            ids[f"c{n}"] = cid
+        humans = [create_annotator(session, name, password="a long password") for name in ("ann", "bob")]
+        judge = create_annotator(session, "judge", kind="ai")
+        imported = get_or_create_import_annotator(session, "old")
+        for human in humans:
+            while (assignment := lease_next(session, human, NOW)) is not None:
+                item = load_item(session, assignment)
+                order = {r.text.split()[0]: r.id for r in item.responses}
+                ranks = {order["best"]: 1, order["mid"]: 2, order["worst"]: 3}
+                if human.name == "bob" and item.comparison.id == ids["c0"]:
+                    ranks = {order["best"]: 1, order["mid"]: 3, order["worst"]: 2}
+                submit_ranking(session, human, item.comparison.id, ranks, NOW)
+        from db.models import Comparison, Response
+
+        for cid in ids.values():
+            rids = session.get(Comparison, cid).response_ids
+            quality = {r.id: r.generator for r in session.scalars(select(Response).where(Response.id.in_(rids)))}
+            rank = {"best": 1, "mid": 2, "worst": 3}
+            add_rankings_if_absent(session, [
+                NewRanking(cid, judge.id, {r: rank[quality[r]] for r in rids}),
+                NewRanking(cid, imported.id, {r: rank[quality[r]] for r in rids},
+                           scores_by_response={r: 4.0 - rank[quality[r]] for r in rids}),
+            ], run_id=run.id)
+    return ids
+
+
+def _files(path: Path) -> dict[str, str]:
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file() and p.name != "export_manifest.json"}
+
+
+def test_export_writes_trl_datasets_with_lineage(sessions, tmp_path: Path) -> None:
+    _store(sessions)
+    report = export(sessions, ExportOptions(out_dir=str(tmp_path / "out"), jsonl=True), page_size=5)
+    data = datasets.load_from_disk(str(tmp_path / "out"))
+    assert set(data) == {"train", "test"} and report.total_pairs == len(data["train"]) + len(data["test"])
+    # every comparison gives its 3 pairs (majority of 4 votes), except c0's (mid, worst): 3 against 1 still wins
+    assert report.total_pairs == 36 and report.comparisons == 12 and report.rankings == 48
+    train_prompts = {json.dumps(r["prompt"]) for r in data["train"]}
+    test_prompts = {json.dumps(r["prompt"]) for r in data["test"]}
+    assert train_prompts and test_prompts and not train_prompts & test_prompts
+    row = data["train"][0]
+    assert row["prompt"][0]["role"] == "user" and row["chosen"][0]["role"] == "assistant"
+    assert row["chosen"][0]["content"].split()[0] in ("best", "mid") and len(row["ranking_ids"]) == 4
+    assert {"comparison_id", "prompt_id", "chosen_id", "rejected_id", "votes", "agreement", "score"} <= set(row)
+    assert (tmp_path / "out" / "train.jsonl").exists()
+    manifest = json.loads((tmp_path / "out" / "export_manifest.json").read_text())
+    with sessions() as session:
+        run = session.get(Run, manifest["run_id"])
+        assert run.kind == "export" and run.status == "succeeded" and run.metrics["fingerprint"] == report.fingerprint
+        assert run.inputs and all(session.get(Run, i) is not None for i in run.inputs)
+        assert session.scalar(select(func.count(Ranking.id)).where(Ranking.exported_at.is_not(None))) == 48
+    again = export(sessions, ExportOptions(out_dir=str(tmp_path / "again"), jsonl=True))
+    assert again.fingerprint == report.fingerprint and _files(tmp_path / "out") == _files(tmp_path / "again")
+
+
+def test_exported_rankings_can_no_longer_be_undone(sessions, tmp_path: Path) -> None:
+    _store(sessions)
+    export(sessions, ExportOptions(out_dir=str(tmp_path / "out")))
+    from db.annotators import get_annotator_by_name
+
+    with sessions.begin() as session, pytest.raises(QueueError, match="exported"):
+        undo_last(session, get_annotator_by_name(session, "ann"), NOW)
+
+
+@pytest.mark.parametrize(
+    ("options", "pairs"),
+    [
+        ({"sources": ("human",)}, 35),  # c0's (mid, worst): 1-1 between the two humans, dropped
+        ({"sources": ("human",), "min_votes": 2, "unanimous": True}, 35),
+        ({"sources": ("human",), "disputed": True}, 0),
+        ({"sources": ("human", "ai"), "disputed": True}, 1),
+        ({"include": ("judge",)}, 36),
+        ({"exclude": ("judge", "import:old", "bob")}, 36),
+        ({"sources": ("import",), "margin": True, "format": "standard"}, 36),
+    ],
+)
+def test_source_selection_and_filters(sessions, tmp_path: Path, options: dict, pairs: int) -> None:
+    _store(sessions)
+    if pairs == 0:
+        with pytest.raises(UserError, match="no preference pairs"):
+            export(sessions, ExportOptions(out_dir=str(tmp_path / "out"), **options))
+        return
+    report = export(sessions, ExportOptions(out_dir=str(tmp_path / "out"), **options))
+    assert report.total_pairs == pairs
+    if options.get("margin"):
+        row = datasets.load_from_disk(str(tmp_path / "out"))["train"][0]
+        assert isinstance(row["prompt"], str) and row["margin"] in (1.0, 2.0)
+
+
+def test_bad_options_write_nothing(sessions, tmp_path: Path) -> None:
+    _store(sessions)
+    for options, message in [({"sources": ("robots",)}, "unknown source"), ({"method": "mean"}, "unknown aggregation"),
+                             ({"batches": ("nope",)}, "no preference pairs"), ({"format": "csv"}, "unknown format")]:
+        with pytest.raises(UserError, match=message):
+            export(sessions, ExportOptions(out_dir=str(tmp_path / "out"), **options))
+        assert not (tmp_path / "out").exists()
+    with sessions() as session:
+        assert session.scalar(select(func.count(Run.id)).where(Run.kind == "export")) == 0
+        assert session.scalar(select(func.count(Ranking.id)).where(Ranking.exported_at.is_not(None))) == 0
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    with pytest.raises(UserError, match="not empty"):
+        export(sessions, ExportOptions(out_dir=str(tmp_path / "full")))
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("fmt", ["conversational", "standard"])
+def test_trl_trainers_load_the_export_unchanged(sessions, tmp_path: Path, tiny_lm_dir: Path, fmt: str) -> None:
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
+
+    _store(sessions)
+    export(sessions, ExportOptions(out_dir=str(tmp_path / "out"), format=fmt, margin=True))
+    train = datasets.load_from_disk(str(tmp_path / "out"))["train"]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    common = {"output_dir": str(tmp_path / "trl"), "max_steps": 2, "per_device_train_batch_size": 4, "use_cpu": True,
+              "bf16": False, "report_to": [], "save_strategy": "no", "logging_steps": 1}
+    dpo = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_lm_dir), args=DPOConfig(**common),
+                     train_dataset=train, processing_class=tokenizer)
+    assert dpo.train().training_loss > 0
+    reward_model = AutoModelForSequenceClassification.from_pretrained(tiny_lm_dir, num_labels=1)
+    reward_model.config.pad_token_id = tokenizer.pad_token_id
+    rm = RewardTrainer(model=reward_model, args=RewardConfig(**common), train_dataset=train,
+                       processing_class=tokenizer)
+    assert rm.train().training_loss > 0
