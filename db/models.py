@@ -284,6 +284,18 @@ class JudgeCall(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ResponseScore(Base):
+    """A reward model's score of a response (``rlhf rm score``), one per response and scoring run."""
+
+    __tablename__ = "response_scores"
+    __table_args__ = (UniqueConstraint("response_id", "run_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    response_id: Mapped[int] = mapped_column(ForeignKey("responses.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    score: Mapped[float] = mapped_column(Float)
+
+
 class RankingCall(Base):
     """Which judge calls a judge's ranking was made from (both orders, retries): its audit trail."""
 

@@ -1,0 +1,171 @@
+"""``rlhf rm eval``: how good and how calibrated is a reward model, on held-out pairs.
+
+- Accuracy (the chosen response scores higher) with a 95% Wilson interval, and the mean margin r_c - r_r.
+- Calibration of P(chosen better) = sigmoid(r_c - r_r): expected calibration error over confidence bins and a
+  reliability plot (a well calibrated RM that says 80% is right 80% of the time).
+- Accuracy by length bucket, against the "longer response wins" baseline, and how often the RM itself prefers the
+  longer response (length bias).
+- The distribution of rewards, chosen vs rejected.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from pipeline.agreement import wilson_interval
+from reward_model.data import messages_of, text_of
+
+BINS = 10
+
+
+@dataclass
+class EvalReport:
+    pairs: int
+    accuracy: float
+    accuracy_ci: tuple[float, float]
+    mean_margin: float
+    ece: float
+    longer_wins_baseline: float  # accuracy of "the longer response is chosen" on the same pairs
+    rm_prefers_longer: float  # how often the RM scores the longer response higher
+    reliability: list[tuple[float, float, int]]  # (mean confidence, accuracy, pairs) per confidence bin
+    by_length: list[tuple[str, float, int]]  # (length bucket, accuracy, pairs)
+    chosen_rewards: list[float] = field(repr=False, default_factory=list)
+    rejected_rewards: list[float] = field(repr=False, default_factory=list)
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "pairs": self.pairs, "accuracy": round(self.accuracy, 4),
+            "accuracy_ci": [round(x, 4) for x in self.accuracy_ci], "mean_margin": round(self.mean_margin, 4),
+            "ece": round(self.ece, 4), "longer_wins_baseline": round(self.longer_wins_baseline, 4),
+            "rm_prefers_longer": round(self.rm_prefers_longer, 4),
+            "by_length": [[b, round(a, 4), n] for b, a, n in self.by_length],
+        }
+
+    def summary(self) -> str:
+        low, high = self.accuracy_ci
+        return (f"accuracy {self.accuracy:.3f} [{low:.3f}, {high:.3f}] on {self.pairs} pairs, ECE {self.ece:.3f}, "
+                f"mean margin {self.mean_margin:.3f}; 'longer wins' baseline {self.longer_wins_baseline:.3f}")
+
+
+def calibration(margins: list[float], *, bins: int = BINS) -> tuple[float, list[tuple[float, float, int]]]:
+    """Expected calibration error of P(chosen better) = sigmoid(margin), binned by confidence max(p, 1-p).
+
+    >>> ece, table = calibration([10.0, 10.0, -10.0, 10.0])  # very sure, right 3 times out of 4
+    >>> round(ece, 3), table[-1][2]
+    (0.25, 4)
+    """
+    confidence, correct = [], []
+    for m in margins:
+        p = 1 / (1 + math.exp(-max(-50.0, min(50.0, m))))
+        confidence.append(max(p, 1 - p))
+        correct.append(1.0 if p > 0.5 else 0.0 if p < 0.5 else 0.5)
+    table, ece = [], 0.0
+    for b in range(bins):
+        low, high = 0.5 + b * 0.5 / bins, 0.5 + (b + 1) * 0.5 / bins
+        members = [i for i, c in enumerate(confidence) if low <= c < high or (b == bins - 1 and c == high)]
+        if not members:
+            continue
+        conf = sum(confidence[i] for i in members) / len(members)
+        acc = sum(correct[i] for i in members) / len(members)
+        table.append((conf, acc, len(members)))
+        ece += len(members) / len(margins) * abs(acc - conf)
+    return ece, table
+
+
+def evaluate(scorer: Any, dataset: Any) -> EvalReport:
+    prompts = [messages_of(p) for p in dataset["prompt"]]
+    chosen = [text_of(c) for c in dataset["chosen"]]
+    rejected = [text_of(r) for r in dataset["rejected"]]
+    rc = scorer.score(prompts, chosen)
+    rr = scorer.score(prompts, rejected)
+    margins = [a - b for a, b in zip(rc, rr, strict=True)]
+    n = len(margins)
+    hits = sum(m > 0 for m in margins) + 0.5 * sum(m == 0 for m in margins)
+    ece, table = calibration(margins)
+    longer = [(len(c) > len(r)) + 0.5 * (len(c) == len(r)) for c, r in zip(chosen, rejected, strict=True)]
+    rm_longer = [
+        (m > 0) == (len(c) > len(r)) for m, c, r in zip(margins, chosen, rejected, strict=True) if len(c) != len(r)
+    ]
+    totals = [len(c) + len(r) for c, r in zip(chosen, rejected, strict=True)]
+    cuts = sorted(totals)
+    edges = [cuts[int(q * (n - 1))] for q in (0.25, 0.5, 0.75)] if n else []
+    buckets: dict[str, list[float]] = {}
+    names = ["shortest quarter", "second quarter", "third quarter", "longest quarter"]
+    for total, m in zip(totals, margins, strict=True):
+        index = sum(total > e for e in edges)
+        buckets.setdefault(names[index], []).append(1.0 if m > 0 else 0.5 if m == 0 else 0.0)
+    ci = wilson_interval(int(round(hits)), n) or (0.0, 0.0)
+    return EvalReport(
+        pairs=n, accuracy=hits / n if n else 0.0, accuracy_ci=ci, mean_margin=sum(margins) / n if n else 0.0,
+        ece=ece, longer_wins_baseline=sum(longer) / n if n else 0.0,
+        rm_prefers_longer=sum(rm_longer) / len(rm_longer) if rm_longer else 0.0, reliability=table,
+        by_length=[(name, sum(v) / len(v), len(v)) for name in names if (v := buckets.get(name))],
+        chosen_rewards=rc, rejected_rewards=rr,
+    )
+
+
+def rows(report: EvalReport) -> list[tuple[str, str]]:
+    low, high = report.accuracy_ci
+    out = [
+        ("pairs", str(report.pairs)),
+        ("accuracy [95%]", f"{report.accuracy:.3f} [{low:.3f}, {high:.3f}]"),
+        ("mean margin r_c - r_r", f"{report.mean_margin:.3f}"),
+        ("expected calibration error", f"{report.ece:.3f}"),
+        ("'longer wins' baseline", f"{report.longer_wins_baseline:.3f}"),
+        ("RM prefers the longer response", f"{report.rm_prefers_longer:.3f}"),
+    ]
+    out += [(f"accuracy, {name} ({count})", f"{acc:.3f}") for name, acc, count in report.by_length]
+    return out
+
+
+def _png(fig: Any) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def write_report(report: EvalReport, path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    conf = [c for c, _, _ in report.reliability]
+    acc = [a for _, a, _ in report.reliability]
+    axes[0].plot([0.5, 1], [0.5, 1], color="gray", linestyle="--", label="perfect calibration")
+    axes[0].plot(conf, acc, marker="o", color="#f97316", label=f"RM (ECE {report.ece:.3f})")
+    axes[0].set_xlabel("confidence max(p, 1-p)")
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend()
+    axes[0].set_title("Reliability")
+    names = [name for name, _, _ in report.by_length]
+    axes[1].bar(names, [a for _, a, _ in report.by_length], color="#0ea5e9")
+    axes[1].axhline(report.longer_wins_baseline, color="black", linestyle=":", label="'longer wins' baseline")
+    axes[1].set_ylim(0, 1)
+    axes[1].set_title("Accuracy by total length")
+    axes[1].tick_params(axis="x", rotation=20)
+    axes[1].legend()
+    axes[2].hist(report.chosen_rewards, bins=40, alpha=0.6, label="chosen", color="#16a34a")
+    axes[2].hist(report.rejected_rewards, bins=40, alpha=0.6, label="rejected", color="#dc2626")
+    axes[2].legend()
+    axes[2].set_title("Rewards")
+    png = _png(fig)
+    plt.close(fig)
+    table = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows(report))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title><style>"
+        "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2rem auto}td,th{border:1px solid #ddd;"
+        "padding:4px 8px;text-align:left}table{border-collapse:collapse}</style></head><body>"
+        f"<h1>{escape(title)}</h1><table>{table}</table><img alt='plots' src='data:image/png;base64,{png}'>"
+        "</body></html>",
+        encoding="utf-8",
+    )
+    return path

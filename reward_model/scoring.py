@@ -1,0 +1,63 @@
+"""Scoring with a trained reward model: one loaded model, length-sorted batches, no per-call reloads.
+
+``RewardScorer`` is the reward PPO, GRPO and RLOO call (``scorer(prompts=..., completions=...)`` has the
+signature TRL expects of a reward function) and what ``rlhf rm eval`` and ``rlhf rm score`` use.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserError
+from reward_model.data import Encoder, messages_of, text_of
+from reward_model.train import RM_CARD
+
+
+class RewardScorer:
+    def __init__(self, model_dir: str | Path, *, device: str | None = None, batch_size: int = 32,
+                 max_length: int | None = None) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        path = Path(model_dir)
+        if not (path / "config.json").is_file():
+            raise UserError(f"{path}: not a model directory (no config.json)")
+        card = json.loads((path / RM_CARD).read_text()) if (path / RM_CARD).is_file() else {}
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForSequenceClassification.from_pretrained(path).to(self.device).eval()
+        self.encoder = Encoder(self.tokenizer, max_length or card.get("max_length") or 512)
+        self.batch_size = batch_size
+        self.__name__ = f"rm:{path.name}"  # TRL names reward functions after __name__
+
+    def score(self, prompts: Sequence[Any], responses: Sequence[Any]) -> list[float]:
+        """One reward per (prompt, response); prompts as messages or text, responses as text or message lists."""
+        import torch
+
+        encoded = [self.encoder.encode(messages_of(p), text_of(r)) for p, r in zip(prompts, responses, strict=True)]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # little padding per batch
+        rewards = [0.0] * len(encoded)
+        pad = self.tokenizer.pad_token_id or 0
+        with torch.no_grad():
+            for start in range(0, len(order), self.batch_size):
+                batch = [encoded[i] for i in order[start : start + self.batch_size]]
+                width = max(len(ids) for ids in batch)
+                ids = torch.full((len(batch), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, seq in enumerate(batch):
+                    ids[row, : len(seq)] = torch.tensor(seq)
+                    mask[row, : len(seq)] = 1
+                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+                for i, value in zip(order[start : start + self.batch_size], logits[:, 0].float().cpu().tolist(),
+                                    strict=True):
+                    rewards[i] = value
+        return rewards
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **_: Any) -> list[float]:
+        """TRL reward-function signature (GRPO, RLOO)."""
+        return self.score(prompts, completions)

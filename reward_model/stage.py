@@ -1,0 +1,148 @@
+"""The reward-model stage as the CLI runs it: train, evaluate and score, each recorded as a run (lineage)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Comparison, Prompt, Response, ResponseScore, Run
+from db.runs import fail_run, finish_run, start_run
+from pipeline.errors import UserError
+from reward_model.data import load_pairs
+from reward_model.evaluate import EvalReport, evaluate, write_report
+from reward_model.scoring import RewardScorer
+from reward_model.train import RM_CARD, RMConfig, TrainReport, export_run_of, train_reward_model
+
+
+def _card(model_dir: str | Path) -> dict[str, Any]:
+    path = Path(model_dir) / RM_CARD
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def run_train(sessions: sessionmaker[Session], data: str, out_dir: str, config: RMConfig, *,
+              resume: bool = False, callbacks: list[Any] | None = None) -> TrainReport:
+    """Train (see ``reward_model.train``) as an ``rm`` run whose input is the export's run."""
+    parent = export_run_of(data)
+    settings = {k: v for k, v in asdict(config).items() if isinstance(v, (str, int, float, bool, type(None)))}
+    with sessions.begin() as session:
+        if parent is not None and session.get(Run, parent) is None:
+            parent = None  # exported from another store
+        run = start_run(session, "rm", {"data": str(Path(data).resolve()), "out": str(Path(out_dir).resolve()),
+                                        "resume": resume, **settings},
+                        inputs=[parent] if parent else [], name=f"rm {Path(out_dir).name}",
+                        output_path=str(Path(out_dir).resolve()))
+        run_id = run.id
+    try:
+        report = train_reward_model(data, out_dir, config, resume=resume, callbacks=callbacks)
+    except BaseException as exc:
+        with sessions.begin() as session:
+            fail_run(session, session.get(Run, run_id), "interrupted" if isinstance(exc, KeyboardInterrupt)
+                     else str(exc)[:2000])
+        raise
+    report.run_id = run_id
+    card = _card(out_dir) | {"run_id": run_id}
+    (Path(out_dir) / RM_CARD).write_text(json.dumps(card, indent=2) + "\n")
+    with sessions.begin() as session:
+        finish_run(session, session.get(Run, run_id), {**asdict(report), "summary": report.summary()})
+    return report
+
+
+def run_eval(sessions: sessionmaker[Session] | None, model_dir: str, data: str, *, split: str = "test",
+             out: str | None = None, batch_size: int = 32) -> tuple[EvalReport, int | None]:
+    """Evaluate on an export's split or a pairs JSONL (nothing imported); recorded as ``rm-eval`` when a store is
+    given."""
+    dataset = load_pairs(data, split)
+    scorer = RewardScorer(model_dir, batch_size=batch_size)
+    started = time.perf_counter()
+    report = evaluate(scorer, dataset)
+    seconds = round(time.perf_counter() - started, 1)
+    if out:
+        write_report(report, Path(out), f"Reward model {Path(model_dir).name} on {Path(data).name} [{split}]")
+    run_id = None
+    if sessions is not None:
+        parents = [r for r in (_card(model_dir).get("run_id"), export_run_of(data)) if r]
+        with sessions.begin() as session:
+            parents = [r for r in parents if session.get(Run, r) is not None]
+            run = start_run(session, "rm-eval", {"model": str(Path(model_dir).resolve()), "data": str(data),
+                                                 "split": split}, inputs=parents, output_path=out)
+            finish_run(session, run, {**report.metrics(), "seconds": seconds, "summary": report.summary()})
+            run_id = run.id
+    return report, run_id
+
+
+def _responses(session: Session, *, split: str | None, generators: Sequence[str], batch: str | None,
+               page: int = 512) -> Iterator[list[tuple[int, list[dict[str, str]], str]]]:
+    last = 0
+    while True:
+        query = (
+            select(Response.id, Prompt.messages, Response.text)
+            .join(Prompt, Prompt.id == Response.prompt_id)
+            .where(Response.id > last)
+            .order_by(Response.id)
+            .limit(page)
+        )
+        if split:
+            query = query.where(Prompt.split == split)
+        if generators:
+            query = query.where(Response.generator.in_(list(generators)))
+        if batch:
+            prompt_ids = select(Comparison.prompt_id).where(Comparison.batch == batch)
+            query = query.where(Response.prompt_id.in_(prompt_ids))
+        rows = [tuple(r) for r in session.execute(query)]
+        if not rows:
+            return
+        last = rows[-1][0]
+        yield rows  # type: ignore[misc]
+
+
+def run_score_store(sessions: sessionmaker[Session], model_dir: str, *, split: str | None = None,
+                    generators: Sequence[str] = (), batch: str | None = None, batch_size: int = 32) -> tuple[int, int]:
+    """Score responses in the store (``response_scores``, one row per response and run); returns (run, count)."""
+    scorer = RewardScorer(model_dir, batch_size=batch_size)
+    parent = _card(model_dir).get("run_id")
+    with sessions.begin() as session:
+        parents = [parent] if parent and session.get(Run, parent) is not None else []
+        run = start_run(session, "rm-score", {"model": str(Path(model_dir).resolve()), "split": split,
+                                              "generators": list(generators), "batch": batch}, inputs=parents)
+        run_id = run.id
+    count = 0
+    with sessions() as reader:
+        for rows in _responses(reader, split=split, generators=generators, batch=batch):
+            scores = scorer.score([messages for _, messages, _ in rows], [text for _, _, text in rows])
+            with sessions.begin() as session:
+                session.execute(insert(ResponseScore), [
+                    {"response_id": rid, "run_id": run_id, "score": score}
+                    for (rid, _, _), score in zip(rows, scores, strict=True)
+                ])
+            count += len(rows)
+    if not count:
+        with sessions.begin() as session:
+            session.delete(session.get(Run, run_id))
+        raise UserError("no responses match the selection (see --split, --generator, --batch)")
+    with sessions.begin() as session:
+        finish_run(session, session.get(Run, run_id), {"scored": count, "summary": f"{count} responses scored"})
+    return run_id, count
+
+
+def score_file(model_dir: str, source: Path, target: Path, *, batch_size: int = 32) -> int:
+    """Add a ``reward`` field to each JSON line with a prompt (or messages) and a response."""
+    from reward_model.data import read_jsonl
+
+    rows = read_jsonl(source)
+    for n, row in enumerate(rows, start=1):
+        if ("prompt" not in row and "messages" not in row) or "response" not in row:
+            raise UserError(f"{source} line {n}: expected 'prompt' (or 'messages') and 'response'")
+    scorer = RewardScorer(model_dir, batch_size=batch_size)
+    rewards = scorer.score([row.get("messages", row.get("prompt")) for row in rows], [row["response"] for row in rows])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("w", encoding="utf-8") as handle:
+        for row, reward in zip(rows, rewards, strict=True):
+            handle.write(json.dumps({**row, "reward": reward}, ensure_ascii=False) + "\n")
+    return len(rows)

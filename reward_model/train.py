@@ -1,0 +1,179 @@
+"""``rlhf rm train``: a reward model from an export, on TRL's RewardTrainer.
+
+What we add to the plain trainer: every pair kept (context cut from the left, ``reward_model.data``), batches of
+similar lengths (little padding: the speed-up measured in ``benchmarks/rm_vs_trl.py``), CPU or GPU chosen from the
+hardware, LoRA on request, checkpoints and ``--resume``, and a ``rm`` run linked to the export it learned from.
+TRL already scores chosen and rejected in one forward pass.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from trl import RewardConfig, RewardTrainer
+
+from pipeline.errors import UserError
+from reward_model.data import load_pairs, tokenize_pairs
+
+RM_CARD = "rlhf_rm.json"  # written beside the model: how to render inputs when scoring
+
+
+def hardware_defaults() -> dict[str, Any]:
+    """bf16 on a GPU that has it, CPU otherwise (TRL turns bf16 on by default and fails on a CPU)."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {"use_cpu": not cuda, "bf16": bool(cuda and torch.cuda.is_bf16_supported())}
+
+
+@dataclass
+class RMConfig(RewardConfig):
+    """TRL's RewardConfig (every option reachable) plus what ``rlhf rm train`` adds."""
+
+    base_model: str = field(default="minilm", metadata={"help": "HF id or local path; 'minilm' = the offline MiniLM-L6"})
+    group_by_length: bool = field(default=True, metadata={"help": "batches of similar lengths (less padding)"})
+    use_lora: bool = field(default=False, metadata={"help": "train LoRA adapters (peft) instead of all weights"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
+    use_margin: bool = field(default=True, metadata={"help": "use the export's margin column when it has one"})
+
+
+def default_config(out_dir: str, **overrides: Any) -> RMConfig:
+    """Defaults tuned for the offline MiniLM on 2 CPU cores (see the benchmark notes); any field overridable."""
+    values: dict[str, Any] = {
+        "output_dir": str(Path(out_dir) / "checkpoints"),
+        "max_length": 256, "num_train_epochs": 1, "learning_rate": 5e-5, "per_device_train_batch_size": 16,
+        "per_device_eval_batch_size": 32, "warmup_steps": 0.05, "lr_scheduler_type": "cosine", "weight_decay": 0.01,
+        "logging_steps": 10, "save_strategy": "steps", "save_steps": 200, "save_total_limit": 2, "report_to": [],
+        "seed": 0, "dataloader_num_workers": 0, "eos_token": None,
+        **hardware_defaults(),
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(RMConfig)}
+    unknown = set(values) - known
+    if unknown:
+        raise UserError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+    return RMConfig(**values)
+
+
+class LengthGroupedRewardTrainer(RewardTrainer):
+    """RewardTrainer whose training batches group pairs of similar length (lengths given, not re-measured)."""
+
+    def __init__(self, *args: Any, lengths: list[int] | None = None, **kwargs: Any) -> None:
+        self._lengths = lengths
+        super().__init__(*args, **kwargs)
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        if self._lengths is None:
+            return super()._get_train_sampler(train_dataset)
+        import torch
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        generator = torch.Generator()
+        generator.manual_seed(self.args.seed)
+        return LengthGroupedSampler(
+            self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=self._lengths,
+            generator=generator,
+        )
+
+
+def resolve_base(base: str) -> str:
+    if base == "minilm":
+        from pipeline.offline_models import minilm_path
+
+        return str(minilm_path())
+    return base
+
+
+def load_model(base: str, config: RMConfig) -> tuple[Any, Any]:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = resolve_base(base)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if config.use_lora:
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=config.lora_r,
+                                                 lora_alpha=config.lora_alpha, lora_dropout=0.0))
+    return model, tokenizer
+
+
+@dataclass
+class TrainReport:
+    out_dir: str
+    pairs: int
+    truncated_context: int
+    truncated_response: int
+    steps: int
+    train_loss: float
+    seconds: float
+    pairs_per_second: float
+    run_id: int | None = None
+    export_run: int | None = None
+
+    def summary(self) -> str:
+        return (f"{self.pairs} pairs ({self.truncated_context} with the context cut, {self.truncated_response} with "
+                f"the response cut), {self.steps} steps, loss {self.train_loss:.4f}, "
+                f"{self.pairs_per_second:.1f} pairs/s")
+
+
+def export_run_of(data: str | Path) -> int | None:
+    manifest = Path(data) / "export_manifest.json"
+    if manifest.is_file():
+        return json.loads(manifest.read_text()).get("run_id")
+    return None
+
+
+def train_reward_model(data: str | Path, out_dir: str | Path, config: RMConfig, *, resume: bool = False,
+                       callbacks: list[Any] | None = None) -> TrainReport:
+    """Train on ``data`` (export dir, train split; or pairs JSONL); save model, tokenizer and card in ``out_dir``."""
+    out = Path(out_dir)
+    model, tokenizer = load_model(config.base_model, config)
+    if config.eos_token is None and tokenizer.eos_token is None and tokenizer.sep_token is not None:
+        config.eos_token = tokenizer.sep_token  # encoders (MiniLM) have [SEP] where decoders have an EOS
+    dataset, stats = tokenize_pairs(load_pairs(data, "train"), tokenizer, config.max_length or 512,
+                                    use_margin=config.use_margin)
+    if len(dataset) == 0:
+        raise UserError(f"{data}: no training pairs")
+    lengths = dataset["length"] if config.group_by_length else None
+    dataset = dataset.remove_columns(["length"])
+    trainer = LengthGroupedRewardTrainer(
+        model=model, args=config, train_dataset=dataset, processing_class=tokenizer, lengths=lengths,
+        callbacks=callbacks,
+    )
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=True if resume and _has_checkpoint(config.output_dir) else None)
+    seconds = time.perf_counter() - started
+    out.mkdir(parents=True, exist_ok=True)
+    if config.use_lora:
+        model = trainer.model.merge_and_unload()
+        model.save_pretrained(out)
+    else:
+        trainer.save_model(str(out))
+    tokenizer.save_pretrained(out)
+    (out / RM_CARD).write_text(json.dumps({
+        "base_model": config.base_model, "max_length": config.max_length, "chat_template": bool(tokenizer.chat_template),
+        "trained_on": str(Path(data).resolve()), "export_run": export_run_of(data),
+    }, indent=2) + "\n")
+    pairs_seen = result.global_step * config.per_device_train_batch_size * config.gradient_accumulation_steps
+    return TrainReport(
+        out_dir=str(out), pairs=stats["pairs"], truncated_context=stats["truncated_context"],
+        truncated_response=stats["truncated_response"], steps=result.global_step,
+        train_loss=float(result.training_loss) if not math.isnan(result.training_loss) else float("nan"),
+        seconds=round(seconds, 1), pairs_per_second=round(min(pairs_seen, stats["pairs"] * config.num_train_epochs)
+                                                          / max(seconds, 1e-9), 2),
+        export_run=export_run_of(data),
+    )
+
+
+def _has_checkpoint(folder: str) -> bool:
+    return any(Path(folder).glob("checkpoint-*")) if Path(folder).exists() else False

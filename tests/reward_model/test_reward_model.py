@@ -1,0 +1,139 @@
+"""Reward models: pairs kept by cutting the context, training on TRL's RewardTrainer (tiny Llama and the real
+MiniLM), resume, evaluation and scoring, with their runs. SQLite only: the store plays a small part here."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from sqlalchemy import func, select
+
+from db import make_engine, make_session_factory, sqlite_url
+from db.models import ResponseScore, Run
+from pipeline.export import ExportOptions, export
+from reward_model.data import Encoder, load_pairs, tokenize_pairs
+from reward_model.scoring import RewardScorer
+from reward_model.stage import run_eval, run_score_store, run_train, score_file
+from reward_model.train import default_config
+from tests.conftest import Cli
+from tests.helpers import write_jsonl
+from tests.pipeline.test_export import _store
+
+
+@pytest.fixture
+def store(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201
+    path = tmp_path / "rm.db"
+    shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+    engine = make_engine(sqlite_url(path))
+    sessions = make_session_factory(engine)
+    _store(sessions)
+    export(sessions, ExportOptions(out_dir=str(tmp_path / "data"), margin=True))
+    yield sessions, tmp_path / "data", sqlite_url(path)
+    engine.dispose()
+
+
+def test_the_context_is_cut_from_the_left_and_the_response_kept(tiny_lm_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from pipeline.offline_models import minilm_path
+
+    for path in (str(minilm_path()), str(tiny_lm_dir)):
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        encoder = Encoder(tokenizer, 40)
+        long_context = [{"role": "user", "content": "early words " * 40 + "the final question?"}]
+        ids = encoder.encode(long_context, "the answer")
+        text = tokenizer.decode(ids)
+        assert len(ids) == 40 and "the answer" in text and "question" in text and encoder.truncated_context == 1
+        ids = encoder.encode([{"role": "user", "content": "q"}], "long answer " * 50)
+        assert len(ids) <= 40 and encoder.truncated_response == 1
+        short = encoder.encode([{"role": "user", "content": "q?"}], "a.")
+        assert len(short) < 40 and encoder.truncated_context == 1
+
+
+def test_no_pair_is_dropped(tiny_lm_dir: Path, store) -> None:  # noqa: ANN001
+    from transformers import AutoTokenizer
+
+    _, data, _ = store
+    dataset = load_pairs(data, "train")
+    tokenized, stats = tokenize_pairs(dataset, AutoTokenizer.from_pretrained(tiny_lm_dir), 24)
+    assert len(tokenized) == len(dataset) == stats["pairs"] and stats["truncated_context"] > 0
+    assert max(tokenized["length"]) <= 24 and "margin" in tokenized.column_names
+
+
+def test_train_records_a_run_changes_the_weights_and_resumes(tiny_lm_dir: Path, store, tmp_path: Path) -> None:  # noqa: ANN001
+    sessions, data, _ = store
+    out = tmp_path / "rm"
+    config = default_config(str(out), base_model=str(tiny_lm_dir), max_steps=2, save_steps=2, logging_steps=1,
+                            per_device_train_batch_size=4, learning_rate=1e-3)
+    report = run_train(sessions, str(data), str(out), config)
+    assert report.steps == 2 and report.pairs == len(load_pairs(data, "train")) and report.train_loss > 0
+    trained = load_file(out / "model.safetensors")
+    base = load_file(tiny_lm_dir / "model.safetensors")
+    shared = [k for k in trained if k in base and trained[k].shape == base[k].shape]
+    assert shared and any(not torch.equal(trained[k], base[k]) for k in shared)
+    card = json.loads((out / "rlhf_rm.json").read_text())
+    with sessions() as session:
+        run = session.get(Run, card["run_id"])
+        export_run = json.loads((data / "export_manifest.json").read_text())["run_id"]
+        assert run.kind == "rm" and run.status == "succeeded" and run.inputs == [export_run]
+    more = default_config(str(out), base_model=str(tiny_lm_dir), max_steps=4, save_steps=2,
+                          per_device_train_batch_size=4, learning_rate=1e-3)
+    resumed = run_train(sessions, str(data), str(out), more, resume=True)
+    assert resumed.steps == 4  # continued from checkpoint-2 (optimizer, scheduler, RNG, data position)
+    state = json.loads((out / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert [e["step"] for e in state["log_history"] if "loss" in e][:2] == [1, 2]
+
+
+def test_the_real_minilm_trains(store, tmp_path: Path) -> None:  # noqa: ANN001
+    sessions, data, _ = store
+    config = default_config(str(tmp_path / "mini"), max_steps=2, per_device_train_batch_size=4, max_length=64)
+    report = run_train(sessions, str(data), str(tmp_path / "mini"), config)
+    assert report.steps == 2 and report.train_loss == report.train_loss  # finite, not NaN
+
+
+def test_eval_and_score(tiny_lm_dir: Path, store, tmp_path: Path, shared_data: Path) -> None:  # noqa: ANN001
+    sessions, data, _ = store
+    out = tmp_path / "rm"
+    run_train(sessions, str(data), str(out), default_config(str(out), base_model=str(tiny_lm_dir), max_steps=3,
+                                                            per_device_train_batch_size=4))
+    report, run_id = run_eval(sessions, str(out), str(data), split="test", out=str(tmp_path / "r.html"))
+    assert report.pairs == len(load_pairs(data, "test")) and 0 <= report.accuracy <= 1 and 0 <= report.ece <= 1
+    assert report.accuracy_ci[0] <= report.accuracy <= report.accuracy_ci[1]
+    assert sum(n for _, _, n in report.by_length) == report.pairs and "<img" in (tmp_path / "r.html").read_text()
+    with sessions() as session:
+        assert session.get(Run, run_id).kind == "rm-eval"
+    hh = shared_data / "hh-rlhf-harmless-1800.jsonl.gz"  # any pairs file, not imported
+    subset = write_jsonl(tmp_path / "hh.jsonl", [json.loads(line) for line in
+                                                 __import__("gzip").open(hh, "rt").readlines()[:20]])
+    on_file, _ = run_eval(None, str(out), str(subset))
+    assert on_file.pairs == 20
+    scorer = RewardScorer(out, batch_size=3)
+    prompts = [[{"role": "user", "content": f"question {i}"}] for i in range(7)]
+    answers = [f"answer number {i}" + " more" * i for i in range(7)]
+    batched = scorer.score(prompts, answers)
+    one_by_one = [scorer.score([p], [a])[0] for p, a in zip(prompts, answers, strict=True)]
+    assert batched == pytest.approx(one_by_one, abs=1e-4)
+    assert scorer(prompts=prompts, completions=[[{"role": "assistant", "content": a}] for a in answers]) == \
+        pytest.approx(batched, abs=1e-4)
+    run, count = run_score_store(sessions, str(out), split="train")
+    with sessions() as session:
+        assert session.scalar(select(func.count(ResponseScore.id)).where(ResponseScore.run_id == run)) == count > 0
+    rows = write_jsonl(tmp_path / "s.jsonl", [{"prompt": "hi?", "response": "hello"}])
+    assert score_file(str(out), rows, tmp_path / "scored.jsonl") == 1
+    assert "reward" in json.loads((tmp_path / "scored.jsonl").read_text())
+
+
+def test_cli(tiny_lm_dir: Path, store, tmp_path: Path) -> None:  # noqa: ANN001
+    _, data, url = store
+    cli = Cli(url, tmp_path)
+    trained = cli("rm", "train", "--data", str(data), "--out", str(tmp_path / "m"), "--base", str(tiny_lm_dir),
+                  "--max-steps", "2", "--batch-size", "4")
+    assert "2 steps" in trained.output and "with the context cut" in trained.output
+    assert "accuracy" in cli("rm", "eval", "--model", str(tmp_path / "m"), "--data", str(data)).output
+    assert "responses scored" in cli("rm", "score", "--model", str(tmp_path / "m"), "--split", "test").output
+    assert "no such file" in cli("rm", "eval", "--model", str(tmp_path / "m"), "--data", "nope.jsonl",
+                                 expect=1).output
