@@ -63,13 +63,14 @@ def _register() -> None:
         judge_cmds,
         label_cmds,
         model_cmds,
+        policy_cmds,
         report_cmds,
         rm_cmds,
         store_cmds,
     )
 
     for module in (store_cmds, import_cmds, annotator_cmds, comparison_cmds, label_cmds, judge_cmds, export_cmds,
-                   report_cmds, rm_cmds, model_cmds):
+                   report_cmds, rm_cmds, model_cmds, policy_cmds):
         module.register(app)
 
 

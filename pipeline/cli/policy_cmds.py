@@ -1,0 +1,265 @@
+"""``rlhf generate|dpo|ppo|grpo|rloo|eval`` (the policy stages), ``rlhf rule run`` and ``rlhf models toy``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from pipeline.cli.context import DbOption, console, examples, open_store, progress_bar, sub_app
+
+BackendOption = Annotated[str, typer.Option(
+    help="transformers (in-process, CPU or GPU), vllm (in-process, GPU) or openai (any OpenAI-compatible endpoint).")]
+
+
+def _say(text: str) -> None:
+    console.print(text, markup=False, highlight=False)
+
+
+def generate(
+    ctx: typer.Context,
+    policy: Annotated[str, typer.Option(help="Model directory or HF id (or the model name at --base-url).")],
+    n: Annotated[int, typer.Option(help="Samples per prompt.")] = 4,
+    split: Annotated[str | None, typer.Option(help="Only prompts of this split (train or test).")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many prompts (the next ones without answers).")] = None,
+    generator: Annotated[str | None, typer.Option(help="Name to store responses under (default: the policy's "
+                                                        "folder name).")] = None,
+    backend: BackendOption = "transformers",
+    base_url: Annotated[str | None, typer.Option(help="Endpoint for --backend openai.")] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens per response.")] = 128,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    db: DbOption = None,
+) -> None:
+    """Sample K responses per prompt into the store; prompts that already have them are skipped (resumable)."""
+    from policy.generate import GenerateOptions
+    from policy.generate import generate as run
+
+    options = GenerateOptions(policy, n=n, backend=backend, base_url=base_url, generator=generator, split=split,
+                              limit=limit, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+    with open_store(ctx, db) as store, progress_bar("generating", unit_bytes=False) as update:
+        report = run(store.sessions, options, on_progress=update)
+    _say(f"{report.summary()} [run {report.run_id}]")
+
+
+def dpo(
+    ctx: typer.Context,
+    data: Annotated[str, typer.Option(help="An `rlhf export` directory (its train split) or a pairs JSONL.")],
+    policy: Annotated[str, typer.Option(help="The starting policy (and reference): local path or HF id.")],
+    out: Annotated[str, typer.Option(help="Directory for the trained policy.")],
+    loss_type: Annotated[str | None, typer.Option(help="TRL loss: sigmoid, ipo, hinge, robust, apo_zero, ... "
+                                                       "(comma-separated for a mixture).")] = None,
+    beta: Annotated[float | None, typer.Option(help="KL strength (default 0.1).")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Training epochs (default 1).")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Learning rate (default 1e-6).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Pairs per device per step (default 8).")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Tokens per sequence; the context is cut from the left.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
+    lora: Annotated[bool, typer.Option("--lora", help="Train LoRA adapters; reference = the adapter-free model.")] = False,
+    hard_labels: Annotated[bool, typer.Option("--hard-labels", help="Ignore the export's soft scores.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in OUT.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Direct Preference Optimisation on an export (TRL DPOTrainer): every pair kept, reference log-probs cached
+    on disk across runs, soft labels from the export, LoRA on request; recorded as a `dpo` run."""
+    from policy.dpo import default_config
+    from policy.stage import run_dpo
+
+    losses = loss_type.split(",") if loss_type and "," in loss_type else loss_type
+    config = default_config(out, policy=policy, loss_type=losses, beta=beta, num_train_epochs=epochs,
+                            learning_rate=learning_rate, per_device_train_batch_size=batch_size, max_length=max_length,
+                            max_steps=max_steps, use_lora=lora or None, soft_labels=False if hard_labels else None)
+    with open_store(ctx, db) as store:
+        report = run_dpo(store.sessions, data, out, config, resume=resume)
+    _say(f"{out}: {report.summary()} in {report.seconds:.0f} s [run {report.run_id}]")
+
+
+def _prompts(sessions, prompts: str) -> tuple[list, str]:  # noqa: ANN001
+    from policy.stage import file_prompts, store_prompts
+
+    if Path(prompts).is_file():
+        return file_prompts(prompts), str(Path(prompts).resolve())
+    kind, _, split = prompts.partition(":")
+    if kind != "store":
+        raise typer.BadParameter("a JSONL file, or store:SPLIT (store:train, store:test, store:)",
+                                 param_hint="--prompts")
+    return store_prompts(sessions, split or None), prompts
+
+
+def ppo(
+    ctx: typer.Context,
+    policy: Annotated[str, typer.Option(help="The starting policy (also the frozen reference).")],
+    rm: Annotated[str, typer.Option(help="Reward: a reward-model directory (rm:DIR or DIR) or rule:SPEC.")],
+    out: Annotated[str, typer.Option(help="Directory for the trained policy.")],
+    prompts: Annotated[str, typer.Option(help="store:SPLIT (prompts in the store) or a JSONL file.")] = "store:train",
+    updates: Annotated[int | None, typer.Option(help="Rollout + optimisation iterations (default 100).")] = None,
+    prompts_per_rollout: Annotated[int | None, typer.Option(help="Prompts per rollout and process (16).")] = None,
+    mini_batch_size: Annotated[int | None, typer.Option(help="Sequences per gradient step (4).")] = None,
+    ppo_epochs: Annotated[int | None, typer.Option(help="Passes over each rollout (4).")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Learning rate (1e-5).")] = None,
+    kl_coef: Annotated[float | None, typer.Option(help="KL penalty coefficient (0.05).")] = None,
+    adaptive_kl: Annotated[bool, typer.Option("--adaptive-kl", help="Adapt the KL coefficient to --target-kl.")] = False,
+    target_kl: Annotated[float | None, typer.Option(help="Target KL per sequence for --adaptive-kl (6).")] = None,
+    response_length: Annotated[int | None, typer.Option(help="Max new tokens per response (48).")] = None,
+    whiten_rewards: Annotated[bool, typer.Option("--whiten-rewards", help="Whiten scores per rollout.")] = False,
+    rollout: Annotated[str | None, typer.Option(help="hf (transformers generate) or vllm (GPU).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in OUT.")] = False,
+    db: DbOption = None,
+) -> None:
+    """PPO against a reward model (ours, in policy/ppo.py): rollouts, per-token KL to the frozen reference, value
+    head, GAE, clipped losses. Multi-GPU: `accelerate launch --config_file policy/accelerate_configs/zero2.yaml
+    -m pipeline ppo ...`."""
+    from policy.ppo import PPOConfig
+    from policy.stage import run_ppo
+
+    values = {"updates": updates, "prompts_per_rollout": prompts_per_rollout, "mini_batch_size": mini_batch_size,
+              "ppo_epochs": ppo_epochs, "learning_rate": learning_rate, "kl_coef": kl_coef, "target_kl": target_kl,
+              "response_length": response_length, "rollout": rollout, "seed": seed,
+              "adaptive_kl": adaptive_kl or None, "whiten_rewards": whiten_rewards or None}
+    config = PPOConfig(**{k: v for k, v in values.items() if v is not None}).validate()
+    with open_store(ctx, db) as store:
+        prompt_list, source = _prompts(store.sessions, prompts)
+
+        def log(record: dict[str, float]) -> None:
+            _say(f"update {record['update']:>4}: reward {record['reward']:+.3f}  kl {record['kl']:.3f}  "
+                 f"entropy {record['entropy']:.3f}  clipfrac {record['clipfrac']:.3f}  "
+                 f"value loss {record['value_loss']:.4f}")
+
+        report = run_ppo(store.sessions, policy, rm, prompt_list, out, config, prompt_source=source, resume=resume,
+                         log=log)
+    _say(f"{out}: {report.summary()} [run {report.run_id}]")
+
+
+def _online(algorithm: str):  # noqa: ANN202
+    def command(
+        ctx: typer.Context,
+        policy: Annotated[str, typer.Option(help="The starting policy: local path or HF id.")],
+        out: Annotated[str, typer.Option(help="Directory for the trained policy.")],
+        reward: Annotated[list[str], typer.Option("--reward", help="rm:DIR or rule:SPEC (repeatable; summed).")],
+        reward_weight: Annotated[list[float] | None, typer.Option("--reward-weight",
+                                                                  help="One weight per --reward.")] = None,
+        prompts: Annotated[str, typer.Option(help="store:SPLIT or a JSONL file.")] = "store:train",
+        max_steps: Annotated[int | None, typer.Option(help="Training steps (default 100).")] = None,
+        num_generations: Annotated[int | None, typer.Option(help="Completions per prompt (default 4).")] = None,
+        batch_size: Annotated[int | None, typer.Option(help="Completions per device per step (default 8).")] = None,
+        learning_rate: Annotated[float | None, typer.Option(help="Learning rate (default 1e-6).")] = None,
+        beta: Annotated[float | None, typer.Option(help="KL coefficient.")] = None,
+        max_completion_length: Annotated[int | None, typer.Option(help="Max new tokens (default 128).")] = None,
+        use_vllm: Annotated[bool, typer.Option("--use-vllm", help="vLLM rollouts (GPU).")] = False,
+        resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in OUT.")] = False,
+        db: DbOption = None,
+    ) -> None:
+        from policy.grpo import default_config
+        from policy.stage import run_online
+
+        config = default_config(algorithm, out, max_steps=max_steps, num_generations=num_generations,
+                                per_device_train_batch_size=batch_size, learning_rate=learning_rate, beta=beta,
+                                max_completion_length=max_completion_length, use_vllm=use_vllm or None)
+        with open_store(ctx, db) as store:
+            prompt_list, source = _prompts(store.sessions, prompts)
+            report = run_online(store.sessions, algorithm, policy, prompt_list, reward, out, config,
+                                prompt_source=source, reward_weights=reward_weight, resume=resume)
+        _say(f"{out}: {report.summary()} [run {report.run_id}]")
+
+    command.__doc__ = (f"{algorithm.upper()} (TRL's {algorithm.upper()}Trainer) rewarded by our reward model and/or "
+                       "rules a program checks (RLVR); recorded as a run.")
+    return command
+
+
+def evaluate(
+    ctx: typer.Context,
+    policy: Annotated[str, typer.Option(help="Policy A (the new one).")],
+    baseline: Annotated[str, typer.Option(help="Policy B (the old one).")],
+    judge: Annotated[list[str], typer.Option("--judge", help="rm:DIR, rule:SPEC or a judge name (repeatable).")],
+    split: Annotated[str, typer.Option("--prompts", help="The split of held-out prompts.")] = "test",
+    limit: Annotated[int | None, typer.Option(help="At most this many prompts.")] = 200,
+    policy_name: Annotated[str | None, typer.Option(help="Generator name for A's answers.")] = None,
+    baseline_name: Annotated[str | None, typer.Option(help="Generator name for B's answers.")] = None,
+    backend: BackendOption = "transformers",
+    base_url: Annotated[str | None, typer.Option(help="Endpoint for --backend openai.")] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 128,
+    out: Annotated[str | None, typer.Option(help="Directory for report.json and report.md.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Win rate of A over B on held-out prompts by each judge (95% interval), length drift, KL(A || B)."""
+    from policy.evaluate import EvalOptions, evaluate_policies
+
+    options = EvalOptions(policy, baseline, tuple(judge), split=split, limit=limit, temperature=temperature,
+                          max_new_tokens=max_new_tokens, backend=backend, base_url=base_url, policy_name=policy_name,
+                          baseline_name=baseline_name, out=out)
+    with open_store(ctx, db) as store:
+        report = evaluate_policies(store.sessions, options, on_progress=lambda text: _say(f"... {text}"))
+    table = Table("judge", f"{report.policy} wins", "95% interval", "W / T / L", "mean A", "mean B",
+                  title=f"{report.policy} vs {report.baseline} on {report.prompts} prompts")
+    for r in report.results:
+        means = ("-", "-") if r.mean_a is None else (f"{r.mean_a:.3f}", f"{r.mean_b:.3f}")
+        table.add_row(r.judge, f"{r.win_rate:.1%}", f"[{r.low:.1%}, {r.high:.1%}]", f"{r.wins} / {r.ties} / {r.losses}",
+                      *means)
+    console.print(table)
+    kl = "" if report.kl is None else f"; KL(A || B) ~ {report.kl:.2f} nats per answer"
+    _say(f"mean length {report.mean_length_a:.0f} vs {report.mean_length_b:.0f} characters{kl} [run {report.run_id}]"
+         + (f"; report in {out}" if out else ""))
+
+
+rule_app = sub_app("Rule-based annotators: checkable preferences, ranked into the store.")
+
+
+def rule_run(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The annotator's name (created on first use).")],
+    batch: Annotated[str, typer.Option(help="The comparison batch to rank.")],
+    rule: Annotated[str, typer.Option(help="contains:WORD, regex:PATTERN, shorter or longer.")],
+    db: DbOption = None,
+) -> None:
+    """Rank every comparison of a batch by a rule (ties where the rule cannot tell)."""
+    from pipeline.rules import run_rule
+
+    with open_store(ctx, db) as store:
+        report = run_rule(store.sessions, name, rule, batch)
+    _say(f"{name} ({rule}) ranked {report.ranked} comparisons of {batch} [run {report.run_id}]")
+
+
+def models_toy(
+    out_dir: Annotated[Path, typer.Argument(help="Directory to save the toy policy in.")],
+    examples_: Annotated[int, typer.Option("--examples", help="SFT examples.")] = 2000,
+    epochs: Annotated[float, typer.Option(help="SFT epochs.")] = 2.0,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty directory.")] = False,
+) -> None:
+    """The toy policy of the demo: the tiny chat LM fine-tuned to answer toy prompts (says "indeed" ~25%)."""
+    from policy.sft import build_toy_policy
+
+    out = build_toy_policy(out_dir, examples=examples_, epochs=epochs, seed=seed, overwrite=force)
+    _say(f"toy policy saved to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate", epilog=examples(
+        "rlhf generate --policy models/toy --n 4 --split train",
+        "rlhf generate --policy Qwen/Qwen2.5-0.5B-Instruct --backend vllm --n 8",
+        "rlhf generate --policy my-model --backend openai --base-url http://localhost:8000/v1"))(generate)
+    app.command("dpo", epilog=examples(
+        "rlhf dpo --data data/prefs --policy models/toy --out models/dpo",
+        "rlhf dpo --data data/prefs --policy models/toy --out models/dpo-ipo --loss-type ipo --beta 0.5 --lora"))(dpo)
+    app.command("ppo", epilog=examples(
+        "rlhf ppo --policy models/toy --rm models/rm --out models/ppo --updates 40",
+        "accelerate launch --config_file policy/accelerate_configs/multi_gpu.yaml -m pipeline ppo --policy P "
+        "--rm models/rm --out models/ppo --rollout vllm"))(ppo)
+    for algorithm in ("grpo", "rloo"):
+        app.command(algorithm, epilog=examples(
+            f"rlhf {algorithm} --policy models/toy --reward rm:models/rm --out models/{algorithm}",
+            f"rlhf {algorithm} --policy models/toy --reward rule:contains:indeed --reward rm:models/rm "
+            f"--reward-weight 1 --reward-weight 0.5 --out models/{algorithm}"))(_online(algorithm))
+    app.command("eval", epilog=examples(
+        "rlhf eval --policy models/dpo --baseline models/toy --judge rule:contains:indeed --judge rm:models/rm",
+        "rlhf eval --policy models/dpo --baseline models/toy --judge gpt4o --out reports/dpo"))(evaluate)
+    rule_app.command("run", epilog=examples("rlhf rule run indeed --batch b1 --rule contains:indeed"))(rule_run)
+    app.add_typer(rule_app, name="rule")
+    from pipeline.cli.model_cmds import models_app
+
+    models_app.command("toy", epilog=examples("rlhf models toy models/toy", "rlhf models toy /tmp/toy --epochs 1"))(
+        models_toy)

@@ -1,0 +1,338 @@
+"""``rlhf dpo``: Direct Preference Optimisation on an export, on TRL's ``DPOTrainer``.
+
+``DPOStageConfig`` extends TRL's ``DPOConfig``, so every loss type (``sigmoid``, ``ipo``, ``robust``, ``hinge``,
+``apo_zero``, ... and their weighted mixtures) and every TRL option is reachable. What we add:
+
+- **Every pair kept**: the prompt is tokenized with the chat template and cut from the *left* when a pair does not
+  fit ``max_length`` (TRL keeps the start and so cuts the answers, or drops the pair when the prompt alone is too
+  long). Only an answer that alone exceeds the budget is cut, at its end.
+- **Reference log-probs computed once**: precomputed before training (no reference forward per step, no second
+  model in memory), and **cached on disk** under a key made of the tokenized data and a hash of the reference
+  weights, so a second run on the same export and base (another beta, another loss, more epochs) skips the pass.
+- **LoRA** (``use_lora``): the reference is the same model with the adapter disabled (TRL does this; no copy).
+  The saved policy is the merged model (loads anywhere); the adapter is kept in ``adapter/``.
+- **Soft labels**: an export's ``score`` column is P(chosen preferred) (1.0 for unanimous hard labels; lower for
+  split votes or ``--aggregate soft``). With ``soft_labels`` (on by default, ``sigmoid`` loss) the loss is the
+  cross-entropy to that target, ``-(p log s(b h) + (1 - p) log s(-b h))`` (cDPO with a per-pair flip rate).
+- **Batches of similar length** (less padding), gradient checkpointing off unless asked (a tiny or small model does
+  not need the memory and pays a third more compute for it).
+- A ``dpo`` run linked to the export's run (lineage), checkpoints and ``--resume``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from trl import DPOConfig, DPOTrainer
+
+from pipeline.errors import UserError
+from reward_model.data import messages_of, plain_conversation, text_of
+
+DPO_CARD = "rlhf_dpo.json"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("RLHF_CACHE_DIR") or Path.home() / ".cache" / "rlhf-pipeline") / "ref_logps"
+
+
+@dataclass
+class DPOStageConfig(DPOConfig):
+    """TRL's DPOConfig (every option reachable) plus what ``rlhf dpo`` adds."""
+
+    policy: str = field(default="", metadata={"help": "the starting policy: HF id or local path"})
+    use_lora: bool = field(default=False, metadata={"help": "train LoRA adapters; the reference is the adapter-free model"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
+    lora_target_modules: str = field(default="all-linear", metadata={"help": "LoRA target modules"})
+    group_by_length: bool = field(default=True, metadata={"help": "batches of similar lengths (less padding)"})
+    soft_labels: bool = field(default=True, metadata={"help": "use the export's score (P(chosen)) as the target"})
+    ref_cache_dir: str | None = field(default=None, metadata={"help": "where reference log-probs are cached"})
+
+
+def default_config(out_dir: str | Path, **overrides: Any) -> DPOStageConfig:
+    """Defaults for ``rlhf dpo`` (TRL's otherwise); any field overridable."""
+    from reward_model.train import hardware_defaults
+
+    values: dict[str, Any] = {
+        "output_dir": str(Path(out_dir) / "checkpoints"), "num_train_epochs": 1, "learning_rate": 1e-6,
+        "per_device_train_batch_size": 8, "max_length": 1024, "beta": 0.1, "lr_scheduler_type": "cosine",
+        "warmup_steps": 0.1, "logging_steps": 10, "save_strategy": "steps", "save_steps": 200, "save_total_limit": 2,
+        "report_to": [], "seed": 0, "dataloader_num_workers": 0, "gradient_checkpointing": False,
+        "precompute_ref_log_probs": True, "precompute_ref_batch_size": 32,
+        **hardware_defaults(),
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = set(values) - {f.name for f in fields(DPOStageConfig)}
+    if unknown:
+        raise UserError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+    return DPOStageConfig(**values)
+
+
+# --- data ---------------------------------------------------------------------------------------------------------
+
+
+def _render(tokenizer: Any, messages: list[dict[str, str]], answer: str) -> tuple[list[int], list[int]]:
+    """(prompt ids, answer ids) as TRL renders a conversational pair: the chat template with the generation prompt,
+    then the rest of the rendered conversation (the answer and its end-of-turn tokens)."""
+    if getattr(tokenizer, "chat_template", None):
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template([*messages, {"role": "assistant", "content": answer}], tokenize=False)
+        tail = full[len(prompt):] if full.startswith(prompt) else answer
+        return tokenizer(prompt, add_special_tokens=False)["input_ids"], tokenizer(tail, add_special_tokens=False)["input_ids"]
+    prompt = plain_conversation(messages) + "\nAssistant: "
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return tokenizer(prompt)["input_ids"], tokenizer(answer, add_special_tokens=False)["input_ids"] + eos
+
+
+def tokenize_pairs(dataset: Any, tokenizer: Any, max_length: int | None) -> tuple[Any, dict[str, int]]:
+    """``prompt_ids``/``chosen_ids``/``rejected_ids`` (+ ``soft_target`` when the export has scores) with every pair
+    kept: the prompt cut from the left to fit, an answer cut at its end only when it alone is too long."""
+    import datasets
+
+    columns: dict[str, list[Any]] = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": []}
+    scores = "score" in dataset.column_names
+    if scores:
+        columns["soft_target"] = []
+    stats = {"pairs": 0, "truncated_context": 0, "truncated_response": 0}
+    for row in dataset:
+        messages = messages_of(row["prompt"])
+        prompt_ids, chosen = _render(tokenizer, messages, text_of(row["chosen"]))
+        _, rejected = _render(tokenizer, messages, text_of(row["rejected"]))
+        if max_length is not None:
+            longest = max(len(chosen), len(rejected))
+            if longest >= max_length:  # keep a little context (its last 8 tokens at least: the turn header)
+                keep = max(max_length - min(len(prompt_ids), 8), 1)
+                chosen, rejected = chosen[:keep], rejected[:keep]
+                stats["truncated_response"] += 1
+            room = max_length - max(len(chosen), len(rejected))
+            if len(prompt_ids) > room:
+                prompt_ids = prompt_ids[len(prompt_ids) - room:]
+                stats["truncated_context"] += 1
+        columns["prompt_ids"].append(prompt_ids)
+        columns["chosen_ids"].append(chosen)
+        columns["rejected_ids"].append(rejected)
+        if scores:
+            columns["soft_target"].append(float(row["score"]) if row["score"] is not None else 1.0)
+        stats["pairs"] += 1
+    return datasets.Dataset.from_dict(columns), stats
+
+
+def data_digest(dataset: Any) -> str:
+    """A content hash of the tokenized pairs (what the reference log-probs depend on, besides the weights)."""
+    import pyarrow as pa
+
+    table = dataset.with_format("arrow")[:].select(["prompt_ids", "chosen_ids", "rejected_ids"])
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table.combine_chunks())
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
+# --- the trainer --------------------------------------------------------------------------------------------------
+
+
+class PipelineDPOTrainer(DPOTrainer):
+    """DPOTrainer with pre-tokenized data, length-grouped batches, on-disk reference log-prob cache, soft labels."""
+
+    def __init__(self, *args: Any, soft_labels: bool = False, ref_cache_dir: str | Path | None = None,
+                 group_by_length: bool = True, **kwargs: Any) -> None:
+        self._soft = soft_labels
+        self._ref_cache = Path(ref_cache_dir) if ref_cache_dir else default_cache_dir()
+        self._group = group_by_length
+        self.ref_cache_hits = 0
+        super().__init__(*args, **kwargs)  # precomputes the reference log-probs (with TRL's collator)
+        if soft_labels:
+            self.data_collator = _WithSoftTargets(self.data_collator)
+
+    def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
+        if {"prompt_ids", "chosen_ids", "rejected_ids"} <= set(dataset.column_names):
+            return dataset  # tokenized by tokenize_pairs: every pair kept
+        return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        if self._signature_columns is not None and "soft_target" not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, "soft_target"]
+
+    def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+        key = hashlib.sha256(f"{data_digest(dataset)}:{self._precompute_model_hash}".encode()).hexdigest()[:32]
+        path = self._ref_cache / f"{key}.parquet"
+        if path.is_file():
+            import pyarrow.parquet as pq
+
+            cached = pq.read_table(path)
+            if cached.num_rows == len(dataset):
+                self.ref_cache_hits += 1
+                for column in ("ref_chosen_logps", "ref_rejected_logps"):
+                    dataset = dataset.add_column(column, cached.column(column).to_pylist())
+                return dataset
+        result = super()._precompute_ref_logps(dataset, name, batch_size)
+        if self.accelerator.is_main_process:
+            import pyarrow.parquet as pq
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(f".{os.getpid()}.tmp")
+            pq.write_table(result.with_format("arrow")[:].select(["ref_chosen_logps", "ref_rejected_logps"]), partial)
+            partial.replace(path)  # atomic: a crash never leaves a half-written cache entry
+        return result
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if not self._group or dataset is None:
+            return super()._get_train_sampler(train_dataset)
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        table = dataset.with_format("arrow")[:]
+        import pyarrow.compute as pc
+
+        prompt = pc.list_value_length(table.column("prompt_ids"))
+        longest = pc.max_element_wise(pc.list_value_length(table.column("chosen_ids")),
+                                      pc.list_value_length(table.column("rejected_ids")))
+        lengths = pc.add(prompt, longest).to_pylist()
+        generator = torch.Generator()
+        generator.manual_seed(self.args.seed)
+        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                    lengths=lengths, generator=generator)
+
+    def _compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
+        targets = inputs.pop("soft_target", None)
+        if (not self._soft or targets is None or self.loss_types != ["sigmoid"] or not self.precompute_ref_logps
+                or bool((targets >= 1).all())):
+            return super()._compute_loss(model, inputs, return_outputs)
+        return self._soft_sigmoid_loss(model, inputs, targets.to(self.accelerator.device).float(), return_outputs)
+
+    def _soft_sigmoid_loss(self, model: Any, inputs: dict[str, Any], targets: torch.Tensor,
+                           return_outputs: bool) -> Any:
+        """-(p log s(b h) + (1 - p) log s(-b h)), h = the policy's log-ratio margin over the reference."""
+        mode = "train" if self.model.training else "eval"
+        completion_mask = inputs["completion_mask"]
+        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=labels,
+                        use_cache=False, fused_lm_head=True)
+        width = completion_mask.size(1) - 1
+        logps = outputs.log_probs[:, -width:].sum(dim=1)
+        chosen, rejected = logps.chunk(2, dim=0)
+        chosen_ratio = chosen - inputs["ref_chosen_logps"]
+        rejected_ratio = rejected - inputs["ref_rejected_logps"]
+        h = self.beta * (chosen_ratio - rejected_ratio)
+        loss = -(targets * F.logsigmoid(h) + (1 - targets) * F.logsigmoid(-h)).mean()
+        gather = self.accelerator.gather_for_metrics
+        self._metrics[mode]["rewards/chosen"].append(gather(self.beta * chosen_ratio.detach()).mean().item())
+        self._metrics[mode]["rewards/rejected"].append(gather(self.beta * rejected_ratio.detach()).mean().item())
+        self._metrics[mode]["rewards/margins"].append(gather(h.detach()).mean().item())
+        self._metrics[mode]["rewards/accuracies"].append(gather((h > 0).float()).mean().item())
+        self._metrics[mode]["soft_target"].append(gather(targets).mean().item())
+        return (loss, outputs) if return_outputs else loss
+
+
+class _WithSoftTargets:
+    """TRL's preference collator, plus the per-pair soft targets (TRL's collator keeps only its own columns)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.inner(examples)
+        if "soft_target" in examples[0]:
+            batch["soft_target"] = torch.tensor([float(e["soft_target"]) for e in examples])
+        return batch
+
+
+# --- the stage ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DPOReport:
+    out_dir: str
+    pairs: int
+    truncated_context: int
+    truncated_response: int
+    steps: int
+    train_loss: float
+    seconds: float
+    pairs_per_second: float
+    ref_cache_hit: bool
+    soft_labels: bool
+    run_id: int | None = None
+    export_run: int | None = None
+
+    def summary(self) -> str:
+        cache = "reference log-probs from the cache" if self.ref_cache_hit else "reference log-probs computed"
+        return (f"{self.pairs} pairs ({self.truncated_context} with the context cut, {self.truncated_response} with "
+                f"an answer cut), {self.steps} steps, loss {self.train_loss:.4f}, {self.pairs_per_second:.1f} pairs/s, "
+                f"{cache}{', soft labels' if self.soft_labels else ''}")
+
+
+def train_dpo(data: str | Path, out_dir: str | Path, config: DPOStageConfig, *, resume: bool = False,
+              callbacks: list[Any] | None = None) -> DPOReport:
+    """DPO from ``config.policy`` on the export's train split; the policy (merged if LoRA) saved in ``out_dir``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from reward_model.data import load_pairs
+    from reward_model.train import export_run_of
+
+    if not config.policy:
+        raise UserError("DPO needs a starting policy (--policy)")
+    out = Path(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(config.policy)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dataset, stats = tokenize_pairs(load_pairs(data, "train"), tokenizer, config.max_length)
+    if len(dataset) == 0:
+        raise UserError(f"{data}: no training pairs")
+    soft = config.soft_labels and "soft_target" in dataset.column_names and min(dataset["soft_target"]) < 1.0
+    if not soft and "soft_target" in dataset.column_names:
+        dataset = dataset.remove_columns(["soft_target"])
+    model = AutoModelForCausalLM.from_pretrained(config.policy, dtype=torch.bfloat16 if config.bf16 else torch.float32)
+    peft_config = None
+    if config.use_lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(task_type="CAUSAL_LM", r=config.lora_r, lora_alpha=config.lora_alpha,
+                                 lora_dropout=0.0, target_modules=config.lora_target_modules)
+    started = time.perf_counter()  # the reference pass (or cache read) counts: it is part of the job
+    trainer = PipelineDPOTrainer(
+        model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
+        callbacks=callbacks, soft_labels=soft, ref_cache_dir=config.ref_cache_dir,
+        group_by_length=config.group_by_length,
+    )
+    checkpoints = Path(config.output_dir)
+    has_checkpoint = checkpoints.exists() and any(checkpoints.glob("checkpoint-*"))
+    result = trainer.train(resume_from_checkpoint=True if resume and has_checkpoint else None)
+    seconds = time.perf_counter() - started
+    out.mkdir(parents=True, exist_ok=True)
+    if config.use_lora:
+        trainer.model.save_pretrained(out / "adapter")
+        trainer.model.merge_and_unload().save_pretrained(out)
+    else:
+        trainer.save_model(str(out))
+    tokenizer.save_pretrained(out)
+    report = DPOReport(
+        out_dir=str(out), pairs=stats["pairs"], truncated_context=stats["truncated_context"],
+        truncated_response=stats["truncated_response"], steps=result.global_step,
+        train_loss=float(result.training_loss) if not math.isnan(result.training_loss) else float("nan"),
+        seconds=round(seconds, 1),
+        pairs_per_second=round(min(result.global_step * config.per_device_train_batch_size
+                                   * config.gradient_accumulation_steps * max(trainer.accelerator.num_processes, 1),
+                                   stats["pairs"] * config.num_train_epochs) / max(seconds, 1e-9), 2),
+        ref_cache_hit=trainer.ref_cache_hits > 0, soft_labels=soft, export_run=export_run_of(data),
+    )
+    (out / DPO_CARD).write_text(json.dumps({
+        "base_policy": config.policy, "trained_on": str(Path(data).resolve()), "export_run": report.export_run,
+        "loss_type": config.loss_type, "beta": config.beta, "lora": config.use_lora,
+    }, indent=2) + "\n")
+    return report
+
+
+def settings_of(config: Any) -> dict[str, Any]:
+    """The JSON-able settings of a config (for the run record)."""
+    return {k: v for k, v in asdict(config).items() if isinstance(v, (str, int, float, bool, type(None), list))}

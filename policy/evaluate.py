@@ -1,0 +1,326 @@
+"""``rlhf eval``: is the new policy better than the old one?
+
+1. Both policies answer the same held-out prompts (``--split test``), through ``rlhf generate`` (so the answers are
+   stored, reused by the next eval, and resumable).
+2. Each judge compares the two answers to every prompt:
+   - ``rm:DIR``: a trained reward model scores both; the higher wins;
+   - ``rule:SPEC``: a rule (``contains:WORD``, ``regex:...``, ``shorter``, ``longer``) scores both;
+   - a judge name (``rlhf judge add``): the LLM judge ranks the pair in both orders (its position-bias control),
+     through the store like any other batch, cached.
+3. Per judge: wins / ties / losses of A, the win rate (a tie counts half) with a 95% interval, the mean score of
+   each side (for a rule: the share of answers that have the property).
+4. Mean answer length of each (length drift), and an estimate of KL(A || B) per answer (the mean over A's answers of
+   log A(y|x) - log B(y|x)) when both are local models with the same tokenizer.
+
+Recorded as an ``eval`` run whose inputs are the runs that made the policies (when known); the report is a table
+on screen and ``report.json`` + ``report.md`` in ``--out``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.comparisons import NewComparison, ensure_comparisons
+from db.models import Annotator, Comparison, Prompt, Ranking, Response, Run
+from db.runs import finish_run, start_run
+from pipeline.errors import UserError
+from policy.generate import GenerateOptions, generate
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    policy: str
+    baseline: str
+    judges: tuple[str, ...]
+    split: str = "test"
+    limit: int | None = 200  # prompts
+    temperature: float = 1.0
+    max_new_tokens: int = 128
+    seed: int = 1234
+    backend: str = "transformers"
+    base_url: str | None = None
+    api_key: str | None = None
+    policy_name: str | None = None
+    baseline_name: str | None = None
+    out: str | None = None
+    kl: bool = True
+
+
+@dataclass
+class JudgeResult:
+    judge: str
+    n: int
+    wins: int
+    ties: int
+    losses: int
+    win_rate: float
+    low: float
+    high: float
+    mean_a: float | None = None
+    mean_b: float | None = None
+    unjudged: int = 0
+
+    def line(self, a: str, b: str) -> str:
+        means = "" if self.mean_a is None else f"; mean score {a} {self.mean_a:.3f} vs {b} {self.mean_b:.3f}"
+        return (f"{self.judge}: {a} wins {self.win_rate:.1%} [{self.low:.1%}, {self.high:.1%}] of {self.n} "
+                f"({self.wins} W / {self.ties} T / {self.losses} L){means}")
+
+
+@dataclass
+class EvalReport:
+    policy: str
+    baseline: str
+    prompts: int
+    results: list[JudgeResult]
+    mean_length_a: float
+    mean_length_b: float
+    kl: float | None
+    seconds: float
+    run_id: int | None = None
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        head = "; ".join(r.line(self.policy, self.baseline) for r in self.results)
+        kl = "" if self.kl is None else f"; KL({self.policy} || {self.baseline}) ~ {self.kl:.2f} nats/answer"
+        return (f"{head}; mean length {self.mean_length_a:.0f} vs {self.mean_length_b:.0f} characters{kl} "
+                f"on {self.prompts} prompts")
+
+
+def win_rate(outcomes: Sequence[float]) -> tuple[float, float, float]:
+    """Mean of per-prompt outcomes (1 win, 0.5 tie, 0 loss) and its 95% interval (normal, clipped to [0, 1]).
+
+    >>> win_rate([1, 1, 0.5, 0])
+    (0.625, 0.2271..., 1.0)
+    """
+    n = len(outcomes)
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = sum(outcomes) / n
+    if n == 1:
+        return mean, 0.0, 1.0
+    variance = sum((x - mean) ** 2 for x in outcomes) / (n - 1)
+    half = 1.96 * math.sqrt(variance / n)
+    return mean, max(0.0, mean - half), min(1.0, mean + half)
+
+
+def _result(judge: str, scores: list[tuple[float, float]], unjudged: int = 0, *, with_means: bool = True) -> JudgeResult:
+    outcomes = [1.0 if a > b else 0.0 if a < b else 0.5 for a, b in scores]
+    rate, low, high = win_rate(outcomes)
+    n = len(scores)
+    return JudgeResult(
+        judge, n, outcomes.count(1.0), outcomes.count(0.5), outcomes.count(0.0), rate, low, high,
+        (sum(a for a, _ in scores) / n if n else None) if with_means else None,
+        (sum(b for _, b in scores) / n if n else None) if with_means else None, unjudged,
+    )
+
+
+@dataclass(frozen=True)
+class Pairing:
+    prompt_id: int
+    messages: list[dict[str, str]]
+    a_id: int
+    a_text: str
+    b_id: int
+    b_text: str
+
+
+def _pairings(session: Session, prompt_ids: list[int], a: str, b: str) -> list[Pairing]:
+    """The first answer of each policy to each prompt (lowest id: stable across evals)."""
+    rows = session.execute(
+        select(Response.prompt_id, Response.generator, Response.id, Response.text)
+        .where(Response.prompt_id.in_(prompt_ids), Response.generator.in_([a, b]))
+        .order_by(Response.id)
+    ).all()
+    first: dict[tuple[int, str], tuple[int, str]] = {}
+    for pid, generator, rid, text in rows:
+        first.setdefault((pid, generator), (rid, text))
+    messages = dict(session.execute(select(Prompt.id, Prompt.messages).where(Prompt.id.in_(prompt_ids))).all())
+    return [Pairing(pid, messages[pid], *first[(pid, a)], *first[(pid, b)])
+            for pid in prompt_ids if (pid, a) in first and (pid, b) in first]
+
+
+def _prompt_ids(session: Session, split: str | None, limit: int | None) -> list[int]:
+    query = select(Prompt.id).order_by(Prompt.id)
+    if split:
+        query = query.where(Prompt.split == split)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.scalars(query))
+
+
+def _run_of(model_dir: str) -> int | None:
+    from policy.stage import run_of
+
+    return run_of(model_dir)
+
+
+def judge_with_rule(spec: str, pairings: Sequence[Pairing]) -> JudgeResult:
+    from pipeline.rules import rule_scorer
+
+    score = rule_scorer(spec)
+    return _result(f"rule:{spec}", [(score(p.a_text), score(p.b_text)) for p in pairings],
+                   with_means=spec.startswith(("contains:", "regex:")))
+
+
+def judge_with_rm(model_dir: str, pairings: Sequence[Pairing]) -> JudgeResult:
+    from reward_model.scoring import RewardScorer
+
+    scorer = RewardScorer(model_dir)
+    prompts = [p.messages for p in pairings]
+    a = scorer.score(prompts, [p.a_text for p in pairings])
+    b = scorer.score(prompts, [p.b_text for p in pairings])
+    return _result(f"rm:{Path(model_dir).name}", list(zip(a, b, strict=True)))
+
+
+def judge_with_llm(sessions: sessionmaker[Session], name: str, pairings: Sequence[Pairing], batch: str, run_id: int,
+                   **judge_kwargs: Any) -> JudgeResult:
+    """Pairs become comparisons of ``batch``; the LLM judge ranks them (both orders, cached) like any batch."""
+    from pipeline.judge.service import RunOptions, run_judge
+
+    different = [p for p in pairings if p.a_id != p.b_id]
+    with sessions.begin() as session:
+        annotator = session.scalar(select(Annotator).where(Annotator.name == name))
+        if annotator is None or annotator.kind != "ai":
+            raise UserError(f"no judge named {name!r} (see `rlhf judge list`); or use rm:DIR or rule:SPEC")
+        ids = ensure_comparisons(session, [NewComparison(p.prompt_id, (p.a_id, p.b_id), batch, required_overlap=0)
+                                           for p in different], run_id=run_id)
+        comparison_ids = [cid for cid, _ in ids]
+    if different:
+        run_judge(sessions, name, RunOptions(batch=batch), **judge_kwargs)
+    with sessions.begin() as session:
+        found = session.execute(
+            select(Ranking.comparison_id, Ranking.ranks, Comparison.response_ids)
+            .join(Comparison, Comparison.id == Ranking.comparison_id)
+            .join(Annotator, Annotator.id == Ranking.annotator_id)
+            .where(Annotator.name == name, Ranking.comparison_id.in_(comparison_ids), Ranking.skipped.is_(False))
+        ).all()
+    rank_of = {cid: dict(zip(response_ids, ranks, strict=True)) for cid, ranks, response_ids in found}
+    scores: list[tuple[float, float]] = [(0.0, 0.0)] * (len(pairings) - len(different))  # identical answers tie
+    unjudged = 0
+    for pairing, cid in zip(different, comparison_ids, strict=True):
+        ranks = rank_of.get(cid)
+        if ranks is None:
+            unjudged += 1
+            continue
+        scores.append((-ranks[pairing.a_id], -ranks[pairing.b_id]))
+    return _result(f"judge:{name}", scores, unjudged, with_means=False)
+
+
+def kl_estimate(policy: str, baseline: str, pairings: Sequence[Pairing], *, batch_size: int = 8) -> float | None:
+    """Mean over A's answers of log A(y|x) - log B(y|x) (nats per answer): a Monte-Carlo estimate of KL(A || B).
+    None when the two are not local models with the same vocabulary."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (Path(policy).is_dir() and Path(baseline).is_dir()):
+        return None
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    if AutoTokenizer.from_pretrained(baseline).get_vocab() != tokenizer.get_vocab():
+        return None
+    models = [AutoModelForCausalLM.from_pretrained(path).eval() for path in (policy, baseline)]
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(pairings), batch_size):
+            chunk = pairings[start : start + batch_size]
+            for p in chunk:
+                prompt = tokenizer.apply_chat_template(p.messages, add_generation_prompt=True)
+                full = tokenizer.apply_chat_template([*p.messages, {"role": "assistant", "content": p.a_text}])
+                prompt_ids = prompt["input_ids"] if isinstance(prompt, dict) or hasattr(prompt, "keys") else prompt
+                full_ids = full["input_ids"] if isinstance(full, dict) or hasattr(full, "keys") else full
+                ids = torch.tensor([full_ids])
+                logps = []
+                for model in models:
+                    logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float()
+                    picked = torch.log_softmax(logits, -1).gather(1, ids[0, len(prompt_ids):].unsqueeze(1))
+                    logps.append(float(picked.sum()))
+                total += logps[0] - logps[1]
+                count += 1
+    return total / count if count else None
+
+
+def evaluate_policies(sessions: sessionmaker[Session], options: EvalOptions, *,
+                      on_progress: Callable[[str], None] | None = None, judge_kwargs: dict[str, Any] | None = None) -> EvalReport:
+    if not options.judges:
+        raise UserError("at least one --judge: rm:DIR, rule:SPEC or a judge name")
+    a_options = GenerateOptions(options.policy, n=1, backend=options.backend, base_url=options.base_url,
+                                api_key=options.api_key, generator=options.policy_name, split=options.split,
+                                limit=options.limit, temperature=options.temperature,
+                                max_new_tokens=options.max_new_tokens, seed=options.seed)
+    b_options = replace(a_options, policy=options.baseline, generator=options.baseline_name)
+    a_name, b_name = a_options.generator_name(), b_options.generator_name()
+    if a_name == b_name:
+        raise UserError(f"both policies would be stored as generator {a_name!r}: name them with --policy-name / "
+                        "--baseline-name")
+    with sessions.begin() as session:
+        prompt_ids = _prompt_ids(session, options.split, options.limit)
+        if not prompt_ids:
+            raise UserError(f"no prompts in split {options.split!r}")
+        parents = [r for r in (_run_of(options.policy), _run_of(options.baseline)) if r and session.get(Run, r)]
+        run = start_run(session, "eval", {**asdict(options), "api_key": None, "policy_name": a_name,
+                                          "baseline_name": b_name}, inputs=parents,
+                        name=f"eval {a_name} vs {b_name}", output_path=options.out)
+        run_id = run.id
+    started = time.perf_counter()
+    for generate_options in (a_options, b_options):
+        if on_progress:
+            on_progress(f"answers from {generate_options.generator_name()}")
+        generate(sessions, generate_options)
+    with sessions.begin() as session:
+        pairings = _pairings(session, prompt_ids, a_name, b_name)
+    results = []
+    for judge in options.judges:
+        if on_progress:
+            on_progress(f"judging with {judge}")
+        kind, _, argument = judge.partition(":")
+        if kind == "rm" and argument:
+            results.append(judge_with_rm(argument, pairings))
+        elif kind == "rule" and argument:
+            results.append(judge_with_rule(argument, pairings))
+        else:
+            results.append(judge_with_llm(sessions, judge, pairings, f"eval:{a_name}:vs:{b_name}", run_id,
+                                          **(judge_kwargs or {})))
+    kl = None
+    if options.kl and options.backend == "transformers":
+        if on_progress:
+            on_progress("KL estimate")
+        kl = kl_estimate(options.policy, options.baseline, pairings)
+    n = max(len(pairings), 1)
+    report = EvalReport(
+        policy=a_name, baseline=b_name, prompts=len(pairings), results=results,
+        mean_length_a=sum(len(p.a_text) for p in pairings) / n, mean_length_b=sum(len(p.b_text) for p in pairings) / n,
+        kl=kl, seconds=round(time.perf_counter() - started, 1), run_id=run_id,
+        examples=[{"prompt": p.messages[-1]["content"], a_name: p.a_text, b_name: p.b_text} for p in pairings[:5]],
+    )
+    if options.out:
+        write_report(report, Path(options.out))
+    with sessions.begin() as session:
+        metrics = {"results": [asdict(r) for r in results], "prompts": report.prompts, "kl": kl,
+                   "mean_length_a": report.mean_length_a, "mean_length_b": report.mean_length_b,
+                   "seconds": report.seconds, "summary": report.summary()}
+        finish_run(session, session.get(Run, run_id), metrics)
+    return report
+
+
+def write_report(report: EvalReport, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
+    lines = [f"# {report.policy} vs {report.baseline}", "", f"{report.prompts} held-out prompts.", "",
+             "| judge | win rate of A | 95% interval | W / T / L | mean score A | mean score B |",
+             "|---|---|---|---|---|---|"]
+    for r in report.results:
+        means = ("-", "-") if r.mean_a is None else (f"{r.mean_a:.3f}", f"{r.mean_b:.3f}")
+        lines.append(f"| {r.judge} | {r.win_rate:.1%} | [{r.low:.1%}, {r.high:.1%}] | {r.wins} / {r.ties} / {r.losses} "
+                     f"| {means[0]} | {means[1]} |")
+    lines += ["", f"Mean answer length: A {report.mean_length_a:.0f}, B {report.mean_length_b:.0f} characters."]
+    if report.kl is not None:
+        lines.append(f"KL(A || B) estimate: {report.kl:.3f} nats per answer.")
+    (out / "report.md").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,182 @@
+"""The policy stages as the CLI runs them: each one a run in the store, linked to the runs it used (lineage).
+
+``dpo`` <- the export's run; ``ppo`` / ``grpo`` / ``rloo`` <- the reward model's run (and the export behind the
+prompts, when prompts come from the store); ``eval`` <- the runs that made both policies. The run id is written
+into the policy's card (``rlhf_<kind>.json``), so a later stage that is handed the directory finds its parent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Prompt, Run
+from db.runs import fail_run, finish_run, start_run
+from pipeline.errors import UserError
+
+CARDS = {"dpo": "rlhf_dpo.json", "ppo": "rlhf_ppo.json", "grpo": "rlhf_grpo.json", "rloo": "rlhf_rloo.json",
+         "rm": "rlhf_rm.json", "toy": "rlhf_toy.json"}
+
+
+def run_of(model_dir: str | Path | None) -> int | None:
+    """The run that made a model directory (from its card), if any."""
+    if not model_dir or not Path(model_dir).is_dir():
+        return None
+    for card in CARDS.values():
+        path = Path(model_dir) / card
+        if path.is_file():
+            found = json.loads(path.read_text()).get("run_id")
+            if found is not None:
+                return int(found)
+    return None
+
+
+def _stamp(out_dir: str | Path, kind: str, run_id: int, extra: dict[str, Any] | None = None) -> None:
+    path = Path(out_dir) / CARDS[kind]
+    card = json.loads(path.read_text()) if path.is_file() else {}
+    card.update(extra or {})
+    card["run_id"] = run_id
+    path.write_text(json.dumps(card, indent=2, default=str) + "\n")
+
+
+@contextmanager
+def recorded(sessions: sessionmaker[Session], kind: str, config: dict[str, Any], *, parents: Sequence[int | None],
+             name: str, output_path: str | None) -> Iterator[int]:
+    """A run around a stage: started before, failed (with the reason) if the stage raises, finished by the caller."""
+    with sessions.begin() as session:
+        inputs = [p for p in dict.fromkeys(parents) if p is not None and session.get(Run, p) is not None]
+        run = start_run(session, kind, config, inputs=inputs, name=name, output_path=output_path)
+        run_id = run.id
+    try:
+        yield run_id
+    except BaseException as exc:
+        with sessions.begin() as session:
+            fail_run(session, session.get(Run, run_id),
+                     "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)[:2000])
+        raise
+
+
+def _finish(sessions: sessionmaker[Session], run_id: int, metrics: dict[str, Any]) -> None:
+    with sessions.begin() as session:
+        finish_run(session, session.get(Run, run_id), json.loads(json.dumps(metrics, default=str)))
+
+
+def store_prompts(sessions: sessionmaker[Session], split: str | None, limit: int | None = None) -> list[list[dict[str, str]]]:
+    """Prompts (as message lists) from the store, in id order."""
+    with sessions() as session:
+        query = select(Prompt.messages).order_by(Prompt.id)
+        if split:
+            query = query.where(Prompt.split == split)
+        if limit is not None:
+            query = query.limit(limit)
+        found = [list(m) for m in session.scalars(query)]
+    if not found:
+        raise UserError(f"no prompts in the store{f' in split {split!r}' if split else ''}")
+    return found
+
+
+def file_prompts(path: str | Path) -> list[list[dict[str, str]]]:
+    """Prompts from a JSONL file of ``{"prompt": str}`` or ``{"messages": [...]}`` rows."""
+    from reward_model.data import messages_of, read_jsonl
+
+    rows = read_jsonl(Path(path))
+    found = []
+    for n, row in enumerate(rows, start=1):
+        value = row.get("messages", row.get("prompt"))
+        if not value:
+            raise UserError(f"{path} line {n}: expected a non-empty 'prompt' or 'messages'")
+        found.append(messages_of(value))
+    return found
+
+
+def run_dpo(sessions: sessionmaker[Session], data: str, out_dir: str, config: Any, *, resume: bool = False,
+            callbacks: list[Any] | None = None) -> Any:
+    from policy.dpo import settings_of, train_dpo
+    from reward_model.train import export_run_of
+
+    settings = {k: v for k, v in settings_of(config).items() if k in _DPO_KEYS}
+    with recorded(sessions, "dpo", {"data": str(Path(data).resolve()), "out": str(Path(out_dir).resolve()),
+                                    "resume": resume, **settings},
+                  parents=[export_run_of(data), run_of(config.policy)], name=f"dpo {Path(out_dir).name}",
+                  output_path=str(Path(out_dir).resolve())) as run_id:
+        report = train_dpo(data, out_dir, config, resume=resume, callbacks=callbacks)
+    report.run_id = run_id
+    _stamp(out_dir, "dpo", run_id)
+    from dataclasses import asdict
+
+    _finish(sessions, run_id, {**asdict(report), "summary": report.summary()})
+    return report
+
+
+_DPO_KEYS = {"policy", "loss_type", "beta", "learning_rate", "num_train_epochs", "max_steps",
+             "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "use_lora", "lora_r",
+             "lora_alpha", "soft_labels", "seed", "label_smoothing", "lr_scheduler_type", "precompute_ref_log_probs"}
+
+
+def run_ppo(sessions: sessionmaker[Session], policy: str, reward: str, prompts: list[list[dict[str, str]]],
+            out_dir: str, config: Any, *, prompt_source: str, resume: bool = False,
+            log: Callable[[dict[str, float]], None] | None = None) -> Any:
+    """PPO against ``reward`` (``rm:DIR`` or ``rule:SPEC``, or a bare reward-model directory)."""
+    from policy.ppo import config_json, train_ppo
+
+    scorer, reward_dir = reward_scorer(reward)
+    with recorded(sessions, "ppo", {"policy": policy, "reward": reward, "prompts": prompt_source,
+                                    "out": str(Path(out_dir).resolve()), "resume": resume, **config_json(config)},
+                  parents=[run_of(reward_dir), run_of(policy)], name=f"ppo {Path(out_dir).name}",
+                  output_path=str(Path(out_dir).resolve())) as run_id:
+        report = train_ppo(policy, scorer, prompts, out_dir, config, resume=resume, log=log)
+    report.run_id = run_id
+    _stamp(out_dir, "ppo", run_id, {"base_policy": policy, "reward": reward, "config": config_json(config)})
+    last = report.history[-1]
+    _finish(sessions, run_id, {"updates": report.updates, "seconds": report.seconds,
+                               "first_reward": report.history[0]["reward"], "last_reward": last["reward"],
+                               "kl": last["kl"], "summary": report.summary()})
+    return report
+
+
+def reward_scorer(reward: str) -> tuple[Callable[[Sequence[Any], Sequence[str]], list[float]], str | None]:
+    """(batch scorer, reward-model dir or None) for ``rm:DIR``, ``rule:SPEC`` or a plain directory."""
+    from pipeline.rules import rule_scorer
+
+    kind, _, argument = reward.partition(":")
+    if kind == "rule" and argument:
+        score = rule_scorer(argument)
+        return (lambda prompts, texts: [score(t) for t in texts]), None
+    directory = argument if kind == "rm" and argument else reward
+    if not Path(directory).is_dir():
+        raise UserError(f"reward {reward!r}: expected rm:DIR (a trained reward model) or rule:SPEC")
+    from reward_model.scoring import RewardScorer
+
+    return RewardScorer(directory), directory
+
+
+def run_online(sessions: sessionmaker[Session], algorithm: str, policy: str, prompts: list[list[dict[str, str]]],
+               rewards: Sequence[str], out_dir: str, config: Any, *, prompt_source: str,
+               reward_weights: Sequence[float] | None = None, resume: bool = False) -> Any:
+    from policy.dpo import settings_of
+    from policy.grpo import train_online
+
+    parents = [run_of(spec.partition(":")[2]) for spec in rewards if spec.startswith("rm:")]
+    with recorded(sessions, algorithm, {"policy": policy, "rewards": list(rewards), "prompts": prompt_source,
+                                        "out": str(Path(out_dir).resolve()), "resume": resume,
+                                        **{k: v for k, v in settings_of(config).items() if k in _ONLINE_KEYS}},
+                  parents=[*parents, run_of(policy)], name=f"{algorithm} {Path(out_dir).name}",
+                  output_path=str(Path(out_dir).resolve())) as run_id:
+        report = train_online(algorithm, policy, prompts, rewards, out_dir, config, reward_weights=reward_weights,
+                              resume=resume)
+    report.run_id = run_id
+    _stamp(out_dir, algorithm, run_id)
+    from dataclasses import asdict
+
+    _finish(sessions, run_id, {**asdict(report), "summary": report.summary()})
+    return report
+
+
+_ONLINE_KEYS = {"learning_rate", "num_generations", "max_completion_length", "max_steps", "beta", "loss_type",
+                "per_device_train_batch_size", "gradient_accumulation_steps", "temperature", "seed", "use_vllm"}
