@@ -66,7 +66,7 @@ def default_config(out_dir: str | Path, **overrides: Any) -> DPOStageConfig:
         "output_dir": str(Path(out_dir) / "checkpoints"), "num_train_epochs": 1, "learning_rate": 1e-6,
         "per_device_train_batch_size": 8, "max_length": 1024, "beta": 0.1, "lr_scheduler_type": "cosine",
         "warmup_steps": 0.1, "logging_steps": 10, "save_strategy": "steps", "save_steps": 200, "save_total_limit": 2,
-        "report_to": [], "seed": 0, "dataloader_num_workers": 0, "gradient_checkpointing": False,
+        "report_to": [], "seed": 0, "dataloader_num_workers": 0, "activation_checkpointing": False,
         "precompute_ref_log_probs": True, "precompute_ref_batch_size": 32,
         **hardware_defaults(),
     }
@@ -262,6 +262,7 @@ class DPOReport:
     pairs_per_second: float
     ref_cache_hit: bool
     soft_labels: bool
+    final_margin: float | None = None  # the last logged mean of beta * (chosen - rejected log-ratio)
     run_id: int | None = None
     export_run: int | None = None
 
@@ -325,6 +326,8 @@ def train_dpo(data: str | Path, out_dir: str | Path, config: DPOStageConfig, *, 
                                    * config.gradient_accumulation_steps * max(trainer.accelerator.num_processes, 1),
                                    stats["pairs"] * config.num_train_epochs) / max(seconds, 1e-9), 2),
         ref_cache_hit=trainer.ref_cache_hits > 0, soft_labels=soft, export_run=export_run_of(data),
+        final_margin=next((h["rewards/margins"] for h in reversed(trainer.state.log_history) if "rewards/margins" in h),
+                          None),
     )
     (out / DPO_CARD).write_text(json.dumps({
         "base_policy": config.policy, "trained_on": str(Path(data).resolve()), "export_run": report.export_run,

@@ -99,7 +99,7 @@ def win_rate(outcomes: Sequence[float]) -> tuple[float, float, float]:
     """Mean of per-prompt outcomes (1 win, 0.5 tie, 0 loss) and its 95% interval (normal, clipped to [0, 1]).
 
     >>> win_rate([1, 1, 0.5, 0])
-    (0.625, 0.2271..., 1.0)
+    (0.625, 0.1558..., 1.0)
     """
     n = len(outcomes)
     if n == 0:

@@ -35,6 +35,8 @@ class GenerateOptions:
     api_key: str | None = None
     generator: str | None = None  # the name responses are stored under (default: the policy's folder name)
     split: str | None = None
+    source: str | None = None  # only prompts of this source
+    prompt_ids: tuple[int, ...] | None = None  # only these prompts
     limit: int | None = None  # at most this many prompts
     temperature: float = 1.0
     max_new_tokens: int = 128
@@ -60,7 +62,8 @@ class GenerateReport:
                 f"({self.duplicates} duplicate samples) in {self.seconds:.1f} s")
 
 
-def prompts_to_do(session: Session, generator: str, n: int, split: str | None, limit: int | None) -> list[tuple[int, list]]:
+def prompts_to_do(session: Session, generator: str, n: int, split: str | None, limit: int | None,
+                  source: str | None = None, prompt_ids: tuple[int, ...] | None = None) -> list[tuple[int, list]]:
     """(prompt id, messages) of prompts with fewer than ``n`` responses from ``generator``, in id order."""
     have = (
         select(func.count(Response.id))
@@ -70,6 +73,10 @@ def prompts_to_do(session: Session, generator: str, n: int, split: str | None, l
     query = select(Prompt.id, Prompt.messages).where(have < n).order_by(Prompt.id)
     if split:
         query = query.where(Prompt.split == split)
+    if source:
+        query = query.where(Prompt.source == source)
+    if prompt_ids is not None:
+        query = query.where(Prompt.id.in_(list(prompt_ids)))
     if limit is not None:
         query = query.limit(limit)
     return [(pid, messages) for pid, messages in session.execute(query)]
@@ -82,8 +89,10 @@ def generate(sessions: sessionmaker[Session], options: GenerateOptions, *, backe
     name = options.generator_name()
     report = GenerateReport(generator=name)
     with sessions.begin() as session:
-        todo = prompts_to_do(session, name, options.n, options.split, options.limit)
-        run = start_run(session, "generate", {**options.__dict__, "api_key": None, "generator": name},
+        todo = prompts_to_do(session, name, options.n, options.split, options.limit, options.source,
+                             options.prompt_ids)
+        run = start_run(session, "generate", {**options.__dict__, "api_key": None, "generator": name,
+                                              "prompt_ids": len(options.prompt_ids) if options.prompt_ids else None},
                         name=f"generate {name}")
         run_id = run.id
     report.run_id = run_id

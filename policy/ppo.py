@@ -380,7 +380,7 @@ def train_ppo(policy_path: str, scorer: Scorer, prompts: Sequence[list[dict[str,
                     ent = entropy(new_logits[:, prompt_length - 1 : -1].float() / config.temperature, mask[chunk])
                 for key, value in (("policy_loss", pg), ("value_loss", vf), ("clipfrac", clipfrac),
                                    ("approx_kl", approx_kl), ("entropy", ent), ("value_clipfrac", vf_clipfrac)):
-                    stats[key].append(float(value))
+                    stats[key].append(float(value.detach()) if torch.is_tensor(value) else float(value))
         rollout.sync(accelerator.unwrap_model(model).policy)
         # 7. KL control, logging, checkpoints
         mean_kl = float(accelerator.gather(kl.sum(1)).mean())

@@ -22,6 +22,10 @@ from db import make_engine, make_session_factory, sqlite_url, upgrade
 from tests.postgres_server import PostgresServer, start_postgres
 
 os.environ.setdefault("COLUMNS", "200")  # rich wraps at 80 columns otherwise, which splits asserted lines
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    # Each xdist worker gets one core's worth of torch threads: two workers with two OpenMP threads each on two cores
+    # spin against each other and run several times slower. Subprocesses (the `rlhf` CLI, servers) inherit it.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]

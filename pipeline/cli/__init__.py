@@ -58,6 +58,7 @@ def _register() -> None:
     from pipeline.cli import (
         annotator_cmds,
         comparison_cmds,
+        demo_cmds,
         export_cmds,
         import_cmds,
         judge_cmds,
@@ -70,7 +71,7 @@ def _register() -> None:
     )
 
     for module in (store_cmds, import_cmds, annotator_cmds, comparison_cmds, label_cmds, judge_cmds, export_cmds,
-                   report_cmds, rm_cmds, model_cmds, policy_cmds):
+                   report_cmds, rm_cmds, model_cmds, policy_cmds, demo_cmds):
         module.register(app)
 
 

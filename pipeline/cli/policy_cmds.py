@@ -23,6 +23,7 @@ def generate(
     policy: Annotated[str, typer.Option(help="Model directory or HF id (or the model name at --base-url).")],
     n: Annotated[int, typer.Option(help="Samples per prompt.")] = 4,
     split: Annotated[str | None, typer.Option(help="Only prompts of this split (train or test).")] = None,
+    source: Annotated[str | None, typer.Option(help="Only prompts of this source.")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many prompts (the next ones without answers).")] = None,
     generator: Annotated[str | None, typer.Option(help="Name to store responses under (default: the policy's "
                                                         "folder name).")] = None,
@@ -37,7 +38,7 @@ def generate(
     from policy.generate import GenerateOptions
     from policy.generate import generate as run
 
-    options = GenerateOptions(policy, n=n, backend=backend, base_url=base_url, generator=generator, split=split,
+    options = GenerateOptions(policy, n=n, backend=backend, base_url=base_url, generator=generator, split=split, source=source,
                               limit=limit, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
     with open_store(ctx, db) as store, progress_bar("generating", unit_bytes=False) as update:
         report = run(store.sessions, options, on_progress=update)

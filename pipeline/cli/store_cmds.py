@@ -96,6 +96,9 @@ def status(
         kinds = annotators_by_kind(session)
         batches = batch_summaries(session)
         recent = list_recent_runs(session, runs)
+        from pipeline.loop import rounds as loop_rounds
+
+        done_rounds = [(r.id, r.metrics or {}) for r in loop_rounds(session)]
     if as_json:
         console.print_json(
             json.dumps(
@@ -111,6 +114,7 @@ def status(
                          "started_at": r.started_at.isoformat(), "metrics": r.metrics}
                         for r in recent
                     ],
+                    "rounds": [{"run": run_id, **metrics} for run_id, metrics in done_rounds],
                 }
             )
         )
@@ -139,6 +143,15 @@ def status(
             rt.add_row(str(r.id), r.kind, r.status if r.status != "failed" else f"failed: {r.error or ''}"[:60],
                        ",".join(map(str, r.inputs)) or "-", r.started_at.strftime("%m-%d %H:%M"), summary)
         console.print(rt)
+    if done_rounds:
+        judges = sorted({j for _, m in done_rounds for j in m.get("win_rates", {})})
+        ro = Table("round", "run", "algorithm", *(f"{j} win" for j in judges), "policy",
+                   title="Rounds (rlhf loop): win rate against the previous round")
+        for run_id, m in done_rounds:
+            ro.add_row(str(m.get("round")), str(run_id), str(m.get("algorithm", "")),
+                       *(f"{m['win_rates'][j]:.1%}" if j in m.get("win_rates", {}) else "-" for j in judges),
+                       str(m.get("policy", "")))
+        console.print(ro)
 
 
 def register(app: typer.Typer) -> None:

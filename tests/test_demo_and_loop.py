@@ -1,0 +1,88 @@
+"""Issue 8: the README's main job (`make demo` = scripts/demo.sh = `rlhf demo`) in a real subprocess on a fresh
+directory, then `rlhf loop` for two rounds on its project, and a round interrupted mid-way that resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cli
+
+ROOT = Path(__file__).resolve().parents[1]
+RLHF = Path(sys.executable).parent / "rlhf"
+
+pytestmark = pytest.mark.slow
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RLHF_DB_URL", "RLHF_PROJECT")}
+    env["PATH"] = f"{RLHF.parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    directory = tmp_path_factory.mktemp("clone") / "demo"
+    result = subprocess.run([str(ROOT / "scripts" / "demo.sh")], env={**_env(), "DEMO_DIR": str(directory)},
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return directory, result.stdout
+
+
+def test_the_demo_ends_with_a_dpo_policy_that_beats_the_base(demo: tuple[Path, str]) -> None:
+    directory, output = demo
+    for stage in ("$ rlhf import prompts", "$ rlhf generate", "$ rlhf rule run", "$ rlhf judge run",
+                  "alice ranked", "$ rlhf report agreement", "$ rlhf export", "$ rlhf rm train", "$ rlhf dpo",
+                  "$ rlhf eval", "Lineage of the evaluation", "rlhf label serve"):
+        assert stage in output, stage
+    report = json.loads((directory / "reports" / "eval" / "report.json").read_text())
+    rule = next(r for r in report["results"] if r["judge"].startswith("rule:"))
+    assert rule["low"] > 0.5 and rule["mean_a"] > rule["mean_b"] + 0.25, rule
+    assert "the DPO policy wins" in output
+    for artifact in ("models/toy", "models/rm", "models/dpo", "data/prefs", "reports/agreement.html"):
+        assert (directory / artifact).exists(), artifact
+    # the lineage chain reaches from the eval back to the labels
+    chain = output.split("Lineage of the evaluation (newest first): ", 1)[1].splitlines()[0]
+    assert all(kind in chain for kind in ("eval", "dpo", "export", "rule", "comparisons"))
+
+
+def test_loop_runs_two_rounds_and_an_interrupted_round_resumes(demo: tuple[Path, str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    directory, _ = demo
+    common = ["loop", "--policy", "models/toy", "--rule", "contains:indeed", "--prompts-per-round", "30",
+              "--learning-rate", "3e-4", "--epochs", "2", "--max-new-tokens", "32", "--eval-prompts", "40"]
+    result = subprocess.run([str(RLHF), *common, "--rounds", "2"], cwd=directory, env=_env(), capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    status = json.loads(subprocess.run([str(RLHF), "status", "--json"], cwd=directory, env=_env(),
+                                       capture_output=True, text=True, check=True).stdout)
+    rounds = status["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert rounds[1]["policy_in"] == rounds[0]["policy"]  # round 2 starts from round 1's policy
+    assert rounds[0]["win_rates"]["rule:contains:indeed"] > 0.5
+    assert (directory / "rounds" / "progress.png").stat().st_size > 1000
+
+    # Round 3 is interrupted while training its policy, then resumes from that step (no second generation).
+    import policy.stage
+
+    real = policy.stage.run_dpo
+
+    def interrupted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise KeyboardInterrupt
+
+    cli = Cli(f"sqlite:///{directory / 'rlhf.db'}", directory)
+    monkeypatch.setattr(policy.stage, "run_dpo", interrupted)
+    cli(*common, expect=130)  # an interrupt: exit code 130, as for Ctrl-C
+    state = json.loads((directory / "rounds" / "round-3" / "state.json").read_text())
+    assert list(state["steps"]) == ["generate", "compare", "label", "export", "rm"]
+    monkeypatch.setattr(policy.stage, "run_dpo", real)
+    resumed = cli(*common)
+    assert "resuming after generate, compare, label, export, rm" in resumed.output
+    assert "generate ..." not in resumed.output and "round 3:" in resumed.output
+    state = json.loads((directory / "rounds" / "round-3" / "state.json").read_text())
+    assert "record" in state["steps"]
