@@ -1,0 +1,52 @@
+"""`rlhf eval`'s LLM-judge path: the answers of two policies judged by an OpenAI-compatible judge on loopback (the
+real `openai` client against tests/fake_openai.py, which prefers answers that say "good"), both orders, through
+the store; and the win-rate arithmetic."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from db.models import Comparison, Ranking
+from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
+from db.runs import start_run
+from policy.evaluate import _pairings, judge_with_llm, judge_with_rule, win_rate
+from tests.conftest import Cli
+
+
+def test_an_llm_judge_prefers_the_better_policy_in_both_orders(cli: Cli, sessions, fake) -> None:  # noqa: ANN001
+    cli("judge", "add", "gj", "--model", "fake-judge", "--base-url", fake.base_url, "--template", "pairwise")
+    with sessions.begin() as session:
+        prompts = [pid for pid, _ in ensure_prompts(
+            session, [NewPrompt([{"role": "user", "content": f"question {i}"}], split="test") for i in range(12)],
+            test_fraction=0.0)]
+        better = [NewResponse(pid, f"a good, good answer {i}", "new") for i, pid in enumerate(prompts)]
+        worse = [NewResponse(pid, f"an answer {i}" if i % 4 else "a good, good answer 0", "old")
+                 for i, pid in enumerate(prompts)]
+        ensure_responses(session, better + worse)
+        run_id = start_run(session, "eval", {}).id
+        pairings = _pairings(session, prompts, "new", "old")
+    result = judge_with_llm(sessions, "gj", pairings, "eval:new:vs:old", run_id)
+    # prompt 0: identical texts would tie; the others differ: 9 of the remaining 11 are won (i % 4 != 0)
+    assert (result.n, result.unjudged) == (12, 0)
+    assert result.wins == 9 and result.losses == 0 and result.ties == 3
+    assert result.low > 0.5
+    with sessions() as session:  # the verdicts are stored like any batch: both orders judged, one ranking each
+        comparisons = session.scalars(select(Comparison).where(Comparison.batch == "eval:new:vs:old")).all()
+        assert len(comparisons) == 12 and all(c.required_overlap == 0 for c in comparisons)
+        assert session.query(Ranking).filter(Ranking.comparison_id.in_([c.id for c in comparisons])).count() == 12
+    assert fake.model.calls == 24
+    again = judge_with_llm(sessions, "gj", pairings, "eval:new:vs:old", run_id)  # cached: no new calls
+    assert (again.wins, fake.model.calls) == (9, 24)
+
+
+def test_rule_judge_and_win_rate() -> None:
+    from policy.evaluate import Pairing
+
+    pairings = [Pairing(i, [], 2 * i, a, 2 * i + 1, b) for i, (a, b) in
+                enumerate([("yes indeed", "no"), ("indeed", "indeed!"), ("no", "indeed")])]
+    result = judge_with_rule("contains:indeed", pairings)
+    assert (result.wins, result.ties, result.losses) == (1, 1, 1)
+    assert result.mean_a == pytest.approx(2 / 3) and result.mean_b == pytest.approx(2 / 3)
+    rate, low, high = win_rate([1.0] * 30 + [0.0] * 10)
+    assert rate == 0.75 and 0.6 < low < 0.75 < high < 0.9
