@@ -312,11 +312,14 @@ def train_dpo(data: str | Path, out_dir: str | Path, config: DPOStageConfig, *, 
     seconds = time.perf_counter() - started
     out.mkdir(parents=True, exist_ok=True)
     if config.use_lora:
-        trainer.model.save_pretrained(out / "adapter")
-        trainer.model.merge_and_unload().save_pretrained(out)
+        if trainer.accelerator.is_main_process:
+            unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+            unwrapped.save_pretrained(out / "adapter")
+            unwrapped.merge_and_unload().save_pretrained(out)
     else:
         trainer.save_model(str(out))
-    tokenizer.save_pretrained(out)
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(out)
     report = DPOReport(
         out_dir=str(out), pairs=stats["pairs"], truncated_context=stats["truncated_context"],
         truncated_response=stats["truncated_response"], steps=result.global_step,
@@ -329,10 +332,11 @@ def train_dpo(data: str | Path, out_dir: str | Path, config: DPOStageConfig, *, 
         final_margin=next((h["rewards/margins"] for h in reversed(trainer.state.log_history) if "rewards/margins" in h),
                           None),
     )
-    (out / DPO_CARD).write_text(json.dumps({
-        "base_policy": config.policy, "trained_on": str(Path(data).resolve()), "export_run": report.export_run,
-        "loss_type": config.loss_type, "beta": config.beta, "lora": config.use_lora,
-    }, indent=2) + "\n")
+    if trainer.accelerator.is_main_process:
+        (out / DPO_CARD).write_text(json.dumps({
+            "base_policy": config.policy, "trained_on": str(Path(data).resolve()), "export_run": report.export_run,
+            "loss_type": config.loss_type, "beta": config.beta, "lora": config.use_lora,
+        }, indent=2) + "\n")
     return report
 
 

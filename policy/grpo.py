@@ -114,10 +114,13 @@ def train_online(algorithm: str, policy: str, prompts: Sequence[list[dict[str, s
     seconds = time.perf_counter() - started
     out = Path(out_dir)
     trainer.save_model(str(out))
-    trainer.processing_class.save_pretrained(out)
+    main = trainer.accelerator.is_main_process
+    if main:
+        trainer.processing_class.save_pretrained(out)
     logged = [h["reward"] for h in trainer.state.log_history if "reward" in h]
     report = RLReport(algorithm, str(out), len(prompts), result.global_step,
                       logged[0] if logged else math.nan, logged[-1] if logged else math.nan, round(seconds, 1))
-    (out / CARDS[algorithm]).write_text(json.dumps({"base_policy": policy, "rewards": list(rewards),
-                                                    "history": trainer.state.log_history}, indent=2) + "\n")
+    if main:
+        (out / CARDS[algorithm]).write_text(json.dumps({"base_policy": policy, "rewards": list(rewards),
+                                                        "history": trainer.state.log_history}, indent=2) + "\n")
     return report

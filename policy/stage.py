@@ -8,6 +8,7 @@ into the policy's card (``rlhf_<kind>.json``), so a later stage that is handed t
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,11 @@ CARDS = {"dpo": "rlhf_dpo.json", "ppo": "rlhf_ppo.json", "grpo": "rlhf_grpo.json
          "rm": "rlhf_rm.json", "toy": "rlhf_toy.json"}
 
 
+def is_main_process() -> bool:
+    """False on the other ranks of an ``accelerate launch`` / ``torchrun``: only rank 0 records runs and cards."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def run_of(model_dir: str | Path | None) -> int | None:
     """The run that made a model directory (from its card), if any."""
     if not model_dir or not Path(model_dir).is_dir():
@@ -37,7 +43,9 @@ def run_of(model_dir: str | Path | None) -> int | None:
     return None
 
 
-def _stamp(out_dir: str | Path, kind: str, run_id: int, extra: dict[str, Any] | None = None) -> None:
+def _stamp(out_dir: str | Path, kind: str, run_id: int | None, extra: dict[str, Any] | None = None) -> None:
+    if run_id is None:
+        return
     path = Path(out_dir) / CARDS[kind]
     card = json.loads(path.read_text()) if path.is_file() else {}
     card.update(extra or {})
@@ -47,8 +55,12 @@ def _stamp(out_dir: str | Path, kind: str, run_id: int, extra: dict[str, Any] | 
 
 @contextmanager
 def recorded(sessions: sessionmaker[Session], kind: str, config: dict[str, Any], *, parents: Sequence[int | None],
-             name: str, output_path: str | None) -> Iterator[int]:
-    """A run around a stage: started before, failed (with the reason) if the stage raises, finished by the caller."""
+             name: str, output_path: str | None) -> Iterator[int | None]:
+    """A run around a stage: started before, failed (with the reason) if the stage raises, finished by the caller.
+    On the other ranks of a multi-process launch nothing is recorded (the run id is None)."""
+    if not is_main_process():
+        yield None
+        return
     with sessions.begin() as session:
         inputs = [p for p in dict.fromkeys(parents) if p is not None and session.get(Run, p) is not None]
         run = start_run(session, kind, config, inputs=inputs, name=name, output_path=output_path)
@@ -62,7 +74,9 @@ def recorded(sessions: sessionmaker[Session], kind: str, config: dict[str, Any],
         raise
 
 
-def _finish(sessions: sessionmaker[Session], run_id: int, metrics: dict[str, Any]) -> None:
+def _finish(sessions: sessionmaker[Session], run_id: int | None, metrics: dict[str, Any]) -> None:
+    if run_id is None:
+        return
     with sessions.begin() as session:
         finish_run(session, session.get(Run, run_id), json.loads(json.dumps(metrics, default=str)))
 

@@ -28,7 +28,12 @@ def _card(model_dir: str | Path) -> dict[str, Any]:
 
 def run_train(sessions: sessionmaker[Session], data: str, out_dir: str, config: RMConfig, *,
               resume: bool = False, callbacks: list[Any] | None = None) -> TrainReport:
-    """Train (see ``reward_model.train``) as an ``rm`` run whose input is the export's run."""
+    """Train (see ``reward_model.train``) as an ``rm`` run whose input is the export's run (recorded by rank 0 only
+    under ``accelerate launch``)."""
+    import os
+
+    if os.environ.get("RANK", "0") != "0":
+        return train_reward_model(data, out_dir, config, resume=resume, callbacks=callbacks)
     parent = export_run_of(data)
     settings = {k: v for k, v in asdict(config).items() if isinstance(v, (str, int, float, bool, type(None)))}
     with sessions.begin() as session:

@@ -44,8 +44,8 @@ def demo(
                f"; share of answers with the property {result['mean_a']:.0%} vs {result['mean_b']:.0%}"))
     root = summary.directory
     _say(f"\nDone in {summary.seconds:.0f} s. The project is in {root}:")
-    _say(f"  models/toy (base policy), models/rm (reward model), models/dpo (DPO policy), data/prefs (pairs),")
-    _say(f"  reports/agreement.html, reports/eval/report.md")
+    _say("  models/toy (base policy), models/rm (reward model), models/dpo (DPO policy), data/prefs (pairs),")
+    _say("  reports/agreement.html, reports/eval/report.md")
     _say("Continue:")
     _say(f"  cd {root} && rlhf status                      # counts, batches, runs")
     _say(f"  cd {root} && rlhf label serve                 # rank by hand at http://127.0.0.1:7860/")

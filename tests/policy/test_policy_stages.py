@@ -199,3 +199,21 @@ def test_bad_input_is_named(project: tuple[Cli, Path]) -> None:
     write_jsonl(root / "bad.jsonl", [{"prompt": "ok"}, {"text": "no prompt"}])
     assert "bad.jsonl line 2" in cli("ppo", "--policy", "toy", "--rm", "rule:longer", "--out", "p", "--prompts",
                                      "bad.jsonl", expect=1).output
+
+
+@pytest.mark.gpu
+@pytest.mark.vllm
+def test_ppo_with_vllm_rollouts_on_a_gpu(project: tuple[Cli, Path]) -> None:
+    """The GPU path: in-process vLLM rollouts, weights pushed after every update (needs CUDA and the vllm extra)."""
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available() or importlib.util.find_spec("vllm") is None:
+        pytest.skip("needs a CUDA GPU and the [vllm] extra")
+    cli, root = project
+    result = cli("ppo", "--policy", "toy", "--rm", "rule:contains:indeed", "--out", "ppo-vllm", "--updates", "3",
+                 "--prompts-per-rollout", "8", "--rollout", "vllm", "--response-length", "16")
+    assert "update    3" in result.output
+    log = [json.loads(line) for line in (root / "ppo-vllm" / "ppo_log.jsonl").read_text().splitlines()]
+    assert len(log) == 3 and all(r["response_length"] > 0 for r in log)
