@@ -33,7 +33,7 @@ class DemoSettings:
     prompts: int = 200  # toy prompts (30% held out)
     samples: int = 4  # answers per training prompt
     human_items: int = 40  # rankings per simulated annotator
-    judge_items: int = 10  # comparisons the local LLM judge tries (both orders)
+    judge_items: int = 40  # comparisons the local LLM judge ranks (both orders)
     rule: str = "contains:indeed"
     force: bool = False
     seed: int = 0
@@ -162,8 +162,9 @@ def run_demo(settings: DemoSettings, say: Say = print) -> DemoSummary:
     rlhf("judge", "add", "tiny-judge", "--model", str(policy_dir), "--backend", "transformers", "--template",
          "logprob")
     rlhf("judge", "run", "tiny-judge", "--batch", "demo", "--limit", str(settings.judge_items))
-    say("  (a 2-layer toy LM is no judge: where it gives no verdict the call is counted as failed and nothing is "
-        "stored. A real judge is one line: `rlhf judge add gpt4o --model gpt-4o`, or any `vllm serve` endpoint.)")
+    say("  (the judge here is the 2-layer toy LM itself, read through P(A) / (P(A) + P(B)) in both orders: a real "
+        "code path, a worthless judge; the agreement report below shows it. A real one is one line: "
+        "`rlhf judge add gpt4o --model gpt-4o`, or any `vllm serve` endpoint.)")
     project = discover_project(directory)
     engine = make_engine(resolve_db_url(project))
     sessions = make_session_factory(engine)

@@ -1,7 +1,9 @@
 """In-process generation with transformers (CPU or one GPU): for tiny offline models, tests and small jobs.
 
 Requests are rendered with the model's chat template and generated in padded batches (``generate_many``); top
-logprobs come from the raw logits of each generated position. One model, one lock: calls from many coroutines
+logprobs come from the raw logits of each generated position. In-process the whole distribution is known, so
+besides the top alternatives each position also reports the single-token capital letters A-H (the labels judges
+answer with): a logprob judge reads P(A) / (P(A) + P(B)) even from a model that puts neither in its top k. One model, one lock: calls from many coroutines
 are queued onto a worker thread, so the event loop never blocks on the model.
 """
 
@@ -32,6 +34,11 @@ class TransformersBackend:
         self.lm = lm or AutoModelForCausalLM.from_pretrained(model_path)
         self.lm.to(self.device).eval()
         self.lock = threading.Lock()
+        self.letters: dict[str, int] = {}
+        for letter in "ABCDEFGH":
+            ids = self.tokenizer.encode(letter, add_special_tokens=False)
+            if len(ids) == 1:
+                self.letters[letter] = ids[0]
 
     async def complete(self, request: ChatRequest) -> Completion:
         [completion] = await asyncio.to_thread(self.generate_many, [request])
@@ -90,7 +97,10 @@ class TransformersBackend:
                 for step in range(min(len(out.logits), max(1, len(generated)))):
                     logprobs = torch.log_softmax(out.logits[step][row].float(), dim=-1)
                     values, ids = torch.topk(logprobs, request.top_logprobs)
-                    top.append({self.tokenizer.decode([i]): float(v) for v, i in zip(values, ids.tolist())})
+                    alternatives = {self.tokenizer.decode([i]): float(v) for v, i in zip(values, ids.tolist())}
+                    for letter, token_id in self.letters.items():
+                        alternatives.setdefault(letter, float(logprobs[token_id]))
+                    top.append(alternatives)
             completions.append(
                 Completion(
                     text=self.tokenizer.decode(generated, skip_special_tokens=True),

@@ -88,3 +88,15 @@ def test_transformers_backend_gives_soft_verdicts_from_logprobs(tiny_lm_dir: Pat
         p = ranking.probabilities[0]
         expected = [1, 1] if abs(p - 0.5) < config.tie_margin else ([1, 2] if p > 0.5 else [2, 1])
         assert ranking.ranks == expected
+
+
+def test_in_process_backend_reports_the_label_letters_beside_the_top_k(tiny_lm_dir: Path) -> None:
+    from pipeline.llm.types import ChatRequest
+
+    backend = TransformersBackend(str(tiny_lm_dir))
+    [completion] = backend.generate_many([ChatRequest.of([{"role": "user", "content": "A or B?"}], max_tokens=2,
+                                                         top_logprobs=2)])
+    assert completion.top_logprobs
+    for position in completion.top_logprobs:
+        assert {"A", "B", "H"} <= set(position) and all(v <= 0 for v in position.values())
+        assert len(position) <= 2 + 8
