@@ -52,6 +52,8 @@ class LoopSettings:
     sources: tuple[str, ...] = ("human", "ai", "rule")
     rm: bool = False  # also train a reward model for DPO rounds
     rm_base: str = "minilm"
+    rm_epochs: float | None = None
+    rm_learning_rate: float | None = None
     eval_prompts: int = 60
     max_new_tokens: int = 48
     learning_rate: float | None = None
@@ -182,7 +184,8 @@ def run_round(sessions: sessionmaker[Session], settings: LoopSettings, say: Say 
         from reward_model.train import default_config
 
         out = folder / "rm"
-        config = default_config(out, base_model=settings.rm_base, disable_tqdm=True)
+        config = default_config(out, base_model=settings.rm_base, num_train_epochs=settings.rm_epochs,
+                                learning_rate=settings.rm_learning_rate, disable_tqdm=True)
         report = run_train(sessions, state.steps["export"]["path"], str(out), config, resume=True)
         return {"run": report.run_id, "path": str(out), "summary": report.summary()}
 

@@ -86,3 +86,23 @@ def test_loop_runs_two_rounds_and_an_interrupted_round_resumes(demo: tuple[Path,
     assert "generate ..." not in resumed.output and "round 3:" in resumed.output
     state = json.loads((directory / "rounds" / "round-3" / "state.json").read_text())
     assert "record" in state["steps"]
+
+
+def test_a_ppo_round_retrains_the_reward_model_and_links_it(demo: tuple[Path, str]) -> None:
+    directory, _ = demo
+    cli = Cli(f"sqlite:///{directory / 'rlhf.db'}", directory)
+    result = cli("loop", "--policy", "models/toy", "--rule", "contains:indeed", "--algorithm", "ppo", "--dir",
+                 "rounds-ppo", "--prompts-per-round", "20", "--ppo-updates", "3", "--rm-epochs", "2",
+                 "--rm-learning-rate", "1e-4", "--max-new-tokens", "24", "--eval-prompts", "20")
+    assert "round 1:" in result.output and "rm:rm win" in result.output
+    state = json.loads((directory / "rounds-ppo" / "round-1" / "state.json").read_text())
+    from db import make_engine, make_session_factory
+    from db.models import Run
+
+    engine = make_engine(cli.db_url)
+    with make_session_factory(engine)() as session:
+        ppo_run = session.get(Run, state["steps"]["policy"]["run"])
+        round_run = session.get(Run, state["steps"]["record"]["run"])
+        assert ppo_run.kind == "ppo" and state["steps"]["rm"]["run"] in ppo_run.inputs
+        assert {state["steps"][s]["run"] for s in ("export", "rm", "policy", "eval")} <= set(round_run.inputs)
+    engine.dispose()

@@ -76,6 +76,8 @@ def loop(
     sources: Annotated[str, typer.Option(help="Annotator kinds to export: human, ai, rule, import.")] = "human,ai,rule",
     rm: Annotated[bool, typer.Option("--rm", help="Also train a reward model in DPO rounds (and judge with it).")] = False,
     rm_base: Annotated[str, typer.Option(help="Reward model base: minilm, a path or an HF id.")] = "minilm",
+    rm_epochs: Annotated[float | None, typer.Option(help="Reward model epochs (default 1).")] = None,
+    rm_learning_rate: Annotated[float | None, typer.Option(help="Reward model learning rate (default 5e-5).")] = None,
     eval_prompts: Annotated[int, typer.Option(help="Held-out prompts in each round's eval.")] = 60,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 48,
     learning_rate: Annotated[float | None, typer.Option(help="Policy learning rate.")] = None,
@@ -92,6 +94,7 @@ def loop(
         policy=policy, directory=directory, algorithm=algorithm, prompts_per_round=prompts_per_round, samples=samples,
         overlap=overlap, rules=tuple(rule or ()), judges=tuple(judge or ()),
         sources=tuple(s.strip() for s in sources.split(",") if s.strip()), rm=rm, rm_base=rm_base,
+        rm_epochs=rm_epochs, rm_learning_rate=rm_learning_rate,
         eval_prompts=eval_prompts, max_new_tokens=max_new_tokens, learning_rate=learning_rate, epochs=epochs,
         ppo_updates=ppo_updates,
     )
