@@ -250,10 +250,25 @@ class VLLMRollout:
             from vllm import LLM, SamplingParams
         except ImportError:
             raise UserError("rollout=vllm needs the vllm extra (pip install 'rlhf-pipeline[vllm]') and a GPU") from None
+        import os
+        import socket
+
         self.tokenizer, self.config, self.device = tokenizer, config, accelerator.device
+        # The engine must live in this process (so that its weights can be replaced after each update): vLLM's
+        # "external_launcher" executor, which reads the torch.distributed variables of the launch (as TRL's colocate
+        # mode does). A single process gets a loopback rendezvous of its own.
+        os.environ["RANK"] = str(accelerator.process_index)
+        os.environ["LOCAL_RANK"] = str(accelerator.local_process_index)
+        os.environ["WORLD_SIZE"] = str(accelerator.num_processes)
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        if "MASTER_PORT" not in os.environ:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                os.environ["MASTER_PORT"] = str(probe.getsockname()[1])
         self.llm = LLM(model=policy_path, gpu_memory_utilization=config.vllm_gpu_memory_utilization,
                        enable_prefix_caching=True, seed=config.seed + accelerator.process_index,
-                       max_model_len=config.max_prompt_length + config.response_length)
+                       max_model_len=config.max_prompt_length + config.response_length,
+                       distributed_executor_backend="external_launcher", max_num_batched_tokens=4096)
         self.params = SamplingParams(temperature=config.temperature, top_p=1.0, top_k=-1,
                                      max_tokens=config.response_length)
 
