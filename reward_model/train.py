@@ -47,7 +47,7 @@ def default_config(out_dir: str, **overrides: Any) -> RMConfig:
     """Defaults tuned for the offline MiniLM on 2 CPU cores (see the benchmark notes); any field overridable."""
     values: dict[str, Any] = {
         "output_dir": str(Path(out_dir) / "checkpoints"),
-        "max_length": 256, "num_train_epochs": 1, "learning_rate": 5e-5, "per_device_train_batch_size": 16,
+        "max_length": 256, "num_train_epochs": 1, "learning_rate": 1e-4, "per_device_train_batch_size": 16,
         "per_device_eval_batch_size": 32, "warmup_steps": 0.05, "lr_scheduler_type": "cosine", "weight_decay": 0.01,
         "logging_steps": 10, "save_strategy": "steps", "save_steps": 200, "save_total_limit": 2, "report_to": [],
         "seed": 0, "dataloader_num_workers": 0, "eos_token": None,

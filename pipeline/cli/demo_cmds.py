@@ -77,7 +77,7 @@ def loop(
     rm: Annotated[bool, typer.Option("--rm", help="Also train a reward model in DPO rounds (and judge with it).")] = False,
     rm_base: Annotated[str, typer.Option(help="Reward model base: minilm, a path or an HF id.")] = "minilm",
     rm_epochs: Annotated[float | None, typer.Option(help="Reward model epochs (default 1).")] = None,
-    rm_learning_rate: Annotated[float | None, typer.Option(help="Reward model learning rate (default 5e-5).")] = None,
+    rm_learning_rate: Annotated[float | None, typer.Option(help="Reward model learning rate (default 1e-4).")] = None,
     eval_prompts: Annotated[int, typer.Option(help="Held-out prompts in each round's eval.")] = 60,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 48,
     learning_rate: Annotated[float | None, typer.Option(help="Policy learning rate.")] = None,

@@ -19,7 +19,7 @@ def train(
     out: Annotated[str, typer.Option(help="Directory for the trained model.")],
     base: Annotated[str, typer.Option(help="Base model: 'minilm' (offline MiniLM-L6), a local path or an HF id.")] = "minilm",
     epochs: Annotated[float | None, typer.Option(help="Training epochs (default 1).")] = None,
-    learning_rate: Annotated[float | None, typer.Option(help="Learning rate (default 5e-5).")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Learning rate (default 1e-4).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Pairs per device per step (default 16).")] = None,
     max_length: Annotated[int | None, typer.Option(help="Tokens per input; the context is cut from the left (256).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
