@@ -57,16 +57,10 @@ def _cli(directory: Path, say: Say) -> Callable[..., None]:
 
     def rlhf(*args: str) -> None:
         say(f"\n$ rlhf {shlex.join(args)}")
-        try:
-            command.main(args=["--project", str(directory), *args], prog_name="rlhf", standalone_mode=False)
-        except SystemExit as exc:  # typer.Exit from a failed stage
-            if exc.code:
-                raise UserError(f"demo stopped: `rlhf {shlex.join(args)}` failed") from None
-        except Exception as exc:
-            if type(exc).__name__ == "Exit" and getattr(exc, "exit_code", 0):
-                raise UserError(f"demo stopped: `rlhf {shlex.join(args)}` failed") from None
-            if type(exc).__name__ != "Exit":
-                raise
+        # Not standalone: a failed stage returns its exit code (its message already printed) instead of exiting.
+        code = command.main(args=["--project", str(directory), *args], prog_name="rlhf", standalone_mode=False)
+        if code:
+            raise UserError(f"demo stopped: `rlhf {shlex.join(args)}` failed (exit code {code})")
 
     return rlhf
 

@@ -166,16 +166,15 @@ def run_round(sessions: sessionmaker[Session], settings: LoopSettings, say: Say 
             parts.append(f"rule {spec}: {report.ranked}")
         for name in settings.judges:
             report = run_judge(sessions, name, RunOptions(batch=batch))
-            runs.append(getattr(report, "run_id", None))
-            parts.append(f"judge {name}: {getattr(report, 'ranked', '?')} ranked")
+            runs.append(report.run_id)
+            parts.append(f"judge {name}: {report.ranked} ranked")
         return {"runs": [r for r in runs if r], "summary": "; ".join(parts) or "humans only"}
 
     def do_export() -> dict[str, Any]:
         out = folder / "prefs"
         report = export(sessions, ExportOptions(str(out), sources=settings.sources,
                                                 batches=tuple(f"round-{i}" for i in range(1, n + 1)), overwrite=True))
-        return {"run": report.run_id, "path": str(out), "summary": report.summary() if hasattr(report, "summary")
-                else f"{out}"}
+        return {"run": report.run_id, "path": str(out), "summary": report.summary()}
 
     def do_rm() -> dict[str, Any]:
         if settings.algorithm != "ppo" and not settings.rm:

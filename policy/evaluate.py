@@ -34,6 +34,7 @@ from db.models import Annotator, Comparison, Prompt, Ranking, Response, Run
 from db.runs import finish_run, start_run
 from pipeline.errors import UserError
 from policy.generate import GenerateOptions, generate
+from policy.stage import run_of
 
 
 @dataclass(frozen=True)
@@ -157,12 +158,6 @@ def _prompt_ids(session: Session, split: str | None, limit: int | None) -> list[
     return list(session.scalars(query))
 
 
-def _run_of(model_dir: str) -> int | None:
-    from policy.stage import run_of
-
-    return run_of(model_dir)
-
-
 def judge_with_rule(spec: str, pairings: Sequence[Pairing]) -> JudgeResult:
     from pipeline.rules import rule_scorer
 
@@ -215,11 +210,13 @@ def judge_with_llm(sessions: sessionmaker[Session], name: str, pairings: Sequenc
     return _result(f"judge:{name}", scores, unjudged, with_means=False)
 
 
-def kl_estimate(policy: str, baseline: str, pairings: Sequence[Pairing], *, batch_size: int = 8) -> float | None:
+def kl_estimate(policy: str, baseline: str, pairings: Sequence[Pairing]) -> float | None:
     """Mean over A's answers of log A(y|x) - log B(y|x) (nats per answer): a Monte-Carlo estimate of KL(A || B).
     None when the two are not local models with the same vocabulary."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from policy.ppo import chat_ids
 
     if not (Path(policy).is_dir() and Path(baseline).is_dir()):
         return None
@@ -229,21 +226,17 @@ def kl_estimate(policy: str, baseline: str, pairings: Sequence[Pairing], *, batc
     models = [AutoModelForCausalLM.from_pretrained(path).eval() for path in (policy, baseline)]
     total, count = 0.0, 0
     with torch.no_grad():
-        for start in range(0, len(pairings), batch_size):
-            chunk = pairings[start : start + batch_size]
-            for p in chunk:
-                prompt = tokenizer.apply_chat_template(p.messages, add_generation_prompt=True)
-                full = tokenizer.apply_chat_template([*p.messages, {"role": "assistant", "content": p.a_text}])
-                prompt_ids = prompt["input_ids"] if isinstance(prompt, dict) or hasattr(prompt, "keys") else prompt
-                full_ids = full["input_ids"] if isinstance(full, dict) or hasattr(full, "keys") else full
-                ids = torch.tensor([full_ids])
-                logps = []
-                for model in models:
-                    logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float()
-                    picked = torch.log_softmax(logits, -1).gather(1, ids[0, len(prompt_ids):].unsqueeze(1))
-                    logps.append(float(picked.sum()))
-                total += logps[0] - logps[1]
-                count += 1
+        for p in pairings:
+            prompt_ids = chat_ids(tokenizer.apply_chat_template(p.messages, add_generation_prompt=True))
+            ids = torch.tensor([chat_ids(tokenizer.apply_chat_template(
+                [*p.messages, {"role": "assistant", "content": p.a_text}]))])
+            logps = []
+            for model in models:
+                logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float()
+                picked = torch.log_softmax(logits, -1).gather(1, ids[0, len(prompt_ids):].unsqueeze(1))
+                logps.append(float(picked.sum()))
+            total += logps[0] - logps[1]
+            count += 1
     return total / count if count else None
 
 
@@ -264,7 +257,7 @@ def evaluate_policies(sessions: sessionmaker[Session], options: EvalOptions, *,
         prompt_ids = _prompt_ids(session, options.split, options.limit)
         if not prompt_ids:
             raise UserError(f"no prompts in split {options.split!r}")
-        parents = [r for r in (_run_of(options.policy), _run_of(options.baseline)) if r and session.get(Run, r)]
+        parents = [r for r in (run_of(options.policy), run_of(options.baseline)) if r and session.get(Run, r)]
         run = start_run(session, "eval", {**asdict(options), "api_key": None, "policy_name": a_name,
                                           "baseline_name": b_name}, inputs=parents,
                         name=f"eval {a_name} vs {b_name}", output_path=options.out)

@@ -218,7 +218,7 @@ def response_logprobs(logits: torch.Tensor, responses: torch.Tensor, prompt_leng
 # --- rollouts -----------------------------------------------------------------------------------------------------
 
 
-def _ids(rendered: Any) -> list[int]:
+def chat_ids(rendered: Any) -> list[int]:
     """``apply_chat_template(..., tokenize=True)`` returns ids, or an encoding with ``input_ids``, by version."""
     return list(rendered["input_ids"]) if hasattr(rendered, "keys") else list(rendered)
 
@@ -342,7 +342,7 @@ def train_ppo(policy_path: str, scorer: Scorer, prompts: Sequence[list[dict[str,
         start, history, kl_coef = saved["update"], saved["history"], saved["kl_coef"]
         if kl_control:
             kl_control.value = kl_coef
-    encoded = [_ids(tokenizer.apply_chat_template(p, add_generation_prompt=True))[-config.max_prompt_length:]
+    encoded = [chat_ids(tokenizer.apply_chat_template(p, add_generation_prompt=True))[-config.max_prompt_length:]
                for p in prompts]
     rollout = (VLLMRollout(policy_path, tokenizer, config, accelerator) if config.rollout == "vllm"
                else HFRollout(tokenizer, config))

@@ -8,26 +8,19 @@ into the policy's card (``rlhf_<kind>.json``), so a later stage that is handed t
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Prompt, Run
-from db.runs import fail_run, finish_run, start_run
+from db.models import Prompt
 from pipeline.errors import UserError
+from pipeline.lineage import finish_recorded, recorded_run
 
 CARDS = {"dpo": "rlhf_dpo.json", "ppo": "rlhf_ppo.json", "grpo": "rlhf_grpo.json", "rloo": "rlhf_rloo.json",
          "rm": "rlhf_rm.json", "toy": "rlhf_toy.json"}
-
-
-def is_main_process() -> bool:
-    """False on the other ranks of an ``accelerate launch`` / ``torchrun``: only rank 0 records runs and cards."""
-    return os.environ.get("RANK", "0") == "0"
 
 
 def run_of(model_dir: str | Path | None) -> int | None:
@@ -51,34 +44,6 @@ def _stamp(out_dir: str | Path, kind: str, run_id: int | None, extra: dict[str, 
     card.update(extra or {})
     card["run_id"] = run_id
     path.write_text(json.dumps(card, indent=2, default=str) + "\n")
-
-
-@contextmanager
-def recorded(sessions: sessionmaker[Session], kind: str, config: dict[str, Any], *, parents: Sequence[int | None],
-             name: str, output_path: str | None) -> Iterator[int | None]:
-    """A run around a stage: started before, failed (with the reason) if the stage raises, finished by the caller.
-    On the other ranks of a multi-process launch nothing is recorded (the run id is None)."""
-    if not is_main_process():
-        yield None
-        return
-    with sessions.begin() as session:
-        inputs = [p for p in dict.fromkeys(parents) if p is not None and session.get(Run, p) is not None]
-        run = start_run(session, kind, config, inputs=inputs, name=name, output_path=output_path)
-        run_id = run.id
-    try:
-        yield run_id
-    except BaseException as exc:
-        with sessions.begin() as session:
-            fail_run(session, session.get(Run, run_id),
-                     "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)[:2000])
-        raise
-
-
-def _finish(sessions: sessionmaker[Session], run_id: int | None, metrics: dict[str, Any]) -> None:
-    if run_id is None:
-        return
-    with sessions.begin() as session:
-        finish_run(session, session.get(Run, run_id), json.loads(json.dumps(metrics, default=str)))
 
 
 def store_prompts(sessions: sessionmaker[Session], split: str | None, limit: int | None = None) -> list[list[dict[str, str]]]:
@@ -115,7 +80,7 @@ def run_dpo(sessions: sessionmaker[Session], data: str, out_dir: str, config: An
     from reward_model.train import export_run_of
 
     settings = {k: v for k, v in settings_of(config).items() if k in _DPO_KEYS}
-    with recorded(sessions, "dpo", {"data": str(Path(data).resolve()), "out": str(Path(out_dir).resolve()),
+    with recorded_run(sessions, "dpo", {"data": str(Path(data).resolve()), "out": str(Path(out_dir).resolve()),
                                     "resume": resume, **settings},
                   parents=[export_run_of(data), run_of(config.policy)], name=f"dpo {Path(out_dir).name}",
                   output_path=str(Path(out_dir).resolve())) as run_id:
@@ -124,7 +89,7 @@ def run_dpo(sessions: sessionmaker[Session], data: str, out_dir: str, config: An
     _stamp(out_dir, "dpo", run_id)
     from dataclasses import asdict
 
-    _finish(sessions, run_id, {**asdict(report), "summary": report.summary()})
+    finish_recorded(sessions, run_id, {**asdict(report), "summary": report.summary()})
     return report
 
 
@@ -140,7 +105,7 @@ def run_ppo(sessions: sessionmaker[Session], policy: str, reward: str, prompts: 
     from policy.ppo import config_json, train_ppo
 
     scorer, reward_dir = reward_scorer(reward)
-    with recorded(sessions, "ppo", {"policy": policy, "reward": reward, "prompts": prompt_source,
+    with recorded_run(sessions, "ppo", {"policy": policy, "reward": reward, "prompts": prompt_source,
                                     "out": str(Path(out_dir).resolve()), "resume": resume, **config_json(config)},
                   parents=[run_of(reward_dir), run_of(policy)], name=f"ppo {Path(out_dir).name}",
                   output_path=str(Path(out_dir).resolve())) as run_id:
@@ -148,7 +113,7 @@ def run_ppo(sessions: sessionmaker[Session], policy: str, reward: str, prompts: 
     report.run_id = run_id
     _stamp(out_dir, "ppo", run_id, {"base_policy": policy, "reward": reward, "config": config_json(config)})
     last = report.history[-1]
-    _finish(sessions, run_id, {"updates": report.updates, "seconds": report.seconds,
+    finish_recorded(sessions, run_id, {"updates": report.updates, "seconds": report.seconds,
                                "first_reward": report.history[0]["reward"], "last_reward": last["reward"],
                                "kl": last["kl"], "summary": report.summary()})
     return report
@@ -177,7 +142,7 @@ def run_online(sessions: sessionmaker[Session], algorithm: str, policy: str, pro
     from policy.grpo import train_online
 
     parents = [run_of(spec.partition(":")[2]) for spec in rewards if spec.startswith("rm:")]
-    with recorded(sessions, algorithm, {"policy": policy, "rewards": list(rewards), "prompts": prompt_source,
+    with recorded_run(sessions, algorithm, {"policy": policy, "rewards": list(rewards), "prompts": prompt_source,
                                         "out": str(Path(out_dir).resolve()), "resume": resume,
                                         **{k: v for k, v in settings_of(config).items() if k in _ONLINE_KEYS}},
                   parents=[*parents, run_of(policy)], name=f"{algorithm} {Path(out_dir).name}",
@@ -188,7 +153,7 @@ def run_online(sessions: sessionmaker[Session], algorithm: str, policy: str, pro
     _stamp(out_dir, algorithm, run_id)
     from dataclasses import asdict
 
-    _finish(sessions, run_id, {**asdict(report), "summary": report.summary()})
+    finish_recorded(sessions, run_id, {**asdict(report), "summary": report.summary()})
     return report
 
 

@@ -13,8 +13,9 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Comparison, Prompt, Response, ResponseScore, Run
-from db.runs import fail_run, finish_run, start_run
+from db.runs import finish_run, start_run
 from pipeline.errors import UserError
+from pipeline.lineage import finish_recorded, recorded_run
 from reward_model.data import load_pairs
 from reward_model.evaluate import EvalReport, evaluate, write_report
 from reward_model.scoring import RewardScorer
@@ -30,32 +31,18 @@ def run_train(sessions: sessionmaker[Session], data: str, out_dir: str, config: 
               resume: bool = False, callbacks: list[Any] | None = None) -> TrainReport:
     """Train (see ``reward_model.train``) as an ``rm`` run whose input is the export's run (recorded by rank 0 only
     under ``accelerate launch``)."""
-    import os
-
-    if os.environ.get("RANK", "0") != "0":
-        return train_reward_model(data, out_dir, config, resume=resume, callbacks=callbacks)
-    parent = export_run_of(data)
     settings = {k: v for k, v in asdict(config).items() if isinstance(v, (str, int, float, bool, type(None)))}
-    with sessions.begin() as session:
-        if parent is not None and session.get(Run, parent) is None:
-            parent = None  # exported from another store
-        run = start_run(session, "rm", {"data": str(Path(data).resolve()), "out": str(Path(out_dir).resolve()),
-                                        "resume": resume, **settings},
-                        inputs=[parent] if parent else [], name=f"rm {Path(out_dir).name}",
-                        output_path=str(Path(out_dir).resolve()))
-        run_id = run.id
-    try:
+    with recorded_run(sessions, "rm", {"data": str(Path(data).resolve()), "out": str(Path(out_dir).resolve()),
+                                       "resume": resume, **settings},
+                      parents=[export_run_of(data)], name=f"rm {Path(out_dir).name}",
+                      output_path=str(Path(out_dir).resolve())) as run_id:
         report = train_reward_model(data, out_dir, config, resume=resume, callbacks=callbacks)
-    except BaseException as exc:
-        with sessions.begin() as session:
-            fail_run(session, session.get(Run, run_id), "interrupted" if isinstance(exc, KeyboardInterrupt)
-                     else str(exc)[:2000])
-        raise
+    if run_id is None:
+        return report
     report.run_id = run_id
     card = _card(out_dir) | {"run_id": run_id}
     (Path(out_dir) / RM_CARD).write_text(json.dumps(card, indent=2) + "\n")
-    with sessions.begin() as session:
-        finish_run(session, session.get(Run, run_id), {**asdict(report), "summary": report.summary()})
+    finish_recorded(sessions, run_id, {**asdict(report), "summary": report.summary()})
     return report
 
 

@@ -3,8 +3,9 @@
 Requests are rendered with the model's chat template and generated in padded batches (``generate_many``); top
 logprobs come from the raw logits of each generated position. In-process the whole distribution is known, so
 besides the top alternatives each position also reports the single-token capital letters A-H (the labels judges
-answer with): a logprob judge reads P(A) / (P(A) + P(B)) even from a model that puts neither in its top k. One model, one lock: calls from many coroutines
-are queued onto a worker thread, so the event loop never blocks on the model.
+answer with): a logprob judge reads P(A) / (P(A) + P(B)) even from a model that puts neither in its top k.
+One model, one lock: calls from many coroutines are queued onto a worker thread, so the event loop never blocks
+on the model.
 """
 
 from __future__ import annotations
