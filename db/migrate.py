@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 SCRIPT_LOCATION = "db:migrations"
 
@@ -20,17 +24,40 @@ def alembic_config(engine: Engine | None = None) -> Config:
     return cfg
 
 
+@contextmanager
+def _migrating(engine: Engine) -> Iterator[Connection]:
+    """One transaction for the whole migration. On SQLite, foreign keys are off while it runs and checked after:
+    SQLite cannot ALTER most things, so a migration may copy a table and drop the original ("batch" mode), and with
+    foreign keys on, that DROP would delete every row that points at the table (ON DELETE CASCADE): rankings gone
+    with their comparisons. The pragma only takes effect outside a transaction, hence the raw connection."""
+    with engine.connect() as connection:
+        sqlite = engine.dialect.name == "sqlite"
+        raw: Any = connection.connection.dbapi_connection
+        if sqlite:
+            raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with connection.begin():
+                yield connection
+                if sqlite:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise RuntimeError(f"the migration left rows pointing nowhere: {broken[:5]}")
+        finally:
+            if sqlite:
+                raw.execute("PRAGMA foreign_keys=ON")
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate the database behind ``engine`` to ``revision`` (default: the newest)."""
     cfg = alembic_config(engine)
-    with engine.begin() as connection:
+    with _migrating(engine) as connection:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
     cfg = alembic_config(engine)
-    with engine.begin() as connection:
+    with _migrating(engine) as connection:
         cfg.attributes["connection"] = connection
         command.downgrade(cfg, revision)
 
