@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import String, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from db.models import ANNOTATOR_KIND_VALUES, ANNOTATOR_ROLE_VALUES, Annotator, Ranking
@@ -67,6 +68,27 @@ def create_annotator(
 
 def get_annotator_by_name(session: Session, name: str) -> Annotator | None:
     return session.scalars(select(Annotator).where(Annotator.name == name)).one_or_none()
+
+
+@dataclass(frozen=True)
+class AnnotatorRef:
+    """Who is asking, read fresh from the table without loading an ORM object (the labelling app's hot path)."""
+
+    id: int
+    name: str
+    kind: str
+    role: str
+    active: bool
+
+
+_REF = select(Annotator.id, Annotator.name, Annotator.kind, Annotator.role, Annotator.active).where(
+    Annotator.name == bindparam("name", type_=String())
+)
+
+
+def annotator_ref(session: Session, name: str) -> AnnotatorRef | None:
+    row = session.connection().execute(_REF, {"name": name}).first()
+    return None if row is None else AnnotatorRef(row.id, row.name, row.kind, row.role, bool(row.active))
 
 
 def get_or_create_import_annotator(session: Session, import_name: str) -> Annotator:

@@ -28,6 +28,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -181,6 +182,10 @@ class Comparison(Base):
         CheckConstraint("k >= 2", name="k_at_least_2"),
         CheckConstraint("required_overlap >= 0", name="overlap_not_negative"),
         Index("ix_comparisons_status_id", "status", "id"),  # the queue walks open comparisons in id order
+        Index("ix_comparisons_status_human_ranked", "status", "human_ranked"),  # ... and finds the started ones
+        # The open ones in id order, whatever the planner's statistics say about how many are still open.
+        Index("ix_comparisons_open_id", "id", sqlite_where=text("status = 'open'"),
+              postgresql_where=text("status = 'open'")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -193,6 +198,8 @@ class Comparison(Base):
     required_overlap: Mapped[int] = mapped_column(Integer, default=1)
     batch: Mapped[str] = mapped_column(String(200), index=True)
     status: Mapped[str] = mapped_column(String(16), default="open")
+    # Non-skipped human rankings: a counter the labelling queue recomputes from ``rankings`` whenever it writes one.
+    human_ranked: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -8,6 +8,10 @@ Rules, all enforced here on the server (the browser is never trusted):
   a crash loses nothing and doubles nothing. The same annotator gets the item back if it is still free.
 - Partly labelled comparisons are handed out first, so that items reach their overlap rather than all starting.
 
+The app's hot path (``take_lease``, ``record_ranking``, ``item_view``, ``progress``) runs plain SQL statements on
+the session's connection and returns plain values: one page costs about a dozen short statements and no ORM object.
+``lease_next``, ``submit_ranking`` and ``load_item`` wrap it for callers that want the ORM objects.
+
 Concurrency: on PostgreSQL the chosen comparison row is locked (``FOR UPDATE SKIP LOCKED``) while its slots are
 counted and the lease written, so several app processes can share one database; on SQLite the caller uses
 ``db.immediate(engine)`` sessions, which serialise writers at BEGIN.
@@ -20,8 +24,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol
 
-from sqlalchemy import Integer, String, and_, bindparam, case, exists, func, select, update
+from sqlalchemy import Connection, Integer, Row, String, and_, bindparam, case, exists, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
@@ -60,13 +65,8 @@ def _answered(comparison_id, annotator_id):  # noqa: ANN001, ANN202
 
 
 def _taken_slots():  # noqa: ANN202
-    """Per comparison: non-skipped human rankings + unexpired, unanswered leases of annotators other than ME."""
-    ranked = (
-        select(func.count(Ranking.id))
-        .join(Annotator, Annotator.id == Ranking.annotator_id)
-        .where(Ranking.comparison_id == Comparison.id, Annotator.kind == "human", ~Ranking.skipped)
-        .scalar_subquery()
-    )
+    """Per comparison: non-skipped human rankings (the ``human_ranked`` counter) + unexpired, unanswered leases of
+    annotators other than ME."""
     other = aliased(Assignment)
     leased = (
         select(func.count(other.id))
@@ -78,7 +78,7 @@ def _taken_slots():  # noqa: ANN202
         )
         .scalar_subquery()
     )
-    return ranked + leased
+    return Comparison.human_ranked + leased
 
 
 def _eligible(batched: bool):  # noqa: ANN202
@@ -100,14 +100,10 @@ def _eligible(batched: bool):  # noqa: ANN202
 
 
 def _in_progress():  # noqa: ANN202
-    """Open comparisons that some human already ranked or holds a lease on: the few that get priority."""
-    open_ = aliased(Comparison)
-    ranked = (
-        select(Ranking.comparison_id)
-        .join(Annotator, Annotator.id == Ranking.annotator_id)
-        .join(open_, open_.id == Ranking.comparison_id)
-        .where(Annotator.kind == "human", ~Ranking.skipped, open_.status == "open")
-    )
+    """Open comparisons that some human already ranked or holds a live lease on: the few that get priority.
+    (A submit or a skip ends the lease, so live leases are only the items on screens right now.)"""
+    started = aliased(Comparison)
+    ranked = select(started.id).where(started.status == "open", started.human_ranked > 0)
     leased = select(Assignment.comparison_id).where(Assignment.expires_at > NOW)
     return ranked.union(leased)
 
@@ -119,7 +115,8 @@ def _locking(query):  # noqa: ANN001, ANN202
 
 def _current(batched: bool):  # noqa: ANN202
     query = (
-        select(Assignment)
+        select(Assignment.id, Assignment.comparison_id, Assignment.shown_order, Assignment.leased_at,
+               Assignment.expires_at)
         .join(Comparison, Comparison.id == Assignment.comparison_id)
         .where(
             Assignment.annotator_id == ME,
@@ -134,25 +131,33 @@ def _current(batched: bool):  # noqa: ANN202
 
 
 _CURRENT = {b: _current(b) for b in (False, True)}
+_RENEW = update(Assignment).where(Assignment.id == bindparam("aid", type_=Integer())).values(
+    expires_at=bindparam("expires", type_=UTCDateTime())
+)
 # Partly done comparisons first (fullest first), so that items reach their overlap; else the first untouched one.
 _STARTED = {
     b: _locking(
-        select(Comparison)
+        select(Comparison.id, Comparison.response_ids)
         .where(_eligible(b), Comparison.id.in_(_in_progress()))
         .order_by(_taken_slots().desc(), Comparison.id)
         .limit(1)
     )
     for b in (False, True)
 }
-_FRESH = {b: _locking(select(Comparison).where(_eligible(b)).order_by(Comparison.id).limit(1)) for b in (False, True)}
+_FRESH = {
+    b: _locking(select(Comparison.id, Comparison.response_ids).where(_eligible(b)).order_by(Comparison.id).limit(1))
+    for b in (False, True)
+}
 _RECOUNT = select(_taken_slots()).where(Comparison.id == CID)
-# Re-checked in a fresh statement (a new READ COMMITTED snapshot) once the row lock is held.
-_STILL_ELIGIBLE = {b: select(Comparison.id).where(_eligible(b), Comparison.id == CID) for b in (False, True)}
 # Is anything still free, locks aside? (Plain read: other transactions' row locks do not hide rows from it.)
 _ANY_ELIGIBLE = {b: select(Comparison.id).where(_eligible(b)).limit(1) for b in (False, True)}
 LOCKED_RETRIES = 40  # x 25 ms: how long to wait for other transactions' row locks before saying "no work"
 _CLAIM = (
-    select(Comparison, Assignment, _answered(Comparison.id, ME).label("answered"))
+    select(
+        Comparison.response_ids, Comparison.k, Comparison.status, Comparison.required_overlap,
+        Assignment.id.label("assignment_id"), Assignment.shown_order, Assignment.leased_at, Assignment.expires_at,
+        _answered(Comparison.id, ME).label("answered"),
+    )
     .outerjoin(Assignment, and_(Assignment.comparison_id == Comparison.id, Assignment.annotator_id == ME))
     .where(Comparison.id == CID)
     .with_for_update(of=Comparison)
@@ -161,7 +166,27 @@ _HUMAN_RANKED = (
     select(func.count(Ranking.id))
     .join(Annotator, Annotator.id == Ranking.annotator_id)
     .where(Ranking.comparison_id == CID, Annotator.kind == "human", ~Ranking.skipped)
+    .scalar_subquery()
 )
+# After a ranking is stored or taken back: recount the comparison's human rankings; complete once they reach the
+# overlap, open again when an undo takes one back (other statuses, e.g. retired, stay).
+_RECOUNT_HUMANS = (
+    update(Comparison)
+    .where(Comparison.id == CID)
+    .values(
+        human_ranked=_HUMAN_RANKED,
+        status=case(
+            (~Comparison.status.in_(("open", "complete")), Comparison.status),
+            (_HUMAN_RANKED >= Comparison.required_overlap, "complete"),
+            else_="open",
+        ),
+    )
+)
+# An answer ends the answerer's lease: live leases are only the items on someone's screen.
+_END_LEASE = update(Assignment).where(Assignment.id == bindparam("aid", type_=Integer()), Assignment.expires_at > NOW).values(
+    expires_at=NOW
+)
+_INSERT_RANKING = insert(Ranking).returning(Ranking.id)
 
 
 def _params(annotator_id: int, now: datetime, batch: str | None = None, **more: object) -> dict[str, object]:
@@ -171,7 +196,31 @@ def _params(annotator_id: int, now: datetime, batch: str | None = None, **more: 
     return params
 
 
-def shown_order_for(comparison: Comparison, annotator_id: int) -> list[int]:
+class _HasResponses(Protocol):
+    id: int
+    response_ids: list[int]
+
+
+class _Who(Protocol):
+    """An annotator as the queue needs it: an ORM ``Annotator`` or a ``db.annotators.AnnotatorRef``."""
+
+    id: int
+    kind: str
+    active: bool
+
+
+@dataclass(frozen=True)
+class Lease:
+    """An annotator's live lease on a comparison (plain values, no ORM object)."""
+
+    assignment_id: int
+    comparison_id: int
+    shown_order: list[int]
+    leased_at: datetime
+    expires_at: datetime
+
+
+def shown_order_for(comparison: _HasResponses, annotator_id: int) -> list[int]:
     """This annotator's shuffle of the comparison's responses: fixed per (comparison, annotator).
 
     >>> c = Comparison(id=7, response_ids=[1, 2, 3, 4])
@@ -183,23 +232,32 @@ def shown_order_for(comparison: Comparison, annotator_id: int) -> list[int]:
     return order
 
 
+def _refresh(session: Session, model: type, ident: int) -> None:
+    """Core statements bypass the ORM: reload ``model`` row ``ident`` if the caller holds it in this session."""
+    loaded = session.identity_map.get(session.identity_key(model, ident))  # type: ignore[arg-type]
+    if loaded is not None:
+        session.refresh(loaded)
+
+
 def current_assignment(
     session: Session, annotator_id: int, now: datetime, *, batch: str | None = None
 ) -> Assignment | None:
     """The annotator's unexpired, unanswered lease (the most recent one), if any."""
-    return session.scalars(_CURRENT[batch is not None], _params(annotator_id, now, batch)).first()
+    session.flush()
+    row = session.connection().execute(_CURRENT[batch is not None], _params(annotator_id, now, batch)).first()
+    return None if row is None else session.get(Assignment, row.id)
 
 
-def _pick(session: Session, annotator_id: int, now: datetime, batch: str | None) -> Comparison | None:
-    """Lock and return the next comparison with a free slot for this annotator (None when there is none).
+def _pick(conn: Connection, annotator_id: int, now: datetime, batch: str | None, skipped: list[int]) -> Row | None:
+    """Lock and return (id, response_ids) of the next comparison with a free slot for this annotator, leaving out
+    ``skipped`` (None when there is none). The lease statement checks it again (see ``_lease_statement``).
 
     Two cheap steps instead of ranking every open comparison: first the comparisons already in progress (partly
     ranked or leased), fullest first; else the first untouched one by id.
     """
     params = _params(annotator_id, now, batch)
     batched = batch is not None
-    postgres = session.get_bind().dialect.name == "postgresql"
-    skipped: list[int] = []
+    postgres = conn.dialect.name == "postgresql"
     retries = 0
     while True:
         if skipped:  # rare (PostgreSQL retry): build the statements with the exclusions
@@ -207,7 +265,7 @@ def _pick(session: Session, annotator_id: int, now: datetime, batch: str | None)
             fresh = _FRESH[batched].where(Comparison.id.not_in(skipped))
         else:
             started, fresh = _STARTED[batched], _FRESH[batched]
-        comparison = session.scalars(started, params).first() or session.scalars(fresh, params).first()
+        comparison = conn.execute(started, params).first() or conn.execute(fresh, params).first()
         if comparison is None and postgres and retries < LOCKED_RETRIES:
             # SKIP LOCKED passed over rows that other transactions hold (they may be taking the last free slots).
             # If something is free locks aside, look again in a moment rather than say there is no work. (No
@@ -215,87 +273,147 @@ def _pick(session: Session, annotator_id: int, now: datetime, batch: str | None)
             free = _ANY_ELIGIBLE[batched]
             if skipped:
                 free = free.where(Comparison.id.not_in(skipped))
-            if session.scalar(free, params) is not None:
+            if conn.execute(free, params).first() is not None:
                 retries += 1
                 time.sleep(0.025)
                 continue
-        if comparison is None or not postgres:
-            return comparison
-        # PostgreSQL, READ COMMITTED: the query above used the statement's snapshot, which may predate a lease or a
-        # ranking committed just before we got the row lock. Check again, in a new statement, now that we hold it.
-        if session.scalar(_STILL_ELIGIBLE[batched], {**params, "cid": comparison.id}) is not None:
-            return comparison
-        skipped.append(comparison.id)
+        return comparison
 
 
-_UPSERTS: dict[str, object] = {}
+_LEASES: dict[tuple[str, bool], Any] = {}
 
 
-def _upsert_assignment(session: Session):  # noqa: ANN202
-    """INSERT a lease, or renew this annotator's expired one (keeping its shown order): one statement."""
-    dialect = session.get_bind().dialect.name
-    if dialect not in _UPSERTS:
-        insert = {"postgresql": pg_insert, "sqlite": sqlite_insert}[dialect]
-        statement = insert(Assignment).values(
-            comparison_id=CID, annotator_id=ME, leased_at=NOW, expires_at=bindparam("expires", type_=UTCDateTime()),
-            shown_order=bindparam("order", type_=JSONType),
+def _lease_statement(dialect: str, batched: bool) -> Any:
+    """INSERT a lease on comparison CID if it is still eligible, or renew this annotator's expired one (keeping its
+    shown order); RETURNING the lease, or nothing when the comparison was taken meanwhile. One statement.
+
+    The eligibility check is not redundant on PostgreSQL: under READ COMMITTED the pick ran on its statement's
+    snapshot, which may predate a lease or a ranking committed just before it got the row lock; this statement
+    takes a new snapshot while the lock is held."""
+    key = (dialect, batched)
+    if key not in _LEASES:
+        insert_ = {"postgresql": pg_insert, "sqlite": sqlite_insert}[dialect]
+        values = select(CID, ME, NOW, bindparam("expires", type_=UTCDateTime()), bindparam("order", type_=JSONType))
+        still_eligible = exists().where(_eligible(batched), Comparison.id == CID)
+        statement = insert_(Assignment).from_select(
+            ["comparison_id", "annotator_id", "leased_at", "expires_at", "shown_order"], values.where(still_eligible)
         )
-        _UPSERTS[dialect] = statement.on_conflict_do_update(
+        _LEASES[key] = statement.on_conflict_do_update(
             index_elements=[Assignment.comparison_id, Assignment.annotator_id],
             set_={"leased_at": statement.excluded.leased_at, "expires_at": statement.excluded.expires_at},
-        ).returning(Assignment)
-    return _UPSERTS[dialect]
+        ).returning(Assignment.id, Assignment.comparison_id, Assignment.shown_order, Assignment.leased_at,
+                    Assignment.expires_at)
+    return _LEASES[key]
+
+
+def _lease_of(row: Row) -> Lease:
+    return Lease(row.id, row.comparison_id, list(row.shown_order or []), row.leased_at, row.expires_at)
+
+
+def take_lease(
+    session: Session, annotator: _Who, now: datetime, *, batch: str | None = None, lease: timedelta = DEFAULT_LEASE
+) -> Lease | None:
+    """The annotator's current lease (renewed when half gone), else a new lease on the next free comparison.
+
+    Plain SQL on the session's connection, no ORM objects: this runs on every page the labelling app serves.
+    ``lease_next`` is the same for callers that want the ``Assignment``."""
+    if annotator.kind != "human" or not annotator.active:
+        raise QueueError("only active human annotators receive work")
+    session.flush()
+    conn = session.connection()
+    current = conn.execute(_CURRENT[batch is not None], _params(annotator.id, now, batch)).first()
+    if current is not None:
+        held = _lease_of(current)
+        if held.expires_at - now < lease / 2:
+            conn.execute(_RENEW, {"aid": held.assignment_id, "expires": now + lease})
+            held = Lease(held.assignment_id, held.comparison_id, held.shown_order, held.leased_at, now + lease)
+        return held
+    statement = _lease_statement(conn.dialect.name, batch is not None)
+    skipped: list[int] = []
+    while (comparison := _pick(conn, annotator.id, now, batch, skipped)) is not None:
+        params = _params(annotator.id, now, batch, cid=comparison.id, expires=now + lease,
+                         order=shown_order_for(comparison, annotator.id))
+        row = conn.execute(statement, params).first()
+        if row is not None:
+            return _lease_of(row)
+        skipped.append(comparison.id)  # PostgreSQL: taken by another transaction meanwhile
+    return None
 
 
 def lease_next(
-    session: Session, annotator: Annotator, now: datetime, *, batch: str | None = None, lease: timedelta = DEFAULT_LEASE
+    session: Session, annotator: _Who, now: datetime, *, batch: str | None = None, lease: timedelta = DEFAULT_LEASE
 ) -> Assignment | None:
-    """The annotator's current lease (renewed when half gone), else a new lease on the next free comparison."""
-    if annotator.kind != "human" or not annotator.active:
-        raise QueueError("only active human annotators receive work")
-    current = current_assignment(session, annotator.id, now, batch=batch)
-    if current is not None:
-        if current.expires_at - now < lease / 2:
-            current.expires_at = now + lease
-            session.flush()
-        return current
-    comparison = _pick(session, annotator.id, now, batch)
-    if comparison is None:
+    """``take_lease``, returning the ``Assignment`` (loaded fresh)."""
+    held = take_lease(session, annotator, now, batch=batch, lease=lease)
+    if held is None:
         return None
-    params = {"cid": comparison.id, "me": annotator.id, "now": now, "expires": now + lease,
-              "order": shown_order_for(comparison, annotator.id)}
-    statement = _upsert_assignment(session)
-    return session.scalars(statement, params, execution_options={"populate_existing": True}).one()
+    return session.get(Assignment, held.assignment_id, populate_existing=True)
 
 
 _PROMPT = select(Prompt).where(Prompt.id == bindparam("pid", type_=Integer()))
 _RESPONSES = select(Response).where(Response.id.in_(bindparam("ids", expanding=True)))
 
 
-def load_item(session: Session, assignment: Assignment) -> Item:
+def load_item(session: Session, assignment: Assignment | Lease) -> Item:
     comparison = session.get(Comparison, assignment.comparison_id)
     assert comparison is not None
     prompt = session.scalars(_PROMPT, {"pid": comparison.prompt_id}).one()
     order = assignment.shown_order or list(comparison.response_ids)
     by_id = {r.id: r for r in session.scalars(_RESPONSES, {"ids": order})}
-    return Item(comparison, prompt, [by_id[i] for i in order], assignment)
+    if isinstance(assignment, Lease):
+        assignment = session.get(Assignment, assignment.assignment_id)  # type: ignore[assignment]
+    return Item(comparison, prompt, [by_id[i] for i in order], assignment)  # type: ignore[arg-type]
 
 
-def _claim(session: Session, annotator: Annotator, comparison_id: int, now: datetime) -> tuple[Comparison, Assignment]:
+@dataclass(frozen=True)
+class ItemView:
+    """What the labelling page shows of a leased item: the conversation and the responses in shown order."""
+
+    comparison_id: int
+    messages: list[dict[str, Any]]
+    responses: list[tuple[int, str]]  # (response id, text)
+
+
+_VIEW = (
+    select(Prompt.messages, Response.id, Response.text)
+    .join_from(Comparison, Prompt, Prompt.id == Comparison.prompt_id)
+    .join(Response, Response.prompt_id == Prompt.id)
+    .where(Comparison.id == CID, Response.id.in_(bindparam("ids", expanding=True)))
+)
+
+
+def item_view(session: Session, held: Lease) -> ItemView:
+    """The leased item's text in one statement (``load_item`` returns the ORM objects instead)."""
+    rows = session.connection().execute(_VIEW, {"cid": held.comparison_id, "ids": held.shown_order}).all()
+    texts = {row.id: row.text for row in rows}
+    if not rows or len(texts) != len(held.shown_order):
+        raise QueueError(f"comparison {held.comparison_id} cannot be shown: its responses are missing")
+    return ItemView(held.comparison_id, list(rows[0].messages), [(i, texts[i]) for i in held.shown_order])
+
+
+@dataclass(frozen=True)
+class _Claim:
+    response_ids: list[int]
+    k: int
+    assignment_id: int
+    shown_order: list[int] | None
+    leased_at: datetime
+
+
+def _claim(conn: Connection, annotator_id: int, comparison_id: int, now: datetime) -> _Claim:
     """The comparison and this annotator's lease on it, checked for a submit or a skip (locks the row on PG)."""
-    row = session.execute(_CLAIM, {"cid": comparison_id, "me": annotator.id}).first()
-    if row is None or row.Assignment is None:
+    row = conn.execute(_CLAIM, {"cid": comparison_id, "me": annotator_id}).first()
+    if row is None or row.assignment_id is None:
         raise QueueError(f"comparison {comparison_id} is not assigned to you")
-    comparison, assignment = row.Comparison, row.Assignment
     if row.answered:
         raise QueueError(f"you have already answered comparison {comparison_id}")
-    if comparison.status != "open":
+    if row.status != "open":
         raise QueueError(f"comparison {comparison_id} is closed")
-    if assignment.expires_at <= now:
-        taken = session.scalar(_RECOUNT, {"cid": comparison_id, "me": annotator.id, "now": now}) or 0
-        if taken >= comparison.required_overlap:
+    if row.expires_at <= now:
+        taken = conn.execute(_RECOUNT, {"cid": comparison_id, "me": annotator_id, "now": now}).scalar() or 0
+        if taken >= row.required_overlap:
             raise QueueError("your lease on this item expired and it went to another annotator; it was not saved")
-    return comparison, assignment
+    return _Claim(list(row.response_ids), row.k, row.assignment_id, row.shown_order, row.leased_at)
 
 
 def validate_ranks(ranks: list[int | None], k: int) -> list[int]:
@@ -335,22 +453,94 @@ def validate_ranks(ranks: list[int | None], k: int) -> list[int]:
     return dense_ranks(values)
 
 
-def _complete_if_covered(session: Session, comparison: Comparison) -> None:
-    ranked = session.scalar(_HUMAN_RANKED, {"cid": comparison.id}) or 0
-    comparison.status = "complete" if ranked >= comparison.required_overlap else "open"
-
-
-def _active_ms(active_ms: int | None, assignment: Assignment, now: datetime) -> int | None:
+def _active_ms(active_ms: int | None, leased_at: datetime, now: datetime) -> int | None:
     """The browser's active-time count, bounded by the time since the lease (a client cannot inflate it)."""
     if active_ms is None:
         return None
-    ceiling = int((now - assignment.leased_at).total_seconds() * 1000)
+    ceiling = int((now - leased_at).total_seconds() * 1000)
     return max(0, min(int(active_ms), ceiling))
+
+
+def _store(conn: Connection, annotator_id: int, claim: _Claim, comparison_id: int, now: datetime,
+           row: dict[str, Any], active_ms: int | None, comment: str | None) -> tuple[int, int]:
+    """INSERT the ranking or skip, recount the comparison's human rankings, end the lease: (ranking, assignment)."""
+    ranking_id = conn.execute(_INSERT_RANKING, {
+        "comparison_id": comparison_id, "annotator_id": annotator_id, "shown_order": claim.shown_order,
+        "comment": (comment or "").strip() or None, "active_ms": _active_ms(active_ms, claim.leased_at, now),
+        "created_at": now, **row,
+    }).scalar_one()
+    if not row["skipped"]:
+        conn.execute(_RECOUNT_HUMANS, {"cid": comparison_id})
+    conn.execute(_END_LEASE, {"aid": claim.assignment_id, "now": now})
+    return ranking_id, claim.assignment_id
+
+
+def _rank(session: Session, annotator: _Who, comparison_id: int, ranks_by_response: Mapping[int, int | None],
+          now: datetime, all_bad: bool, comment: str | None, active_ms: int | None) -> tuple[int, int]:
+    session.flush()
+    conn = session.connection()
+    claim = _claim(conn, annotator.id, comparison_id, now)
+    try:
+        raw = align(claim.response_ids, ranks_by_response, "ranks")
+    except RankingError:
+        raise QueueError("the ranking does not match this comparison's responses") from None
+    row = {"ranks": validate_ranks(raw, claim.k), "skipped": False, "skip_reason": None, "all_bad": all_bad}
+    return _store(conn, annotator.id, claim, comparison_id, now, row, active_ms, comment)
+
+
+def _skip(session: Session, annotator: _Who, comparison_id: int, reason: str, now: datetime, comment: str | None,
+          active_ms: int | None) -> tuple[int, int]:
+    if not reason or not reason.strip():
+        raise QueueError("say why you skip (pick a reason or write one)")
+    session.flush()
+    conn = session.connection()
+    claim = _claim(conn, annotator.id, comparison_id, now)
+    row = {"ranks": None, "skipped": True, "skip_reason": reason.strip(), "all_bad": False}
+    return _store(conn, annotator.id, claim, comparison_id, now, row, active_ms, comment)
+
+
+def record_ranking(
+    session: Session,
+    annotator: _Who,
+    comparison_id: int,
+    ranks_by_response: Mapping[int, int | None],
+    now: datetime,
+    *,
+    all_bad: bool = False,
+    comment: str | None = None,
+    active_ms: int | None = None,
+) -> int:
+    """Store a human ranking of a comparison leased to this annotator; returns its id. Raises QueueError for anything
+    invalid. Plain SQL (the app's hot path); ``submit_ranking`` returns the ``Ranking`` instead."""
+    return _rank(session, annotator, comparison_id, ranks_by_response, now, all_bad, comment, active_ms)[0]
+
+
+def record_skip(
+    session: Session,
+    annotator: _Who,
+    comparison_id: int,
+    reason: str,
+    now: datetime,
+    *,
+    comment: str | None = None,
+    active_ms: int | None = None,
+) -> int:
+    """Record that this annotator skipped the comparison (with a reason); the slot stays open for others."""
+    return _skip(session, annotator, comparison_id, reason, now, comment, active_ms)[0]
+
+
+def _loaded(session: Session, ranking_id: int, comparison_id: int, assignment_id: int) -> Ranking:
+    """The stored ranking as an ORM object, with the caller's copies of what the plain SQL changed reloaded."""
+    _refresh(session, Comparison, comparison_id)
+    _refresh(session, Assignment, assignment_id)
+    ranking = session.get(Ranking, ranking_id)
+    assert ranking is not None
+    return ranking
 
 
 def submit_ranking(
     session: Session,
-    annotator: Annotator,
+    annotator: _Who,
     comparison_id: int,
     ranks_by_response: Mapping[int, int | None],
     now: datetime,
@@ -359,33 +549,15 @@ def submit_ranking(
     comment: str | None = None,
     active_ms: int | None = None,
 ) -> Ranking:
-    """Store a human ranking of a comparison leased to this annotator. Raises QueueError for anything invalid."""
-    comparison, assignment = _claim(session, annotator, comparison_id, now)
-    try:
-        raw = align(comparison.response_ids, ranks_by_response, "ranks")
-    except RankingError:
-        raise QueueError("the ranking does not match this comparison's responses") from None
-    ranking = Ranking(
-        comparison_id=comparison.id,
-        annotator_id=annotator.id,
-        ranks=validate_ranks(raw, comparison.k),
-        skipped=False,
-        all_bad=all_bad,
-        shown_order=assignment.shown_order,
-        comment=(comment or "").strip() or None,
-        active_ms=_active_ms(active_ms, assignment, now),
-        created_at=now,
-    )
-    session.add(ranking)
-    session.flush()
-    _complete_if_covered(session, comparison)
-    session.flush()
-    return ranking
+    """``record_ranking``, returning the stored ``Ranking``."""
+    ranking_id, assignment_id = _rank(session, annotator, comparison_id, ranks_by_response, now, all_bad, comment,
+                                      active_ms)
+    return _loaded(session, ranking_id, comparison_id, assignment_id)
 
 
 def skip_comparison(
     session: Session,
-    annotator: Annotator,
+    annotator: _Who,
     comparison_id: int,
     reason: str,
     now: datetime,
@@ -393,27 +565,12 @@ def skip_comparison(
     comment: str | None = None,
     active_ms: int | None = None,
 ) -> Ranking:
-    """Record that this annotator skipped the comparison (with a reason); the slot stays open for others."""
-    if not reason or not reason.strip():
-        raise QueueError("say why you skip (pick a reason or write one)")
-    _, assignment = _claim(session, annotator, comparison_id, now)
-    ranking = Ranking(
-        comparison_id=comparison_id,
-        annotator_id=annotator.id,
-        ranks=None,
-        skipped=True,
-        skip_reason=reason.strip(),
-        shown_order=assignment.shown_order,
-        comment=(comment or "").strip() or None,
-        active_ms=_active_ms(active_ms, assignment, now),
-        created_at=now,
-    )
-    session.add(ranking)
-    session.flush()
-    return ranking
+    """``record_skip``, returning the stored ``Ranking``."""
+    ranking_id, assignment_id = _skip(session, annotator, comparison_id, reason, now, comment, active_ms)
+    return _loaded(session, ranking_id, comparison_id, assignment_id)
 
 
-def undo_last(session: Session, annotator: Annotator, now: datetime, *, lease: timedelta = DEFAULT_LEASE) -> int:
+def undo_last(session: Session, annotator: _Who, now: datetime, *, lease: timedelta = DEFAULT_LEASE) -> int:
     """Take back the annotator's last submission (ranking or skip) unless it was exported; the item is leased to
     them again and comes next. Returns the comparison id."""
     last = session.scalars(
@@ -423,19 +580,21 @@ def undo_last(session: Session, annotator: Annotator, now: datetime, *, lease: t
         raise QueueError("nothing to undo")
     if last.exported_at is not None:
         raise QueueError("your last submission is already in an exported dataset and cannot be undone")
-    comparison = session.get(Comparison, last.comparison_id)
-    assert comparison is not None
+    comparison_id = last.comparison_id
     session.delete(last)
     session.flush()
-    session.execute(
+    conn = session.connection()
+    assignment_id = conn.execute(
         update(Assignment)
-        .where(Assignment.comparison_id == comparison.id, Assignment.annotator_id == annotator.id)
+        .where(Assignment.comparison_id == comparison_id, Assignment.annotator_id == annotator.id)
         .values(leased_at=now, expires_at=now + lease)
-    )
-    if comparison.status == "complete":
-        _complete_if_covered(session, comparison)
-    session.flush()
-    return comparison.id
+        .returning(Assignment.id)
+    ).scalar()
+    conn.execute(_RECOUNT_HUMANS, {"cid": comparison_id})
+    _refresh(session, Comparison, comparison_id)
+    if assignment_id is not None:
+        _refresh(session, Assignment, assignment_id)
+    return comparison_id
 
 
 @dataclass(frozen=True)
@@ -451,12 +610,16 @@ def _flag(condition):  # noqa: ANN001, ANN202
 
 
 _GIVABLE = and_(Comparison.status == "open", Comparison.required_overlap > 0, Comparison.k <= MAX_K)
-_TODAY = select(func.count(Ranking.id)).where(Ranking.annotator_id == ME, Ranking.created_at >= NOW)
 
 
 def _mine(batched: bool):  # noqa: ANN202
+    """(this annotator's answers in the batch, of which on still-givable comparisons, answers since midnight)."""
+    today = aliased(Ranking)
+    since_midnight = (
+        select(func.count(today.id)).where(today.annotator_id == ME, today.created_at >= NOW).scalar_subquery()
+    )
     query = (
-        select(func.count(Ranking.id), _flag(_GIVABLE))
+        select(func.count(Ranking.id), _flag(_GIVABLE), since_midnight)
         .join(Comparison, Comparison.id == Ranking.comparison_id)
         .where(Ranking.annotator_id == ME)
     )
@@ -476,26 +639,28 @@ _SIZES = {b: _sizes(b) for b in (False, True)}
 
 def batch_sizes(session: Session, batch: str | None = None) -> tuple[int, int]:
     """(comparisons wanting human labels, of which still open): one scan of the batch's comparisons."""
-    size, open_total = session.execute(_SIZES[batch is not None], {"batch": batch} if batch else {}).one()
-    return size, open_total
+    row = session.connection().execute(_SIZES[batch is not None], {"batch": batch} if batch else {}).one()
+    return int(row[0]), int(row[1])
 
 
 def progress(
     session: Session, annotator_id: int, now: datetime, *, batch: str | None = None,
     sizes: tuple[int, int] | None = None,
 ) -> Progress:
-    """This annotator's counts; ``sizes`` (from ``batch_sizes``, possibly cached by the caller) saves the scan."""
+    """This annotator's counts (one statement); ``sizes`` (from ``batch_sizes``, possibly cached by the caller)
+    saves the scan of the batch."""
+    session.flush()
     midnight = now.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     params = _params(annotator_id, midnight, batch)
-    done_in_batch, answered_open = session.execute(_MINE[batch is not None], params).one()
+    done_in_batch, answered_open, done_today = session.connection().execute(_MINE[batch is not None], params).one()
     batch_size, open_total = sizes if sizes is not None else batch_sizes(session, batch)
     return Progress(
-        done_today=session.scalar(_TODAY, params) or 0,
-        done_in_batch=done_in_batch,
+        done_today=int(done_today or 0),
+        done_in_batch=int(done_in_batch),
         batch_size=batch_size,
         # Open comparisons minus those this annotator answered (others' unexpired leases are not subtracted:
         # they are transient, and counting them would cost a scan of every open comparison on every page).
-        remaining=max(0, open_total - answered_open),
+        remaining=max(0, open_total - int(answered_open)),
     )
 
 

@@ -46,7 +46,7 @@ class AdminApp:
 
     def refresh(self, batch: str | None, request: gr.Request) -> list[Any]:
         chosen = None if not batch or batch == ALL else batch
-        with self.reads() as session:
+        with self.reads.begin() as session:
             self._admin(session, request)
             batches = batch_summaries(session)
             rows = human_rankings(session, chosen)
@@ -73,7 +73,7 @@ class AdminApp:
                 for a in activity
             ]
         )
-        with self.reads() as session:  # the same report as `rlhf report agreement`
+        with self.reads.begin() as session:  # the same report as `rlhf report agreement`
             report = agreement_report(session, (chosen,) if chosen else ())
         pairwise, alpha, majority = report.human_pairwise, report.human_alpha, report.humans_vs_others
         agreement_md = (

@@ -2,8 +2,11 @@
 
 Every handler starts from the logged-in user (``request.username``, which Gradio takes from our login cookie) and
 re-reads them from the database; what the browser sends (the item id, the response ids, the ranks) is only a claim
-that ``db.queue`` checks against the annotator's lease. Write transactions are kept short (SQLite serialises
-writers): the ranking is committed, then the next lease is taken, then the page is rendered outside any lock.
+that ``db.queue`` checks against the annotator's lease. Each event is one short transaction (SQLite serialises
+writers) of plain SQL statements: who is asking, the action, the next lease and the page's data; the HTML is built
+after the commit. Read-only work also ends in COMMIT (``sessions.begin()``), never ROLLBACK: on PostgreSQL a ROLLBACK
+makes psycopg drop every prepared statement of the connection, and the queue's statements were then planned afresh
+on half of the pages.
 """
 
 from __future__ import annotations
@@ -18,18 +21,17 @@ from typing import Any
 import gradio as gr
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.annotators import get_annotator_by_name
-from db.models import Annotator, Assignment
+from db.annotators import AnnotatorRef, annotator_ref
 from db.queue import (
     MAX_K,
     QueueError,
     batch_sizes,
     batches_with_work,
-    lease_next,
-    load_item,
+    item_view,
     progress,
-    skip_comparison,
-    submit_ranking,
+    record_ranking,
+    record_skip,
+    take_lease,
     undo_last,
 )
 from labeling_app.render import render_markdown
@@ -76,60 +78,42 @@ class AnnotatorApp:
         return sizes
 
     @staticmethod
-    def _user(session: Session, request: gr.Request | None) -> Annotator:
-        annotator = get_annotator_by_name(session, request.username or "") if request else None
+    def _user(session: Session, request: gr.Request | None) -> AnnotatorRef:
+        annotator = annotator_ref(session, request.username or "") if request else None
         if annotator is None or annotator.kind != "human" or not annotator.active:
             raise gr.Error("Your session is no longer valid: reload the page to log in again.")
         return annotator
 
-    def _lease(self, session: Session, annotator: Annotator, batch: str | None) -> tuple[int, list[int]] | None:
-        """Lease (or keep) the annotator's next item inside the caller's write transaction: (comparison, order)."""
-        assignment = lease_next(session, annotator, self.clock(), batch=batch, lease=self.settings.lease)
-        if assignment is None:
-            return None
-        return assignment.comparison_id, list(assignment.shown_order or [])
-
-    def _render(self, annotator_id: int, leased: tuple[int, list[int]] | None, batch: str | None, message: str,
-                kind: str = "info") -> str:
-        """The page (one HTML fragment), read after the write transaction (no write lock held)."""
-        with self.reads() as session:
-            shown = None
-            if leased is not None:
-                item = load_item(session, Assignment(comparison_id=leased[0], shown_order=leased[1]))
-                shown = ShownItem(
-                    item.comparison.id, list(item.prompt.messages), [(r.id, r.text) for r in item.responses]
-                )
-            p = progress(session, annotator_id, self.clock(), batch=batch, sizes=self._batch_sizes(session, batch))
-        if shown is None and kind != "error":
-            message, kind = (f"{message} " if message else "") + "Nothing left for you here. Thank you!", "done"
-        elif not message:
-            message = f"Comparison {shown.comparison_id}: rank all {len(shown.responses)} responses."
-        return item_html(
-            shown,
-            ProgressView(p.done_today, p.done_in_batch, p.batch_size, p.remaining,
-                         f"batch {batch}" if batch else "all batches"),
-            self.settings.skip_reasons,
-            message_html(message, kind),
-        )
-
-    def _page(self, request: gr.Request, batch: str | None, action: Callable[[Session, Annotator], str] | None,
+    def _page(self, request: gr.Request, batch: str | None, action: Callable[[Session, AnnotatorRef, datetime], str] | None,
               error: str | None = None) -> str:
-        """One short write transaction (who is asking; the action: submit, skip or undo; the next lease), then
-        the page. A refused action writes nothing and shows the same item again with the reason."""
+        """One short transaction: who is asking; the action (submit, skip or undo); the next lease; what the page
+        shows. A refused action writes nothing and shows the same item again with the reason."""
         chosen = _batch(batch)
         done, kind = error or "", "error" if error else "info"
+        now = self.clock()
         try:
             with self.sessions.begin() as session:
                 annotator = self._user(session, request)
-                annotator_id = annotator.id
                 if action is not None and error is None:
-                    done = action(session, annotator)
-                leased = self._lease(session, annotator, chosen)
+                    done = action(session, annotator, now)
+                leased = take_lease(session, annotator, now, batch=chosen, lease=self.settings.lease)
+                shown = item_view(session, leased) if leased is not None else None
+                p = progress(session, annotator.id, now, batch=chosen, sizes=self._batch_sizes(session, chosen))
         except QueueError as exc:
             if error is not None:  # not even the page could be shown
                 raise gr.Error(str(exc)) from None
             return self._page(request, batch, None, str(exc))
-        return self._render(annotator_id, leased, chosen, done, kind)
+        if shown is None and kind != "error":
+            done, kind = (f"{done} " if done else "") + "Nothing left for you here. Thank you!", "done"
+        elif not done and shown is not None:
+            done = f"Comparison {shown.comparison_id}: rank all {len(shown.responses)} responses."
+        return item_html(
+            ShownItem(shown.comparison_id, shown.messages, shown.responses) if shown is not None else None,
+            ProgressView(p.done_today, p.done_in_batch, p.batch_size, p.remaining,
+                         f"batch {chosen}" if chosen else "all batches"),
+            self.settings.skip_reasons,
+            message_html(done, kind),
+        )
 
     # --- events --------------------------------------------------------------------------------------------------
 
@@ -146,10 +130,10 @@ class AnnotatorApp:
         if len(parsed.ranks) != len(parsed.response_ids):
             return self._page(request, batch, None, "The ranking does not match the responses shown: reload the page.")
 
-        def action(session: Session, annotator: Annotator) -> str:
-            submit_ranking(
+        def action(session: Session, annotator: AnnotatorRef, now: datetime) -> str:
+            record_ranking(
                 session, annotator, parsed.comparison_id, dict(zip(parsed.response_ids, parsed.ranks, strict=True)),
-                self.clock(), all_bad=parsed.all_bad, comment=parsed.comment, active_ms=parsed.active_ms,
+                now, all_bad=parsed.all_bad, comment=parsed.comment, active_ms=parsed.active_ms,
             )
             return f"Saved comparison {parsed.comparison_id}."
 
@@ -165,27 +149,27 @@ class AnnotatorApp:
         if parsed.skip_reason.strip() == "Other":
             return self._page(request, batch, None, "Write the reason in “Other reason”, then press Enter.")
 
-        def action(session: Session, annotator: Annotator) -> str:
-            skip_comparison(session, annotator, parsed.comparison_id, parsed.skip_reason, self.clock(),
-                            comment=parsed.comment, active_ms=parsed.active_ms)
+        def action(session: Session, annotator: AnnotatorRef, now: datetime) -> str:
+            record_skip(session, annotator, parsed.comparison_id, parsed.skip_reason, now,
+                        comment=parsed.comment, active_ms=parsed.active_ms)
             return f"Skipped comparison {parsed.comparison_id}."
 
         return self._page(request, batch, action)
 
     def undo(self, form: str, batch: str | None, request: gr.Request) -> str:
-        def action(session: Session, annotator: Annotator) -> str:
-            comparison_id = undo_last(session, annotator, self.clock(), lease=self.settings.lease)
+        def action(session: Session, annotator: AnnotatorRef, now: datetime) -> str:
+            comparison_id = undo_last(session, annotator, now, lease=self.settings.lease)
             return f"Undone: comparison {comparison_id} is back."
 
         return self._page(request, batch, action)
 
     def batches(self, request: gr.Request) -> Any:
-        with self.reads() as session:
+        with self.reads.begin() as session:
             self._user(session, request)
             return gr.update(choices=[ALL_BATCHES, *batches_with_work(session)])
 
     def header(self, request: gr.Request) -> str:
-        with self.reads() as session:
+        with self.reads.begin() as session:
             annotator = self._user(session, request)
             admin = ' · <a href="/admin/">Admin</a>' if annotator.role == "admin" else ""
             return (

@@ -83,7 +83,7 @@ class Authenticator:
             hit = self._cache.get(token)
         if hit is not None and hit[0] > now:
             return hit[1]
-        with self.sessions() as session:
+        with self.sessions.begin() as session:  # ends in COMMIT: see labeling_app.annotate on ROLLBACK
             annotator = annotator_for_token(session, token, self.clock())
             user = User(annotator.id, annotator.name, annotator.role) if annotator else None
         with self._lock:

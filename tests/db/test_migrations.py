@@ -57,3 +57,38 @@ def test_sqlite_connection_settings(tmp_path) -> None:
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
     finally:
         engine.dispose()
+
+
+def test_the_human_count_is_backfilled_from_the_rankings(db_url: str) -> None:
+    """0007 adds comparisons.human_ranked: a store labelled before it gets its counts from the rankings."""
+    from datetime import datetime, timezone
+
+    from sqlalchemy import select
+
+    from db import immediate, make_session_factory
+    from db.annotators import create_annotator
+    from db.comparisons import NewComparison, ensure_comparisons
+    from db.models import Comparison
+    from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
+    from db.queue import lease_next, skip_comparison, submit_ranking
+
+    engine = make_engine(db_url)
+    now = datetime(2026, 11, 30, tzinfo=timezone.utc)
+    try:
+        sessions = make_session_factory(immediate(engine))
+        with sessions.begin() as session:
+            [(pid, _)] = ensure_prompts(session, [NewPrompt([{"role": "user", "content": "Q?"}])], test_fraction=0)
+            rids = [r for r, _ in ensure_responses(session, [NewResponse(pid, f"a{j}", "m") for j in range(2)])]
+            [(cid, _)] = ensure_comparisons(session, [NewComparison(pid, tuple(rids), "b", 3)])
+            people = [create_annotator(session, name, password="a long password") for name in ("ann", "bob", "cat")]
+            for person in people[:2]:
+                lease_next(session, person, now)
+                submit_ranking(session, person, cid, dict(zip(rids, [1, 2])), now)
+            lease_next(session, people[2], now)
+            skip_comparison(session, people[2], cid, "unclear", now)
+        downgrade(engine, "0006")
+        upgrade(engine)
+        with sessions.begin() as session:
+            assert session.scalar(select(Comparison.human_ranked).where(Comparison.id == cid)) == 2
+    finally:
+        engine.dispose()

@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import immediate, make_engine, make_session_factory
-from db.annotators import create_annotator
+from db.annotators import annotator_ref, create_annotator
 from db.comparisons import NewComparison, ensure_comparisons
 from db.login_sessions import annotator_for_token, close_session, open_session
 from db.models import Annotator, Assignment, Comparison, Ranking
@@ -18,11 +18,15 @@ from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
 from db.queue import (
     QueueError,
     current_assignment,
+    item_view,
     lease_next,
     load_item,
     progress,
+    record_ranking,
+    record_skip,
     skip_comparison,
     submit_ranking,
+    take_lease,
     undo_last,
 )
 
@@ -181,6 +185,51 @@ def test_undo_takes_back_the_last_submission_unless_exported(write_sessions) -> 
         with pytest.raises(QueueError, match="exported"):
             undo_last(session, ann, T0 + timedelta(seconds=9))
         assert session.scalar(select(func.count(Ranking.id))) == 1
+
+
+def test_the_human_count_follows_submits_skips_and_undo(write_sessions) -> None:
+    [cid] = _setup(write_sessions, 1, overlap=2, annotators=["ann", "bob", "cat"])
+    with write_sessions.begin() as session:
+        def counted() -> tuple[int, str]:
+            comparison = session.get(Comparison, cid)
+            return comparison.human_ranked, comparison.status
+
+        assert counted() == (0, "open")
+        assert _rank_first_best(session, "ann", T0) == cid
+        assert counted() == (1, "open")
+        bob = _annotator(session, "bob")
+        lease_next(session, bob, T0)
+        skip_comparison(session, bob, cid, "unclear", T0)  # a skip takes no slot
+        assert counted() == (1, "open")
+        assert _rank_first_best(session, "cat", T0) == cid
+        assert counted() == (2, "complete")
+        undo_last(session, _annotator(session, "cat"), T0 + timedelta(seconds=1))
+        assert counted() == (1, "open")
+        truth = session.scalar(
+            select(func.count(Ranking.id)).where(Ranking.comparison_id == cid, ~Ranking.skipped)
+        )
+        assert truth == 1
+
+
+def test_an_answer_ends_the_lease_and_the_next_page_needs_no_orm(write_sessions) -> None:
+    first, second = _setup(write_sessions, 2, overlap=1, annotators=["ann"], k=3)
+    with write_sessions.begin() as session:
+        ann = annotator_ref(session, "ann")
+        assert ann is not None and ann.kind == "human" and ann.active
+        held = take_lease(session, ann, T0)
+        assert held is not None and held.comparison_id == first and held.expires_at > T0
+        view = item_view(session, held)
+        assert [rid for rid, _ in view.responses] == held.shown_order
+        assert view.messages == [{"role": "user", "content": "Q0?"}]
+        ranking_id = record_ranking(session, ann, first, dict(zip(held.shown_order, [1, 2, 3])), T0 + timedelta(seconds=3))
+        ended = session.scalars(select(Assignment).where(Assignment.id == held.assignment_id)).one()
+        assert ended.expires_at == T0 + timedelta(seconds=3)  # answered: the slot is no longer held by a lease
+        assert session.get(Ranking, ranking_id).shown_order == held.shown_order
+        following = take_lease(session, ann, T0 + timedelta(seconds=3))
+        assert following is not None and following.comparison_id == second
+        skipped_id = record_skip(session, ann, second, "unclear", T0 + timedelta(seconds=4))
+        assert session.get(Ranking, skipped_id).skipped
+        assert take_lease(session, ann, T0 + timedelta(seconds=4)) is None
 
 
 def test_progress_counts(write_sessions) -> None:
