@@ -8,10 +8,11 @@ toy policy) -> ``rlhf comparisons create`` -> ``rlhf rule run`` (answers that sa
 - plain TRL: the script a user would write, TRL's defaults otherwise (a reference forward every step, gradient
   checkpointing on, max_length 1024, linear schedule); timed from the trainer's construction (tokenization) to the
   end of ``train()``.
-- ours: ``train_dpo`` with ``rlhf dpo``'s defaults (reference log-probs precomputed once and cached on disk,
-  length-grouped batches, no gradient checkpointing, cosine schedule with 10% warmup); its ``seconds`` covers the
-  trainer's construction, the reference pass and ``train()``. Run twice: with a fresh reference cache, then with
-  the cache warm (what a second run on the same export and base costs: another beta, another loss).
+- ours: ``train_dpo`` with ``rlhf dpo``'s defaults (reference log-probs precomputed once, in length-sorted batches
+  with the output layer on completion tokens only, and cached on disk; length-grouped batches, no gradient
+  checkpointing, cosine schedule with 10% warmup); its ``seconds`` covers the tokenization, the trainer's
+  construction, the reference pass and ``train()``. Run twice: with a fresh reference cache, then with the cache
+  warm (what a second run on the same export and base costs: another beta, another loss).
 
 Reported per row: pairs, seconds, pairs/s (pairs x epochs / seconds), speed-up over plain TRL, the mean training
 loss over the run (``TrainOutput.training_loss``), the last logged loss and the last logged mean reward margin. The

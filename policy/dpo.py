@@ -9,6 +9,9 @@
 - **Reference log-probs computed once**: precomputed before training (no reference forward per step, no second
   model in memory), and **cached on disk** under a key made of the tokenized data and a hash of the reference
   weights, so a second run on the same export and base (another beta, another loss, more epochs) skips the pass.
+  The pass itself walks the pairs in length order and applies the output layer to completion tokens only.
+- **Compact output layer on CPU** (``compact_lm_head_on_cpu``): TRL's fused LM head skips the prompt positions only
+  on GPUs; we make it do so on CPU too.
 - **LoRA** (``use_lora``): the reference is the same model with the adapter disabled (TRL does this; no copy).
   The saved policy is the merged model (loads anywhere); the adapter is kept in ``adapter/``.
 - **Soft labels**: an export's ``score`` column is P(chosen preferred) (1.0 for unanimous hard labels; lower for
@@ -26,6 +29,8 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -80,49 +85,62 @@ def default_config(out_dir: str | Path, **overrides: Any) -> DPOStageConfig:
 # --- data ---------------------------------------------------------------------------------------------------------
 
 
-def _render(tokenizer: Any, messages: list[dict[str, str]], answer: str) -> tuple[list[int], list[int]]:
-    """(prompt ids, answer ids) as TRL renders a conversational pair: the chat template with the generation prompt,
-    then the rest of the rendered conversation (the answer and its end-of-turn tokens)."""
+def _render(tokenizer: Any, messages: list[dict[str, str]], answers: list[str]) -> tuple[str, list[str], bool]:
+    """(prompt text, answer texts, chat) as TRL renders a conversational pair: the chat template with the generation
+    prompt, then the rest of each rendered conversation (the answer and its end-of-turn tokens). Without a chat
+    template: a plain transcript, and the answers get the end-of-sequence token at tokenization."""
     if getattr(tokenizer, "chat_template", None):
         prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template([*messages, {"role": "assistant", "content": answer}], tokenize=False)
-        tail = full[len(prompt):] if full.startswith(prompt) else answer
-        return tokenizer(prompt, add_special_tokens=False)["input_ids"], tokenizer(tail, add_special_tokens=False)["input_ids"]
-    prompt = plain_conversation(messages) + "\nAssistant: "
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    return tokenizer(prompt)["input_ids"], tokenizer(answer, add_special_tokens=False)["input_ids"] + eos
+        tails = []
+        for answer in answers:
+            full = tokenizer.apply_chat_template([*messages, {"role": "assistant", "content": answer}], tokenize=False)
+            tails.append(full[len(prompt):] if full.startswith(prompt) else answer)
+        return prompt, tails, True
+    return plain_conversation(messages) + "\nAssistant: ", answers, False
 
 
 def tokenize_pairs(dataset: Any, tokenizer: Any, max_length: int | None) -> tuple[Any, dict[str, int]]:
     """``prompt_ids``/``chosen_ids``/``rejected_ids`` (+ ``soft_target`` when the export has scores) with every pair
-    kept: the prompt cut from the left to fit, an answer cut at its end only when it alone is too long."""
+    kept: the prompt cut from the left to fit, an answer cut at its end only when it alone is too long. The texts are
+    rendered first and tokenized in one batch (the fast tokenizer's batch call)."""
     import datasets
 
-    columns: dict[str, list[Any]] = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": []}
+    prompts: list[str] = []
+    answers: list[str] = []  # chosen, rejected, chosen, rejected...
+    chat = True
     scores = "score" in dataset.column_names
-    if scores:
-        columns["soft_target"] = []
-    stats = {"pairs": 0, "truncated_context": 0, "truncated_response": 0}
+    soft: list[float] = []
     for row in dataset:
-        messages = messages_of(row["prompt"])
-        prompt_ids, chosen = _render(tokenizer, messages, text_of(row["chosen"]))
-        _, rejected = _render(tokenizer, messages, text_of(row["rejected"]))
+        prompt, tails, chat = _render(tokenizer, messages_of(row["prompt"]), [text_of(row["chosen"]),
+                                                                             text_of(row["rejected"])])
+        prompts.append(prompt)
+        answers.extend(tails)
+        if scores:
+            soft.append(float(row["score"]) if row["score"] is not None else 1.0)
+    prompt_ids = tokenizer(prompts, add_special_tokens=not chat)["input_ids"] if prompts else []
+    answer_ids = tokenizer(answers, add_special_tokens=False)["input_ids"] if answers else []
+    if not chat and tokenizer.eos_token_id is not None:
+        answer_ids = [ids + [tokenizer.eos_token_id] for ids in answer_ids]
+    columns: dict[str, list[Any]] = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": []}
+    stats = {"pairs": 0, "truncated_context": 0, "truncated_response": 0}
+    for i, context in enumerate(prompt_ids):
+        chosen, rejected = answer_ids[2 * i], answer_ids[2 * i + 1]
         if max_length is not None:
             longest = max(len(chosen), len(rejected))
             if longest >= max_length:  # keep a little context (its last 8 tokens at least: the turn header)
-                keep = max(max_length - min(len(prompt_ids), 8), 1)
+                keep = max(max_length - min(len(context), 8), 1)
                 chosen, rejected = chosen[:keep], rejected[:keep]
                 stats["truncated_response"] += 1
             room = max_length - max(len(chosen), len(rejected))
-            if len(prompt_ids) > room:
-                prompt_ids = prompt_ids[len(prompt_ids) - room:]
+            if len(context) > room:
+                context = context[len(context) - room:]
                 stats["truncated_context"] += 1
-        columns["prompt_ids"].append(prompt_ids)
+        columns["prompt_ids"].append(context)
         columns["chosen_ids"].append(chosen)
         columns["rejected_ids"].append(rejected)
-        if scores:
-            columns["soft_target"].append(float(row["score"]) if row["score"] is not None else 1.0)
         stats["pairs"] += 1
+    if scores:
+        columns["soft_target"] = soft
     return datasets.Dataset.from_dict(columns), stats
 
 
@@ -135,6 +153,63 @@ def data_digest(dataset: Any) -> str:
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table.combine_chunks())
     return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
+@contextmanager
+def compact_lm_head_on_cpu() -> Iterator[None]:
+    """TRL's fused LM head scores only the positions that have a label (the completions) on CUDA/XPU, but every
+    position (prompt and padding too) on other devices, to keep tile shapes static for compilers such as Neuron's.
+    Nothing is compiled on CPU, and there the wasted positions made the output layer about half of a DPO step. Inside
+    this block a CPU counts as compact: same values, ~1.5x faster training of the toy policy. If TRL renames its
+    private switch (``trl.trainer.utils._use_triton``), nothing changes (``test_compact_lm_head_...`` tells)."""
+    import trl.trainer.utils as trl_utils
+
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None:
+        yield
+        return
+    trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
+
+
+def supports_completion_logps(model: Any) -> bool:
+    """Whether ``completion_logps`` computes exactly what TRL's forward does for this model: a plain (not PEFT)
+    causal LM with a decoder and an output layer, and no logit soft-capping."""
+    from accelerate.utils import is_peft_model
+
+    if is_peft_model(model) or not hasattr(model, "get_decoder") or model.get_output_embeddings() is None:
+        return False
+    config = getattr(model, "config", None)
+    return getattr(config, "final_logit_softcapping", None) is None and getattr(config, "logit_scale", None) is None
+
+
+def completion_logps(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per sequence: the summed log-probs of its completion tokens, with the output layer applied to the completion
+    positions only (TRL's forward applies it to every position, prompt and padding included: on CPU the output
+    layer over the vocabulary was 70% of the reference pass)."""
+    hidden = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                 use_cache=False).last_hidden_state
+    scored = batch["completion_mask"][:, 1:].bool()  # token t is predicted at position t - 1
+    logits = model.get_output_embeddings()(hidden[:, :-1][scored]).float()
+    targets = batch["input_ids"][:, 1:][scored]
+    token_logps = logits.log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
+    rows = torch.arange(scored.size(0), device=scored.device)[:, None].expand_as(scored)[scored]
+    return torch.zeros(scored.size(0), dtype=token_logps.dtype, device=token_logps.device).index_add_(
+        0, rows, token_logps)
+
+
+def _pair_lengths(dataset: Any) -> list[int]:
+    """Per pair: prompt + the longer answer, in tokens (what a batch pads to)."""
+    import pyarrow.compute as pc
+
+    table = dataset.with_format("arrow")[:]
+    prompt = pc.list_value_length(table.column("prompt_ids"))
+    longest = pc.max_element_wise(pc.list_value_length(table.column("chosen_ids")),
+                                  pc.list_value_length(table.column("rejected_ids")))
+    return pc.add(prompt, longest).to_pylist()
 
 
 # --- the trainer --------------------------------------------------------------------------------------------------
@@ -175,7 +250,10 @@ class PipelineDPOTrainer(DPOTrainer):
                 for column in ("ref_chosen_logps", "ref_rejected_logps"):
                     dataset = dataset.add_column(column, cached.column(column).to_pylist())
                 return dataset
-        result = super()._precompute_ref_logps(dataset, name, batch_size)
+        if self.accelerator.num_processes == 1 and not self.is_deepspeed_enabled:
+            result = self._reference_pass(dataset, batch_size)
+        else:  # several processes: TRL's pass shards the data and gathers the results
+            result = super()._precompute_ref_logps(dataset, name, batch_size)
         if self.accelerator.is_main_process:
             import pyarrow.parquet as pq
 
@@ -185,19 +263,38 @@ class PipelineDPOTrainer(DPOTrainer):
             partial.replace(path)  # atomic: a crash never leaves a half-written cache entry
         return result
 
+    def _reference_pass(self, dataset: Any, batch_size: int) -> Any:
+        """The reference log-probs of every pair in one process: batches of similar length (TRL's pass walks the data
+        in order, so each batch pads to its longest pair), inference mode, results put back in dataset order."""
+        lengths = _pair_lengths(dataset)
+        order = sorted(range(len(lengths)), key=lengths.__getitem__)
+        chosen = torch.empty(len(order), dtype=torch.float32)
+        rejected = torch.empty(len(order), dtype=torch.float32)
+        columns = ["prompt_ids", "chosen_ids", "rejected_ids"]
+        model = self.ref_model or self.model
+        device = self.accelerator.device
+        direct = self.ld_alpha is None and supports_completion_logps(model)
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                indices = order[start:start + batch_size]
+                rows = dataset.select_columns(columns)[indices]
+                batch = self.data_collator([dict(zip(columns, values, strict=True)) for values in zip(*rows.values(),
+                                                                                                     strict=True)])
+                batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+                ref_chosen, ref_rejected = (completion_logps(model, batch).chunk(2) if direct
+                                            else self.compute_ref_log_probs(model, batch))
+                chosen[indices] = ref_chosen.float().cpu()
+                rejected[indices] = ref_rejected.float().cpu()
+        dataset = dataset.add_column("ref_chosen_logps", chosen.tolist())
+        return dataset.add_column("ref_rejected_logps", rejected.tolist())
+
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if not self._group or dataset is None:
             return super()._get_train_sampler(train_dataset)
         from transformers.trainer_pt_utils import LengthGroupedSampler
 
-        table = dataset.with_format("arrow")[:]
-        import pyarrow.compute as pc
-
-        prompt = pc.list_value_length(table.column("prompt_ids"))
-        longest = pc.max_element_wise(pc.list_value_length(table.column("chosen_ids")),
-                                      pc.list_value_length(table.column("rejected_ids")))
-        lengths = pc.add(prompt, longest).to_pylist()
+        lengths = _pair_lengths(dataset)
         generator = torch.Generator()
         generator.manual_seed(self.args.seed)
         return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
@@ -287,28 +384,30 @@ def train_dpo(data: str | Path, out_dir: str | Path, config: DPOStageConfig, *, 
     tokenizer = AutoTokenizer.from_pretrained(config.policy)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    dataset, stats = tokenize_pairs(load_pairs(data, "train"), tokenizer, config.max_length)
+    pairs = load_pairs(data, "train")
+    model = AutoModelForCausalLM.from_pretrained(config.policy, dtype=torch.bfloat16 if config.bf16 else torch.float32)
+    started = time.perf_counter()  # tokenizing and the reference pass (or cache read) count: they are part of the job
+    dataset, stats = tokenize_pairs(pairs, tokenizer, config.max_length)
     if len(dataset) == 0:
         raise UserError(f"{data}: no training pairs")
     soft = config.soft_labels and "soft_target" in dataset.column_names and min(dataset["soft_target"]) < 1.0
     if not soft and "soft_target" in dataset.column_names:
         dataset = dataset.remove_columns(["soft_target"])
-    model = AutoModelForCausalLM.from_pretrained(config.policy, dtype=torch.bfloat16 if config.bf16 else torch.float32)
     peft_config = None
     if config.use_lora:
         from peft import LoraConfig
 
         peft_config = LoraConfig(task_type="CAUSAL_LM", r=config.lora_r, lora_alpha=config.lora_alpha,
                                  lora_dropout=0.0, target_modules=config.lora_target_modules)
-    started = time.perf_counter()  # the reference pass (or cache read) counts: it is part of the job
-    trainer = PipelineDPOTrainer(
-        model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
-        callbacks=callbacks, soft_labels=soft, ref_cache_dir=config.ref_cache_dir,
-        group_by_length=config.group_by_length,
-    )
-    checkpoints = Path(config.output_dir)
-    has_checkpoint = checkpoints.exists() and any(checkpoints.glob("checkpoint-*"))
-    result = trainer.train(resume_from_checkpoint=True if resume and has_checkpoint else None)
+    with compact_lm_head_on_cpu():
+        trainer = PipelineDPOTrainer(
+            model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
+            callbacks=callbacks, soft_labels=soft, ref_cache_dir=config.ref_cache_dir,
+            group_by_length=config.group_by_length,
+        )
+        checkpoints = Path(config.output_dir)
+        has_checkpoint = checkpoints.exists() and any(checkpoints.glob("checkpoint-*"))
+        result = trainer.train(resume_from_checkpoint=True if resume and has_checkpoint else None)
     seconds = time.perf_counter() - started
     out.mkdir(parents=True, exist_ok=True)
     if config.use_lora:

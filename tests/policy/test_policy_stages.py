@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from sqlalchemy import select
 
 from db import make_engine, make_session_factory
@@ -153,6 +154,55 @@ def test_dpo_reuses_cached_reference_log_probs_and_takes_soft_labels(project: tu
     soft = train_dpo(tmp_path / "flipped", tmp_path / "c", default_config(tmp_path / "c", **options))
     assert soft.soft_labels and not first.soft_labels
     assert soft.final_margin < 0 < first.final_margin, (soft.final_margin, first.final_margin)
+
+
+def test_reference_log_probs_score_the_completion_tokens_only(toy_policy: Path) -> None:
+    """The fast reference pass (output layer on completion positions only) gives what the full forward gives."""
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+    from policy.dpo import completion_logps, supports_completion_logps, tokenize_pairs
+
+    tokenizer = AutoTokenizer.from_pretrained(toy_policy)
+    model = AutoModelForCausalLM.from_pretrained(toy_policy).eval()
+    assert supports_completion_logps(model)
+    rows = [{"prompt": [{"role": "user", "content": f"Question {i}: {'why ' * i}?"}],
+             "chosen": [{"role": "assistant", "content": "Indeed, yes." * (1 + i % 3)}],
+             "rejected": [{"role": "assistant", "content": "No."}]} for i in range(5)]
+    pairs, _ = tokenize_pairs(datasets.Dataset.from_list(rows), tokenizer, None)
+    batch = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id or 0)(list(pairs))
+    with torch.inference_mode():
+        fast = completion_logps(model, batch)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        every = logits.float().log_softmax(-1).gather(2, batch["input_ids"][:, 1:, None]).squeeze(2)
+        full = (every * batch["completion_mask"][:, 1:]).sum(dim=1)
+    assert fast.shape == (10,)  # 5 chosen then 5 rejected, as TRL's collator lays them out
+    assert torch.allclose(fast, full, atol=1e-4), (fast, full)
+
+
+def test_compact_lm_head_on_cpu_gives_the_same_values(toy_policy: Path) -> None:
+    """TRL's fused LM head, told to score only the labelled positions on CPU, returns what it returns otherwise."""
+    import trl.trainer.utils as trl_utils
+    from transformers import AutoModelForCausalLM
+
+    from policy.dpo import compact_lm_head_on_cpu
+
+    assert hasattr(trl_utils, "_use_triton"), "TRL renamed its switch: compact_lm_head_on_cpu no longer applies"
+    model = AutoModelForCausalLM.from_pretrained(toy_policy)
+    trl_utils.add_fused_lm_head(model, outputs=("log_probs", "entropy", "mean_logits", "is_top1"))
+    input_ids = torch.randint(5, 200, (3, 12))
+    labels = input_ids.clone()
+    labels[:, :5] = -100  # the prompt
+    labels[2, 9:] = -100  # padding
+    plain = model(input_ids=input_ids, labels=labels, fused_lm_head=True)
+    with compact_lm_head_on_cpu():
+        assert trl_utils._use_triton(torch.device("cpu"))
+        compact = model(input_ids=input_ids, labels=labels, fused_lm_head=True)
+    assert not trl_utils._use_triton(torch.device("cpu"))  # restored
+    for field in ("log_probs", "entropy", "mean_logits"):
+        assert torch.allclose(getattr(plain, field), getattr(compact, field), atol=1e-5), field
+    assert torch.equal(plain.is_top1, compact.is_top1)
 
 
 def test_dpo_with_lora_saves_a_merged_policy(project: tuple[Cli, Path], tmp_path: Path) -> None:
