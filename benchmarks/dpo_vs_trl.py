@@ -22,6 +22,10 @@ rule labels are all hard (score 1.0), so ours trains the same sigmoid loss as pl
     .venv/bin/python benchmarks/dpo_vs_trl.py --epochs 2 --learning-rate 5e-5
 
 Goal (issue 7): >= 1.5x pairs/s over the plain TRL script at equal final loss.
+
+Measured on 2 cores (2026-11-30, defaults): plain TRL 9.9 s; ours 4.8 s cold (2.06x), 3.5 s warm (2.82x); mean loss
+0.523 vs 0.510, last logged loss 0.438 vs 0.450. Before the length-sorted reference pass and the compact LM head on
+CPU: 1.26x cold, 1.97x warm.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ context left-cut to 250 tokens, 1 epoch, lr 3e-5, batch 16) 0.66 in ~16 min on 2
 pairs 0.69-0.73. Goal: >= 0.68 within 20 minutes of CPU training.
 
 Measured on 2 cores (2026-11-30; 375 held-out pairs, 95% intervals about +-0.05, one seed each):
-lr 3e-5 0.603 | 5e-5 0.632 (2 epochs: 0.616; max_length 512: 0.632) | 1e-4 0.653 (now the default) | 2e-4 0.619;
+lr 3e-5 0.603 | 5e-5 0.632 (2 epochs: 0.616; max_length 512: 0.632) | 1e-4 0.653 (now the default; 2 epochs:
+0.643 in 6.3 min) | 2e-4 0.619;
 about 3.5 min per epoch at max_length 256, 4 min at 512.
 """
 

@@ -6,12 +6,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from db.bulk import chunks, insert_returning_ids, resolve
 from db.content import response_key
-from db.models import Comparison, Ranking, utcnow
+from db.models import Annotator, Comparison, Ranking, utcnow
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,23 @@ def add_rankings_if_absent(
         else:
             outcomes.append("same" if stored == (row["ranks"], row["skipped"]) else "conflict")
     insert_returning_ids(session, Ranking, to_add)
+    people = {a for _, a in to_add}
+    humans = set(session.scalars(select(Annotator.id).where(Annotator.id.in_(people), Annotator.kind == "human")))
+    recount_human_ranked(session, sorted({c for c, a in to_add if a in humans}))
     return outcomes
+
+
+def recount_human_ranked(session: Session, comparison_ids: Sequence[int]) -> None:
+    """Recompute ``comparisons.human_ranked`` (the labelling queue's counter of non-skipped human rankings) from the
+    rankings, for rankings written outside the queue (the queue keeps it itself)."""
+    ranked = (
+        select(func.count(Ranking.id))
+        .join(Annotator, Annotator.id == Ranking.annotator_id)
+        .where(Ranking.comparison_id == Comparison.id, Annotator.kind == "human", ~Ranking.skipped)
+        .scalar_subquery()
+    )
+    for part in chunks(list(comparison_ids)):
+        session.execute(update(Comparison).where(Comparison.id.in_(part)).values(human_ranked=ranked))
 
 
 def list_comparisons_by_batch(session: Session, batch: str) -> list[Comparison]:

@@ -9,6 +9,7 @@ under contention (handing out a labelling lease) can ask for ``BEGIN IMMEDIATE``
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -54,14 +55,25 @@ def make_engine(url: str, *, echo: bool = False, **kwargs: Any) -> Engine:
     # the default 5 opened 226 connections in 10 s. Connections are opened on demand; the CLI uses one.
     if "poolclass" not in kwargs:
         kwargs.setdefault("pool_size", 20)
-    # No JIT: PostgreSQL compiles any plan whose estimated cost passes jit_above_cost, and the labelling queue's
-    # lease query (cheap to run, costly to estimate) paid ~25 ms of LLVM compilation on every execution once the
-    # store held a few thousand rankings: 45 ms per page instead of 15. Nothing here is a long analytic query.
-    connect_args = dict(kwargs.pop("connect_args", {}))
-    options = connect_args.get("options", "")
-    if "jit" not in options:
-        connect_args["options"] = f"{options} -c jit=off".strip()
-    return create_engine(parsed, echo=echo, connect_args=connect_args, **kwargs)
+    engine = create_engine(parsed, echo=echo, **kwargs)
+    _configure_postgresql(engine, parsed.query.get("options"))
+    return engine
+
+
+def _configure_postgresql(engine: Engine, url_options: Any) -> None:
+    # No JIT: PostgreSQL compiles any plan whose estimated cost passes jit_above_cost, and the labelling queue's lease
+    # query (cheap to run, costly to estimate) paid ~25 ms of LLVM compilation on every execution once the store held
+    # a few thousand rankings: 45 ms per page instead of 15. Nothing here is a long analytic query. Set once per new
+    # connection (not as a startup option, which PgBouncer refuses and which would replace the URL's ``options``);
+    # left alone when the URL or PGOPTIONS say something about jit.
+    if "jit" in f"{url_options or ''} {os.environ.get('PGOPTIONS', '')}":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _no_jit(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET jit = off")
+        dbapi_connection.commit()
 
 
 def _configure_sqlite(engine: Engine) -> None:

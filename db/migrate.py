@@ -37,11 +37,12 @@ def _migrating(engine: Engine) -> Iterator[Connection]:
             raw.execute("PRAGMA foreign_keys=OFF")
         try:
             with connection.begin():
+                before = set(connection.exec_driver_sql("PRAGMA foreign_key_check").all()) if sqlite else set()
                 yield connection
-                if sqlite:
-                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                if sqlite:  # rows the migration left pointing nowhere (ones that already did are not its doing)
+                    broken = set(connection.exec_driver_sql("PRAGMA foreign_key_check").all()) - before
                     if broken:
-                        raise RuntimeError(f"the migration left rows pointing nowhere: {broken[:5]}")
+                        raise RuntimeError(f"the migration left rows pointing nowhere: {sorted(broken)[:5]}")
         finally:
             if sqlite:
                 raw.execute("PRAGMA foreign_keys=ON")

@@ -26,7 +26,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Integer, Row, String, and_, bindparam, case, exists, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    Row,
+    String,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
@@ -58,6 +72,9 @@ NOW = bindparam("now", type_=UTCDateTime())
 ME = bindparam("me", type_=Integer())
 BATCH = bindparam("batch", type_=String())
 CID = bindparam("cid", type_=Integer())
+# 'open' written into the SQL, not bound: only then can the planners (PostgreSQL's generic plans, SQLite's always)
+# use the partial index of open comparisons.
+OPEN = literal_column("'open'", String())
 
 
 def _answered(comparison_id, annotator_id):  # noqa: ANN001, ANN202
@@ -87,7 +104,7 @@ def _eligible(batched: bool):  # noqa: ANN202
         Assignment.comparison_id == Comparison.id, Assignment.annotator_id == ME, Assignment.expires_at > NOW
     )
     conditions = [
-        Comparison.status == "open",
+        Comparison.status == OPEN,
         Comparison.required_overlap > 0,
         Comparison.k <= MAX_K,
         ~_answered(Comparison.id, ME),
@@ -187,6 +204,7 @@ _END_LEASE = update(Assignment).where(Assignment.id == bindparam("aid", type_=In
     expires_at=NOW
 )
 _INSERT_RANKING = insert(Ranking).returning(Ranking.id)
+_LOCK_COMPARISON = select(Comparison.id).where(Comparison.id == CID).with_for_update()
 
 
 def _params(annotator_id: int, now: datetime, batch: str | None = None, **more: object) -> dict[str, object]:
@@ -382,13 +400,19 @@ _VIEW = (
 )
 
 
+# A lease without a stored order (written before shown orders were kept): the canonical order.
+_RESPONSE_IDS = select(Comparison.response_ids).where(Comparison.id == CID)
+
+
 def item_view(session: Session, held: Lease) -> ItemView:
     """The leased item's text in one statement (``load_item`` returns the ORM objects instead)."""
-    rows = session.connection().execute(_VIEW, {"cid": held.comparison_id, "ids": held.shown_order}).all()
+    conn = session.connection()
+    order = held.shown_order or list(conn.execute(_RESPONSE_IDS, {"cid": held.comparison_id}).scalar_one())
+    rows = conn.execute(_VIEW, {"cid": held.comparison_id, "ids": order}).all()
     texts = {row.id: row.text for row in rows}
-    if not rows or len(texts) != len(held.shown_order):
+    if not rows or len(texts) != len(order):
         raise QueueError(f"comparison {held.comparison_id} cannot be shown: its responses are missing")
-    return ItemView(held.comparison_id, list(rows[0].messages), [(i, texts[i]) for i in held.shown_order])
+    return ItemView(held.comparison_id, list(rows[0].messages), [(i, texts[i]) for i in order])
 
 
 @dataclass(frozen=True)
@@ -581,9 +605,12 @@ def undo_last(session: Session, annotator: _Who, now: datetime, *, lease: timede
     if last.exported_at is not None:
         raise QueueError("your last submission is already in an exported dataset and cannot be undone")
     comparison_id = last.comparison_id
+    conn = session.connection()
+    # The comparison's row lock first, as a submit takes it: the recount below must see any ranking committed by a
+    # submit that held it (PostgreSQL re-reads only the locked row after a lock wait, not the subquery's snapshot).
+    conn.execute(_LOCK_COMPARISON, {"cid": comparison_id})
     session.delete(last)
     session.flush()
-    conn = session.connection()
     assignment_id = conn.execute(
         update(Assignment)
         .where(Assignment.comparison_id == comparison_id, Assignment.annotator_id == annotator.id)

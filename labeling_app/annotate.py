@@ -90,10 +90,10 @@ class AnnotatorApp:
         shows. A refused action writes nothing and shows the same item again with the reason."""
         chosen = _batch(batch)
         done, kind = error or "", "error" if error else "info"
-        now = self.clock()
         try:
             with self.sessions.begin() as session:
                 annotator = self._user(session, request)
+                now = self.clock()  # once the transaction (and on SQLite the write lock) is held
                 if action is not None and error is None:
                     done = action(session, annotator, now)
                 leased = take_lease(session, annotator, now, batch=chosen, lease=self.settings.lease)

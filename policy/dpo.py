@@ -9,7 +9,7 @@
 - **Reference log-probs computed once**: precomputed before training (no reference forward per step, no second
   model in memory), and **cached on disk** under a key made of the tokenized data and a hash of the reference
   weights, so a second run on the same export and base (another beta, another loss, more epochs) skips the pass.
-  The pass itself walks the pairs in length order and applies the output layer to completion tokens only.
+  The pass itself walks the pairs in length order (less padding).
 - **Compact output layer on CPU** (``compact_lm_head_on_cpu``): TRL's fused LM head skips the prompt positions only
   on GPUs; we make it do so on CPU too.
 - **LoRA** (``use_lora``): the reference is the same model with the adapter disabled (TRL does this; no copy).
@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -155,50 +156,35 @@ def data_digest(dataset: Any) -> str:
     return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
 
 
+_COMPACT_LOCK = threading.Lock()
+_COMPACT_USERS = [0, None]  # [active blocks, TRL's original switch]
+
+
 @contextmanager
 def compact_lm_head_on_cpu() -> Iterator[None]:
     """TRL's fused LM head scores only the positions that have a label (the completions) on CUDA/XPU, but every
     position (prompt and padding too) on other devices, to keep tile shapes static for compilers such as Neuron's.
     Nothing is compiled on CPU, and there the wasted positions made the output layer about half of a DPO step. Inside
-    this block a CPU counts as compact: same values, ~1.5x faster training of the toy policy. If TRL renames its
-    private switch (``trl.trainer.utils._use_triton``), nothing changes (``test_compact_lm_head_...`` tells)."""
+    this block a CPU counts as compact: same values (``test_compact_lm_head_on_cpu_gives_the_same_values``), about
+    1.5x faster training of the toy policy. The switch is TRL's private ``trl.trainer.utils._use_triton`` (trl
+    1.16); if it is gone, nothing changes. Nested and concurrent blocks share one patch, removed by the last."""
     import trl.trainer.utils as trl_utils
 
-    original = getattr(trl_utils, "_use_triton", None)
-    if original is None:
-        yield
-        return
-    trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
+    with _COMPACT_LOCK:
+        if _COMPACT_USERS[0] == 0:
+            original = getattr(trl_utils, "_use_triton", None)
+            if original is not None:
+                trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
+            _COMPACT_USERS[1] = original
+        _COMPACT_USERS[0] += 1
     try:
         yield
     finally:
-        trl_utils._use_triton = original
-
-
-def supports_completion_logps(model: Any) -> bool:
-    """Whether ``completion_logps`` computes exactly what TRL's forward does for this model: a plain (not PEFT)
-    causal LM with a decoder and an output layer, and no logit soft-capping."""
-    from accelerate.utils import is_peft_model
-
-    if is_peft_model(model) or not hasattr(model, "get_decoder") or model.get_output_embeddings() is None:
-        return False
-    config = getattr(model, "config", None)
-    return getattr(config, "final_logit_softcapping", None) is None and getattr(config, "logit_scale", None) is None
-
-
-def completion_logps(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Per sequence: the summed log-probs of its completion tokens, with the output layer applied to the completion
-    positions only (TRL's forward applies it to every position, prompt and padding included: on CPU the output
-    layer over the vocabulary was 70% of the reference pass)."""
-    hidden = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                 use_cache=False).last_hidden_state
-    scored = batch["completion_mask"][:, 1:].bool()  # token t is predicted at position t - 1
-    logits = model.get_output_embeddings()(hidden[:, :-1][scored]).float()
-    targets = batch["input_ids"][:, 1:][scored]
-    token_logps = logits.log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
-    rows = torch.arange(scored.size(0), device=scored.device)[:, None].expand_as(scored)[scored]
-    return torch.zeros(scored.size(0), dtype=token_logps.dtype, device=token_logps.device).index_add_(
-        0, rows, token_logps)
+        with _COMPACT_LOCK:
+            _COMPACT_USERS[0] -= 1
+            if _COMPACT_USERS[0] == 0 and _COMPACT_USERS[1] is not None:
+                trl_utils._use_triton = _COMPACT_USERS[1]
+                _COMPACT_USERS[1] = None
 
 
 def _pair_lengths(dataset: Any) -> list[int]:
@@ -264,8 +250,9 @@ class PipelineDPOTrainer(DPOTrainer):
         return result
 
     def _reference_pass(self, dataset: Any, batch_size: int) -> Any:
-        """The reference log-probs of every pair in one process: batches of similar length (TRL's pass walks the data
-        in order, so each batch pads to its longest pair), inference mode, results put back in dataset order."""
+        """The reference log-probs of every pair in one process, with TRL's own forward (its fused, vocabulary-chunked
+        LM head, in fp32): batches of similar length (TRL's pass walks the data in order, so each batch pads to its
+        longest pair), inference mode, results put back in dataset order."""
         lengths = _pair_lengths(dataset)
         order = sorted(range(len(lengths)), key=lengths.__getitem__)
         chosen = torch.empty(len(order), dtype=torch.float32)
@@ -273,7 +260,6 @@ class PipelineDPOTrainer(DPOTrainer):
         columns = ["prompt_ids", "chosen_ids", "rejected_ids"]
         model = self.ref_model or self.model
         device = self.accelerator.device
-        direct = self.ld_alpha is None and supports_completion_logps(model)
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 indices = order[start:start + batch_size]
@@ -281,8 +267,7 @@ class PipelineDPOTrainer(DPOTrainer):
                 batch = self.data_collator([dict(zip(columns, values, strict=True)) for values in zip(*rows.values(),
                                                                                                      strict=True)])
                 batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-                ref_chosen, ref_rejected = (completion_logps(model, batch).chunk(2) if direct
-                                            else self.compute_ref_log_probs(model, batch))
+                ref_chosen, ref_rejected = self.compute_ref_log_probs(model, batch)
                 chosen[indices] = ref_chosen.float().cpu()
                 rejected[indices] = ref_rejected.float().cpu()
         dataset = dataset.add_column("ref_chosen_logps", chosen.tolist())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
@@ -90,5 +91,17 @@ def test_the_human_count_is_backfilled_from_the_rankings(db_url: str) -> None:
         upgrade(engine)
         with sessions.begin() as session:
             assert session.scalar(select(Comparison.human_ranked).where(Comparison.id == cid)) == 2
+    finally:
+        engine.dispose()
+
+
+def test_postgresql_connections_turn_jit_off_and_keep_the_url_options(db_url: str) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only")
+    engine = make_engine(db_url + "?options=-c%20statement_timeout%3D12345")
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW jit").scalar() == "off"
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "12345ms"
     finally:
         engine.dispose()

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import immediate, make_engine, make_session_factory
 from db.annotators import annotator_ref, create_annotator
-from db.comparisons import NewComparison, ensure_comparisons
+from db.comparisons import NewComparison, NewRanking, add_rankings_if_absent, ensure_comparisons
 from db.login_sessions import annotator_for_token, close_session, open_session
 from db.models import Annotator, Assignment, Comparison, Ranking
 from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
@@ -209,6 +209,19 @@ def test_the_human_count_follows_submits_skips_and_undo(write_sessions) -> None:
             select(func.count(Ranking.id)).where(Ranking.comparison_id == cid, ~Ranking.skipped)
         )
         assert truth == 1
+
+
+def test_rankings_written_outside_the_queue_keep_the_human_count(write_sessions) -> None:
+    [cid] = _setup(write_sessions, 1, overlap=2, annotators=["ann", "bob"])
+    with write_sessions.begin() as session:
+        ann = _annotator(session, "ann")
+        judge = create_annotator(session, "judge-x", kind="ai")
+        ids = session.get(Comparison, cid).response_ids
+        add_rankings_if_absent(session, [NewRanking(cid, ann.id, dict(zip(ids, [1, 2]))),
+                                         NewRanking(cid, judge.id, dict(zip(ids, [2, 1])))])
+        assert session.scalar(select(Comparison.human_ranked).where(Comparison.id == cid)) == 1  # the human only
+        assert _rank_first_best(session, "bob", T0) == cid  # one slot was left
+        assert lease_next(session, _annotator(session, "ann"), T0) is None
 
 
 def test_an_answer_ends_the_lease_and_the_next_page_needs_no_orm(write_sessions) -> None:

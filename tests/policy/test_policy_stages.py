@@ -156,29 +156,34 @@ def test_dpo_reuses_cached_reference_log_probs_and_takes_soft_labels(project: tu
     assert soft.final_margin < 0 < first.final_margin, (soft.final_margin, first.final_margin)
 
 
-def test_reference_log_probs_score_the_completion_tokens_only(toy_policy: Path) -> None:
-    """The fast reference pass (output layer on completion positions only) gives what the full forward gives."""
+def test_the_reference_pass_matches_a_plain_forward(toy_policy: Path, tmp_path: Path) -> None:
+    """The length-sorted reference pass (TRL's fused head, compact on CPU) stores, for each pair in dataset order,
+    the summed log-probs of the completion tokens that a plain full-logits forward gives."""
     import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-    from policy.dpo import completion_logps, supports_completion_logps, tokenize_pairs
+    from policy.dpo import PipelineDPOTrainer, compact_lm_head_on_cpu, default_config, tokenize_pairs
 
     tokenizer = AutoTokenizer.from_pretrained(toy_policy)
-    model = AutoModelForCausalLM.from_pretrained(toy_policy).eval()
-    assert supports_completion_logps(model)
-    rows = [{"prompt": [{"role": "user", "content": f"Question {i}: {'why ' * i}?"}],
-             "chosen": [{"role": "assistant", "content": "Indeed, yes." * (1 + i % 3)}],
-             "rejected": [{"role": "assistant", "content": "No."}]} for i in range(5)]
+    model = AutoModelForCausalLM.from_pretrained(toy_policy)
+    rows = [{"prompt": [{"role": "user", "content": f"Question {i}: {'why ' * (7 - i)}?"}],
+             "chosen": [{"role": "assistant", "content": "Indeed, yes. " * (1 + i % 3)}],
+             "rejected": [{"role": "assistant", "content": "No." * (1 + i)}]} for i in range(7)]
     pairs, _ = tokenize_pairs(datasets.Dataset.from_list(rows), tokenizer, None)
-    batch = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id or 0)(list(pairs))
-    with torch.inference_mode():
-        fast = completion_logps(model, batch)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-        every = logits.float().log_softmax(-1).gather(2, batch["input_ids"][:, 1:, None]).squeeze(2)
-        full = (every * batch["completion_mask"][:, 1:]).sum(dim=1)
-    assert fast.shape == (10,)  # 5 chosen then 5 rejected, as TRL's collator lays them out
-    assert torch.allclose(fast, full, atol=1e-4), (fast, full)
+    config = default_config(tmp_path / "out", policy=str(toy_policy), precompute_ref_batch_size=3,
+                            ref_cache_dir=str(tmp_path / "cache"), disable_tqdm=True)
+    with compact_lm_head_on_cpu():
+        trainer = PipelineDPOTrainer(model=model, args=config, train_dataset=pairs, processing_class=tokenizer)
+    stored = trainer.train_dataset
+    plain = AutoModelForCausalLM.from_pretrained(toy_policy).eval()
+    for i in range(len(rows)):
+        for side in ("chosen", "rejected"):
+            prompt, answer = stored[i]["prompt_ids"], stored[i][f"{side}_ids"]
+            ids = torch.tensor([prompt + answer])
+            with torch.inference_mode():
+                logps = plain(input_ids=ids).logits[0, :-1].float().log_softmax(-1)
+            expected = logps[len(prompt) - 1:].gather(1, ids[0, len(prompt):, None]).sum().item()
+            assert abs(stored[i][f"ref_{side}_logps"] - expected) < 1e-3, (i, side)
 
 
 def test_compact_lm_head_on_cpu_gives_the_same_values(toy_policy: Path) -> None:
