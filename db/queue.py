@@ -39,6 +39,7 @@ from sqlalchemy import (
     insert,
     literal_column,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -646,7 +647,8 @@ def _mine(batched: bool):  # noqa: ANN202
         select(func.count(today.id)).where(today.annotator_id == ME, today.created_at >= NOW).scalar_subquery()
     )
     query = (
-        select(func.count(Ranking.id), _flag(_GIVABLE), since_midnight)
+        select(func.count(Ranking.id).label("done"), _flag(_GIVABLE).label("answered_open"),
+               since_midnight.label("today"))
         .join(Comparison, Comparison.id == Ranking.comparison_id)
         .where(Ranking.annotator_id == ME)
     )
@@ -670,6 +672,22 @@ def batch_sizes(session: Session, batch: str | None = None) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+def _midnight(now: datetime) -> datetime:
+    return now.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _progress(row: Any, sizes: tuple[int, int]) -> Progress:
+    batch_size, open_total = sizes
+    return Progress(
+        done_today=int(row.today or 0),
+        done_in_batch=int(row.done),
+        batch_size=batch_size,
+        # Open comparisons minus those this annotator answered (others' unexpired leases are not subtracted:
+        # they are transient, and counting them would cost a scan of every open comparison on every page).
+        remaining=max(0, open_total - int(row.answered_open)),
+    )
+
+
 def progress(
     session: Session, annotator_id: int, now: datetime, *, batch: str | None = None,
     sizes: tuple[int, int] | None = None,
@@ -677,18 +695,42 @@ def progress(
     """This annotator's counts (one statement); ``sizes`` (from ``batch_sizes``, possibly cached by the caller)
     saves the scan of the batch."""
     session.flush()
-    midnight = now.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-    params = _params(annotator_id, midnight, batch)
-    done_in_batch, answered_open, done_today = session.connection().execute(_MINE[batch is not None], params).one()
-    batch_size, open_total = sizes if sizes is not None else batch_sizes(session, batch)
-    return Progress(
-        done_today=int(done_today or 0),
-        done_in_batch=int(done_in_batch),
-        batch_size=batch_size,
-        # Open comparisons minus those this annotator answered (others' unexpired leases are not subtracted:
-        # they are transient, and counting them would cost a scan of every open comparison on every page).
-        remaining=max(0, open_total - int(answered_open)),
+    params = _params(annotator_id, _midnight(now), batch)
+    row = session.connection().execute(_MINE[batch is not None], params).one()
+    return _progress(row, sizes if sizes is not None else batch_sizes(session, batch))
+
+
+def _page(batched: bool):  # noqa: ANN202
+    mine = _MINE[batched].subquery()
+    return (
+        select(Prompt.messages, Response.id, Response.text, mine.c.done, mine.c.answered_open, mine.c.today)
+        .join_from(Comparison, Prompt, Prompt.id == Comparison.prompt_id)
+        .join(Response, Response.prompt_id == Prompt.id)
+        .join(mine, true())
+        .where(Comparison.id == CID, Response.id.in_(bindparam("ids", expanding=True)))
     )
+
+
+_PAGE = {b: _page(b) for b in (False, True)}
+
+
+def page_data(
+    session: Session, annotator_id: int, held: Lease | None, now: datetime, *, batch: str | None = None,
+    sizes: tuple[int, int] | None = None,
+) -> tuple[ItemView | None, Progress]:
+    """What the labelling page shows: the leased item (``item_view``) and the annotator's ``progress``, in one
+    statement when there is an item."""
+    if held is None:
+        return None, progress(session, annotator_id, now, batch=batch, sizes=sizes)
+    conn = session.connection()
+    order = held.shown_order or list(conn.execute(_RESPONSE_IDS, {"cid": held.comparison_id}).scalar_one())
+    params = _params(annotator_id, _midnight(now), batch, cid=held.comparison_id, ids=order)
+    rows = conn.execute(_PAGE[batch is not None], params).all()
+    texts = {row.id: row.text for row in rows}
+    if not rows or len(texts) != len(order):
+        raise QueueError(f"comparison {held.comparison_id} cannot be shown: its responses are missing")
+    view = ItemView(held.comparison_id, list(rows[0].messages), [(i, texts[i]) for i in order])
+    return view, _progress(rows[0], sizes if sizes is not None else batch_sizes(session, batch))
 
 
 def batches_with_work(session: Session) -> list[str]:

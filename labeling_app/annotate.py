@@ -27,8 +27,7 @@ from db.queue import (
     QueueError,
     batch_sizes,
     batches_with_work,
-    item_view,
-    progress,
+    page_data,
     record_ranking,
     record_skip,
     take_lease,
@@ -97,8 +96,8 @@ class AnnotatorApp:
                 if action is not None and error is None:
                     done = action(session, annotator, now)
                 leased = take_lease(session, annotator, now, batch=chosen, lease=self.settings.lease)
-                shown = item_view(session, leased) if leased is not None else None
-                p = progress(session, annotator.id, now, batch=chosen, sizes=self._batch_sizes(session, chosen))
+                shown, p = page_data(session, annotator.id, leased, now, batch=chosen,
+                                     sizes=self._batch_sizes(session, chosen))
         except QueueError as exc:
             if error is not None:  # not even the page could be shown
                 raise gr.Error(str(exc)) from None

@@ -21,6 +21,7 @@ from db.queue import (
     item_view,
     lease_next,
     load_item,
+    page_data,
     progress,
     record_ranking,
     record_skip,
@@ -234,6 +235,8 @@ def test_an_answer_ends_the_lease_and_the_next_page_needs_no_orm(write_sessions)
         view = item_view(session, held)
         assert [rid for rid, _ in view.responses] == held.shown_order
         assert view.messages == [{"role": "user", "content": "Q0?"}]
+        assert page_data(session, ann.id, held, T0) == (view, progress(session, ann.id, T0))
+        assert page_data(session, ann.id, held, T0, batch="b1") == (view, progress(session, ann.id, T0, batch="b1"))
         ranking_id = record_ranking(session, ann, first, dict(zip(held.shown_order, [1, 2, 3])), T0 + timedelta(seconds=3))
         ended = session.scalars(select(Assignment).where(Assignment.id == held.assignment_id)).one()
         assert ended.expires_at == T0 + timedelta(seconds=3)  # answered: the slot is no longer held by a lease
