@@ -12,9 +12,11 @@ the p50/p99 latency of one submit -> next item call.
 
 Goal (issue 3): p99 < 200 ms at 10 submits/s; saturation >= 0.8 x the bare app.
 
-Measured on 2 cores (2026-11-30, 20 clients, three runs of this code): SQLite 0.86-0.91 x bare (98-111 vs 113-120
-submits/s), p50/p99 at 10/s 12-15/16-22 ms; PostgreSQL 0.80-0.88 x bare (86-88 vs 97-110), p50/p99 17-18/23-91 ms.
-Before the plain-SQL hot path, PostgreSQL JIT off and a pool of 20: 0.64 x and 0.39 x.
+Measured on 2 cores (2026-11-30, 20 clients, overlap 1 as seeded here): SQLite 0.92-0.93 x bare (104-111 vs
+114-119 submits/s), p50/p99 at 10/s 13/18 ms; PostgreSQL 0.87-0.92 x bare (98 vs 106-112), p50/p99 15-16/21-22 ms.
+With comparisons that want 2+ humans the lease also looks for partly done ones first (one more query): PostgreSQL
+measured 0.78-0.88 x with that look always on. Before the plain-SQL hot path, PostgreSQL JIT off and a pool of 20:
+0.64 x (SQLite) and 0.39 x (PostgreSQL).
 """
 
 from __future__ import annotations

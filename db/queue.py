@@ -267,7 +267,8 @@ def current_assignment(
     return None if row is None else session.get(Assignment, row.id)
 
 
-def _pick(conn: Connection, annotator_id: int, now: datetime, batch: str | None, skipped: list[int]) -> Row | None:
+def _pick(conn: Connection, annotator_id: int, now: datetime, batch: str | None, skipped: list[int],
+          started_first: bool = True) -> Row | None:
     """Lock and return (id, response_ids) of the next comparison with a free slot for this annotator, leaving out
     ``skipped`` (None when there is none). The lease statement checks it again (see ``_lease_statement``).
 
@@ -284,7 +285,8 @@ def _pick(conn: Connection, annotator_id: int, now: datetime, batch: str | None,
             fresh = _FRESH[batched].where(Comparison.id.not_in(skipped))
         else:
             started, fresh = _STARTED[batched], _FRESH[batched]
-        comparison = conn.execute(started, params).first() or conn.execute(fresh, params).first()
+        comparison = (conn.execute(started, params).first() if started_first else None) or conn.execute(
+            fresh, params).first()
         if comparison is None and postgres and retries < LOCKED_RETRIES:
             # SKIP LOCKED passed over rows that other transactions hold (they may be taking the last free slots).
             # If something is free locks aside, look again in a moment rather than say there is no work. (No
@@ -330,12 +332,15 @@ def _lease_of(row: Row) -> Lease:
 
 
 def take_lease(
-    session: Session, annotator: _Who, now: datetime, *, batch: str | None = None, lease: timedelta = DEFAULT_LEASE
+    session: Session, annotator: _Who, now: datetime, *, batch: str | None = None, lease: timedelta = DEFAULT_LEASE,
+    started_first: bool = True,
 ) -> Lease | None:
     """The annotator's current lease (renewed when half gone), else a new lease on the next free comparison.
 
     Plain SQL on the session's connection, no ORM objects: this runs on every page the labelling app serves.
-    ``lease_next`` is the same for callers that want the ``Assignment``."""
+    ``lease_next`` is the same for callers that want the ``Assignment``. ``started_first=False`` skips the look for
+    partly done comparisons, which can only find one when some open comparison wants two or more humans (a caller
+    that knows the batch's ``max_overlap`` is at most 1 saves that query)."""
     if annotator.kind != "human" or not annotator.active:
         raise QueueError("only active human annotators receive work")
     session.flush()
@@ -349,7 +354,7 @@ def take_lease(
         return held
     statement = _lease_statement(conn.dialect.name, batch is not None)
     skipped: list[int] = []
-    while (comparison := _pick(conn, annotator.id, now, batch, skipped)) is not None:
+    while (comparison := _pick(conn, annotator.id, now, batch, skipped, started_first)) is not None:
         params = _params(annotator.id, now, batch, cid=comparison.id, expires=now + lease,
                          order=shown_order_for(comparison, annotator.id))
         row = conn.execute(statement, params).first()
@@ -657,7 +662,8 @@ def _mine(batched: bool):  # noqa: ANN202
 
 def _sizes(batched: bool):  # noqa: ANN202
     query = select(
-        _flag(and_(Comparison.required_overlap > 0, Comparison.status != "retired")), _flag(_GIVABLE)
+        _flag(and_(Comparison.required_overlap > 0, Comparison.status != "retired")), _flag(_GIVABLE),
+        func.coalesce(func.max(case((_GIVABLE, Comparison.required_overlap), else_=0)), 0),
     )
     return query.where(Comparison.batch == BATCH) if batched else query
 
@@ -666,10 +672,23 @@ _MINE = {b: _mine(b) for b in (False, True)}
 _SIZES = {b: _sizes(b) for b in (False, True)}
 
 
+@dataclass(frozen=True)
+class BatchShape:
+    size: int  # comparisons wanting human labels
+    open: int  # of which still open
+    max_overlap: int  # the largest overlap among the open ones (0 when none)
+
+
+def batch_shape(session: Session, batch: str | None = None) -> BatchShape:
+    """One scan of the batch's comparisons (all batches when None)."""
+    row = session.connection().execute(_SIZES[batch is not None], {"batch": batch} if batch else {}).one()
+    return BatchShape(int(row[0]), int(row[1]), int(row[2]))
+
+
 def batch_sizes(session: Session, batch: str | None = None) -> tuple[int, int]:
     """(comparisons wanting human labels, of which still open): one scan of the batch's comparisons."""
-    row = session.connection().execute(_SIZES[batch is not None], {"batch": batch} if batch else {}).one()
-    return int(row[0]), int(row[1])
+    shape = batch_shape(session, batch)
+    return shape.size, shape.open
 
 
 def _midnight(now: datetime) -> datetime:

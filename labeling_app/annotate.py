@@ -24,8 +24,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.annotators import AnnotatorRef, annotator_ref
 from db.queue import (
     MAX_K,
+    BatchShape,
     QueueError,
-    batch_sizes,
+    batch_shape,
     batches_with_work,
     page_data,
     record_ranking,
@@ -61,20 +62,20 @@ class AnnotatorApp:
         self.reads = reads or sessions  # read-only work: no write lock taken on SQLite
         self.settings = settings
         self.clock = clock
-        self._sizes: dict[str | None, tuple[float, tuple[int, int]]] = {}  # batch -> (expiry, sizes)
+        self._sizes: dict[str | None, tuple[float, BatchShape]] = {}  # batch -> (expiry, shape)
         self._sizes_lock = threading.Lock()
 
-    def _batch_sizes(self, session: Session, batch: str | None) -> tuple[int, int]:
-        """The batch's size and open count, recomputed at most every SIZES_SECONDS (a scan of the batch)."""
+    def _batch_shape(self, session: Session, batch: str | None) -> BatchShape:
+        """The batch's sizes and largest overlap, recomputed at most every SIZES_SECONDS (a scan of the batch)."""
         now = time.monotonic()
         with self._sizes_lock:
             hit = self._sizes.get(batch)
         if hit is not None and hit[0] > now:
             return hit[1]
-        sizes = batch_sizes(session, batch)
+        shape = batch_shape(session, batch)
         with self._sizes_lock:
-            self._sizes[batch] = (now + SIZES_SECONDS, sizes)
-        return sizes
+            self._sizes[batch] = (now + SIZES_SECONDS, shape)
+        return shape
 
     @staticmethod
     def _user(session: Session, request: gr.Request | None) -> AnnotatorRef:
@@ -95,9 +96,13 @@ class AnnotatorApp:
                 now = self.clock()  # once the transaction (and on SQLite the write lock) is held
                 if action is not None and error is None:
                     done = action(session, annotator, now)
-                leased = take_lease(session, annotator, now, batch=chosen, lease=self.settings.lease)
+                shape = self._batch_shape(session, chosen)
+                # With every open comparison wanting one human, none can be partly done: skip that look (a batch
+                # made with a larger overlap is seen within SIZES_SECONDS; until then only the order differs).
+                leased = take_lease(session, annotator, now, batch=chosen, lease=self.settings.lease,
+                                    started_first=shape.max_overlap > 1)
                 shown, p = page_data(session, annotator.id, leased, now, batch=chosen,
-                                     sizes=self._batch_sizes(session, chosen))
+                                     sizes=(shape.size, shape.open))
         except QueueError as exc:
             if error is not None:  # not even the page could be shown
                 raise gr.Error(str(exc)) from None

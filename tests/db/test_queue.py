@@ -16,7 +16,9 @@ from db.login_sessions import annotator_for_token, close_session, open_session
 from db.models import Annotator, Assignment, Comparison, Ranking
 from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
 from db.queue import (
+    BatchShape,
     QueueError,
+    batch_shape,
     current_assignment,
     item_view,
     lease_next,
@@ -246,6 +248,20 @@ def test_an_answer_ends_the_lease_and_the_next_page_needs_no_orm(write_sessions)
         skipped_id = record_skip(session, ann, second, "unclear", T0 + timedelta(seconds=4))
         assert session.get(Ranking, skipped_id).skipped
         assert take_lease(session, ann, T0 + timedelta(seconds=4)) is None
+
+
+def test_the_started_first_look_is_only_needed_above_overlap_one(write_sessions) -> None:
+    cids = _setup(write_sessions, 3, overlap=1, annotators=["ann", "bob"])
+    with write_sessions.begin() as session:
+        assert batch_shape(session) == BatchShape(3, 3, 1)
+        ann, bob = annotator_ref(session, "ann"), annotator_ref(session, "bob")
+        first = take_lease(session, ann, T0, started_first=False)
+        assert first is not None and first.comparison_id == cids[0]
+        skip_comparison(session, _annotator(session, "ann"), cids[0], "unclear", T0)
+        # overlap 1: nothing is "partly done", so skipping the look hands out what the full pick hands out
+        assert take_lease(session, bob, T0, started_first=False).comparison_id == cids[0]
+        session.execute(update(Comparison).where(Comparison.id == cids[2]).values(required_overlap=2))
+        assert batch_shape(session, "b1").max_overlap == 2
 
 
 def test_progress_counts(write_sessions) -> None:
