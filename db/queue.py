@@ -20,6 +20,7 @@ counted and the lease written, so several app processes can share one database; 
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    delete,
     exists,
     func,
     insert,
@@ -43,6 +45,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
@@ -205,7 +208,14 @@ _END_LEASE = update(Assignment).where(Assignment.id == bindparam("aid", type_=In
     expires_at=NOW
 )
 _INSERT_RANKING = insert(Ranking).returning(Ranking.id)
-_LOCK_COMPARISON = select(Comparison.id).where(Comparison.id == CID).with_for_update()
+_ONE_ANSWER = re.compile(r"uq_rankings_comparison_id_annotator_id|rankings\.comparison_id, rankings\.annotator_id")
+_LOCK_COMPARISON = select(Comparison.id, Comparison.required_overlap).where(Comparison.id == CID).with_for_update()
+_LAST_ANSWER = (
+    select(Ranking.id, Ranking.comparison_id, Ranking.skipped, Ranking.exported_at)
+    .where(Ranking.annotator_id == ME)
+    .order_by(Ranking.id.desc())
+    .limit(1)
+)
 
 
 def _params(annotator_id: int, now: datetime, batch: str | None = None, **more: object) -> dict[str, object]:
@@ -494,11 +504,18 @@ def _active_ms(active_ms: int | None, leased_at: datetime, now: datetime) -> int
 def _store(conn: Connection, annotator_id: int, claim: _Claim, comparison_id: int, now: datetime,
            row: dict[str, Any], active_ms: int | None, comment: str | None) -> tuple[int, int]:
     """INSERT the ranking or skip, recount the comparison's human rankings, end the lease: (ranking, assignment)."""
-    ranking_id = conn.execute(_INSERT_RANKING, {
-        "comparison_id": comparison_id, "annotator_id": annotator_id, "shown_order": claim.shown_order,
-        "comment": (comment or "").strip() or None, "active_ms": _active_ms(active_ms, claim.leased_at, now),
-        "created_at": now, **row,
-    }).scalar_one()
+    try:
+        ranking_id = conn.execute(_INSERT_RANKING, {
+            "comparison_id": comparison_id, "annotator_id": annotator_id, "shown_order": claim.shown_order,
+            "comment": (comment or "").strip() or None, "active_ms": _active_ms(active_ms, claim.leased_at, now),
+            "created_at": now, **row,
+        }).scalar_one()
+    except IntegrityError as exc:
+        # The same answer sent twice at once (a double click, two tabs): on PostgreSQL the second waited for the
+        # first's row lock in _claim, and its "already answered?" check ran on a snapshot from before the wait.
+        if not _ONE_ANSWER.search(str(exc.orig)):
+            raise
+        raise QueueError(f"you have already answered comparison {comparison_id}") from None
     if not row["skipped"]:
         conn.execute(_RECOUNT_HUMANS, {"cid": comparison_id})
     conn.execute(_END_LEASE, {"aid": claim.assignment_id, "now": now})
@@ -602,21 +619,26 @@ def skip_comparison(
 
 def undo_last(session: Session, annotator: _Who, now: datetime, *, lease: timedelta = DEFAULT_LEASE) -> int:
     """Take back the annotator's last submission (ranking or skip) unless it was exported; the item is leased to
-    them again and comes next. Returns the comparison id."""
-    last = session.scalars(
-        select(Ranking).where(Ranking.annotator_id == annotator.id).order_by(Ranking.id.desc()).limit(1)
-    ).first()
+    them again and comes next. Returns the comparison id. A skip cannot be taken back once the item went to as many
+    others as it wants."""
+    session.flush()
+    conn = session.connection()
+    last = conn.execute(_LAST_ANSWER, {"me": annotator.id}).first()
     if last is None:
         raise QueueError("nothing to undo")
     if last.exported_at is not None:
         raise QueueError("your last submission is already in an exported dataset and cannot be undone")
     comparison_id = last.comparison_id
-    conn = session.connection()
     # The comparison's row lock first, as a submit takes it: the recount below must see any ranking committed by a
     # submit that held it (PostgreSQL re-reads only the locked row after a lock wait, not the subquery's snapshot).
-    conn.execute(_LOCK_COMPARISON, {"cid": comparison_id})
-    session.delete(last)
-    session.flush()
+    locked = conn.execute(_LOCK_COMPARISON, {"cid": comparison_id}).one()
+    if last.skipped:
+        taken = conn.execute(_RECOUNT, {"cid": comparison_id, "me": annotator.id, "now": now}).scalar() or 0
+        if taken >= locked.required_overlap:
+            raise QueueError(f"comparison {comparison_id} went to another annotator after your skip; "
+                             "the skip stays")
+    if conn.execute(delete(Ranking).where(Ranking.id == last.id)).rowcount == 0:
+        raise QueueError("your last submission was already undone")  # a second undo sent at the same time
     assignment_id = conn.execute(
         update(Assignment)
         .where(Assignment.comparison_id == comparison_id, Assignment.annotator_id == annotator.id)
@@ -624,6 +646,9 @@ def undo_last(session: Session, annotator: _Who, now: datetime, *, lease: timede
         .returning(Assignment.id)
     ).scalar()
     conn.execute(_RECOUNT_HUMANS, {"cid": comparison_id})
+    gone = session.identity_map.get(session.identity_key(Ranking, last.id))  # type: ignore[arg-type]
+    if gone is not None:
+        session.expunge(gone)
     _refresh(session, Comparison, comparison_id)
     if assignment_id is not None:
         _refresh(session, Assignment, assignment_id)

@@ -331,3 +331,53 @@ def test_concurrent_app_processes_never_over_assign(db_url: str) -> None:
     check.dispose()
     assert per_comparison == {cid: 2 for cid in ids}
     assert len(pairs) == len(set(pairs)) == 24 == assignments
+
+
+def test_a_skip_that_someone_else_took_over_cannot_be_undone(write_sessions) -> None:
+    first, second = _setup(write_sessions, 2, overlap=1, annotators=["ann", "bob"])
+    with write_sessions.begin() as session:
+        ann = _annotator(session, "ann")
+        lease_next(session, ann, T0)
+        skip_comparison(session, ann, first, "unclear", T0)
+        assert undo_last(session, ann, T0 + timedelta(seconds=1)) == first  # still free: taken back
+        skip_comparison(session, ann, first, "unclear", T0 + timedelta(seconds=2))
+        assert lease_next(session, _annotator(session, "bob"), T0 + timedelta(seconds=3)).comparison_id == first
+        with pytest.raises(QueueError, match="went to another annotator"):
+            undo_last(session, ann, T0 + timedelta(seconds=4))
+        assert session.scalar(select(func.count(Ranking.id)).where(Ranking.skipped)) == 1  # the skip stays
+
+
+def test_the_same_answer_sent_twice_at_once_is_refused_with_a_message(db_url: str) -> None:
+    """PostgreSQL: the second submit waits for the first's row lock, then finds the answer stored (not a crash)."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite serialises the two whole transactions")
+    engine = make_engine(db_url)
+    try:
+        sessions = make_session_factory(engine)
+        [cid] = _setup(sessions, 1, overlap=2, annotators=["ann"])
+        with sessions.begin() as session:
+            ann = annotator_ref(session, "ann")
+            held = take_lease(session, ann, T0)
+        ranks = dict(zip(held.shown_order, [1, 2]))
+        locked, outcome = threading.Event(), {}
+
+        def first() -> None:
+            with sessions.begin() as session:
+                record_ranking(session, ann, cid, ranks, T0)
+                locked.set()
+                threading.Event().wait(0.5)  # hold the comparison's row lock a moment
+
+        worker = threading.Thread(target=first)
+        worker.start()
+        locked.wait(10)
+        try:
+            with sessions.begin() as session:
+                record_ranking(session, ann, cid, ranks, T0)
+        except QueueError as exc:
+            outcome["error"] = str(exc)
+        worker.join()
+        assert "already answered" in outcome.get("error", ""), outcome
+        with sessions() as session:
+            assert session.scalar(select(func.count(Ranking.id))) == 1
+    finally:
+        engine.dispose()
