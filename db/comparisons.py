@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.bulk import chunks, insert_returning_ids, resolve
@@ -168,6 +168,30 @@ def add_rankings_if_absent(
     humans = set(session.scalars(select(Annotator.id).where(Annotator.id.in_(people), Annotator.kind == "human")))
     recount_human_ranked(session, sorted({c for c, a in to_add if a in humans}))
     return outcomes
+
+
+def repair_queue_counts(session: Session) -> int:
+    """Make every comparison's ``human_ranked`` match its rankings again, and its status follow (complete once the
+    count reaches a positive overlap, open below it; retired ones stay): for rankings or annotators deleted outside
+    the labelling app. Returns how many comparisons changed."""
+    ranked = (
+        select(func.count(Ranking.id))
+        .join(Annotator, Annotator.id == Ranking.annotator_id)
+        .where(Ranking.comparison_id == Comparison.id, Annotator.kind == "human", ~Ranking.skipped)
+        .scalar_subquery()
+    )
+    status = case(
+        (and_(Comparison.status.in_(("open", "complete")), Comparison.required_overlap > 0),
+         case((ranked >= Comparison.required_overlap, "complete"), else_="open")),
+        else_=Comparison.status,
+    )
+    result = session.execute(
+        update(Comparison)
+        .where(or_(Comparison.human_ranked != ranked, Comparison.status != status))
+        .values(human_ranked=ranked, status=status)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)
 
 
 def recount_human_ranked(session: Session, comparison_ids: Sequence[int]) -> None:

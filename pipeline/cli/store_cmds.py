@@ -16,7 +16,7 @@ from pipeline.cli.context import DbOption, console, display_url, examples, open_
 from pipeline.errors import UserError
 from pipeline.project import PROJECT_FILE, load_project, project_file_text, resolve_db_url
 
-db_app = sub_app("Database schema: migrate to the newest revision, show the current one.")
+db_app = sub_app("Database schema: migrate to the newest revision, show the current one; repair counts.")
 
 
 def init(
@@ -80,6 +80,20 @@ def db_current(ctx: typer.Context, db: DbOption = None) -> None:
         current, head = current_revision(store.engine), head_revision()
         verdict = "up to date" if current == head else "run `rlhf db upgrade`"
         console.print(f"{display_url(store.url)}: revision {current or 'empty'} (newest {head}): {verdict}")
+
+
+@db_app.command("repair", epilog=examples("rlhf db repair"))
+def db_repair(ctx: typer.Context, db: DbOption = None) -> None:
+    """Recompute the labelling queue's per-comparison counts and statuses from the rankings.
+
+    The labelling app keeps them itself; run this after deleting rankings or annotators by other means (SQL, a
+    restore), or if an old app process wrote rankings during an upgrade.
+    """
+    from db.comparisons import repair_queue_counts
+
+    with open_store(ctx, db) as store, store.sessions.begin() as session:
+        changed = repair_queue_counts(session)
+    console.print(f"{changed} comparison(s) corrected" if changed else "all comparison counts were right")
 
 
 def status(

@@ -6,7 +6,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import immediate, make_engine, make_session_factory
@@ -379,5 +379,25 @@ def test_the_same_answer_sent_twice_at_once_is_refused_with_a_message(db_url: st
         assert "already answered" in outcome.get("error", ""), outcome
         with sessions() as session:
             assert session.scalar(select(func.count(Ranking.id))) == 1
+    finally:
+        engine.dispose()
+
+
+def test_db_repair_puts_the_counts_right_after_rankings_are_deleted_by_hand(db_url: str, cli) -> None:
+    engine = make_engine(db_url)
+    try:
+        sessions = make_session_factory(immediate(engine))
+        first, second = _setup(sessions, 2, overlap=1, annotators=["ann"])
+        with sessions.begin() as session:
+            _rank_first_best(session, "ann", T0)
+            _rank_first_best(session, "ann", T0)
+        with sessions.begin() as session:  # someone deletes a ranking with SQL: the counter and status are now wrong
+            session.execute(delete(Ranking).where(Ranking.comparison_id == first))
+        assert "1 comparison(s) corrected" in cli("db", "repair").output
+        with sessions() as session:
+            rows = dict(session.execute(select(Comparison.id, Comparison.human_ranked)).all())
+            assert rows == {first: 0, second: 1}
+            assert session.get(Comparison, first).status == "open"  # back in the queue
+        assert "all comparison counts were right" in cli("db", "repair").output
     finally:
         engine.dispose()
