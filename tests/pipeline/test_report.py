@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 
 from db.annotators import create_annotator, get_or_create_import_annotator
 from db.comparisons import NewRanking, add_rankings_if_absent
