@@ -170,21 +170,31 @@ def add_rankings_if_absent(
     return outcomes
 
 
-def repair_queue_counts(session: Session) -> int:
-    """Make every comparison's ``human_ranked`` match its rankings again, and its status follow (complete once the
-    count reaches a positive overlap, open below it; retired ones stay): for rankings or annotators deleted outside
-    the labelling app. Returns how many comparisons changed."""
-    ranked = (
+def human_ranked_count() -> Any:
+    """Per comparison (correlated): its non-skipped human rankings, what ``comparisons.human_ranked`` counts."""
+    return (
         select(func.count(Ranking.id))
         .join(Annotator, Annotator.id == Ranking.annotator_id)
         .where(Ranking.comparison_id == Comparison.id, Annotator.kind == "human", ~Ranking.skipped)
         .scalar_subquery()
     )
-    status = case(
+
+
+def queue_status(ranked: Any) -> Any:
+    """A comparison's status given its human count: complete once it reaches a positive overlap, open below it;
+    retired ones, and those that want no humans, keep theirs."""
+    return case(
         (and_(Comparison.status.in_(("open", "complete")), Comparison.required_overlap > 0),
          case((ranked >= Comparison.required_overlap, "complete"), else_="open")),
         else_=Comparison.status,
     )
+
+
+def repair_queue_counts(session: Session) -> int:
+    """Make every comparison's ``human_ranked`` match its rankings again, and its status follow (``queue_status``):
+    for rankings or annotators deleted outside the labelling app. Returns how many comparisons changed."""
+    ranked = human_ranked_count()
+    status = queue_status(ranked)
     result = session.execute(
         update(Comparison)
         .where(or_(Comparison.human_ranked != ranked, Comparison.status != status))
@@ -197,14 +207,8 @@ def repair_queue_counts(session: Session) -> int:
 def recount_human_ranked(session: Session, comparison_ids: Sequence[int]) -> None:
     """Recompute ``comparisons.human_ranked`` (the labelling queue's counter of non-skipped human rankings) from the
     rankings, for rankings written outside the queue (the queue keeps it itself)."""
-    ranked = (
-        select(func.count(Ranking.id))
-        .join(Annotator, Annotator.id == Ranking.annotator_id)
-        .where(Ranking.comparison_id == Comparison.id, Annotator.kind == "human", ~Ranking.skipped)
-        .scalar_subquery()
-    )
     for part in chunks(list(comparison_ids)):
-        session.execute(update(Comparison).where(Comparison.id.in_(part)).values(human_ranked=ranked))
+        session.execute(update(Comparison).where(Comparison.id.in_(part)).values(human_ranked=human_ranked_count()))
 
 
 def list_comparisons_by_batch(session: Session, batch: str) -> list[Comparison]:

@@ -49,8 +49,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
-from db.comparisons import RankingError, align, dense_ranks
-from db.models import JSONType, Annotator, Assignment, Comparison, Prompt, Ranking, Response, UTCDateTime
+from db.comparisons import RankingError, align, dense_ranks, human_ranked_count, queue_status
+from db.models import JSONType, Assignment, Comparison, Prompt, Ranking, Response, UTCDateTime
 
 DEFAULT_LEASE = timedelta(minutes=30)
 MAX_K = 8  # the widest comparison the app lays out
@@ -183,25 +183,12 @@ _CLAIM = (
     .where(Comparison.id == CID)
     .with_for_update(of=Comparison)
 )
-_HUMAN_RANKED = (
-    select(func.count(Ranking.id))
-    .join(Annotator, Annotator.id == Ranking.annotator_id)
-    .where(Ranking.comparison_id == CID, Annotator.kind == "human", ~Ranking.skipped)
-    .scalar_subquery()
-)
 # After a ranking is stored or taken back: recount the comparison's human rankings; complete once they reach the
 # overlap, open again when an undo takes one back (other statuses, e.g. retired, stay).
 _RECOUNT_HUMANS = (
     update(Comparison)
     .where(Comparison.id == CID)
-    .values(
-        human_ranked=_HUMAN_RANKED,
-        status=case(
-            (~Comparison.status.in_(("open", "complete")), Comparison.status),
-            (_HUMAN_RANKED >= Comparison.required_overlap, "complete"),
-            else_="open",
-        ),
-    )
+    .values(human_ranked=human_ranked_count(), status=queue_status(human_ranked_count()))
 )
 # An answer ends the answerer's lease: live leases are only the items on someone's screen.
 _END_LEASE = update(Assignment).where(Assignment.id == bindparam("aid", type_=Integer()), Assignment.expires_at > NOW).values(
