@@ -8,7 +8,7 @@ Rules, all enforced here on the server (the browser is never trusted):
   a crash loses nothing and doubles nothing. The same annotator gets the item back if it is still free.
 - Partly labelled comparisons are handed out first, so that items reach their overlap rather than all starting.
 
-The app's hot path (``take_lease``, ``record_ranking``, ``item_view``, ``progress``) runs plain SQL statements on
+The app's hot path (``take_lease``, ``record_ranking``, ``page_data``) runs plain SQL statements on
 the session's connection and returns plain values: one page costs about a dozen short statements and no ORM object.
 ``lease_next``, ``submit_ranking`` and ``load_item`` wrap it for callers that want the ORM objects.
 
@@ -395,27 +395,8 @@ class ItemView:
     responses: list[tuple[int, str]]  # (response id, text)
 
 
-_VIEW = (
-    select(Prompt.messages, Response.id, Response.text)
-    .join_from(Comparison, Prompt, Prompt.id == Comparison.prompt_id)
-    .join(Response, Response.prompt_id == Prompt.id)
-    .where(Comparison.id == CID, Response.id.in_(bindparam("ids", expanding=True)))
-)
-
-
 # A lease without a stored order (written before shown orders were kept): the canonical order.
 _RESPONSE_IDS = select(Comparison.response_ids).where(Comparison.id == CID)
-
-
-def item_view(session: Session, held: Lease) -> ItemView:
-    """The leased item's text in one statement (``load_item`` returns the ORM objects instead)."""
-    conn = session.connection()
-    order = held.shown_order or list(conn.execute(_RESPONSE_IDS, {"cid": held.comparison_id}).scalar_one())
-    rows = conn.execute(_VIEW, {"cid": held.comparison_id, "ids": order}).all()
-    texts = {row.id: row.text for row in rows}
-    if not rows or len(texts) != len(order):
-        raise QueueError(f"comparison {held.comparison_id} cannot be shown: its responses are missing")
-    return ItemView(held.comparison_id, list(rows[0].messages), [(i, texts[i]) for i in order])
 
 
 @dataclass(frozen=True)
@@ -749,8 +730,8 @@ def page_data(
     session: Session, annotator_id: int, held: Lease | None, now: datetime, *, batch: str | None = None,
     sizes: tuple[int, int] | None = None,
 ) -> tuple[ItemView | None, Progress]:
-    """What the labelling page shows: the leased item (``item_view``) and the annotator's ``progress``, in one
-    statement when there is an item."""
+    """What the labelling page shows: the leased item (its conversation and responses in the shown order) and the
+    annotator's ``progress``, in one statement when there is an item (``load_item`` returns the ORM objects)."""
     if held is None:
         return None, progress(session, annotator_id, now, batch=batch, sizes=sizes)
     conn = session.connection()

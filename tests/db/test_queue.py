@@ -20,7 +20,6 @@ from db.queue import (
     QueueError,
     batch_shape,
     current_assignment,
-    item_view,
     lease_next,
     load_item,
     page_data,
@@ -234,10 +233,11 @@ def test_an_answer_ends_the_lease_and_the_next_page_needs_no_orm(write_sessions)
         assert ann is not None and ann.kind == "human" and ann.active
         held = take_lease(session, ann, T0)
         assert held is not None and held.comparison_id == first and held.expires_at > T0
-        view = item_view(session, held)
+        view, shown_progress = page_data(session, ann.id, held, T0)
+        assert view is not None and view.comparison_id == first
         assert [rid for rid, _ in view.responses] == held.shown_order
         assert view.messages == [{"role": "user", "content": "Q0?"}]
-        assert page_data(session, ann.id, held, T0) == (view, progress(session, ann.id, T0))
+        assert shown_progress == progress(session, ann.id, T0)
         assert page_data(session, ann.id, held, T0, batch="b1") == (view, progress(session, ann.id, T0, batch="b1"))
         ranking_id = record_ranking(session, ann, first, dict(zip(held.shown_order, [1, 2, 3])), T0 + timedelta(seconds=3))
         ended = session.scalars(select(Assignment).where(Assignment.id == held.assignment_id)).one()
