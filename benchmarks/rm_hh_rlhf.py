@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--max-length", type=int)
+    parser.add_argument("--ensemble", type=int)
     parser.add_argument("--work", type=Path, help="keep the project here (default: a temp directory)")
     args = parser.parse_args()
     if not DATA.is_file():
@@ -59,7 +60,8 @@ def main() -> None:
     manifest = json.loads((work / "data" / "export_manifest.json").read_text())
     train_args = ["rm", "train", "--data", "data", "--out", "rm"]
     for flag, value in (("--epochs", args.epochs), ("--learning-rate", args.learning_rate),
-                        ("--batch-size", args.batch_size), ("--max-length", args.max_length)):
+                        ("--batch-size", args.batch_size), ("--max-length", args.max_length),
+                        ("--ensemble", args.ensemble)):
         if value is not None:
             train_args += [flag, str(value)]
     started = time.perf_counter()

@@ -55,7 +55,7 @@ def ours(data: Path, out: Path, steps: int, batch: int, lr: float, max_length: i
 
     config = default_config(str(out), max_steps=steps, per_device_train_batch_size=batch, learning_rate=lr,
                             max_length=max_length, save_strategy="no", warmup_steps=0, lr_scheduler_type="linear",
-                            weight_decay=0.0)
+                            weight_decay=0.0, ensemble=1, head_lr_multiplier=1.0)  # one model, one learning rate
     report = train_reward_model(data, out, config)
     evaluation, _ = run_eval(None, str(out), str(data), split="test")
     return steps * batch / report.seconds, report.pairs, evaluation.accuracy, evaluation.pairs

@@ -1,7 +1,7 @@
 """``rlhf grpo`` / ``rlhf rloo``: TRL's online RL trainers, rewarded by our reward model and/or verifiable rules.
 
 Rewards (``--reward``, repeatable, summed with ``--reward-weight``): ``rm:DIR`` (a model from ``rlhf rm train``,
-scored by ``RewardScorer``: one loaded model, length-sorted batches) and ``rule:SPEC`` (``contains:WORD``,
+scored by ``RewardScorer``: models loaded once, length-sorted batches) and ``rule:SPEC`` (``contains:WORD``,
 ``regex:PATTERN``, ``shorter``, ``longer``: RLVR, rewards a program checks). The configs extend TRL's
 ``GRPOConfig`` / ``RLOOConfig``, so every option is reachable (``use_vllm`` + ``vllm_mode`` for vLLM rollouts on GPU).
 """

@@ -35,6 +35,7 @@ class EvalReport:
     rm_prefers_longer: float  # how often the RM scores the longer response higher
     reliability: list[tuple[float, float, int]]  # (mean confidence, accuracy, pairs) per confidence bin
     by_length: list[tuple[str, float, int]]  # (length bucket, accuracy, pairs)
+    member_accuracy: list[float] = field(default_factory=list)  # each model of an ensemble on its own
     chosen_rewards: list[float] = field(repr=False, default_factory=list)
     rejected_rewards: list[float] = field(repr=False, default_factory=list)
 
@@ -45,6 +46,7 @@ class EvalReport:
             "ece": round(self.ece, 4), "longer_wins_baseline": round(self.longer_wins_baseline, 4),
             "rm_prefers_longer": round(self.rm_prefers_longer, 4),
             "by_length": [[b, round(a, 4), n] for b, a, n in self.by_length],
+            **({"member_accuracy": [round(a, 4) for a in self.member_accuracy]} if self.member_accuracy else {}),
         }
 
     def summary(self) -> str:
@@ -82,11 +84,17 @@ def evaluate(scorer: Any, dataset: Any) -> EvalReport:
     prompts = [messages_of(p) for p in dataset["prompt"]]
     chosen = [text_of(c) for c in dataset["chosen"]]
     rejected = [text_of(r) for r in dataset["rejected"]]
-    rc = scorer.score(prompts, chosen)
-    rr = scorer.score(prompts, rejected)
+    if hasattr(scorer, "score_members"):  # an ensemble: the mean reward, and each member's accuracy
+        member_c, member_r = scorer.score_members(prompts, chosen), scorer.score_members(prompts, rejected)
+        rc = [sum(v) / len(v) for v in zip(*member_c, strict=True)]
+        rr = [sum(v) / len(v) for v in zip(*member_r, strict=True)]
+        member_accuracy = [_accuracy([a - b for a, b in zip(c, r, strict=True)])
+                           for c, r in zip(member_c, member_r, strict=True)] if len(member_c) > 1 else []
+    else:
+        rc, rr, member_accuracy = scorer.score(prompts, chosen), scorer.score(prompts, rejected), []
     margins = [a - b for a, b in zip(rc, rr, strict=True)]
     n = len(margins)
-    hits = sum(m > 0 for m in margins) + 0.5 * sum(m == 0 for m in margins)
+    hits = _accuracy(margins) * n
     ece, table = calibration(margins)
     longer = [(len(c) > len(r)) + 0.5 * (len(c) == len(r)) for c, r in zip(chosen, rejected, strict=True)]
     rm_longer = [
@@ -106,8 +114,12 @@ def evaluate(scorer: Any, dataset: Any) -> EvalReport:
         ece=ece, longer_wins_baseline=sum(longer) / n if n else 0.0,
         rm_prefers_longer=sum(rm_longer) / len(rm_longer) if rm_longer else 0.0, reliability=table,
         by_length=[(name, sum(v) / len(v), len(v)) for name in names if (v := buckets.get(name))],
-        chosen_rewards=rc, rejected_rewards=rr,
+        chosen_rewards=rc, rejected_rewards=rr, member_accuracy=member_accuracy,
     )
+
+
+def _accuracy(margins: list[float]) -> float:
+    return (sum(m > 0 for m in margins) + 0.5 * sum(m == 0 for m in margins)) / len(margins) if margins else 0.0
 
 
 def rows(report: EvalReport) -> list[tuple[str, str]]:
@@ -115,6 +127,8 @@ def rows(report: EvalReport) -> list[tuple[str, str]]:
     out = [
         ("pairs", str(report.pairs)),
         ("accuracy [95%]", f"{report.accuracy:.3f} [{low:.3f}, {high:.3f}]"),
+        *([(f"accuracy of each of the {len(report.member_accuracy)} models alone",
+            ", ".join(f"{a:.3f}" for a in report.member_accuracy))] if report.member_accuracy else []),
         ("mean margin r_c - r_r", f"{report.mean_margin:.3f}"),
         ("expected calibration error", f"{report.ece:.3f}"),
         ("'longer wins' baseline", f"{report.longer_wins_baseline:.3f}"),

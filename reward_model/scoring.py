@@ -1,7 +1,8 @@
-"""Scoring with a trained reward model: one loaded model, length-sorted batches, no per-call reloads.
+"""Scoring with a trained reward model: models loaded once, length-sorted batches, no per-call reloads.
 
 ``RewardScorer`` is the reward PPO, GRPO and RLOO call (``scorer(prompts=..., completions=...)`` has the
-signature TRL expects of a reward function) and what ``rlhf rm eval`` and ``rlhf rm score`` use.
+signature TRL expects of a reward function) and what ``rlhf rm eval`` and ``rlhf rm score`` use. An ensemble
+(``rlhf rm train --ensemble N``) scores with the mean of its members' rewards; each input is encoded once.
 """
 
 from __future__ import annotations
@@ -23,39 +24,50 @@ class RewardScorer:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         path = Path(model_dir)
-        if not (path / "config.json").is_file():
-            raise UserError(f"{path}: not a model directory (no config.json)")
         card = json.loads((path / RM_CARD).read_text()) if (path / RM_CARD).is_file() else {}
+        folders = [path / name for name in card.get("members", [])] or [path]
+        for folder in folders:
+            if not (folder / "config.json").is_file():
+                raise UserError(f"{folder}: not a model directory (no config.json)")
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer = AutoTokenizer.from_pretrained(folders[0])  # the members share their base's tokenizer
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForSequenceClassification.from_pretrained(path).to(self.device).eval()
+        self.models = [AutoModelForSequenceClassification.from_pretrained(folder).to(self.device).eval()
+                       for folder in folders]
         self.encoder = Encoder(self.tokenizer, max_length or card.get("max_length") or 512)
         self.batch_size = batch_size
         self.__name__ = f"rm:{path.name}"  # TRL names reward functions after __name__
 
     def score(self, prompts: Sequence[Any], responses: Sequence[Any]) -> list[float]:
-        """One reward per (prompt, response); prompts as messages or text, responses as text or message lists."""
+        """One reward per (prompt, response); prompts as messages or text, responses as text or message lists.
+        For an ensemble, the mean of its members' rewards."""
+        members = self.score_members(prompts, responses)
+        return [sum(values) / len(values) for values in zip(*members, strict=True)] if members else []
+
+    def score_members(self, prompts: Sequence[Any], responses: Sequence[Any]) -> list[list[float]]:
+        """Each member's rewards (one list per model; a single model gives one list)."""
         import torch
 
         encoded = [self.encoder.encode(messages_of(p), text_of(r)) for p, r in zip(prompts, responses, strict=True)]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # little padding per batch
-        rewards = [0.0] * len(encoded)
+        rewards = [[0.0] * len(encoded) for _ in self.models]
         pad = self.tokenizer.pad_token_id or 0
         with torch.no_grad():
             for start in range(0, len(order), self.batch_size):
-                batch = [encoded[i] for i in order[start : start + self.batch_size]]
+                rows = order[start : start + self.batch_size]
+                batch = [encoded[i] for i in rows]
                 width = max(len(ids) for ids in batch)
                 ids = torch.full((len(batch), width), pad, dtype=torch.long)
                 mask = torch.zeros((len(batch), width), dtype=torch.long)
                 for row, seq in enumerate(batch):
                     ids[row, : len(seq)] = torch.tensor(seq)
                     mask[row, : len(seq)] = 1
-                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-                for i, value in zip(order[start : start + self.batch_size], logits[:, 0].float().cpu().tolist(),
-                                    strict=True):
-                    rewards[i] = value
+                ids, mask = ids.to(self.device), mask.to(self.device)
+                for model, column in zip(self.models, rewards, strict=True):
+                    values = model(input_ids=ids, attention_mask=mask).logits[:, 0].float().cpu().tolist()
+                    for i, value in zip(rows, values, strict=True):
+                        column[i] = value
         return rewards
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **_: Any) -> list[float]:

@@ -8,6 +8,8 @@ TRL already scores chosen and rejected in one forward pass.
 
 from __future__ import annotations
 
+import copy
+import inspect
 import json
 import math
 import time
@@ -41,6 +43,11 @@ class RMConfig(RewardConfig):
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
     use_margin: bool = field(default=True, metadata={"help": "use the export's margin column when it has one"})
+    ensemble: int = field(default=1, metadata={"help": "train this many models (seeds seed, seed+1, ...); scoring "
+                                                       "uses their mean reward"})
+    head_lr_multiplier: float = field(
+        default=1.0, metadata={"help": "learning rate of the new reward head (and any other weight the base model "
+                                       "lacks) as a multiple of learning_rate"})
 
 
 def default_config(out_dir: str, **overrides: Any) -> RMConfig:
@@ -68,6 +75,23 @@ class LengthGroupedRewardTrainer(RewardTrainer):
         self._lengths = lengths
         super().__init__(*args, **kwargs)
 
+    def create_optimizer(self, model: Any = None) -> Any:
+        """The Trainer's optimizer, with the new head's weights in groups of their own at ``head_lr_multiplier``."""
+        multiplier = getattr(self.args, "head_lr_multiplier", 1.0)
+        if self.optimizer is not None or multiplier == 1.0:
+            return super().create_optimizer(model)
+        optimizer = super().create_optimizer(model)
+        head = {id(p) for p in head_parameters(self.model if model is None else model)}
+        groups = []
+        for group in optimizer.param_groups:
+            body = [p for p in group["params"] if id(p) not in head]
+            new = [p for p in group["params"] if id(p) in head]
+            groups += [{**group, "params": body}] if body else []
+            groups += [{**group, "params": new, "lr": group["lr"] * multiplier}] if new else []
+        accepted = inspect.signature(type(optimizer)).parameters  # defaults can hold more than __init__ takes
+        self.optimizer = type(optimizer)(groups, **{k: v for k, v in optimizer.defaults.items() if k in accepted})
+        return self.optimizer
+
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         if self._lengths is None:
             return super()._get_train_sampler(train_dataset)
@@ -80,6 +104,19 @@ class LengthGroupedRewardTrainer(RewardTrainer):
             self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=self._lengths,
             generator=generator,
         )
+
+
+def head_parameters(model: Any) -> list[Any]:
+    """The trainable weights outside the pretrained body: the reward head (BERT's ``classifier``, a decoder's
+    ``score``); with LoRA, the head that peft trains in full (``modules_to_save``)."""
+    model = getattr(model, "module", model)  # DDP
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    prefix = getattr(inner, "base_model_prefix", "")
+    body = getattr(inner, prefix, None) if prefix else None
+    if body is None:
+        return []
+    inside = {id(p) for p in body.parameters()}
+    return [p for p in inner.parameters() if p.requires_grad and id(p) not in inside]
 
 
 def resolve_base(base: str) -> str:
@@ -119,10 +156,12 @@ class TrainReport:
     pairs_per_second: float
     run_id: int | None = None
     export_run: int | None = None
+    members: int = 1  # models in the ensemble (steps and loss are per model: the first's steps, the mean loss)
 
     def summary(self) -> str:
+        models = f"{self.members} models x " if self.members > 1 else ""
         return (f"{self.pairs} pairs ({self.truncated_context} with the context cut, {self.truncated_response} with "
-                f"the response cut), {self.steps} steps, loss {self.train_loss:.4f}, "
+                f"the response cut), {models}{self.steps} steps, loss {self.train_loss:.4f}, "
                 f"{self.pairs_per_second:.1f} pairs/s")
 
 
@@ -135,9 +174,18 @@ def export_run_of(data: str | Path) -> int | None:
 
 def train_reward_model(data: str | Path, out_dir: str | Path, config: RMConfig, *, resume: bool = False,
                        callbacks: list[Any] | None = None) -> TrainReport:
-    """Train on ``data`` (export dir, train split; or pairs JSONL); save model, tokenizer and card in ``out_dir``."""
+    """Train on ``data`` (export dir, train split; or pairs JSONL); save model, tokenizer and card in ``out_dir``.
+
+    With ``config.ensemble`` = N > 1, N models (seeds seed, seed+1, ...) go to ``out_dir/member-1`` ... and the card
+    in ``out_dir`` lists them; ``RewardScorer`` then scores with their mean. ``resume`` keeps the members already
+    finished and continues the one that was interrupted from its last checkpoint.
+    """
+    from transformers import AutoTokenizer
+
     out = Path(out_dir)
-    model, tokenizer = load_model(config.base_model, config)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base(config.base_model))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
     if config.eos_token is None and tokenizer.eos_token is None and tokenizer.sep_token is not None:
         config.eos_token = tokenizer.sep_token  # encoders (MiniLM) have [SEP] where decoders have an EOS
     dataset, stats = tokenize_pairs(load_pairs(data, "train"), tokenizer, config.max_length or 512,
@@ -146,6 +194,49 @@ def train_reward_model(data: str | Path, out_dir: str | Path, config: RMConfig, 
         raise UserError(f"{data}: no training pairs")
     lengths = dataset["length"] if config.group_by_length else None
     dataset = dataset.remove_columns(["length"])
+    card = {"base_model": config.base_model, "max_length": config.max_length,
+            "chat_template": bool(tokenizer.chat_template), "trained_on": str(Path(data).resolve()),
+            "export_run": export_run_of(data)}
+    members = max(1, config.ensemble)
+    if members == 1:
+        fit = _fit(config, dataset, lengths, out, resume=resume, callbacks=callbacks)
+        (out / RM_CARD).write_text(json.dumps(card, indent=2) + "\n")
+        fits = [fit]
+    else:
+        fits = []
+        for index in range(members):
+            folder = out / f"member-{index + 1}"
+            done = folder / RM_CARD
+            if resume and done.is_file() and "fit" in (saved := json.loads(done.read_text())):
+                fits.append(saved["fit"])  # finished before the interruption
+                continue
+            member = copy.deepcopy(config)
+            member.seed, member.ensemble = config.seed + index, 1
+            member.output_dir = str(folder / "checkpoints")
+            fit = _fit(member, dataset, lengths, folder, resume=resume, callbacks=callbacks)
+            done.write_text(json.dumps({**card, "seed": member.seed, "fit": fit}, indent=2) + "\n")
+            fits.append(fit)
+        (out / RM_CARD).write_text(json.dumps({**card, "members": [f"member-{i + 1}" for i in range(members)]},
+                                              indent=2) + "\n")
+    seconds = sum(f["seconds"] for f in fits)
+    pairs_seen = sum(min(f["pairs_seen"], stats["pairs"] * config.num_train_epochs) for f in fits)
+    losses = [f["loss"] for f in fits if not math.isnan(f["loss"])]
+    return TrainReport(
+        out_dir=str(out), pairs=stats["pairs"], truncated_context=stats["truncated_context"],
+        truncated_response=stats["truncated_response"], steps=fits[0]["steps"],
+        train_loss=sum(losses) / len(losses) if losses else float("nan"), seconds=round(seconds, 1),
+        pairs_per_second=round(pairs_seen / max(seconds, 1e-9), 2), export_run=export_run_of(data),
+        members=members,
+    )
+
+
+def _fit(config: RMConfig, dataset: Any, lengths: list[int] | None, out: Path, *, resume: bool,
+         callbacks: list[Any] | None) -> dict[str, Any]:
+    """One model: train and save it (with its tokenizer) in ``out``; its steps, loss, time and pairs seen."""
+    from transformers import set_seed
+
+    set_seed(config.seed)  # the new head's initial weights too (the Trainer seeds only after the model exists)
+    model, tokenizer = load_model(config.base_model, config)
     trainer = LengthGroupedRewardTrainer(
         model=model, args=config, train_dataset=dataset, processing_class=tokenizer, lengths=lengths,
         callbacks=callbacks,
@@ -160,19 +251,9 @@ def train_reward_model(data: str | Path, out_dir: str | Path, config: RMConfig, 
     else:
         trainer.save_model(str(out))
     tokenizer.save_pretrained(out)
-    (out / RM_CARD).write_text(json.dumps({
-        "base_model": config.base_model, "max_length": config.max_length, "chat_template": bool(tokenizer.chat_template),
-        "trained_on": str(Path(data).resolve()), "export_run": export_run_of(data),
-    }, indent=2) + "\n")
-    pairs_seen = result.global_step * config.per_device_train_batch_size * config.gradient_accumulation_steps
-    return TrainReport(
-        out_dir=str(out), pairs=stats["pairs"], truncated_context=stats["truncated_context"],
-        truncated_response=stats["truncated_response"], steps=result.global_step,
-        train_loss=float(result.training_loss) if not math.isnan(result.training_loss) else float("nan"),
-        seconds=round(seconds, 1), pairs_per_second=round(min(pairs_seen, stats["pairs"] * config.num_train_epochs)
-                                                          / max(seconds, 1e-9), 2),
-        export_run=export_run_of(data),
-    )
+    return {"steps": result.global_step, "loss": float(result.training_loss), "seconds": round(seconds, 1),
+            "pairs_seen": result.global_step * config.per_device_train_batch_size
+            * config.gradient_accumulation_steps}
 
 
 def _has_checkpoint(folder: str) -> bool:

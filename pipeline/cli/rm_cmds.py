@@ -23,6 +23,8 @@ def train(
     batch_size: Annotated[int | None, typer.Option(help="Pairs per device per step (default 16).")] = None,
     max_length: Annotated[int | None, typer.Option(help="Tokens per input; the context is cut from the left (256).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
+    ensemble: Annotated[int | None, typer.Option(min=1, help="Train N models (seeds 0..N-1); scoring uses their "
+                                                            "mean reward (default 1).")] = None,
     lora: Annotated[bool, typer.Option("--lora", help="Train LoRA adapters (peft) instead of all weights.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in OUT.")] = False,
     db: DbOption = None,
@@ -33,7 +35,7 @@ def train(
     from reward_model.train import default_config
 
     overrides = {"num_train_epochs": epochs, "learning_rate": learning_rate, "per_device_train_batch_size": batch_size,
-                 "max_length": max_length, "max_steps": max_steps, "use_lora": lora or None}
+                 "max_length": max_length, "max_steps": max_steps, "use_lora": lora or None, "ensemble": ensemble}
     config = default_config(out, base_model=base, **overrides)
     with open_store(ctx, db) as store:
         report = run_train(store.sessions, data, out, config, resume=resume)

@@ -137,3 +137,63 @@ def test_cli(tiny_lm_dir: Path, store, tmp_path: Path) -> None:  # noqa: ANN001
     assert "responses scored" in cli("rm", "score", "--model", str(tmp_path / "m"), "--split", "test").output
     assert "no such file" in cli("rm", "eval", "--model", str(tmp_path / "m"), "--data", "nope.jsonl",
                                  expect=1).output
+
+
+def test_an_ensemble_trains_each_member_scores_with_their_mean_and_resumes(tiny_lm_dir: Path, store,  # noqa: ANN001
+                                                                        tmp_path: Path) -> None:
+    sessions, data, _ = store
+    out = tmp_path / "ens"
+    config = default_config(str(out), base_model=str(tiny_lm_dir), max_steps=2, save_steps=1, logging_steps=1,
+                            per_device_train_batch_size=4, learning_rate=1e-3, ensemble=3)
+    report = run_train(sessions, str(data), str(out), config)
+    assert report.members == 3 and report.steps == 2 and "3 models x 2 steps" in report.summary()
+    card = json.loads((out / "rlhf_rm.json").read_text())
+    assert card["members"] == ["member-1", "member-2", "member-3"] and card["run_id"] == report.run_id
+    seeds = [json.loads((out / m / "rlhf_rm.json").read_text())["seed"] for m in card["members"]]
+    assert seeds == [0, 1, 2]
+    heads = [load_file(out / m / "model.safetensors")["score.weight"] for m in card["members"]]
+    assert not torch.equal(heads[0], heads[1])  # different seeds, different models
+
+    scorer = RewardScorer(out, batch_size=2)
+    prompts = [[{"role": "user", "content": f"question {i}"}] for i in range(5)]
+    answers = [f"answer {i}" + " more" * i for i in range(5)]
+    members = scorer.score_members(prompts, answers)
+    assert len(members) == 3 and members[0] != members[1]
+    alone = RewardScorer(out / "member-2").score(prompts, answers)
+    assert members[1] == pytest.approx(alone, abs=1e-4)
+    assert scorer.score(prompts, answers) == pytest.approx([sum(v) / 3 for v in zip(*members)], abs=1e-6)
+    evaluated, _ = run_eval(None, str(out), str(data))
+    assert len(evaluated.member_accuracy) == 3 and evaluated.metrics()["member_accuracy"]
+
+    # interrupted in the third member after its first checkpoint: the first two stay, the third continues
+    first = (out / "member-1" / "model.safetensors").stat().st_mtime_ns
+    checkpoint = out / "member-3" / "checkpoints" / "checkpoint-1" / "trainer_state.json"
+    saved = checkpoint.stat().st_mtime_ns
+    (out / "member-3" / "rlhf_rm.json").unlink()
+    (out / "member-3" / "model.safetensors").unlink()
+    shutil.rmtree(out / "member-3" / "checkpoints" / "checkpoint-2")
+    resumed = run_train(sessions, str(data), str(out), config, resume=True)
+    assert resumed.members == 3 and (out / "member-1" / "model.safetensors").stat().st_mtime_ns == first
+    assert checkpoint.stat().st_mtime_ns == saved  # continued from checkpoint-1, which a fresh start rewrites
+    state = json.loads((out / "member-3" / "checkpoints" / "checkpoint-2" / "trainer_state.json").read_text())
+    assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2]
+    assert json.loads((out / "member-3" / "rlhf_rm.json").read_text())["seed"] == 2
+
+
+def test_the_new_head_learns_at_its_own_rate(tiny_lm_dir: Path, store, tmp_path: Path) -> None:  # noqa: ANN001
+    from reward_model.train import LengthGroupedRewardTrainer, head_parameters, load_model
+
+    _, data, _ = store
+    config = default_config(str(tmp_path / "h"), base_model=str(tiny_lm_dir), learning_rate=1e-4,
+                            head_lr_multiplier=20)
+    model, tokenizer = load_model(str(tiny_lm_dir), config)
+    dataset, _ = tokenize_pairs(load_pairs(data, "train"), tokenizer, 32)
+    trainer = LengthGroupedRewardTrainer(model=model, args=config, train_dataset=dataset.remove_columns(["length"]),
+                                         processing_class=tokenizer)
+    optimizer = trainer.create_optimizer()
+    head = {id(p) for p in head_parameters(model)}
+    assert head == {id(model.score.weight)}
+    rates = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    assert len(rates) == sum(1 for p in model.parameters() if p.requires_grad)  # every weight in exactly one group
+    assert rates[id(model.score.weight)] == pytest.approx(2e-3)
+    assert {rate for key, rate in rates.items() if key not in head} == {1e-4}
