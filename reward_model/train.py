@@ -12,6 +12,7 @@ import copy
 import inspect
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -48,6 +49,9 @@ class RMConfig(RewardConfig):
     head_lr_multiplier: float = field(
         default=1.0, metadata={"help": "learning rate of the new reward head (and any other weight the base model "
                                        "lacks) as a multiple of learning_rate"})
+    layer_lr_decay: float = field(
+        default=1.0, metadata={"help": "below 1: lower layers learn slower (each layer at decay^(layers above it) "
+                                       "x the rate)"})
 
 
 def default_config(out_dir: str, **overrides: Any) -> RMConfig:
@@ -57,7 +61,7 @@ def default_config(out_dir: str, **overrides: Any) -> RMConfig:
         "max_length": 256, "num_train_epochs": 1, "learning_rate": 1e-4, "per_device_train_batch_size": 16,
         "per_device_eval_batch_size": 32, "warmup_steps": 0.05, "lr_scheduler_type": "cosine", "weight_decay": 0.01,
         "logging_steps": 10, "save_strategy": "steps", "save_steps": 200, "save_total_limit": 2, "report_to": [],
-        "seed": 0, "dataloader_num_workers": 0, "eos_token": None,
+        "seed": 0, "dataloader_num_workers": 0, "eos_token": None, "head_lr_multiplier": 10.0,
         **hardware_defaults(),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -76,18 +80,22 @@ class LengthGroupedRewardTrainer(RewardTrainer):
         super().__init__(*args, **kwargs)
 
     def create_optimizer(self, model: Any = None) -> Any:
-        """The Trainer's optimizer, with the new head's weights in groups of their own at ``head_lr_multiplier``."""
-        multiplier = getattr(self.args, "head_lr_multiplier", 1.0)
-        if self.optimizer is not None or multiplier == 1.0:
+        """The Trainer's optimizer, with per-group learning rates: the new head's weights at ``head_lr_multiplier``
+        x the rate, and with ``layer_lr_decay`` < 1 each transformer layer at decay^(layers above it) x the rate
+        (the embeddings one step lower still); see ``lr_multipliers``."""
+        head_multiplier = getattr(self.args, "head_lr_multiplier", 1.0)
+        decay = getattr(self.args, "layer_lr_decay", 1.0)
+        if self.optimizer is not None or (head_multiplier == 1.0 and decay == 1.0):
             return super().create_optimizer(model)
         optimizer = super().create_optimizer(model)
-        head = {id(p) for p in head_parameters(self.model if model is None else model)}
+        target = self.model if model is None else model
+        multipliers = {id(p): rate for p, rate in lr_multipliers(target, head_multiplier, decay)}
         groups = []
         for group in optimizer.param_groups:
-            body = [p for p in group["params"] if id(p) not in head]
-            new = [p for p in group["params"] if id(p) in head]
-            groups += [{**group, "params": body}] if body else []
-            groups += [{**group, "params": new, "lr": group["lr"] * multiplier}] if new else []
+            by_rate: dict[float, list[Any]] = {}
+            for p in group["params"]:
+                by_rate.setdefault(multipliers.get(id(p), 1.0), []).append(p)
+            groups += [{**group, "params": params, "lr": group["lr"] * rate} for rate, params in by_rate.items()]
         accepted = inspect.signature(type(optimizer)).parameters  # defaults can hold more than __init__ takes
         self.optimizer = type(optimizer)(groups, **{k: v for k, v in optimizer.defaults.items() if k in accepted})
         return self.optimizer
@@ -117,6 +125,30 @@ def head_parameters(model: Any) -> list[Any]:
         return []
     inside = {id(p) for p in body.parameters()}
     return [p for p in inner.parameters() if p.requires_grad and id(p) not in inside]
+
+
+LAYER = re.compile(r"\.(?:layer|layers|h|blocks)\.(\d+)\.")
+
+
+def lr_multipliers(model: Any, head_multiplier: float, decay: float) -> list[tuple[Any, float]]:
+    """(weight, learning-rate multiplier) for every trainable weight: the head at ``head_multiplier``; inside the
+    body, layer i of L (0 the lowest) at decay^(L - 1 - i), the embeddings at decay^L, anything else (pooler, final
+    norm) at 1."""
+    head = {id(p) for p in head_parameters(model)}
+    named = [(name, p) for name, p in getattr(model, "module", model).named_parameters() if p.requires_grad]
+    layers = [int(m.group(1)) for name, _ in named if (m := LAYER.search(name))]
+    count = max(layers) + 1 if layers else 0
+    out = []
+    for name, p in named:
+        if id(p) in head:
+            out.append((p, head_multiplier))
+        elif (m := LAYER.search(name)) is not None:
+            out.append((p, decay ** (count - 1 - int(m.group(1)))))
+        elif "embed" in name:
+            out.append((p, decay**count))
+        else:
+            out.append((p, 1.0))
+    return out
 
 
 def resolve_base(base: str) -> str:

@@ -180,20 +180,26 @@ def test_an_ensemble_trains_each_member_scores_with_their_mean_and_resumes(tiny_
     assert json.loads((out / "member-3" / "rlhf_rm.json").read_text())["seed"] == 2
 
 
-def test_the_new_head_learns_at_its_own_rate(tiny_lm_dir: Path, store, tmp_path: Path) -> None:  # noqa: ANN001
+def test_the_new_head_and_each_layer_learn_at_their_own_rates(tiny_lm_dir: Path, store,  # noqa: ANN001
+                                                                  tmp_path: Path) -> None:
     from reward_model.train import LengthGroupedRewardTrainer, head_parameters, load_model
 
     _, data, _ = store
     config = default_config(str(tmp_path / "h"), base_model=str(tiny_lm_dir), learning_rate=1e-4,
-                            head_lr_multiplier=20)
+                            head_lr_multiplier=20, layer_lr_decay=0.5)
     model, tokenizer = load_model(str(tiny_lm_dir), config)
     dataset, _ = tokenize_pairs(load_pairs(data, "train"), tokenizer, 32)
     trainer = LengthGroupedRewardTrainer(model=model, args=config, train_dataset=dataset.remove_columns(["length"]),
                                          processing_class=tokenizer)
     optimizer = trainer.create_optimizer()
-    head = {id(p) for p in head_parameters(model)}
-    assert head == {id(model.score.weight)}
+    assert {id(p) for p in head_parameters(model)} == {id(model.score.weight)}
     rates = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
     assert len(rates) == sum(1 for p in model.parameters() if p.requires_grad)  # every weight in exactly one group
+    layers = model.config.num_hidden_layers
     assert rates[id(model.score.weight)] == pytest.approx(2e-3)
-    assert {rate for key, rate in rates.items() if key not in head} == {1e-4}
+    assert rates[id(model.model.layers[-1].mlp.up_proj.weight)] == pytest.approx(1e-4)  # the top layer: the rate
+    assert rates[id(model.model.layers[0].mlp.up_proj.weight)] == pytest.approx(1e-4 * 0.5 ** (layers - 1))
+    assert rates[id(model.model.embed_tokens.weight)] == pytest.approx(1e-4 * 0.5**layers)
+    assert rates[id(model.model.norm.weight)] == pytest.approx(1e-4)
+    weight_decay = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
+    assert weight_decay[id(model.model.norm.weight)] == 0.0 and weight_decay[id(model.score.weight)] > 0
