@@ -59,6 +59,7 @@ class PPOConfig:
     vf_coef: float = opt(0.1, "value loss weight")
     whiten_rewards: bool = opt(False, "whiten the scores across each rollout")
     missing_eos_penalty: float | None = opt(None, "subtract this from the score of responses cut before EOS")
+    rm_uncertainty_penalty: float = opt(0.0, "ensemble reward models: score = mean - this x std over the members")
     max_grad_norm: float = opt(1.0, "gradient clipping")
     max_prompt_length: int = opt(256, "prompt tokens kept (from the end)")
     save_every: int = opt(25, "updates between checkpoints (and at the end)")
@@ -74,6 +75,8 @@ class PPOConfig:
             raise UserError(f"rollout must be hf or vllm, got {self.rollout!r}")
         if min(self.updates, self.ppo_epochs, self.response_length, self.mini_batch_size) < 1:
             raise UserError("updates, ppo_epochs, response_length and mini_batch_size must be >= 1")
+        if self.rm_uncertainty_penalty < 0:
+            raise UserError("rm_uncertainty_penalty must be >= 0")
         return self
 
 

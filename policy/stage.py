@@ -104,7 +104,7 @@ def run_ppo(sessions: sessionmaker[Session], policy: str, reward: str, prompts: 
     """PPO against ``reward`` (``rm:DIR`` or ``rule:SPEC``, or a bare reward-model directory)."""
     from policy.ppo import config_json, train_ppo
 
-    scorer, reward_dir = reward_scorer(reward)
+    scorer, reward_dir = reward_scorer(reward, uncertainty_penalty=config.rm_uncertainty_penalty)
     with recorded_run(sessions, "ppo", {"policy": policy, "reward": reward, "prompts": prompt_source,
                                     "out": str(Path(out_dir).resolve()), "resume": resume, **config_json(config)},
                   parents=[run_of(reward_dir), run_of(policy)], name=f"ppo {Path(out_dir).name}",
@@ -119,12 +119,16 @@ def run_ppo(sessions: sessionmaker[Session], policy: str, reward: str, prompts: 
     return report
 
 
-def reward_scorer(reward: str) -> tuple[Callable[[Sequence[Any], Sequence[str]], list[float]], str | None]:
-    """(batch scorer, reward-model dir or None) for ``rm:DIR``, ``rule:SPEC`` or a plain directory."""
+def reward_scorer(reward: str, *, uncertainty_penalty: float = 0.0,
+                  ) -> tuple[Callable[[Sequence[Any], Sequence[str]], list[float]], str | None]:
+    """(batch scorer, reward-model dir or None) for ``rm:DIR``, ``rule:SPEC`` or a plain directory; the penalty
+    applies to an ensemble reward model (``RewardScorer``)."""
     from pipeline.rules import rule_scorer
 
     kind, _, argument = reward.partition(":")
     if kind == "rule" and argument:
+        if uncertainty_penalty:
+            raise UserError(f"reward {reward!r}: an uncertainty penalty needs an ensemble reward model, not a rule")
         score = rule_scorer(argument)
         return (lambda prompts, texts: [score(t) for t in texts]), None
     directory = argument if kind == "rm" and argument else reward
@@ -132,7 +136,7 @@ def reward_scorer(reward: str) -> tuple[Callable[[Sequence[Any], Sequence[str]],
         raise UserError(f"reward {reward!r}: expected rm:DIR (a trained reward model) or rule:SPEC")
     from reward_model.scoring import RewardScorer
 
-    return RewardScorer(directory), directory
+    return RewardScorer(directory, uncertainty_penalty=uncertainty_penalty), directory
 
 
 def run_online(sessions: sessionmaker[Session], algorithm: str, policy: str, prompts: list[list[dict[str, str]]],

@@ -2,7 +2,10 @@
 
 ``RewardScorer`` is the reward PPO, GRPO and RLOO call (``scorer(prompts=..., completions=...)`` has the
 signature TRL expects of a reward function) and what ``rlhf rm eval`` and ``rlhf rm score`` use. An ensemble
-(``rlhf rm train --ensemble N``) scores with the mean of its members' rewards; each input is encoded once.
+(``rlhf rm train --ensemble N``) scores with the mean of its members' rewards; each input is encoded once. With
+``uncertainty_penalty`` k the reward is mean - k * std over the members: a conservative reward for PPO, lower
+where the members disagree, which is where a policy can exploit one model's mistakes (Coste et al. 2023,
+"Reward Model Ensembles Help Mitigate Overoptimization").
 """
 
 from __future__ import annotations
@@ -19,13 +22,16 @@ from reward_model.train import RM_CARD
 
 class RewardScorer:
     def __init__(self, model_dir: str | Path, *, device: str | None = None, batch_size: int = 32,
-                 max_length: int | None = None) -> None:
+                 max_length: int | None = None, uncertainty_penalty: float = 0.0) -> None:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         path = Path(model_dir)
         card = json.loads((path / RM_CARD).read_text()) if (path / RM_CARD).is_file() else {}
         folders = [path / name for name in card.get("members", [])] or [path]
+        if uncertainty_penalty and len(folders) < 2:
+            raise UserError(f"{path}: an uncertainty penalty needs an ensemble (rlhf rm train --ensemble N)")
+        self.uncertainty_penalty = uncertainty_penalty
         for folder in folders:
             if not (folder / "config.json").is_file():
                 raise UserError(f"{folder}: not a model directory (no config.json)")
@@ -41,9 +47,13 @@ class RewardScorer:
 
     def score(self, prompts: Sequence[Any], responses: Sequence[Any]) -> list[float]:
         """One reward per (prompt, response); prompts as messages or text, responses as text or message lists.
-        For an ensemble, the mean of its members' rewards."""
-        members = self.score_members(prompts, responses)
-        return [sum(values) / len(values) for values in zip(*members, strict=True)] if members else []
+        For an ensemble, the mean of its members' rewards, less ``uncertainty_penalty`` times their spread."""
+        rewards = []
+        for values in zip(*self.score_members(prompts, responses), strict=True):
+            mean = sum(values) / len(values)
+            spread = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+            rewards.append(mean - self.uncertainty_penalty * spread)
+        return rewards
 
     def score_members(self, prompts: Sequence[Any], responses: Sequence[Any]) -> list[list[float]]:
         """Each member's rewards (one list per model; a single model gives one list)."""

@@ -105,6 +105,8 @@ def ppo(
     target_kl: Annotated[float | None, typer.Option(help="Target KL per sequence for --adaptive-kl (6).")] = None,
     response_length: Annotated[int | None, typer.Option(help="Max new tokens per response (48).")] = None,
     whiten_rewards: Annotated[bool, typer.Option("--whiten-rewards", help="Whiten scores per rollout.")] = False,
+    rm_uncertainty_penalty: Annotated[float | None, typer.Option(
+        min=0, help="Ensemble RM (rm train --ensemble N): reward = mean - this x std over its models (0).")] = None,
     rollout: Annotated[str | None, typer.Option(help="hf (transformers generate) or vllm (GPU).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in OUT.")] = False,
@@ -119,7 +121,8 @@ def ppo(
     values = {"updates": updates, "prompts_per_rollout": prompts_per_rollout, "mini_batch_size": mini_batch_size,
               "ppo_epochs": ppo_epochs, "learning_rate": learning_rate, "kl_coef": kl_coef, "target_kl": target_kl,
               "response_length": response_length, "rollout": rollout, "seed": seed,
-              "adaptive_kl": adaptive_kl or None, "whiten_rewards": whiten_rewards or None}
+              "adaptive_kl": adaptive_kl or None, "whiten_rewards": whiten_rewards or None,
+              "rm_uncertainty_penalty": rm_uncertainty_penalty}
     config = PPOConfig(**{k: v for k, v in values.items() if v is not None}).validate()
     with open_store(ctx, db) as store:
         prompt_list, source = _prompts(store.sessions, prompts)

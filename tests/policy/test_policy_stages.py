@@ -247,6 +247,8 @@ def test_bad_input_is_named(project: tuple[Cli, Path]) -> None:
     cli, root = project
     assert "unknown rule" in cli("rule", "run", "x", "--batch", "b1", "--rule", "sounds-nice", expect=1).output
     assert "rm:DIR" in cli("ppo", "--policy", "toy", "--rm", "nowhere", "--out", "p", expect=1).output
+    assert "needs an ensemble" in cli("ppo", "--policy", "toy", "--rm", "rule:contains:indeed", "--out", "p",
+                                      "--rm-uncertainty-penalty", "1", expect=1).output
     assert "no prompts" in cli("eval", "--policy", "toy", "--baseline", "toy", "--baseline-name", "b", "--prompts",
                                "nosuchsplit", "--judge", "rule:longer", expect=1).output
     assert "name them" in cli("eval", "--policy", "toy", "--baseline", "toy", "--judge", "rule:longer",

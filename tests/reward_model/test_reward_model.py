@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from db import make_engine, make_session_factory, sqlite_url
 from db.models import ResponseScore, Run
+from pipeline.errors import UserError
 from pipeline.export import ExportOptions, export
 from reward_model.data import Encoder, load_pairs, tokenize_pairs
 from reward_model.scoring import RewardScorer
@@ -164,6 +165,19 @@ def test_an_ensemble_trains_each_member_scores_with_their_mean_and_resumes(tiny_
     assert scorer.score(prompts, answers) == pytest.approx([sum(v) / 3 for v in zip(*members)], abs=1e-6)
     evaluated, _ = run_eval(None, str(out), str(data))
     assert len(evaluated.member_accuracy) == 3 and evaluated.metrics()["member_accuracy"]
+
+    # the conservative reward for PPO: mean - k * std over the members, lower where they disagree
+    from policy.stage import reward_scorer
+
+    conservative, _ = reward_scorer(f"rm:{out}", uncertainty_penalty=2.0)
+    spread = [float(torch.tensor(v).std(unbiased=False)) for v in zip(*members)]
+    assert conservative(prompts, answers) == pytest.approx(
+        [sum(v) / 3 - 2.0 * s for v, s in zip(zip(*members), spread)], abs=1e-5)
+    assert all(s > 0 for s in spread)
+    with pytest.raises(UserError, match="needs an ensemble"):
+        RewardScorer(out / "member-1", uncertainty_penalty=1.0)
+    with pytest.raises(UserError, match="needs an ensemble"):
+        reward_scorer("rule:contains:yes", uncertainty_penalty=1.0)
 
     # interrupted in the third member after its first checkpoint: the first two stay, the third continues
     first = (out / "member-1" / "model.safetensors").stat().st_mtime_ns
