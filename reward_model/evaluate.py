@@ -16,10 +16,13 @@ import math
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.agreement import wilson_interval
 from reward_model.data import messages_of, text_of
+
+if TYPE_CHECKING:
+    from reward_model.scoring import RewardScorer
 
 BINS = 10
 
@@ -80,18 +83,14 @@ def calibration(margins: list[float], *, bins: int = BINS) -> tuple[float, list[
     return ece, table
 
 
-def evaluate(scorer: Any, dataset: Any) -> EvalReport:
+def evaluate(scorer: RewardScorer, dataset: Any) -> EvalReport:
     prompts = [messages_of(p) for p in dataset["prompt"]]
     chosen = [text_of(c) for c in dataset["chosen"]]
     rejected = [text_of(r) for r in dataset["rejected"]]
-    if hasattr(scorer, "score_members"):  # an ensemble: the mean reward, and each member's accuracy
-        member_c, member_r = scorer.score_members(prompts, chosen), scorer.score_members(prompts, rejected)
-        rc = [sum(v) / len(v) for v in zip(*member_c, strict=True)]
-        rr = [sum(v) / len(v) for v in zip(*member_r, strict=True)]
-        member_accuracy = [_accuracy([a - b for a, b in zip(c, r, strict=True)])
-                           for c, r in zip(member_c, member_r, strict=True)] if len(member_c) > 1 else []
-    else:
-        rc, rr, member_accuracy = scorer.score(prompts, chosen), scorer.score(prompts, rejected), []
+    member_c, member_r = scorer.score_members(prompts, chosen), scorer.score_members(prompts, rejected)
+    rc, rr = scorer.combine(member_c), scorer.combine(member_r)  # an ensemble: also each member's accuracy alone
+    member_accuracy = [_accuracy([a - b for a, b in zip(c, r, strict=True)])
+                       for c, r in zip(member_c, member_r, strict=True)] if len(member_c) > 1 else []
     margins = [a - b for a, b in zip(rc, rr, strict=True)]
     n = len(margins)
     hits = _accuracy(margins) * n

@@ -48,8 +48,12 @@ class RewardScorer:
     def score(self, prompts: Sequence[Any], responses: Sequence[Any]) -> list[float]:
         """One reward per (prompt, response); prompts as messages or text, responses as text or message lists.
         For an ensemble, the mean of its members' rewards, less ``uncertainty_penalty`` times their spread."""
+        return self.combine(self.score_members(prompts, responses))
+
+    def combine(self, members: Sequence[Sequence[float]]) -> list[float]:
+        """Per input, the members' mean reward less ``uncertainty_penalty`` times their spread (population std)."""
         rewards = []
-        for values in zip(*self.score_members(prompts, responses), strict=True):
+        for values in zip(*members, strict=True):
             mean = sum(values) / len(values)
             spread = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
             rewards.append(mean - self.uncertainty_penalty * spread)
