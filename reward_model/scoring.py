@@ -17,14 +17,14 @@ from typing import Any
 
 from pipeline.errors import UserError
 from reward_model.data import Encoder, messages_of, text_of
-from reward_model.train import RM_CARD
+from reward_model.train import RM_CARD, load_tokenizer
 
 
 class RewardScorer:
     def __init__(self, model_dir: str | Path, *, device: str | None = None, batch_size: int = 32,
                  max_length: int | None = None, uncertainty_penalty: float = 0.0) -> None:
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
 
         path = Path(model_dir)
         card = json.loads((path / RM_CARD).read_text()) if (path / RM_CARD).is_file() else {}
@@ -36,9 +36,7 @@ class RewardScorer:
             if not (folder / "config.json").is_file():
                 raise UserError(f"{folder}: not a model directory (no config.json)")
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = AutoTokenizer.from_pretrained(folders[0])  # the members share their base's tokenizer
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer = load_tokenizer(folders[0])  # the members share their base's tokenizer
         self.models = [AutoModelForSequenceClassification.from_pretrained(folder).to(self.device).eval()
                        for folder in folders]
         self.encoder = Encoder(self.tokenizer, max_length or card.get("max_length") or 512)

@@ -159,13 +159,21 @@ def resolve_base(base: str) -> str:
     return base
 
 
-def load_model(base: str, config: RMConfig) -> tuple[Any, Any]:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def load_tokenizer(path: str | Path) -> Any:
+    """The tokenizer of a base or trained reward model, padding with EOS where it has no pad token."""
+    from transformers import AutoTokenizer
 
-    path = resolve_base(base)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(base: str, config: RMConfig) -> tuple[Any, Any]:
+    from transformers import AutoModelForSequenceClassification
+
+    path = resolve_base(base)
+    tokenizer = load_tokenizer(path)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
     if config.use_lora:
@@ -212,12 +220,8 @@ def train_reward_model(data: str | Path, out_dir: str | Path, config: RMConfig, 
     in ``out_dir`` lists them; ``RewardScorer`` then scores with their mean. ``resume`` keeps the members already
     finished and continues the one that was interrupted from its last checkpoint.
     """
-    from transformers import AutoTokenizer
-
     out = Path(out_dir)
-    tokenizer = AutoTokenizer.from_pretrained(resolve_base(config.base_model))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(resolve_base(config.base_model))
     if config.eos_token is None and tokenizer.eos_token is None and tokenizer.sep_token is not None:
         config.eos_token = tokenizer.sep_token  # encoders (MiniLM) have [SEP] where decoders have an EOS
     dataset, stats = tokenize_pairs(load_pairs(data, "train"), tokenizer, config.max_length or 512,
