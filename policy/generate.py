@@ -3,11 +3,15 @@
 Through the LLM layer: transformers in-process (padded batches; the K samples of a prompt in one batch), vLLM
 in-process (prefix caching on: the K samples share their prompt), or any OpenAI-compatible endpoint. Resumable:
 prompts that already have K responses from this generator are skipped.
+
+Every sample carries its own seed, derived from ``--seed``, the prompt and the sample's place (recorded with the
+response): vLLM, ``vllm serve`` and OpenAI give one seed one sample, so K requests with one seed would be K copies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,14 +67,15 @@ class GenerateReport:
 
 
 def prompts_to_do(session: Session, generator: str, n: int, split: str | None, limit: int | None,
-                  source: str | None = None, prompt_ids: tuple[int, ...] | None = None) -> list[tuple[int, list]]:
-    """(prompt id, messages) of prompts with fewer than ``n`` responses from ``generator``, in id order."""
+                  source: str | None = None, prompt_ids: tuple[int, ...] | None = None) -> list[tuple[int, list, int]]:
+    """(prompt id, messages, responses it has) of prompts with fewer than ``n`` responses from ``generator``, in id
+    order."""
     have = (
         select(func.count(Response.id))
         .where(Response.prompt_id == Prompt.id, Response.generator == generator)
         .scalar_subquery()
     )
-    query = select(Prompt.id, Prompt.messages).where(have < n).order_by(Prompt.id)
+    query = select(Prompt.id, Prompt.messages, have).where(have < n).order_by(Prompt.id)
     if split:
         query = query.where(Prompt.split == split)
     if source:
@@ -79,7 +84,18 @@ def prompts_to_do(session: Session, generator: str, n: int, split: str | None, l
         query = query.where(Prompt.id.in_(list(prompt_ids)))
     if limit is not None:
         query = query.limit(limit)
-    return [(pid, messages) for pid, messages in session.execute(query)]
+    return [(pid, messages, count) for pid, messages, count in session.execute(query)]
+
+
+def sample_seed(seed: int, prompt_id: int, have: int, sample: int) -> int:
+    """The seed of one sample: fixed by ``--seed``, the prompt, how many responses it had (so topping a prompt up
+    draws new samples) and the sample's index; 31 bits, as every backend takes.
+
+    >>> sample_seed(0, 7, 0, 0) == sample_seed(0, 7, 0, 0) != sample_seed(0, 7, 0, 1)
+    True
+    """
+    digest = hashlib.sha256(f"{seed}:{prompt_id}:{have}:{sample}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
 def generate(sessions: sessionmaker[Session], options: GenerateOptions, *, backend: Any = None,
@@ -104,16 +120,17 @@ def generate(sessions: sessionmaker[Session], options: GenerateOptions, *, backe
     started = time.perf_counter()
     chunks = [todo[i : i + options.prompts_per_batch] for i in range(0, len(todo), options.prompts_per_batch)]
 
-    def requests_for(index: int, chunk: list[tuple[int, list]]) -> list[ChatRequest]:
-        seed = options.seed + index
+    def requests_for(chunk: list[tuple[int, list, int]]) -> list[ChatRequest]:
         return [ChatRequest.of(messages, max_tokens=options.max_new_tokens, temperature=options.temperature,
-                               seed=seed) for _, messages in chunk for _ in range(options.n)]
+                               seed=sample_seed(options.seed, pid, have, j))
+                for pid, messages, have in chunk for j in range(options.n)]
 
-    def store(index: int, chunk: list[tuple[int, list]], completions: list[Any]) -> None:
+    def store(chunk: list[tuple[int, list, int]], requests: list[ChatRequest], completions: list[Any]) -> None:
         new = [
-            NewResponse(pid, completion.text, name, {**params, "seed": options.seed + index})
-            for (pid, _), group in zip(chunk, _groups(completions, options.n), strict=True)
-            for completion in group
+            NewResponse(pid, completion.text, name, {**params, "seed": request.seed})
+            for (pid, _, _), group in zip(chunk, _groups(list(zip(requests, completions, strict=True)), options.n),
+                                          strict=True)
+            for request, completion in group
         ]
         with sessions.begin() as session:
             results = ensure_responses(session, new, run_id=run_id)
@@ -125,8 +142,13 @@ def generate(sessions: sessionmaker[Session], options: GenerateOptions, *, backe
             on_progress(report.prompts, len(todo))
 
     if hasattr(backend, "generate_many"):  # in-process: one padded batch (transformers) or one vLLM call
-        for index, chunk in enumerate(chunks):
-            store(index, chunk, backend.generate_many(requests_for(index, chunk)))
+        try:
+            for chunk in chunks:
+                requests = requests_for(chunk)
+                store(chunk, requests, backend.generate_many(requests))
+        finally:
+            if owned:
+                backend.close()
     else:  # an endpoint: all chunks in one event loop, bounded concurrency
 
         async def run_all() -> None:
@@ -137,8 +159,9 @@ def generate(sessions: sessionmaker[Session], options: GenerateOptions, *, backe
                     return await backend.complete(request)
 
             try:
-                for index, chunk in enumerate(chunks):
-                    store(index, chunk, list(await asyncio.gather(*(one(r) for r in requests_for(index, chunk)))))
+                for chunk in chunks:
+                    requests = requests_for(chunk)
+                    store(chunk, requests, list(await asyncio.gather(*(one(r) for r in requests))))
             finally:
                 if owned:
                     await backend.aclose()

@@ -4,6 +4,8 @@ talks to it over HTTP exactly as to any OpenAI-compatible endpoint.
 
 The "model" reads the judge prompt (the ``[The Start of Response X]`` blocks) and prefers the response that says
 "good" more often (``policy="quality"``), or always the first one shown (``policy="first"``: position bias).
+Any other prompt is answered as a sampling model with a seed would be (as vLLM does): the same seed, the same
+answer; no seed, a fresh one.
 Faults can be queued: ``429`` (with Retry-After), ``500``, ``timeout`` (answers after the client gave up),
 ``garbage`` (an answer without a verdict), ``401``. Latency per call is configurable.
 
@@ -57,7 +59,10 @@ class FakeModel:
         prompt = "\n".join(m.get("content", "") for m in body.get("messages", []))
         scores = self.scores(prompt)
         labels = sorted(scores)
-        if body.get("logprobs"):
+        if not scores:  # not a judge prompt: a sample, fixed by the seed when there is one
+            draw = body["seed"] if body.get("seed") is not None else uuid.uuid4().hex[:8]
+            text, logprobs = f"A sampled answer ({draw}) to: {prompt[-40:]}", None
+        elif body.get("logprobs"):
             diff = scores.get("A", 0) - scores.get("B", 0)
             p_a = 1 / (1 + math.exp(-diff))  # 0.5 when equal
             first = "A" if p_a >= 0.5 else "B"

@@ -48,6 +48,9 @@ class TransformersBackend:
     async def aclose(self) -> None:
         return None
 
+    def close(self) -> None:
+        return None  # nothing beyond the model, which goes with this object
+
     def _encode(self, requests: Sequence[ChatRequest]) -> Any:
         texts = [
             self.tokenizer.apply_chat_template(r.message_dicts(), tokenize=False, add_generation_prompt=True)

@@ -1,5 +1,7 @@
 """In-process vLLM (``pip install rlhf-pipeline[vllm]``, GPU): requests from many coroutines are gathered into one
-``LLM.chat`` call, so vLLM's continuous batching (and prefix caching, on by default here) does the work."""
+``LLM.chat`` call, so vLLM's continuous batching (and prefix caching, on by default here) does the work. Each request
+keeps its own sampling parameters (its seed above all: one seed gives one sample). ``close`` shuts the engine down:
+its worker process would otherwise keep the interpreter from exiting."""
 
 from __future__ import annotations
 
@@ -34,7 +36,17 @@ class VLLMBackend:
         return await future
 
     async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.llm is None:
+            return
         self.inbox.put(None)
+        self.worker.join(timeout=60)
+        engine_core = getattr(self.llm.llm_engine, "engine_core", None)  # vLLM's V1 client of its engine process
+        if engine_core is not None and hasattr(engine_core, "shutdown"):
+            engine_core.shutdown()
+        self.llm = None
 
     def _serve(self) -> None:
         while True:
@@ -51,26 +63,23 @@ class VLLMBackend:
                     self.inbox.put(None)
                     break
                 batch.append(more)
-            groups: dict[tuple, list] = {}
-            for entry in batch:
-                groups.setdefault(tuple(sorted(entry[0].params().items(), key=str)), []).append(entry)
-            for entries in groups.values():
-                try:
-                    results: list[Any] = self.generate_many([e[0] for e in entries])
-                except Exception as exc:  # noqa: BLE001 - handed to the waiting coroutines
-                    results = [exc] * len(entries)
-                for (_, future, loop), result in zip(entries, results, strict=True):
-                    setter = future.set_exception if isinstance(result, Exception) else future.set_result
-                    loop.call_soon_threadsafe(setter, result)
+            try:
+                results: list[Any] = self.generate_many([entry[0] for entry in batch])
+            except Exception as exc:  # noqa: BLE001 - handed to the waiting coroutines
+                results = [exc] * len(batch)
+            for (_, future, loop), result in zip(batch, results, strict=True):
+                setter = future.set_exception if isinstance(result, Exception) else future.set_result
+                loop.call_soon_threadsafe(setter, result)
 
     def generate_many(self, requests: list[ChatRequest]) -> list[Completion]:
+        """One ``LLM.chat`` call for all ``requests``, each with its own sampling parameters."""
         from vllm import SamplingParams
 
-        first = requests[0]
-        params = SamplingParams(
-            max_tokens=first.max_tokens, temperature=first.temperature, seed=first.seed,
-            stop=list(first.stop) or None, logprobs=first.top_logprobs or None,
-        )
+        params = [
+            SamplingParams(max_tokens=r.max_tokens, temperature=r.temperature, seed=r.seed, stop=list(r.stop) or None,
+                           logprobs=r.top_logprobs or None)
+            for r in requests
+        ]
         started = time.perf_counter()
         outputs = self.llm.chat([r.message_dicts() for r in requests], params, use_tqdm=False)
         latency = int((time.perf_counter() - started) * 1000 / len(requests))
