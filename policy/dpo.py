@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from trl import DPOConfig, DPOTrainer
 
+from pipeline.config_options import make_config
 from pipeline.errors import UserError
 from reward_model.data import messages_of, plain_conversation, text_of
 
@@ -64,8 +65,10 @@ class DPOStageConfig(DPOConfig):
     ref_cache_dir: str | None = field(default=None, metadata={"help": "where reference log-probs are cached"})
 
 
-def default_config(out_dir: str | Path, **overrides: Any) -> DPOStageConfig:
-    """Defaults for ``rlhf dpo`` (TRL's otherwise); any field overridable."""
+def default_config(out_dir: str | Path, assignments: dict[str, Any] | None = None,
+                   **overrides: Any) -> DPOStageConfig:
+    """Defaults for ``rlhf dpo`` (TRL's otherwise); any field overridable, by name (``None`` = the default) or
+    through ``assignments`` (``rlhf dpo --set KEY=VALUE``)."""
     from reward_model.train import hardware_defaults
 
     values: dict[str, Any] = {
@@ -76,11 +79,7 @@ def default_config(out_dir: str | Path, **overrides: Any) -> DPOStageConfig:
         "precompute_ref_log_probs": True, "precompute_ref_batch_size": 32,
         **hardware_defaults(),
     }
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = set(values) - {f.name for f in fields(DPOStageConfig)}
-    if unknown:
-        raise UserError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-    return DPOStageConfig(**values)
+    return make_config(DPOStageConfig, values, overrides, assignments)
 
 
 # --- data ---------------------------------------------------------------------------------------------------------
@@ -423,7 +422,3 @@ def train_dpo(data: str | Path, out_dir: str | Path, config: DPOStageConfig, *, 
         }, indent=2) + "\n")
     return report
 
-
-def settings_of(config: Any) -> dict[str, Any]:
-    """The JSON-able settings of a config (for the run record)."""
-    return {k: v for k, v in asdict(config).items() if isinstance(v, (str, int, float, bool, type(None), list))}

@@ -12,12 +12,13 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
+from pipeline.config_options import make_config
 from pipeline.errors import UserError
 
 ALGORITHMS = {"grpo": (GRPOConfig, GRPOTrainer), "rloo": (RLOOConfig, RLOOTrainer)}
@@ -55,7 +56,10 @@ def reward_functions(specs: Sequence[str]) -> list[Callable[..., list[float]]]:
     return functions
 
 
-def default_config(algorithm: str, out_dir: str | Path, **overrides: Any) -> Any:
+def default_config(algorithm: str, out_dir: str | Path, assignments: dict[str, Any] | None = None,
+                   **overrides: Any) -> Any:
+    """TRL's GRPOConfig / RLOOConfig with our defaults; any field overridable, by name (``None`` = the default) or
+    through ``assignments`` (``rlhf grpo --set KEY=VALUE``)."""
     from reward_model.train import hardware_defaults
 
     config_class, _ = ALGORITHMS[algorithm]
@@ -65,11 +69,7 @@ def default_config(algorithm: str, out_dir: str | Path, **overrides: Any) -> Any
         "save_steps": 100, "save_total_limit": 2, "report_to": [], "seed": 0, "dataloader_num_workers": 0,
         "max_steps": 100, **hardware_defaults(),
     }
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = set(values) - {f.name for f in fields(config_class)}
-    if unknown:
-        raise UserError(f"unknown {algorithm} option(s): {', '.join(sorted(unknown))}")
-    return config_class(**values)
+    return make_config(config_class, values, overrides, assignments, what=algorithm)
 
 
 @dataclass
@@ -98,6 +98,11 @@ def train_online(algorithm: str, policy: str, prompts: Sequence[list[dict[str, s
         raise UserError(f"unknown algorithm {algorithm!r}")
     if not prompts:
         raise UserError("no prompts to train on")
+    if getattr(config, "use_vllm", False):
+        import torch
+
+        if not torch.cuda.is_available():  # TRL's first weight sync into vLLM fails on CPU (STACK-NOTES)
+            raise UserError("--use-vllm needs a GPU (vLLM on CPU cannot take the policy's updated weights)")
     functions = reward_functions(rewards)
     if reward_weights:
         if len(reward_weights) != len(functions):

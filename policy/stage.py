@@ -76,12 +76,12 @@ def file_prompts(path: str | Path) -> list[list[dict[str, str]]]:
 
 def run_dpo(sessions: sessionmaker[Session], data: str, out_dir: str, config: Any, *, resume: bool = False,
             callbacks: list[Any] | None = None) -> Any:
-    from policy.dpo import settings_of, train_dpo
+    from pipeline.config_options import settings_of
+    from policy.dpo import train_dpo
     from reward_model.train import export_run_of
 
-    settings = {k: v for k, v in settings_of(config).items() if k in _DPO_KEYS}
     with recorded_run(sessions, "dpo", {"data": str(Path(data).resolve()), "out": str(Path(out_dir).resolve()),
-                                    "resume": resume, **settings},
+                                    "resume": resume, **settings_of(config)},
                   parents=[export_run_of(data), run_of(config.policy)], name=f"dpo {Path(out_dir).name}",
                   output_path=str(Path(out_dir).resolve())) as run_id:
         report = train_dpo(data, out_dir, config, resume=resume, callbacks=callbacks)
@@ -91,11 +91,6 @@ def run_dpo(sessions: sessionmaker[Session], data: str, out_dir: str, config: An
 
     finish_recorded(sessions, run_id, {**asdict(report), "summary": report.summary()})
     return report
-
-
-_DPO_KEYS = {"policy", "loss_type", "beta", "learning_rate", "num_train_epochs", "max_steps",
-             "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "use_lora", "lora_r",
-             "lora_alpha", "soft_labels", "seed", "label_smoothing", "lr_scheduler_type", "precompute_ref_log_probs"}
 
 
 def run_ppo(sessions: sessionmaker[Session], policy: str, reward: str, prompts: list[list[dict[str, str]]],
@@ -142,13 +137,13 @@ def reward_scorer(reward: str, *, uncertainty_penalty: float = 0.0,
 def run_online(sessions: sessionmaker[Session], algorithm: str, policy: str, prompts: list[list[dict[str, str]]],
                rewards: Sequence[str], out_dir: str, config: Any, *, prompt_source: str,
                reward_weights: Sequence[float] | None = None, resume: bool = False) -> Any:
-    from policy.dpo import settings_of
+    from pipeline.config_options import settings_of
     from policy.grpo import train_online
 
     parents = [run_of(spec.partition(":")[2]) for spec in rewards if spec.startswith("rm:")]
     with recorded_run(sessions, algorithm, {"policy": policy, "rewards": list(rewards), "prompts": prompt_source,
                                         "out": str(Path(out_dir).resolve()), "resume": resume,
-                                        **{k: v for k, v in settings_of(config).items() if k in _ONLINE_KEYS}},
+                                        **settings_of(config)},
                   parents=[*parents, run_of(policy)], name=f"{algorithm} {Path(out_dir).name}",
                   output_path=str(Path(out_dir).resolve())) as run_id:
         report = train_online(algorithm, policy, prompts, rewards, out_dir, config, reward_weights=reward_weights,
@@ -160,6 +155,3 @@ def run_online(sessions: sessionmaker[Session], algorithm: str, policy: str, pro
     finish_recorded(sessions, run_id, {**asdict(report), "summary": report.summary()})
     return report
 
-
-_ONLINE_KEYS = {"learning_rate", "num_generations", "max_completion_length", "max_steps", "beta", "loss_type",
-                "per_device_train_batch_size", "gradient_accumulation_steps", "temperature", "seed", "use_vllm"}

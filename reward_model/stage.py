@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Comparison, Prompt, Response, ResponseScore, Run
 from db.runs import finish_run, start_run
+from pipeline.config_options import settings_of
 from pipeline.errors import UserError
 from pipeline.lineage import finish_recorded, recorded_run
 from reward_model.data import load_pairs
@@ -31,7 +32,7 @@ def run_train(sessions: sessionmaker[Session], data: str, out_dir: str, config: 
               resume: bool = False, callbacks: list[Any] | None = None) -> TrainReport:
     """Train (see ``reward_model.train``) as an ``rm`` run whose input is the export's run (recorded by rank 0 only
     under ``accelerate launch``)."""
-    settings = {k: v for k, v in asdict(config).items() if isinstance(v, (str, int, float, bool, type(None)))}
+    settings = settings_of(config)
     with recorded_run(sessions, "rm", {"data": str(Path(data).resolve()), "out": str(Path(out_dir).resolve()),
                                        "resume": resume, **settings},
                       parents=[export_run_of(data)], name=f"rm {Path(out_dir).name}",

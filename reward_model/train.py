@@ -14,12 +14,13 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from trl import RewardConfig, RewardTrainer
 
+from pipeline.config_options import make_config
 from pipeline.errors import UserError
 from reward_model.data import load_pairs, tokenize_pairs
 
@@ -54,8 +55,9 @@ class RMConfig(RewardConfig):
                                        "x the rate)"})
 
 
-def default_config(out_dir: str, **overrides: Any) -> RMConfig:
-    """Defaults tuned for the offline MiniLM on 2 CPU cores (see the benchmark notes); any field overridable."""
+def default_config(out_dir: str, assignments: dict[str, Any] | None = None, **overrides: Any) -> RMConfig:
+    """Defaults tuned for the offline MiniLM on 2 CPU cores (see the benchmark notes); any field overridable, by name
+    (``None`` = the default) or through ``assignments`` (``rlhf rm train --set KEY=VALUE``)."""
     values: dict[str, Any] = {
         "output_dir": str(Path(out_dir) / "checkpoints"),
         "max_length": 256, "num_train_epochs": 1, "learning_rate": 1e-4, "per_device_train_batch_size": 16,
@@ -64,12 +66,7 @@ def default_config(out_dir: str, **overrides: Any) -> RMConfig:
         "seed": 0, "dataloader_num_workers": 0, "eos_token": None, "head_lr_multiplier": 10.0,
         **hardware_defaults(),
     }
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in fields(RMConfig)}
-    unknown = set(values) - known
-    if unknown:
-        raise UserError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-    return RMConfig(**values)
+    return make_config(RMConfig, values, overrides, assignments)
 
 
 class LengthGroupedRewardTrainer(RewardTrainer):

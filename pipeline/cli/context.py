@@ -31,6 +31,16 @@ DbOption = Annotated[
     ),
 ]
 
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", metavar="KEY=VALUE",
+        help="Any other field of the trainer's config (TRL's included), repeatable: --set warmup_steps=0.1. "
+             "Lists comma-separated; null for None.",
+        show_default=False,
+    ),
+]
+
 
 def examples(*lines: str) -> str:
     """A help epilog with example command lines (every command has one; tests/test_cli_help.py checks)."""

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pipeline.cli.context import DbOption, console, examples, open_store, progress_bar, sub_app
+from pipeline.cli.context import DbOption, SetOption, console, examples, open_store, progress_bar, sub_app
 
 BackendOption = Annotated[str, typer.Option(
     help="transformers (in-process, CPU or GPU), vllm (in-process, GPU) or openai (any OpenAI-compatible endpoint).")]
@@ -61,17 +61,20 @@ def dpo(
     lora: Annotated[bool, typer.Option("--lora", help="Train LoRA adapters; reference = the adapter-free model.")] = False,
     hard_labels: Annotated[bool, typer.Option("--hard-labels", help="Ignore the export's soft scores.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in OUT.")] = False,
+    set_: SetOption = None,
     db: DbOption = None,
 ) -> None:
     """Direct Preference Optimisation on an export (TRL DPOTrainer): every pair kept, reference log-probs cached
     on disk across runs, soft labels from the export, LoRA on request; recorded as a `dpo` run."""
-    from policy.dpo import default_config
+    from pipeline.config_options import parse_assignments
+    from policy.dpo import DPOStageConfig, default_config
     from policy.stage import run_dpo
 
     losses = loss_type.split(",") if loss_type and "," in loss_type else loss_type
-    config = default_config(out, policy=policy, loss_type=losses, beta=beta, num_train_epochs=epochs,
-                            learning_rate=learning_rate, per_device_train_batch_size=batch_size, max_length=max_length,
-                            max_steps=max_steps, use_lora=lora or None, soft_labels=False if hard_labels else None)
+    config = default_config(out, parse_assignments(set_, DPOStageConfig), policy=policy, loss_type=losses, beta=beta,
+                            num_train_epochs=epochs, learning_rate=learning_rate,
+                            per_device_train_batch_size=batch_size, max_length=max_length, max_steps=max_steps,
+                            use_lora=lora or None, soft_labels=False if hard_labels else None)
     with open_store(ctx, db) as store:
         report = run_dpo(store.sessions, data, out, config, resume=resume)
     _say(f"{out}: {report.summary()} in {report.seconds:.0f} s [run {report.run_id}]")
@@ -110,11 +113,13 @@ def ppo(
     rollout: Annotated[str | None, typer.Option(help="hf (transformers generate) or vllm (GPU).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in OUT.")] = False,
+    set_: SetOption = None,
     db: DbOption = None,
 ) -> None:
     """PPO against a reward model (ours, in policy/ppo.py): rollouts, per-token KL to the frozen reference, value
     head, GAE, clipped losses. Multi-GPU: `accelerate launch --config_file policy/accelerate_configs/zero2.yaml
     -m pipeline ppo ...`."""
+    from pipeline.config_options import make_config, parse_assignments
     from policy.ppo import PPOConfig
     from policy.stage import run_ppo
 
@@ -123,7 +128,7 @@ def ppo(
               "response_length": response_length, "rollout": rollout, "seed": seed,
               "adaptive_kl": adaptive_kl or None, "whiten_rewards": whiten_rewards or None,
               "rm_uncertainty_penalty": rm_uncertainty_penalty}
-    config = PPOConfig(**{k: v for k, v in values.items() if v is not None}).validate()
+    config = make_config(PPOConfig, {}, values, parse_assignments(set_, PPOConfig), what="ppo").validate()
     with open_store(ctx, db) as store:
         prompt_list, source = _prompts(store.sessions, prompts)
 
@@ -154,12 +159,15 @@ def _online(algorithm: str):  # noqa: ANN202
         max_completion_length: Annotated[int | None, typer.Option(help="Max new tokens (default 128).")] = None,
         use_vllm: Annotated[bool, typer.Option("--use-vllm", help="vLLM rollouts (GPU).")] = False,
         resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in OUT.")] = False,
+        set_: SetOption = None,
         db: DbOption = None,
     ) -> None:
-        from policy.grpo import default_config
+        from pipeline.config_options import parse_assignments
+        from policy.grpo import ALGORITHMS, default_config
         from policy.stage import run_online
 
-        config = default_config(algorithm, out, max_steps=max_steps, num_generations=num_generations,
+        assignments = parse_assignments(set_, ALGORITHMS[algorithm][0])
+        config = default_config(algorithm, out, assignments, max_steps=max_steps, num_generations=num_generations,
                                 per_device_train_batch_size=batch_size, learning_rate=learning_rate, beta=beta,
                                 max_completion_length=max_completion_length, use_vllm=use_vllm or None)
         with open_store(ctx, db) as store:
@@ -248,7 +256,9 @@ def register(app: typer.Typer) -> None:
         "rlhf generate --policy my-model --backend openai --base-url http://localhost:8000/v1"))(generate)
     app.command("dpo", epilog=examples(
         "rlhf dpo --data data/prefs --policy models/toy --out models/dpo",
-        "rlhf dpo --data data/prefs --policy models/toy --out models/dpo-ipo --loss-type ipo --beta 0.5 --lora"))(dpo)
+        "rlhf dpo --data data/prefs --policy models/toy --out models/dpo-ipo --loss-type ipo --beta 0.5 --lora",
+        "rlhf dpo --data data/prefs --policy models/toy --out models/dpo-sft --loss-type sigmoid,sft "
+        "--set loss_weights=1,0.5"))(dpo)
     app.command("ppo", epilog=examples(
         "rlhf ppo --policy models/toy --rm models/rm --out models/ppo --updates 40",
         "accelerate launch --config_file policy/accelerate_configs/multi_gpu.yaml -m pipeline ppo --policy P "

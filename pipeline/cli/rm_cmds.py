@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pipeline.cli.context import DbOption, console, examples, open_store, sub_app
+from pipeline.cli.context import DbOption, SetOption, console, examples, open_store, sub_app
 
 rm_app = sub_app("Reward models: train on an export (TRL RewardTrainer), evaluate, score.")
 
@@ -27,16 +27,18 @@ def train(
                                                             "mean reward (default 1).")] = None,
     lora: Annotated[bool, typer.Option("--lora", help="Train LoRA adapters (peft) instead of all weights.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in OUT.")] = False,
+    set_: SetOption = None,
     db: DbOption = None,
 ) -> None:
     """Train a reward model on preference pairs: every pair kept (context cut from the left, never the response),
     batches of similar lengths, CPU or GPU from the hardware; `accelerate launch` runs it unchanged."""
+    from pipeline.config_options import parse_assignments
     from reward_model.stage import run_train
-    from reward_model.train import default_config
+    from reward_model.train import RMConfig, default_config
 
     overrides = {"num_train_epochs": epochs, "learning_rate": learning_rate, "per_device_train_batch_size": batch_size,
                  "max_length": max_length, "max_steps": max_steps, "use_lora": lora or None, "ensemble": ensemble}
-    config = default_config(out, base_model=base, **overrides)
+    config = default_config(out, parse_assignments(set_, RMConfig), base_model=base, **overrides)
     with open_store(ctx, db) as store:
         report = run_train(store.sessions, data, out, config, resume=resume)
     console.print(f"{out}: {report.summary()} in {report.seconds:.0f} s [run {report.run_id}]", markup=False,
@@ -95,6 +97,8 @@ def register(app: typer.Typer) -> None:
         "train",
         epilog=examples("rlhf rm train --data data/prefs --out models/rm",
                         "rlhf rm train --data data/prefs --out models/rm --base models/tiny-lm --lora --epochs 2",
+                        "rlhf rm train --data data/prefs --out models/rm --set head_lr_multiplier=1 "
+                        "--set layer_lr_decay=0.8",
                         "rlhf rm train --data data/prefs --out models/rm --resume"),
     )(train)
     rm_app.command(

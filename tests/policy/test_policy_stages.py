@@ -85,7 +85,7 @@ def test_generate_is_resumable_and_records_the_generator(project: tuple[Cli, Pat
 def test_dpo_on_the_export_beats_the_base_policy(project: tuple[Cli, Path]) -> None:
     cli, root = project
     trained = cli("dpo", "--data", "prefs", "--policy", "toy", "--out", "dpo", "--learning-rate", "3e-4",
-                  "--epochs", "2", "--batch-size", "16")
+                  "--epochs", "2", "--batch-size", "16", "--set", "warmup_steps=0.05")
     assert "pairs" in trained.output
     report = _eval(cli, "dpo", f"rule:{toy.RULE}")
     result = report["results"][0]
@@ -96,6 +96,7 @@ def test_dpo_on_the_export_beats_the_base_policy(project: tuple[Cli, Path]) -> N
     export_run = next(r.id for r in runs.values() if r.kind == "export")
     dpo_run = next(r for r in runs.values() if r.kind == "dpo")
     assert dpo_run.status == "succeeded" and export_run in dpo_run.inputs
+    assert dpo_run.config["warmup_steps"] == 0.05 and dpo_run.config["beta"] == 0.1  # --set and defaults on record
     assert json.loads((root / "dpo" / "rlhf_dpo.json").read_text())["run_id"] == dpo_run.id
     eval_run = runs[report["run_id"]]
     assert eval_run.kind == "eval" and dpo_run.id in eval_run.inputs
@@ -124,8 +125,9 @@ def test_rm_then_ppo_beats_the_base_policy(project: tuple[Cli, Path]) -> None:
 def test_ppo_resumes_from_its_checkpoint(project: tuple[Cli, Path]) -> None:
     cli, root = project
     common = ["ppo", "--policy", "toy", "--rm", "rule:contains:indeed", "--out", "ppo-resume", "--prompts-per-rollout",
-              "4", "--mini-batch-size", "4", "--ppo-epochs", "1", "--response-length", "16"]
+              "4", "--mini-batch-size", "4", "--ppo-epochs", "1", "--response-length", "16", "--set", "lam=0.9"]
     cli(*common, "--updates", "2")
+    assert json.loads((root / "ppo-resume" / "rlhf_ppo.json").read_text())["config"]["lam"] == 0.9
     first = [json.loads(line) for line in (root / "ppo-resume" / "ppo_log.jsonl").read_text().splitlines()]
     resumed = cli(*common, "--updates", "3", "--resume")
     assert "update    3" in resumed.output and "update    1" not in resumed.output
@@ -234,11 +236,13 @@ def test_online_rl_with_rm_and_rule_rewards(project: tuple[Cli, Path], algorithm
     out = f"{algorithm}-out"
     result = cli(algorithm, "--policy", "toy", "--out", out, "--reward", "rule:contains:indeed", "--reward", "rm:rm",
                  "--reward-weight", "1", "--reward-weight", "0.1", "--max-steps", "2", "--num-generations", "2",
-                 "--batch-size", "4", "--max-completion-length", "16", "--learning-rate", "1e-4")
+                 "--batch-size", "4", "--max-completion-length", "16", "--learning-rate", "1e-4",
+                 "--set", "temperature=0.9")
     assert f"{algorithm}: 2 steps" in result.output
     card = json.loads((root / out / f"rlhf_{algorithm}.json").read_text())
     run = _runs(cli)[card["run_id"]]
     assert run.kind == algorithm and run.status == "succeeded" and card["rewards"] == ["rule:contains:indeed", "rm:rm"]
+    assert run.config["temperature"] == 0.9
     rm_run = next(r.id for r in _runs(cli).values() if r.kind == "rm")
     assert rm_run in run.inputs
 
@@ -249,6 +253,20 @@ def test_bad_input_is_named(project: tuple[Cli, Path]) -> None:
     assert "rm:DIR" in cli("ppo", "--policy", "toy", "--rm", "nowhere", "--out", "p", expect=1).output
     assert "needs an ensemble" in cli("ppo", "--policy", "toy", "--rm", "rule:contains:indeed", "--out", "p",
                                       "--rm-uncertainty-penalty", "1", expect=1).output
+    if not torch.cuda.is_available():  # said before any rollout, not at the first weight push
+        assert "needs a GPU" in cli("ppo", "--policy", "toy", "--rm", "rule:contains:indeed", "--out", "p",
+                                    "--rollout", "vllm", expect=1).output
+        assert "needs a GPU" in cli("grpo", "--policy", "toy", "--reward", "rule:contains:indeed", "--out", "p",
+                                    "--use-vllm", expect=1).output
+    assert "has no option 'gama'" in cli("ppo", "--policy", "toy", "--rm", "rule:longer", "--out", "p",
+                                         "--set", "gama=0.9", expect=1).output
+    assert "--set beta=high: beta takes a number" in cli("dpo", "--data", "prefs", "--policy", "toy", "--out", "p",
+                                                        "--set", "beta=high", expect=1).output
+    assert "given both as an option and with --set" in cli("grpo", "--policy", "toy", "--reward", "rule:longer",
+                                                           "--out", "p", "--beta", "0.1", "--set", "beta=0.2",
+                                                           expect=1).output
+    assert "loss_weights" in cli("dpo", "--data", "prefs", "--policy", "toy", "--out", "p", "--loss-type",
+                                 "sigmoid,sft", "--set", "loss_weights=1", expect=1).output  # TRL's own check
     assert "no prompts" in cli("eval", "--policy", "toy", "--baseline", "toy", "--baseline-name", "b", "--prompts",
                                "nosuchsplit", "--judge", "rule:longer", expect=1).output
     assert "name them" in cli("eval", "--policy", "toy", "--baseline", "toy", "--judge", "rule:longer",

@@ -19,7 +19,7 @@ from pipeline.export import ExportOptions, export
 from reward_model.data import Encoder, load_pairs, tokenize_pairs
 from reward_model.scoring import RewardScorer
 from reward_model.stage import run_eval, run_score_store, run_train, score_file
-from reward_model.train import default_config
+from reward_model.train import RM_CARD, default_config
 from tests.conftest import Cli
 from tests.helpers import write_jsonl
 from tests.pipeline.test_export import _store
@@ -132,8 +132,14 @@ def test_cli(tiny_lm_dir: Path, store, tmp_path: Path) -> None:  # noqa: ANN001
     _, data, url = store
     cli = Cli(url, tmp_path)
     trained = cli("rm", "train", "--data", str(data), "--out", str(tmp_path / "m"), "--base", str(tiny_lm_dir),
-                  "--max-steps", "2", "--batch-size", "4")
+                  "--max-steps", "2", "--batch-size", "4", "--set", "head_lr_multiplier=2", "--set", "layer_lr_decay=0.9")
     assert "2 steps" in trained.output and "with the context cut" in trained.output
+    run_id = json.loads((tmp_path / "m" / RM_CARD).read_text())["run_id"]
+    with store[0]() as session:
+        config = session.get(Run, run_id).config
+    assert (config["head_lr_multiplier"], config["layer_lr_decay"], config["max_steps"]) == (2.0, 0.9, 2)
+    assert "RMConfig has no option 'head_lr'" in cli("rm", "train", "--data", str(data), "--out", str(tmp_path / "x"),
+                                                     "--set", "head_lr=2", expect=1).output
     assert "accuracy" in cli("rm", "eval", "--model", str(tmp_path / "m"), "--data", str(data)).output
     assert "responses scored" in cli("rm", "score", "--model", str(tmp_path / "m"), "--split", "test").output
     assert "no such file" in cli("rm", "eval", "--model", str(tmp_path / "m"), "--data", "nope.jsonl",
