@@ -39,16 +39,20 @@ def rule_reward(spec: str) -> Callable[..., list[float]]:
     return reward
 
 
-def reward_functions(specs: Sequence[str]) -> list[Callable[..., list[float]]]:
+def reward_functions(specs: Sequence[str], *, uncertainty_penalty: float = 0.0) -> list[Callable[..., list[float]]]:
+    """TRL reward functions for ``rm:DIR`` / ``rule:SPEC`` specs. ``uncertainty_penalty`` k: each reward model (an
+    ensemble) gives mean - k * std over its members (see ``reward_model.scoring``)."""
     from reward_model.scoring import RewardScorer
 
     if not specs:
         raise UserError("at least one --reward: rm:DIR or rule:SPEC")
+    if uncertainty_penalty and not any(spec.startswith("rm:") for spec in specs):
+        raise UserError("an uncertainty penalty needs an ensemble reward model among the rewards (--reward rm:DIR)")
     functions = []
     for spec in specs:
         kind, _, argument = spec.partition(":")
         if kind == "rm" and argument:
-            functions.append(RewardScorer(argument))
+            functions.append(RewardScorer(argument, uncertainty_penalty=uncertainty_penalty))
         elif kind == "rule" and argument:
             functions.append(rule_reward(argument))
         else:
@@ -90,7 +94,8 @@ class RLReport:
 
 def train_online(algorithm: str, policy: str, prompts: Sequence[list[dict[str, str]]], rewards: Sequence[str],
                  out_dir: str | Path, config: Any, *, reward_weights: Sequence[float] | None = None,
-                 resume: bool = False, callbacks: list[Any] | None = None) -> RLReport:
+                 rm_uncertainty_penalty: float = 0.0, resume: bool = False,
+                 callbacks: list[Any] | None = None) -> RLReport:
     """GRPO or RLOO from ``policy`` on ``prompts`` (message lists) with the given rewards; saved in ``out_dir``."""
     from datasets import Dataset
 
@@ -103,7 +108,7 @@ def train_online(algorithm: str, policy: str, prompts: Sequence[list[dict[str, s
 
         if not torch.cuda.is_available():  # TRL's first weight sync into vLLM fails on CPU (STACK-NOTES)
             raise UserError("--use-vllm needs a GPU (vLLM on CPU cannot take the policy's updated weights)")
-    functions = reward_functions(rewards)
+    functions = reward_functions(rewards, uncertainty_penalty=rm_uncertainty_penalty)
     if reward_weights:
         if len(reward_weights) != len(functions):
             raise UserError("give one --reward-weight per --reward")

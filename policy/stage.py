@@ -136,18 +136,19 @@ def reward_scorer(reward: str, *, uncertainty_penalty: float = 0.0,
 
 def run_online(sessions: sessionmaker[Session], algorithm: str, policy: str, prompts: list[list[dict[str, str]]],
                rewards: Sequence[str], out_dir: str, config: Any, *, prompt_source: str,
-               reward_weights: Sequence[float] | None = None, resume: bool = False) -> Any:
+               reward_weights: Sequence[float] | None = None, rm_uncertainty_penalty: float = 0.0,
+               resume: bool = False) -> Any:
     from pipeline.config_options import settings_of
     from policy.grpo import train_online
 
     parents = [run_of(spec.partition(":")[2]) for spec in rewards if spec.startswith("rm:")]
     with recorded_run(sessions, algorithm, {"policy": policy, "rewards": list(rewards), "prompts": prompt_source,
                                         "out": str(Path(out_dir).resolve()), "resume": resume,
-                                        **settings_of(config)},
+                                        "rm_uncertainty_penalty": rm_uncertainty_penalty, **settings_of(config)},
                   parents=[*parents, run_of(policy)], name=f"{algorithm} {Path(out_dir).name}",
                   output_path=str(Path(out_dir).resolve())) as run_id:
         report = train_online(algorithm, policy, prompts, rewards, out_dir, config, reward_weights=reward_weights,
-                              resume=resume)
+                              rm_uncertainty_penalty=rm_uncertainty_penalty, resume=resume)
     report.run_id = run_id
     _stamp(out_dir, algorithm, run_id)
     from dataclasses import asdict

@@ -158,6 +158,8 @@ def _online(algorithm: str):  # noqa: ANN202
         beta: Annotated[float | None, typer.Option(help="KL coefficient.")] = None,
         max_completion_length: Annotated[int | None, typer.Option(help="Max new tokens (default 128).")] = None,
         use_vllm: Annotated[bool, typer.Option("--use-vllm", help="vLLM rollouts (GPU).")] = False,
+        rm_uncertainty_penalty: Annotated[float, typer.Option(
+            min=0, help="Ensemble RMs (rm train --ensemble N): each gives mean - this x std over its models.")] = 0.0,
         resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in OUT.")] = False,
         set_: SetOption = None,
         db: DbOption = None,
@@ -173,7 +175,8 @@ def _online(algorithm: str):  # noqa: ANN202
         with open_store(ctx, db) as store:
             prompt_list, source = _prompts(store.sessions, prompts)
             report = run_online(store.sessions, algorithm, policy, prompt_list, reward, out, config,
-                                prompt_source=source, reward_weights=reward_weight, resume=resume)
+                                prompt_source=source, reward_weights=reward_weight,
+                                rm_uncertainty_penalty=rm_uncertainty_penalty, resume=resume)
         _say(f"{out}: {report.summary()} [run {report.run_id}]")
 
     command.__doc__ = (f"{algorithm.upper()} (TRL's {algorithm.upper()}Trainer) rewarded by our reward model and/or "

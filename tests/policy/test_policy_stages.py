@@ -258,6 +258,8 @@ def test_bad_input_is_named(project: tuple[Cli, Path]) -> None:
                                     "--rollout", "vllm", expect=1).output
         assert "needs a GPU" in cli("grpo", "--policy", "toy", "--reward", "rule:contains:indeed", "--out", "p",
                                     "--use-vllm", expect=1).output
+    assert "needs an ensemble" in cli("rloo", "--policy", "toy", "--reward", "rule:contains:indeed", "--out", "p",
+                                      "--rm-uncertainty-penalty", "1", expect=1).output
     assert "has no option 'gama'" in cli("ppo", "--policy", "toy", "--rm", "rule:longer", "--out", "p",
                                          "--set", "gama=0.9", expect=1).output
     assert "--set beta=high: beta takes a number" in cli("dpo", "--data", "prefs", "--policy", "toy", "--out", "p",

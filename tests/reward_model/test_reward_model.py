@@ -184,6 +184,14 @@ def test_an_ensemble_trains_each_member_scores_with_their_mean_and_resumes(tiny_
         RewardScorer(out / "member-1", uncertainty_penalty=1.0)
     with pytest.raises(UserError, match="needs an ensemble"):
         reward_scorer("rule:contains:yes", uncertainty_penalty=1.0)
+    from policy.grpo import reward_functions  # GRPO/RLOO: the same conservative reward, through TRL's signature
+
+    rm_reward, rule = reward_functions([f"rm:{out}", "rule:contains:more"], uncertainty_penalty=2.0)
+    assert rm_reward(prompts=prompts, completions=answers) == pytest.approx(conservative(prompts, answers), abs=1e-6)
+    with pytest.raises(UserError, match="needs an ensemble"):
+        reward_functions(["rule:contains:more"], uncertainty_penalty=1.0)
+    with pytest.raises(UserError, match="needs an ensemble"):
+        reward_functions([f"rm:{out / 'member-1'}"], uncertainty_penalty=1.0)
 
     # interrupted in the third member after its first checkpoint: the first two stay, the third continues
     first = (out / "member-1" / "model.safetensors").stat().st_mtime_ns
