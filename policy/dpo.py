@@ -238,7 +238,7 @@ class PipelineDPOTrainer(DPOTrainer):
         if self.accelerator.num_processes == 1 and not self.is_deepspeed_enabled:
             result = self._reference_pass(dataset, batch_size)
         else:  # several processes: TRL's pass shards the data and gathers the results
-            result = super()._precompute_ref_logps(dataset, name, batch_size)
+            result = super()._precompute_ref_logps(self._on_shared_disk(dataset, key), name, batch_size)
         if self.accelerator.is_main_process:
             import pyarrow.parquet as pq
 
@@ -247,6 +247,21 @@ class PipelineDPOTrainer(DPOTrainer):
             pq.write_table(result.with_format("arrow")[:].select(["ref_chosen_logps", "ref_rejected_logps"]), partial)
             partial.replace(path)  # atomic: a crash never leaves a half-written cache entry
         return result
+
+    def _on_shared_disk(self, dataset: Any, key: str) -> Any:
+        """The dataset saved once (by the main process) under the cache folder and loaded from there by every rank.
+        TRL's multi-process pass hands its results from the main process to the others through a file next to the
+        dataset's own; an in-memory dataset gets a temporary folder per process, where the other ranks would look
+        for that file in vain (FileNotFoundError under torchrun)."""
+        import datasets
+
+        shared = self._ref_cache / "datasets" / key
+        if self.accelerator.is_main_process and not (shared / "dataset_info.json").is_file():
+            partial = shared.with_name(f"{key}.{os.getpid()}.tmp")
+            dataset.save_to_disk(str(partial))
+            partial.replace(shared)  # whole or absent, never half-written
+        self.accelerator.wait_for_everyone()
+        return datasets.load_from_disk(str(shared))
 
     def _reference_pass(self, dataset: Any, batch_size: int) -> Any:
         """The reference log-probs of every pair in one process, with TRL's own forward (its fused, vocabulary-chunked
