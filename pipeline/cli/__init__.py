@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from pipeline.cli.context import CliState, err_console
+from pipeline.cli.context import CliState, console, err_console
 from pipeline.errors import UserError
 
 
@@ -51,7 +51,10 @@ def _root(
     ] = None,
 ) -> None:
     """Preference pipeline: collect, label (humans and LLM judges), export, train reward models and policies."""
+    from pipeline.lineage import is_main_process
+
     ctx.obj = CliState(db=db, project_path=project)
+    console.quiet = not is_main_process()  # under accelerate launch / torchrun: rank 0 reports; errors still show
 
 
 def _register() -> None:

@@ -31,6 +31,7 @@ def _launch(cwd: Path, db_url: str, *args: str) -> str:
                            "-m", "pipeline", "--db", db_url, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    assert "[run None]" not in done.stdout  # rank 1 (which records nothing) says nothing either
     return done.stdout
 
 
