@@ -42,6 +42,7 @@ from trl import DPOConfig, DPOTrainer
 
 from pipeline.config_options import make_config
 from pipeline.errors import UserError
+from pipeline.hf_utils import load_tokenizer
 from reward_model.data import messages_of, plain_conversation, text_of
 
 DPO_CARD = "rlhf_dpo.json"
@@ -372,7 +373,7 @@ class DPOReport:
 def train_dpo(data: str | Path, out_dir: str | Path, config: DPOStageConfig, *, resume: bool = False,
               callbacks: list[Any] | None = None) -> DPOReport:
     """DPO from ``config.policy`` on the export's train split; the policy (merged if LoRA) saved in ``out_dir``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from reward_model.data import load_pairs
     from reward_model.train import export_run_of
@@ -380,9 +381,7 @@ def train_dpo(data: str | Path, out_dir: str | Path, config: DPOStageConfig, *, 
     if not config.policy:
         raise UserError("DPO needs a starting policy (--policy)")
     out = Path(out_dir)
-    tokenizer = AutoTokenizer.from_pretrained(config.policy)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(config.policy)
     pairs = load_pairs(data, "train")
     model = AutoModelForCausalLM.from_pretrained(config.policy, dtype=torch.bfloat16 if config.bf16 else torch.float32)
     started = time.perf_counter()  # tokenizing and the reference pass (or cache read) count: they are part of the job

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import UserError
+from pipeline.hf_utils import load_tokenizer
 
 
 def opt(default: Any, help: str) -> Any:
@@ -322,7 +323,7 @@ def train_ppo(policy_path: str, scorer: Scorer, prompts: Sequence[list[dict[str,
               config: PPOConfig, *, resume: bool = False, log: Callable[[dict[str, float]], None] | None = None) -> PPOReport:
     """Optimise the policy at ``policy_path`` against ``scorer`` on ``prompts``; save it in ``out_dir``."""
     from accelerate import Accelerator
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     config.validate()
     if not prompts:
@@ -331,10 +332,7 @@ def train_ppo(policy_path: str, scorer: Scorer, prompts: Sequence[list[dict[str,
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     random.seed(config.seed + accelerator.process_index)
     torch.manual_seed(config.seed + accelerator.process_index)
-    tokenizer = AutoTokenizer.from_pretrained(policy_path)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(policy_path, padding_side="left")
     policy = AutoModelForCausalLM.from_pretrained(policy_path)
     reference = copy.deepcopy(policy).eval().requires_grad_(False).to(accelerator.device)
     model = ActorCritic(policy)

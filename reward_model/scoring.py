@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserError
+from pipeline.hf_utils import load_tokenizer
 from reward_model.data import Encoder, messages_of, text_of
-from reward_model.train import RM_CARD, load_tokenizer
+from reward_model.train import RM_CARD
 
 
 class RewardScorer:

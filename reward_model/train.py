@@ -22,6 +22,7 @@ from trl import RewardConfig, RewardTrainer
 
 from pipeline.config_options import make_config
 from pipeline.errors import UserError
+from pipeline.hf_utils import load_tokenizer
 from reward_model.data import load_pairs, tokenize_pairs
 
 RM_CARD = "rlhf_rm.json"  # written beside the model: how to render inputs when scoring
@@ -154,16 +155,6 @@ def resolve_base(base: str) -> str:
 
         return str(minilm_path())
     return base
-
-
-def load_tokenizer(path: str | Path) -> Any:
-    """The tokenizer of a base or trained reward model, padding with EOS where it has no pad token."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def load_model(base: str, config: RMConfig) -> tuple[Any, Any]:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from pipeline.hf_utils import with_pad_token
 from pipeline.llm.types import ChatRequest, Completion
 
 
@@ -28,10 +29,8 @@ class TransformersBackend:
 
         self.model = str(model_path)  # the name in cache keys
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_path)
+        self.tokenizer = with_pad_token(tokenizer or AutoTokenizer.from_pretrained(model_path))
         self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
         self.lm = lm or AutoModelForCausalLM.from_pretrained(model_path)
         self.lm.to(self.device).eval()
         self.lock = threading.Lock()
