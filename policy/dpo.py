@@ -260,7 +260,12 @@ class PipelineDPOTrainer(DPOTrainer):
         if self.accelerator.is_main_process and not (shared / "dataset_info.json").is_file():
             partial = shared.with_name(f"{key}.{os.getpid()}.tmp")
             dataset.save_to_disk(str(partial))
-            partial.replace(shared)  # whole or absent, never half-written
+            try:
+                partial.replace(shared)  # whole or absent, never half-written
+            except OSError:  # another run saved the same data meanwhile: keep its copy
+                import shutil
+
+                shutil.rmtree(partial, ignore_errors=True)
         self.accelerator.wait_for_everyone()
         return datasets.load_from_disk(str(shared))
 
