@@ -157,11 +157,12 @@ def resolve_base(base: str) -> str:
     return base
 
 
-def load_model(base: str, config: RMConfig) -> tuple[Any, Any]:
+def load_model(base: str, config: RMConfig, tokenizer: Any = None) -> tuple[Any, Any]:
+    """(model with a one-label head, tokenizer): the base's tokenizer is loaded unless ``tokenizer`` is given."""
     from transformers import AutoModelForSequenceClassification
 
     path = resolve_base(base)
-    tokenizer = load_tokenizer(path)
+    tokenizer = tokenizer or load_tokenizer(path)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
     if config.use_lora:
@@ -223,7 +224,7 @@ def train_reward_model(data: str | Path, out_dir: str | Path, config: RMConfig, 
             "export_run": export_run_of(data)}
     members = max(1, config.ensemble)
     if members == 1:
-        fit = _fit(config, dataset, lengths, out, resume=resume, callbacks=callbacks)
+        fit = _fit(config, dataset, lengths, tokenizer, out, resume=resume, callbacks=callbacks)
         (out / RM_CARD).write_text(json.dumps(card, indent=2) + "\n")
         fits = [fit]
     else:
@@ -237,7 +238,7 @@ def train_reward_model(data: str | Path, out_dir: str | Path, config: RMConfig, 
             member = copy.deepcopy(config)
             member.seed, member.ensemble = config.seed + index, 1
             member.output_dir = str(folder / "checkpoints")
-            fit = _fit(member, dataset, lengths, folder, resume=resume, callbacks=callbacks)
+            fit = _fit(member, dataset, lengths, tokenizer, folder, resume=resume, callbacks=callbacks)
             done.write_text(json.dumps({**card, "seed": member.seed, "fit": fit}, indent=2) + "\n")
             fits.append(fit)
         (out / RM_CARD).write_text(json.dumps({**card, "members": [f"member-{i + 1}" for i in range(members)]},
@@ -249,18 +250,18 @@ def train_reward_model(data: str | Path, out_dir: str | Path, config: RMConfig, 
         out_dir=str(out), pairs=stats["pairs"], truncated_context=stats["truncated_context"],
         truncated_response=stats["truncated_response"], steps=fits[0]["steps"],
         train_loss=sum(losses) / len(losses) if losses else float("nan"), seconds=round(seconds, 1),
-        pairs_per_second=round(pairs_seen / max(seconds, 1e-9), 2), export_run=export_run_of(data),
+        pairs_per_second=round(pairs_seen / max(seconds, 1e-9), 2), export_run=card["export_run"],
         members=members,
     )
 
 
-def _fit(config: RMConfig, dataset: Any, lengths: list[int] | None, out: Path, *, resume: bool,
+def _fit(config: RMConfig, dataset: Any, lengths: list[int] | None, tokenizer: Any, out: Path, *, resume: bool,
          callbacks: list[Any] | None) -> dict[str, Any]:
     """One model: train and save it (with its tokenizer) in ``out``; its steps, loss, time and pairs seen."""
     from transformers import set_seed
 
     set_seed(config.seed)  # the new head's initial weights too (the Trainer seeds only after the model exists)
-    model, tokenizer = load_model(config.base_model, config)
+    model, _ = load_model(config.base_model, config, tokenizer)
     trainer = LengthGroupedRewardTrainer(
         model=model, args=config, train_dataset=dataset, processing_class=tokenizer, lengths=lengths,
         callbacks=callbacks,
