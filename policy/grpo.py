@@ -20,6 +20,7 @@ from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
 from pipeline.config_options import make_config
 from pipeline.errors import UserError
+from pipeline.hf_utils import require_cuda_for_vllm
 
 ALGORITHMS = {"grpo": (GRPOConfig, GRPOTrainer), "rloo": (RLOOConfig, RLOOTrainer)}
 CARDS = {"grpo": "rlhf_grpo.json", "rloo": "rlhf_rloo.json"}
@@ -104,10 +105,7 @@ def train_online(algorithm: str, policy: str, prompts: Sequence[list[dict[str, s
     if not prompts:
         raise UserError("no prompts to train on")
     if getattr(config, "use_vllm", False):
-        import torch
-
-        if not torch.cuda.is_available():  # TRL's first weight sync into vLLM fails on CPU (STACK-NOTES)
-            raise UserError("--use-vllm needs a GPU (vLLM on CPU cannot take the policy's updated weights)")
+        require_cuda_for_vllm("--use-vllm")
     functions = reward_functions(rewards, uncertainty_penalty=rm_uncertainty_penalty)
     if reward_weights:
         if len(reward_weights) != len(functions):

