@@ -34,3 +34,10 @@ def require_cuda_for_vllm(option: str, *, instead: str | None = None) -> None:
     if not torch.cuda.is_available():
         raise UserError(f"{option} needs a GPU (vLLM on CPU cannot take the policy's updated weights)"
                         + (f"; use {instead}" if instead else ""))
+
+
+def resume_from(output_dir: str | Path, resume: bool) -> bool | None:
+    """``Trainer.train(resume_from_checkpoint=...)`` for ``--resume``: True (the latest checkpoint) when resuming
+    and ``output_dir`` has one; otherwise None, a fresh start."""
+    folder = Path(output_dir)
+    return True if resume and folder.exists() and any(folder.glob("checkpoint-*")) else None

@@ -42,7 +42,7 @@ from trl import DPOConfig, DPOTrainer
 
 from pipeline.config_options import make_config
 from pipeline.errors import UserError
-from pipeline.hf_utils import load_tokenizer
+from pipeline.hf_utils import load_tokenizer, resume_from
 from reward_model.data import messages_of, plain_conversation, text_of
 
 DPO_CARD = "rlhf_dpo.json"
@@ -408,9 +408,7 @@ def train_dpo(data: str | Path, out_dir: str | Path, config: DPOStageConfig, *, 
             callbacks=callbacks, soft_labels=soft, ref_cache_dir=config.ref_cache_dir,
             group_by_length=config.group_by_length,
         )
-        checkpoints = Path(config.output_dir)
-        has_checkpoint = checkpoints.exists() and any(checkpoints.glob("checkpoint-*"))
-        result = trainer.train(resume_from_checkpoint=True if resume and has_checkpoint else None)
+        result = trainer.train(resume_from_checkpoint=resume_from(config.output_dir, resume))
     seconds = time.perf_counter() - started
     out.mkdir(parents=True, exist_ok=True)
     if config.use_lora:

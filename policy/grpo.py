@@ -20,7 +20,7 @@ from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
 from pipeline.config_options import make_config
 from pipeline.errors import UserError
-from pipeline.hf_utils import require_cuda_for_vllm
+from pipeline.hf_utils import require_cuda_for_vllm, resume_from
 
 ALGORITHMS = {"grpo": (GRPOConfig, GRPOTrainer), "rloo": (RLOOConfig, RLOOTrainer)}
 CARDS = {"grpo": "rlhf_grpo.json", "rloo": "rlhf_rloo.json"}
@@ -116,9 +116,7 @@ def train_online(algorithm: str, policy: str, prompts: Sequence[list[dict[str, s
                             train_dataset=Dataset.from_list([{"prompt": list(p)} for p in prompts]),
                             callbacks=callbacks)
     started = time.perf_counter()
-    checkpoints = Path(config.output_dir)
-    has_checkpoint = checkpoints.exists() and any(checkpoints.glob("checkpoint-*"))
-    result = trainer.train(resume_from_checkpoint=True if resume and has_checkpoint else None)
+    result = trainer.train(resume_from_checkpoint=resume_from(config.output_dir, resume))
     seconds = time.perf_counter() - started
     out = Path(out_dir)
     trainer.save_model(str(out))

@@ -22,7 +22,7 @@ from trl import RewardConfig, RewardTrainer
 
 from pipeline.config_options import make_config
 from pipeline.errors import UserError
-from pipeline.hf_utils import load_tokenizer
+from pipeline.hf_utils import load_tokenizer, resume_from
 from reward_model.data import load_pairs, tokenize_pairs
 
 RM_CARD = "rlhf_rm.json"  # written beside the model: how to render inputs when scoring
@@ -267,7 +267,7 @@ def _fit(config: RMConfig, dataset: Any, lengths: list[int] | None, tokenizer: A
         callbacks=callbacks,
     )
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=True if resume and _has_checkpoint(config.output_dir) else None)
+    result = trainer.train(resume_from_checkpoint=resume_from(config.output_dir, resume))
     seconds = time.perf_counter() - started
     out.mkdir(parents=True, exist_ok=True)
     if config.use_lora:
@@ -279,7 +279,3 @@ def _fit(config: RMConfig, dataset: Any, lengths: list[int] | None, tokenizer: A
     return {"steps": result.global_step, "loss": float(result.training_loss), "seconds": round(seconds, 1),
             "pairs_seen": result.global_step * config.per_device_train_batch_size
             * config.gradient_accumulation_steps}
-
-
-def _has_checkpoint(folder: str) -> bool:
-    return any(Path(folder).glob("checkpoint-*")) if Path(folder).exists() else False
