@@ -45,6 +45,7 @@ class EvalOptions:
     split: str = "test"
     limit: int | None = 200  # prompts
     temperature: float = 1.0
+    top_p: float = 1.0
     max_new_tokens: int = 128
     seed: int = 1234
     backend: str = "transformers"
@@ -246,7 +247,7 @@ def evaluate_policies(sessions: sessionmaker[Session], options: EvalOptions, *,
         raise UserError("at least one --judge: rm:DIR, rule:SPEC or a judge name")
     a_options = GenerateOptions(options.policy, n=1, backend=options.backend, base_url=options.base_url,
                                 api_key=options.api_key, generator=options.policy_name, split=options.split,
-                                limit=options.limit, temperature=options.temperature,
+                                limit=options.limit, temperature=options.temperature, top_p=options.top_p,
                                 max_new_tokens=options.max_new_tokens, seed=options.seed)
     b_options = replace(a_options, policy=options.baseline, generator=options.baseline_name)
     a_name, b_name = a_options.generator_name(), b_options.generator_name()

@@ -5,7 +5,9 @@ in-process (prefix caching on: the K samples share their prompt), or any OpenAI-
 prompts that already have K responses from this generator are skipped.
 
 Every sample carries its own seed, derived from ``--seed``, the prompt and the sample's place (recorded with the
-response): vLLM, ``vllm serve`` and OpenAI give one seed one sample, so K requests with one seed would be K copies.
+response): every backend gives one seed one sample, so K requests with one seed would be K copies (the
+transformers backend draws each row of a batch from its own seeded generator). ``top_p`` < 1 samples from the
+nucleus; it is sent and recorded only then.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class GenerateOptions:
     prompt_ids: tuple[int, ...] | None = None  # only these prompts
     limit: int | None = None  # at most this many prompts
     temperature: float = 1.0
+    top_p: float = 1.0
     max_new_tokens: int = 128
     seed: int = 0
     prompts_per_batch: int = 8  # transformers: prompts generated together (x n samples)
@@ -102,6 +105,10 @@ def generate(sessions: sessionmaker[Session], options: GenerateOptions, *, backe
              on_progress: Progress | None = None) -> GenerateReport:
     if options.n < 1:
         raise UserError("--n must be at least 1")
+    if not 0 < options.top_p <= 1:
+        raise UserError(f"--top-p must be in (0, 1], not {options.top_p}")
+    if options.temperature < 0:
+        raise UserError(f"--temperature must be 0 (greedy) or more, not {options.temperature}")
     name = options.generator_name()
     report = GenerateReport(generator=name)
     with sessions.begin() as session:
@@ -113,7 +120,7 @@ def generate(sessions: sessionmaker[Session], options: GenerateOptions, *, backe
         run_id = run.id
     report.run_id = run_id
     params = {"temperature": options.temperature, "max_tokens": options.max_new_tokens, "policy": options.policy,
-              "run": run_id}
+              "run": run_id, **({"top_p": options.top_p} if options.top_p != 1.0 else {})}
     owned = backend is None
     backend = backend or make_backend(options.backend, options.policy, base_url=options.base_url,
                                       api_key=options.api_key)
@@ -122,7 +129,7 @@ def generate(sessions: sessionmaker[Session], options: GenerateOptions, *, backe
 
     def requests_for(chunk: list[tuple[int, list, int]]) -> list[ChatRequest]:
         return [ChatRequest.of(messages, max_tokens=options.max_new_tokens, temperature=options.temperature,
-                               seed=sample_seed(options.seed, pid, have, j))
+                               top_p=options.top_p, seed=sample_seed(options.seed, pid, have, j))
                 for pid, messages, have in chunk for j in range(options.n)]
 
     def store(chunk: list[tuple[int, list, int]], requests: list[ChatRequest], completions: list[Any]) -> None:

@@ -42,6 +42,7 @@ class FakeModel:
         self.calls = 0  # chat completions received (faulty ones included)
         self.authorizations: collections.Counter[str] = collections.Counter()  # Authorization headers seen
         self.answered = 0  # chat completions answered with 200
+        self.bodies: list[dict[str, Any]] = []  # every chat completion request body received
         self.batch_polls = batch_polls  # retrieve calls that see "in_progress" before "completed"
         self.files: dict[str, dict[str, Any]] = {}
         self.batches: dict[str, dict[str, Any]] = {}
@@ -100,6 +101,7 @@ class FakeModel:
         body = await request.json()
         with self.lock:
             self.calls += 1
+            self.bodies.append(body)
             self.authorizations[request.headers.get("authorization", "")] += 1
             fault = self.faults.popleft() if self.faults else None
         if self.latency:

@@ -12,6 +12,8 @@ from pipeline.cli.context import DbOption, SetOption, console, examples, open_st
 
 BackendOption = Annotated[str, typer.Option(
     help="transformers (in-process, CPU or GPU), vllm (in-process, GPU) or openai (any OpenAI-compatible endpoint).")]
+TopPOption = Annotated[float, typer.Option(help="Nucleus sampling: draw from the most likely tokens that together "
+                                                "reach this probability (1: all tokens).")]
 
 
 def _say(text: str) -> None:
@@ -29,7 +31,8 @@ def generate(
                                                         "folder name).")] = None,
     backend: BackendOption = "transformers",
     base_url: Annotated[str | None, typer.Option(help="Endpoint for --backend openai.")] = None,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0: greedy).")] = 1.0,
+    top_p: TopPOption = 1.0,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens per response.")] = 128,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     db: DbOption = None,
@@ -39,7 +42,8 @@ def generate(
     from policy.generate import generate as run
 
     options = GenerateOptions(policy, n=n, backend=backend, base_url=base_url, generator=generator, split=split, source=source,
-                              limit=limit, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+                              limit=limit, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                              seed=seed)
     with open_store(ctx, db) as store, progress_bar("generating", unit_bytes=False) as update:
         report = run(store.sessions, options, on_progress=update)
     _say(f"{report.summary()} [run {report.run_id}]")
@@ -195,7 +199,8 @@ def evaluate(
     baseline_name: Annotated[str | None, typer.Option(help="Generator name for B's answers.")] = None,
     backend: BackendOption = "transformers",
     base_url: Annotated[str | None, typer.Option(help="Endpoint for --backend openai.")] = None,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0: greedy).")] = 1.0,
+    top_p: TopPOption = 1.0,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 128,
     out: Annotated[str | None, typer.Option(help="Directory for report.json and report.md.")] = None,
     db: DbOption = None,
@@ -204,7 +209,7 @@ def evaluate(
     from policy.evaluate import EvalOptions, evaluate_policies
 
     options = EvalOptions(policy, baseline, tuple(judge), split=split, limit=limit, temperature=temperature,
-                          max_new_tokens=max_new_tokens, backend=backend, base_url=base_url, policy_name=policy_name,
+                          top_p=top_p, max_new_tokens=max_new_tokens, backend=backend, base_url=base_url, policy_name=policy_name,
                           baseline_name=baseline_name, out=out)
     with open_store(ctx, db) as store:
         report = evaluate_policies(store.sessions, options, on_progress=lambda text: _say(f"... {text}"))

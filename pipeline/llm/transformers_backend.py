@@ -1,7 +1,8 @@
 """In-process generation with transformers (CPU or one GPU): for tiny offline models, tests and small jobs.
 
 Requests are rendered with the model's chat template and generated in padded batches (``generate_many``); top
-logprobs come from the raw logits of each generated position. In-process the whole distribution is known, so
+logprobs come from the raw logits of each generated position. Each sampled row draws from its own generator,
+seeded by its request (``SeededSampler``), so a sample depends on its seed, not on the batch it was drawn in. In-process the whole distribution is known, so
 besides the top alternatives each position also reports the single-token capital letters A-H (the labels judges
 answer with): a logprob judge reads P(A) / (P(A) + P(B)) even from a model that puts neither in its top k.
 One model, one lock: calls from many coroutines are queued onto a worker thread, so the event loop never blocks
@@ -16,8 +17,53 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from transformers import LogitsProcessor, LogitsProcessorList
+
 from pipeline.hf_utils import with_pad_token
 from pipeline.llm.types import ChatRequest, Completion
+
+
+class SeededSampler(LogitsProcessor):
+    """Sampling with one random generator per row, for greedy decoding to pick from.
+
+    With temperature T, ``argmax(logits / T + g)`` for Gumbel noise ``g`` is a draw from ``softmax(logits / T)``
+    (the Gumbel-max trick); with ``top_p`` < 1 the tokens outside the nucleus are masked first. Each row takes its
+    noise from a generator seeded by its own request, one vector per step, so its sample is the same whichever
+    batch it is in and whatever its neighbours draw (``generate``'s own sampling shares one generator among the
+    rows). A request without a seed gets a random one.
+    """
+
+    def __init__(self, seeds: Sequence[int | None], temperature: float, top_p: float = 1.0,
+                 device: str = "cpu") -> None:
+        import secrets
+
+        import torch
+
+        if temperature <= 0:
+            raise ValueError("SeededSampler needs a temperature above 0 (0 is greedy decoding)")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], not {top_p}")
+        self.temperature = temperature
+        self.top_p = top_p
+        self.generators = []
+        for seed in seeds:
+            generator = torch.Generator(device=device)
+            generator.manual_seed(secrets.randbits(63) if seed is None else seed)
+            self.generators.append(generator)
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        scores = scores.float() / self.temperature
+        if self.top_p < 1:
+            ordered, order = scores.sort(dim=-1, descending=True)
+            probs = ordered.softmax(dim=-1)
+            outside = probs.cumsum(dim=-1) - probs > self.top_p  # the mass before a token already reaches top_p
+            scores = scores.masked_fill(outside.scatter(-1, order, outside), float("-inf"))
+        vocab = scores.shape[-1]
+        uniform = torch.stack([torch.rand(vocab, generator=g, device=g.device) for g in self.generators])
+        tiny = torch.finfo(uniform.dtype).tiny
+        return scores - torch.log(-torch.log(uniform.clamp(min=tiny, max=1 - 1e-7)))
 
 
 class TransformersBackend:
@@ -68,16 +114,16 @@ class TransformersBackend:
             raise ValueError("generate_many: requests in one batch must share their sampling parameters")
         with self.lock:
             started = time.perf_counter()
-            if first.seed is not None:
-                torch.manual_seed(first.seed)
             inputs = self._encode(requests)
-            sampling = first.temperature > 0
+            sampler = (SeededSampler([r.seed for r in requests], first.temperature, first.top_p, self.device)
+                       if first.temperature > 0 else None)
             with torch.no_grad():
                 out = self.lm.generate(
                     **inputs,
                     max_new_tokens=first.max_tokens,
-                    do_sample=sampling,
-                    temperature=first.temperature if sampling else None,
+                    do_sample=False,  # greedy over the sampler's perturbed scores = a draw per row (or greedy)
+                    logits_processor=LogitsProcessorList([sampler] if sampler else []),
+                    temperature=None,
                     top_p=None,
                     top_k=None,
                     pad_token_id=self.tokenizer.pad_token_id,

@@ -17,6 +17,7 @@ class ChatRequest:
     top_logprobs: int = 0  # > 0: return the top alternatives (token -> logprob) at each generated position
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    top_p: float = 1.0  # nucleus sampling: draw from the smallest set of tokens whose probability reaches top_p
 
     @staticmethod
     def of(messages: Sequence[dict[str, str]], **params: Any) -> ChatRequest:
@@ -26,10 +27,19 @@ class ChatRequest:
         return [{"role": role, "content": content} for role, content in self.messages]
 
     def params(self) -> dict[str, Any]:
-        return {
+        """The sampling parameters (``top_p`` only when it cuts, so that the judge cache's keys from before it
+        existed still match).
+
+        >>> ChatRequest.of([], top_p=0.9).params()["top_p"], "top_p" in ChatRequest.of([]).params()
+        (0.9, False)
+        """
+        params: dict[str, Any] = {
             "max_tokens": self.max_tokens, "temperature": self.temperature, "top_logprobs": self.top_logprobs,
             "seed": self.seed, "stop": list(self.stop),
         }
+        if self.top_p != 1.0:
+            params["top_p"] = self.top_p
+        return params
 
     def cache_key(self, model: str) -> str:
         """sha256 of (model, messages, params): the judge cache's key.

@@ -76,8 +76,8 @@ class VLLMBackend:
         from vllm import SamplingParams
 
         params = [
-            SamplingParams(max_tokens=r.max_tokens, temperature=r.temperature, seed=r.seed, stop=list(r.stop) or None,
-                           logprobs=r.top_logprobs or None)
+            SamplingParams(max_tokens=r.max_tokens, temperature=r.temperature, top_p=r.top_p, seed=r.seed,
+                           stop=list(r.stop) or None, logprobs=r.top_logprobs or None)
             for r in requests
         ]
         started = time.perf_counter()

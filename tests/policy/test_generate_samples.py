@@ -1,13 +1,16 @@
 """``generate`` through an OpenAI-compatible endpoint (the fake model on loopback, which answers a seeded request
 the way vLLM does: one seed, one sample): the K samples of a prompt must be K different draws, each stored with its
-own seed, and a rerun that tops a prompt up must draw new samples."""
+own seed, and a rerun that tops a prompt up must draw new samples; ``--top-p`` reaches the endpoint and the
+record."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from db.models import Response
 from db.prompts import NewPrompt, ensure_prompts
+from pipeline.errors import UserError
 from policy.generate import GenerateOptions, generate
 
 
@@ -35,3 +38,24 @@ def test_k_samples_of_a_prompt_are_k_draws_each_with_its_seed(sessions, fake) ->
     more = generate(sessions, GenerateOptions("fake-model", n=6, backend="openai", base_url=fake.base_url,
                                               api_key="unused", generator="fake", max_new_tokens=8))
     assert more.duplicates == 0 and more.responses_added == 18  # topping up draws new samples, not the first 4
+
+
+def test_top_p_is_sent_and_recorded(sessions, fake) -> None:  # noqa: ANN001
+    _prompts(sessions, 2)
+    options = GenerateOptions("fake-model", n=2, backend="openai", base_url=fake.base_url, api_key="unused",
+                              generator="nucleus", max_new_tokens=8, temperature=0.7, top_p=0.9)
+    assert generate(sessions, options).responses_added == 4
+    assert [(b["top_p"], b["temperature"]) for b in fake.model.bodies] == [(0.9, 0.7)] * 4
+    with sessions() as session:
+        params = [r.gen_params for r in session.scalars(select(Response).where(Response.generator == "nucleus"))]
+    assert [(p["top_p"], p["temperature"]) for p in params] == [(0.9, 0.7)] * 4
+
+    generate(sessions, GenerateOptions("fake-model", n=3, backend="openai", base_url=fake.base_url,
+                                       api_key="unused", generator="nucleus", max_new_tokens=8))
+    assert "top_p" not in fake.model.bodies[-1]  # 1.0, the default: not sent, as before
+
+    for bad, message in ((dict(top_p=0.0), "--top-p"), (dict(top_p=1.5), "--top-p"),
+                         (dict(temperature=-1.0), "--temperature")):
+        with pytest.raises(UserError, match=message):
+            generate(sessions, GenerateOptions("fake-model", backend="openai", base_url=fake.base_url,
+                                               api_key="unused", generator="bad", **bad))

