@@ -17,7 +17,8 @@ def train(
     ctx: typer.Context,
     data: Annotated[str, typer.Option(help="An `rlhf export` directory (its train split) or a pairs JSONL.")],
     out: Annotated[str, typer.Option(help="Directory for the trained model.")],
-    base: Annotated[str, typer.Option(help="Base model: 'minilm' (offline MiniLM-L6), a local path or an HF id.")] = "minilm",
+    base: Annotated[str | None, typer.Option(help="Base model: 'minilm' (offline MiniLM-L6, the default), a local "
+                                                  "path or an HF id.")] = None,
     epochs: Annotated[float | None, typer.Option(help="Training epochs (default 1).")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="Learning rate (default 1e-4).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Pairs per device per step (default 16).")] = None,

@@ -131,13 +131,17 @@ def test_eval_and_score(tiny_lm_dir: Path, store, tmp_path: Path, shared_data: P
 def test_cli(tiny_lm_dir: Path, store, tmp_path: Path) -> None:  # noqa: ANN001
     _, data, url = store
     cli = Cli(url, tmp_path)
-    trained = cli("rm", "train", "--data", str(data), "--out", str(tmp_path / "m"), "--base", str(tiny_lm_dir),
+    trained = cli("rm", "train", "--data", str(data), "--out", str(tmp_path / "m"), "--set", f"base_model={tiny_lm_dir}",
                   "--max-steps", "2", "--batch-size", "4", "--set", "head_lr_multiplier=2", "--set", "layer_lr_decay=0.9")
     assert "2 steps" in trained.output and "with the context cut" in trained.output
     run_id = json.loads((tmp_path / "m" / RM_CARD).read_text())["run_id"]
     with store[0]() as session:
         config = session.get(Run, run_id).config
     assert (config["head_lr_multiplier"], config["layer_lr_decay"], config["max_steps"]) == (2.0, 0.9, 2)
+    assert config["base_model"] == str(tiny_lm_dir)  # --set base_model=... is --base
+    assert "given both as an option and with --set" in cli(
+        "rm", "train", "--data", str(data), "--out", str(tmp_path / "y"), "--base", str(tiny_lm_dir),
+        "--set", "base_model=minilm", expect=1).output
     assert "RMConfig has no option 'head_lr'" in cli("rm", "train", "--data", str(data), "--out", str(tmp_path / "x"),
                                                      "--set", "head_lr=2", expect=1).output
     assert "accuracy" in cli("rm", "eval", "--model", str(tmp_path / "m"), "--data", str(data)).output
