@@ -23,6 +23,11 @@ better (the defaults with seed 0 are what this script prints: 0.648 in 3.2 min):
   mean pooling instead of BERT's pooler (lab patch)          0.643 0.637 0.640
   dropout kept on (--set disable_dropout=false)              0.613 0.600 0.629   ~6.3 min each
   nine of the models above averaged                          0.651
+  pretrained first on other preferences (the defaults on       0.605 0.587
+    alpaca_eval's 2,153 GPT-4-judged pairs, 5.8 min; 0.74 on its held-out pairs, where "longer wins" is 0.71),
+    then the defaults on hh from it (--base): helpfulness judgments favour the long answer, harmless ones the short
+  a pairwise model instead (lab: [CLS] context [SEP] A: .. B: .. [SEP] -> P(A > B), both orders, 1 epoch, lr 1e-4 |
+    3e-5): 0.483 | 0.525, the loss stays at ln 2 and the answer ignores the order: 2.9k examples do not teach it
 The issue's careful plain TRL script on the same split (--careful-trl: the raw transcripts, left-cut to 250 tokens,
 1 epoch, lr 3e-5, batch 16), scored on the same 375 held-out pairs:
   this script, --careful-trl --seed N        TRL script          the defaults        defaults - TRL, paired
