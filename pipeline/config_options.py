@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -111,17 +111,61 @@ def parse_assignments(items: Sequence[str] | None, config_class: type) -> dict[s
     return values
 
 
+def file_settings(table: Mapping[str, Any], config_class: type, where: str,
+                  only: Collection[str] | None = None) -> dict[str, Any]:
+    """A project-file table (``[rm]``, ``[dpo]``, ...) -> ``{field: value}``, each value converted to its field's
+    type as ``--set`` converts text (TOML's own numbers, flags, lists and tables are taken as written). A key the
+    class lacks (or outside ``only``) or a wrong value is a ``UserError`` that names ``where`` and the key.
+
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class C:
+    ...     lr: float = 1.0
+    ...     losses: list[str] | None = None
+    >>> file_settings({"lr": 3, "losses": ["sigmoid", "ipo"]}, C, "rlhf.toml [x]")
+    {'lr': 3.0, 'losses': ['sigmoid', 'ipo']}
+    >>> file_settings({"lr": "fast"}, C, "rlhf.toml [x]")
+    Traceback (most recent call last):
+    pipeline.errors.UserError: rlhf.toml [x]: lr takes a number, not 'fast'
+    """
+    hints = typing.get_type_hints(config_class)
+    known = {f.name for f in fields(config_class)} if only is None else set(only)
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in known:
+            options = "any field of " + config_class.__name__ if only is None else ", ".join(sorted(known))
+            raise UserError(f"{where}: no option {key!r} (the options are {options})")
+        try:
+            values[key] = _convert(_toml_text(value), hints.get(key, str), key)
+        except UserError as exc:
+            raise UserError(f"{where}: {exc}") from None
+    return values
+
+
+def _toml_text(value: Any) -> str:
+    """A TOML value as the text ``--set`` would take for it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return ",".join(_toml_text(v) for v in value)
+    return str(value)
+
+
 def make_config(config_class: type, defaults: Mapping[str, Any], options: Mapping[str, Any] | None = None,
-                assignments: Mapping[str, Any] | None = None, *, what: str = "training") -> Any:
-    """``config_class`` from ``defaults``, then the named ``options`` that were given (not None), then the
-    ``--set`` ``assignments``. A name the class lacks, or one given both ways, is a ``UserError``; so is a value
-    the class's own checks reject."""
+                assignments: Mapping[str, Any] | None = None, *, what: str = "training",
+                file_values: Mapping[str, Any] | None = None) -> Any:
+    """``config_class`` from ``defaults``, then the project file's ``file_values`` (its ``[rm]``, ``[dpo]``, ...
+    section), then the named ``options`` that were given (not None), then the ``--set`` ``assignments``. A name
+    the class lacks, or one given both as an option and with ``--set``, is a ``UserError``; so is a value the
+    class's own checks reject."""
     given = {k: v for k, v in (options or {}).items() if v is not None}
     assignments = dict(assignments or {})
     twice = sorted(set(given) & set(assignments))
     if twice:
         raise UserError(f"{', '.join(twice)}: given both as an option and with --set; keep one")
-    values = {**defaults, **given, **assignments}
+    values = {**defaults, **(file_values or {}), **given, **assignments}
     unknown = set(values) - {f.name for f in fields(config_class)}
     if unknown:
         raise UserError(f"unknown {what} option(s): {', '.join(sorted(unknown))}")

@@ -69,6 +69,12 @@ SECTIONS: dict[str, type] = {
     "labeling": LabelingSection,
 }
 
+# Sections of the stages' own settings: kept as written here and checked by the command that uses them against its
+# config class (TRL's configs, hundreds of fields: loading TRL for every command would be slow).
+# ``[generate]``: the sampling of ``rlhf generate``; ``[rm]``, ``[dpo]``, ``[ppo]``, ``[grpo]``, ``[rloo]``: any
+# field of that command's training config, as with ``--set``. Command-line options and ``--set`` override them.
+STAGE_SECTIONS = ("generate", "rm", "dpo", "ppo", "grpo", "rloo")
+
 
 @dataclass
 class Project:
@@ -82,9 +88,14 @@ class Project:
     # API keys by name (e.g. OPENAI_API_KEY = "sk-..."), for judges whose key is not in the environment.
     # Keep a project file with secrets out of version control; the environment wins over it.
     secrets: dict[str, str] = field(default_factory=dict)
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # STAGE_SECTIONS as written
 
     def section(self, name: str) -> Any:
         return getattr(self, "import_" if name == "import" else name)
+
+    def where(self, section: str) -> str:
+        """How errors name a section: ``/path/rlhf.toml [rm]``."""
+        return f"{self.file or PROJECT_FILE} [{section}]"
 
 
 def _section(file: Path, name: str, cls: type, values: Any) -> Any:
@@ -123,8 +134,13 @@ def load_project(file: Path) -> Project:
             project.secrets = dict(value)
         elif key in SECTIONS:
             setattr(project, "import_" if key == "import" else key, _section(file, key, SECTIONS[key], value))
+        elif key in STAGE_SECTIONS:
+            if not isinstance(value, dict):
+                raise UserError(f"{file}: [{key}] must be a table")
+            project.stages[key] = dict(value)
         else:
-            raise UserError(f"{file}: unknown section or key {key!r} (known: name, secrets, {', '.join(SECTIONS)})")
+            raise UserError(f"{file}: unknown section or key {key!r} (known: name, secrets, "
+                            f"{', '.join((*SECTIONS, *STAGE_SECTIONS))})")
     return project
 
 
@@ -176,6 +192,17 @@ def project_file_text(name: str, db_url: str) -> str:
             value = db_url if (section, f.name) == ("db", "url") else getattr(defaults, f.name)
             lines.append(f"{f.name} = {_toml_value(value)}")
         lines.append("")
+    lines += [
+        "# The stages' own settings (command-line options and --set override them):",
+        "# [generate] the sampling of `rlhf generate`: n, temperature, top_p, max_new_tokens, seed, backend, base_url;",
+        "# [rm], [dpo], [ppo], [grpo], [rloo]: any field of that command's training config, TRL's included, e.g.",
+        "# [rm]",
+        "# learning_rate = 5e-5",
+        "# [dpo]",
+        "# beta = 0.05",
+        '# loss_type = ["sigmoid", "sft"]',
+        "",
+    ]
     return "\n".join(lines)
 
 

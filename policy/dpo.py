@@ -66,10 +66,11 @@ class DPOStageConfig(DPOConfig):
     ref_cache_dir: str | None = field(default=None, metadata={"help": "where reference log-probs are cached"})
 
 
-def default_config(out_dir: str | Path, assignments: dict[str, Any] | None = None,
-                   **overrides: Any) -> DPOStageConfig:
+def default_config(out_dir: str | Path, assignments: dict[str, Any] | None = None, *,
+                   file_values: dict[str, Any] | None = None, **overrides: Any) -> DPOStageConfig:
     """Defaults for ``rlhf dpo`` (TRL's otherwise); any field overridable, by name (``None`` = the default) or
-    through ``assignments`` (``rlhf dpo --set KEY=VALUE``)."""
+    through ``assignments`` (``rlhf dpo --set KEY=VALUE``); the project file's ``[dpo]`` section (``file_values``)
+    sits under both."""
     from reward_model.train import hardware_defaults
 
     values: dict[str, Any] = {
@@ -80,7 +81,7 @@ def default_config(out_dir: str | Path, assignments: dict[str, Any] | None = Non
         "precompute_ref_log_probs": True, "precompute_ref_batch_size": 32,
         **hardware_defaults(),
     }
-    return make_config(DPOStageConfig, values, overrides, assignments)
+    return make_config(DPOStageConfig, values, overrides, assignments, file_values=file_values)
 
 
 # --- data ---------------------------------------------------------------------------------------------------------

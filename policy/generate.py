@@ -30,6 +30,7 @@ from pipeline.llm import make_backend
 from pipeline.llm.types import ChatRequest
 
 Progress = Any
+FILE_SETTINGS = ("n", "temperature", "top_p", "max_new_tokens", "seed", "backend", "base_url")  # [generate] keys
 
 
 @dataclass(frozen=True)

@@ -61,10 +61,11 @@ def reward_functions(specs: Sequence[str], *, uncertainty_penalty: float = 0.0) 
     return functions
 
 
-def default_config(algorithm: str, out_dir: str | Path, assignments: dict[str, Any] | None = None,
-                   **overrides: Any) -> Any:
+def default_config(algorithm: str, out_dir: str | Path, assignments: dict[str, Any] | None = None, *,
+                   file_values: dict[str, Any] | None = None, **overrides: Any) -> Any:
     """TRL's GRPOConfig / RLOOConfig with our defaults; any field overridable, by name (``None`` = the default) or
-    through ``assignments`` (``rlhf grpo --set KEY=VALUE``)."""
+    through ``assignments`` (``rlhf grpo --set KEY=VALUE``); the project file's ``[grpo]`` / ``[rloo]`` section
+    (``file_values``) sits under both."""
     from reward_model.train import hardware_defaults
 
     config_class, _ = ALGORITHMS[algorithm]
@@ -74,7 +75,7 @@ def default_config(algorithm: str, out_dir: str | Path, assignments: dict[str, A
         "save_steps": 100, "save_total_limit": 2, "report_to": [], "seed": 0, "dataloader_num_workers": 0,
         "max_steps": 100, **hardware_defaults(),
     }
-    return make_config(config_class, values, overrides, assignments, what=algorithm)
+    return make_config(config_class, values, overrides, assignments, what=algorithm, file_values=file_values)
 
 
 @dataclass

@@ -56,9 +56,11 @@ class RMConfig(RewardConfig):
                                        "x the rate)"})
 
 
-def default_config(out_dir: str, assignments: dict[str, Any] | None = None, **overrides: Any) -> RMConfig:
+def default_config(out_dir: str, assignments: dict[str, Any] | None = None, *,
+                   file_values: dict[str, Any] | None = None, **overrides: Any) -> RMConfig:
     """Defaults tuned for the offline MiniLM on 2 CPU cores (see the benchmark notes); any field overridable, by name
-    (``None`` = the default) or through ``assignments`` (``rlhf rm train --set KEY=VALUE``)."""
+    (``None`` = the default) or through ``assignments`` (``rlhf rm train --set KEY=VALUE``); the project file's
+    ``[rm]`` section (``file_values``) sits under both."""
     values: dict[str, Any] = {
         "output_dir": str(Path(out_dir) / "checkpoints"),
         "max_length": 256, "num_train_epochs": 1, "learning_rate": 1e-4, "per_device_train_batch_size": 16,
@@ -67,7 +69,7 @@ def default_config(out_dir: str, assignments: dict[str, Any] | None = None, **ov
         "seed": 0, "dataloader_num_workers": 0, "eos_token": None, "head_lr_multiplier": 10.0,
         **hardware_defaults(),
     }
-    return make_config(RMConfig, values, overrides, assignments)
+    return make_config(RMConfig, values, overrides, assignments, file_values=file_values)
 
 
 class LengthGroupedRewardTrainer(RewardTrainer):

@@ -64,6 +64,16 @@ class CliState:
         return resolve_db_url(self.project(), flag or self.db)
 
 
+def stage_settings(ctx: typer.Context, section: str, config_class: type, only: tuple[str, ...] | None = None) -> dict:
+    """The project file's ``[section]`` (``[rm]``, ``[dpo]``, ...) converted to ``config_class``'s field types;
+    empty without a project file or section. A wrong key or value is an error naming the file and section."""
+    from pipeline.config_options import file_settings
+
+    project = state(ctx).project()
+    table = project.stages.get(section)
+    return file_settings(table, config_class, project.where(section), only) if table else {}
+
+
 def state(ctx: typer.Context) -> CliState:
     root = ctx.find_root()
     if not isinstance(root.obj, CliState):

@@ -8,12 +8,19 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pipeline.cli.context import DbOption, SetOption, console, examples, open_store, progress_bar, sub_app
+from pipeline.cli.context import (
+    DbOption,
+    SetOption,
+    console,
+    examples,
+    open_store,
+    progress_bar,
+    stage_settings,
+    sub_app,
+)
 
 BackendOption = Annotated[str, typer.Option(
     help="transformers (in-process, CPU or GPU), vllm (in-process, GPU) or openai (any OpenAI-compatible endpoint).")]
-TopPOption = Annotated[float, typer.Option(help="Nucleus sampling: draw from the most likely tokens that together "
-                                                "reach this probability (1: all tokens).")]
 
 
 def _say(text: str) -> None:
@@ -23,27 +30,34 @@ def _say(text: str) -> None:
 def generate(
     ctx: typer.Context,
     policy: Annotated[str, typer.Option(help="Model directory or HF id (or the model name at --base-url).")],
-    n: Annotated[int, typer.Option(help="Samples per prompt.")] = 4,
+    n: Annotated[int | None, typer.Option(help="Samples per prompt (default 4).")] = None,
     split: Annotated[str | None, typer.Option(help="Only prompts of this split (train or test).")] = None,
     source: Annotated[str | None, typer.Option(help="Only prompts of this source.")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many prompts (the next ones without answers).")] = None,
     generator: Annotated[str | None, typer.Option(help="Name to store responses under (default: the policy's "
                                                         "folder name).")] = None,
-    backend: BackendOption = "transformers",
+    backend: Annotated[str | None, typer.Option(
+        help="transformers (in-process, CPU or GPU; the default), vllm (in-process, GPU) or openai (any "
+             "OpenAI-compatible endpoint).")] = None,
     base_url: Annotated[str | None, typer.Option(help="Endpoint for --backend openai.")] = None,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature (0: greedy).")] = 1.0,
-    top_p: TopPOption = 1.0,
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens per response.")] = 128,
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature (0: greedy; default 1).")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling: draw from the most likely tokens that "
+                                                     "together reach this probability (default 1: all).")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Tokens per response (default 128).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed (default 0).")] = None,
     db: DbOption = None,
 ) -> None:
-    """Sample K responses per prompt into the store; prompts that already have them are skipped (resumable)."""
-    from policy.generate import GenerateOptions
+    """Sample K responses per prompt into the store; prompts that already have them are skipped (resumable).
+    The project file's `[generate]` section sets defaults for the sampling options."""
+    from pipeline.config_options import make_config
+    from policy.generate import FILE_SETTINGS, GenerateOptions
     from policy.generate import generate as run
 
-    options = GenerateOptions(policy, n=n, backend=backend, base_url=base_url, generator=generator, split=split, source=source,
-                              limit=limit, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                              seed=seed)
+    flags = {"n": n, "backend": backend, "base_url": base_url, "temperature": temperature, "top_p": top_p,
+             "max_new_tokens": max_new_tokens, "seed": seed}
+    options = make_config(GenerateOptions, {"policy": policy, "generator": generator, "split": split,
+                                            "source": source, "limit": limit}, flags, what="generate",
+                          file_values=stage_settings(ctx, "generate", GenerateOptions, FILE_SETTINGS))
     with open_store(ctx, db) as store, progress_bar("generating", unit_bytes=False) as update:
         report = run(store.sessions, options, on_progress=update)
     _say(f"{report.summary()} [run {report.run_id}]")
@@ -76,6 +90,7 @@ def dpo(
 
     losses = loss_type.split(",") if loss_type and "," in loss_type else loss_type
     config = default_config(out, parse_assignments(set_, DPOStageConfig), policy=policy, loss_type=losses, beta=beta,
+                            file_values=stage_settings(ctx, "dpo", DPOStageConfig),
                             num_train_epochs=epochs, learning_rate=learning_rate,
                             per_device_train_batch_size=batch_size, max_length=max_length, max_steps=max_steps,
                             use_lora=lora or None, soft_labels=False if hard_labels else None)
@@ -132,7 +147,8 @@ def ppo(
               "response_length": response_length, "rollout": rollout, "seed": seed,
               "adaptive_kl": adaptive_kl or None, "whiten_rewards": whiten_rewards or None,
               "rm_uncertainty_penalty": rm_uncertainty_penalty}
-    config = make_config(PPOConfig, {}, values, parse_assignments(set_, PPOConfig), what="ppo").validate()
+    config = make_config(PPOConfig, {}, values, parse_assignments(set_, PPOConfig), what="ppo",
+                         file_values=stage_settings(ctx, "ppo", PPOConfig)).validate()
     with open_store(ctx, db) as store:
         prompt_list, source = _prompts(store.sessions, prompts)
 
@@ -174,6 +190,7 @@ def _online(algorithm: str):  # noqa: ANN202
 
         assignments = parse_assignments(set_, ALGORITHMS[algorithm][0])
         config = default_config(algorithm, out, assignments, max_steps=max_steps, num_generations=num_generations,
+                                file_values=stage_settings(ctx, algorithm, ALGORITHMS[algorithm][0]),
                                 per_device_train_batch_size=batch_size, learning_rate=learning_rate, beta=beta,
                                 max_completion_length=max_completion_length, use_vllm=use_vllm or None)
         with open_store(ctx, db) as store:
@@ -200,7 +217,8 @@ def evaluate(
     backend: BackendOption = "transformers",
     base_url: Annotated[str | None, typer.Option(help="Endpoint for --backend openai.")] = None,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0: greedy).")] = 1.0,
-    top_p: TopPOption = 1.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling: draw from the most likely tokens that together "
+                                              "reach this probability (1: all tokens).")] = 1.0,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 128,
     out: Annotated[str | None, typer.Option(help="Directory for report.json and report.md.")] = None,
     db: DbOption = None,

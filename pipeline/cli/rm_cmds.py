@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pipeline.cli.context import DbOption, SetOption, console, examples, open_store, sub_app
+from pipeline.cli.context import DbOption, SetOption, console, examples, open_store, stage_settings, sub_app
 
 rm_app = sub_app("Reward models: train on an export (TRL RewardTrainer), evaluate, score.")
 
@@ -39,7 +39,8 @@ def train(
 
     overrides = {"num_train_epochs": epochs, "learning_rate": learning_rate, "per_device_train_batch_size": batch_size,
                  "max_length": max_length, "max_steps": max_steps, "use_lora": lora or None, "ensemble": ensemble}
-    config = default_config(out, parse_assignments(set_, RMConfig), base_model=base, **overrides)
+    config = default_config(out, parse_assignments(set_, RMConfig), file_values=stage_settings(ctx, "rm", RMConfig),
+                            base_model=base, **overrides)
     with open_store(ctx, db) as store:
         report = run_train(store.sessions, data, out, config, resume=resume)
     console.print(f"{out}: {report.summary()} in {report.seconds:.0f} s [run {report.run_id}]", markup=False,

@@ -12,6 +12,7 @@ from db.models import Response
 from db.prompts import NewPrompt, ensure_prompts
 from pipeline.errors import UserError
 from policy.generate import GenerateOptions, generate
+from tests.conftest import Cli
 
 
 def _prompts(sessions, n: int) -> list[int]:  # noqa: ANN001
@@ -59,3 +60,21 @@ def test_top_p_is_sent_and_recorded(sessions, fake) -> None:  # noqa: ANN001
         with pytest.raises(UserError, match=message):
             generate(sessions, GenerateOptions("fake-model", backend="openai", base_url=fake.base_url,
                                                api_key="unused", generator="bad", **bad))
+
+
+def test_the_project_files_generate_section_under_the_flags(sessions, db_url, tmp_path, fake) -> None:  # noqa: ANN001
+    _prompts(sessions, 2)
+    cli = Cli(db_url, tmp_path)
+    (tmp_path / "rlhf.toml").write_text(f'[generate]\nn = 3\ntop_p = 0.5\ntemperature = 0.3\nbackend = "openai"\n'
+                                        f'base_url = "{fake.base_url}"\n')
+    result = cli("generate", "--policy", "fake-model", "--generator", "g", "--temperature", "0.9",
+                 "--max-new-tokens", "8")
+    assert "6 new responses for 2 prompts" in result.output  # n = 3 from the file
+    assert [(b["top_p"], b["temperature"]) for b in fake.model.bodies] == [(0.5, 0.9)] * 6  # the flag wins
+
+    (tmp_path / "rlhf.toml").write_text('[generate]\npolicy = "other"\n')
+    assert "rlhf.toml [generate]: no option 'policy' (the options are backend, base_url, max_new_tokens, n, " \
+           "seed, temperature, top_p)" in cli("generate", "--policy", "fake-model", expect=1).output
+    (tmp_path / "rlhf.toml").write_text('[generate]\nn = "many"\n')
+    assert "rlhf.toml [generate]: n takes a whole number, not 'many'" in cli("generate", "--policy", "fake-model",
+                                                                             expect=1).output

@@ -24,6 +24,13 @@ from tests.helpers import write_jsonl
 pytestmark = pytest.mark.slow
 
 
+def _project_file(folder: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    """Commands of this test read their stage settings from this project file (the database stays --db's)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "rlhf.toml").write_text(text)
+    monkeypatch.setenv("RLHF_PROJECT", str(folder / "rlhf.toml"))
+
+
 @pytest.fixture(scope="module")
 def toy_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from policy.sft import build_toy_policy
@@ -82,10 +89,13 @@ def test_generate_is_resumable_and_records_the_generator(project: tuple[Cli, Pat
     engine.dispose()
 
 
-def test_dpo_on_the_export_beats_the_base_policy(project: tuple[Cli, Path]) -> None:
+def test_dpo_on_the_export_beats_the_base_policy(project: tuple[Cli, Path], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     cli, root = project
+    # the project file's [dpo] under the command line: warmup_steps from it; beta and epochs overridden
+    _project_file(tmp_path, monkeypatch, "[dpo]\nwarmup_steps = 0.05\nbeta = 0.3\nnum_train_epochs = 5\n")
     trained = cli("dpo", "--data", "prefs", "--policy", "toy", "--out", "dpo", "--learning-rate", "3e-4",
-                  "--epochs", "2", "--batch-size", "16", "--set", "warmup_steps=0.05")
+                  "--epochs", "2", "--batch-size", "16", "--set", "beta=0.1")
     assert "pairs" in trained.output
     report = _eval(cli, "dpo", f"rule:{toy.RULE}")
     result = report["results"][0]
@@ -96,7 +106,8 @@ def test_dpo_on_the_export_beats_the_base_policy(project: tuple[Cli, Path]) -> N
     export_run = next(r.id for r in runs.values() if r.kind == "export")
     dpo_run = next(r for r in runs.values() if r.kind == "dpo")
     assert dpo_run.status == "succeeded" and export_run in dpo_run.inputs
-    assert dpo_run.config["warmup_steps"] == 0.05 and dpo_run.config["beta"] == 0.1  # --set and defaults on record
+    assert (dpo_run.config["warmup_steps"], dpo_run.config["beta"], dpo_run.config["num_train_epochs"]) == \
+        (0.05, 0.1, 2)  # the file's value, then --set and the option over the file's, all on record
     assert json.loads((root / "dpo" / "rlhf_dpo.json").read_text())["run_id"] == dpo_run.id
     eval_run = runs[report["run_id"]]
     assert eval_run.kind == "eval" and dpo_run.id in eval_run.inputs
@@ -122,10 +133,12 @@ def test_rm_then_ppo_beats_the_base_policy(project: tuple[Cli, Path]) -> None:
     assert rm_run in ppo_run.inputs and ppo_run.id in runs[report["run_id"]].inputs
 
 
-def test_ppo_resumes_from_its_checkpoint(project: tuple[Cli, Path]) -> None:
+def test_ppo_resumes_from_its_checkpoint(project: tuple[Cli, Path], tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     cli, root = project
+    _project_file(tmp_path, monkeypatch, "[ppo]\nlam = 0.9\n")  # an option with no flag of its own
     common = ["ppo", "--policy", "toy", "--rm", "rule:contains:indeed", "--out", "ppo-resume", "--prompts-per-rollout",
-              "4", "--mini-batch-size", "4", "--ppo-epochs", "1", "--response-length", "16", "--set", "lam=0.9"]
+              "4", "--mini-batch-size", "4", "--ppo-epochs", "1", "--response-length", "16"]
     cli(*common, "--updates", "2")
     assert json.loads((root / "ppo-resume" / "rlhf_ppo.json").read_text())["config"]["lam"] == 0.9
     first = [json.loads(line) for line in (root / "ppo-resume" / "ppo_log.jsonl").read_text().splitlines()]
@@ -229,15 +242,16 @@ def test_dpo_with_lora_saves_a_merged_policy(project: tuple[Cli, Path], tmp_path
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
-def test_online_rl_with_rm_and_rule_rewards(project: tuple[Cli, Path], algorithm: str) -> None:
+def test_online_rl_with_rm_and_rule_rewards(project: tuple[Cli, Path], algorithm: str, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     cli, root = project
+    _project_file(tmp_path, monkeypatch, f"[{algorithm}]\ntemperature = 0.9\n")
     if not (root / "rm").exists():
         cli("rm", "train", "--data", "prefs", "--out", "rm", "--base", "toy", "--max-steps", "4")
     out = f"{algorithm}-out"
     result = cli(algorithm, "--policy", "toy", "--out", out, "--reward", "rule:contains:indeed", "--reward", "rm:rm",
                  "--reward-weight", "1", "--reward-weight", "0.1", "--max-steps", "2", "--num-generations", "2",
-                 "--batch-size", "4", "--max-completion-length", "16", "--learning-rate", "1e-4",
-                 "--set", "temperature=0.9")
+                 "--batch-size", "4", "--max-completion-length", "16", "--learning-rate", "1e-4")
     assert f"{algorithm}: 2 steps" in result.output
     card = json.loads((root / out / f"rlhf_{algorithm}.json").read_text())
     run = _runs(cli)[card["run_id"]]
@@ -247,7 +261,7 @@ def test_online_rl_with_rm_and_rule_rewards(project: tuple[Cli, Path], algorithm
     assert rm_run in run.inputs
 
 
-def test_bad_input_is_named(project: tuple[Cli, Path]) -> None:
+def test_bad_input_is_named(project: tuple[Cli, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cli, root = project
     assert "unknown rule" in cli("rule", "run", "x", "--batch", "b1", "--rule", "sounds-nice", expect=1).output
     assert "rm:DIR" in cli("ppo", "--policy", "toy", "--rm", "nowhere", "--out", "p", expect=1).output
@@ -269,6 +283,16 @@ def test_bad_input_is_named(project: tuple[Cli, Path]) -> None:
                                                            expect=1).output
     assert "loss_weights" in cli("dpo", "--data", "prefs", "--policy", "toy", "--out", "p", "--loss-type",
                                  "sigmoid,sft", "--set", "loss_weights=1", expect=1).output  # TRL's own check
+    _project_file(tmp_path / "a", monkeypatch, "[ppo]\ngama = 0.9\n[dpo]\nbeta = \"high\"\n[grpo]\nbeta = [1, 2]\n")
+    assert "rlhf.toml [ppo]: no option 'gama'" in cli("ppo", "--policy", "toy", "--rm", "rule:longer", "--out", "p",
+                                                      expect=1).output
+    assert "rlhf.toml [dpo]: beta takes a number, not 'high'" in cli("dpo", "--data", "prefs", "--policy", "toy",
+                                                                      "--out", "p", expect=1).output
+    assert "rlhf.toml [grpo]: beta takes a number" in cli("grpo", "--policy", "toy", "--reward", "rule:longer",
+                                                          "--out", "p", expect=1).output
+    _project_file(tmp_path / "b", monkeypatch, "dpo = 3\n")
+    assert "[dpo] must be a table" in cli("dpo", "--data", "prefs", "--policy", "toy", "--out", "p", expect=1).output
+    monkeypatch.delenv("RLHF_PROJECT")
     assert "no prompts" in cli("eval", "--policy", "toy", "--baseline", "toy", "--baseline-name", "b", "--prompts",
                                "nosuchsplit", "--judge", "rule:longer", expect=1).output
     assert "name them" in cli("eval", "--policy", "toy", "--baseline", "toy", "--judge", "rule:longer",

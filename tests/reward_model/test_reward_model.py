@@ -131,6 +131,8 @@ def test_eval_and_score(tiny_lm_dir: Path, store, tmp_path: Path, shared_data: P
 def test_cli(tiny_lm_dir: Path, store, tmp_path: Path) -> None:  # noqa: ANN001
     _, data, url = store
     cli = Cli(url, tmp_path)
+    # the project file's [rm] sits under the command line: its warmup applies, --set and --max-steps override it
+    (tmp_path / "rlhf.toml").write_text("[rm]\nwarmup_steps = 0\nhead_lr_multiplier = 3\nmax_steps = 5\n")
     trained = cli("rm", "train", "--data", str(data), "--out", str(tmp_path / "m"), "--set", f"base_model={tiny_lm_dir}",
                   "--max-steps", "2", "--batch-size", "4", "--set", "head_lr_multiplier=2", "--set", "layer_lr_decay=0.9")
     assert "2 steps" in trained.output and "with the context cut" in trained.output
@@ -138,12 +140,17 @@ def test_cli(tiny_lm_dir: Path, store, tmp_path: Path) -> None:  # noqa: ANN001
     with store[0]() as session:
         config = session.get(Run, run_id).config
     assert (config["head_lr_multiplier"], config["layer_lr_decay"], config["max_steps"]) == (2.0, 0.9, 2)
+    assert config["warmup_steps"] == 0  # from rlhf.toml (the default is 0.05)
     assert config["base_model"] == str(tiny_lm_dir)  # --set base_model=... is --base
     assert "given both as an option and with --set" in cli(
         "rm", "train", "--data", str(data), "--out", str(tmp_path / "y"), "--base", str(tiny_lm_dir),
         "--set", "base_model=minilm", expect=1).output
     assert "RMConfig has no option 'head_lr'" in cli("rm", "train", "--data", str(data), "--out", str(tmp_path / "x"),
                                                      "--set", "head_lr=2", expect=1).output
+    (tmp_path / "rlhf.toml").write_text("[rm]\nlerning_rate = 1e-4\n")
+    assert "rlhf.toml [rm]: no option 'lerning_rate'" in cli("rm", "train", "--data", str(data), "--out",
+                                                              str(tmp_path / "x"), expect=1).output
+    (tmp_path / "rlhf.toml").unlink()
     assert "accuracy" in cli("rm", "eval", "--model", str(tmp_path / "m"), "--data", str(data)).output
     assert "responses scored" in cli("rm", "score", "--model", str(tmp_path / "m"), "--split", "test").output
     assert "no such file" in cli("rm", "eval", "--model", str(tmp_path / "m"), "--data", "nope.jsonl",
