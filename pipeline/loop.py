@@ -60,6 +60,8 @@ class LoopSettings:
     epochs: float | None = None
     ppo_updates: int = 20
     seed: int = 0
+    # the project file's [generate], [rm], [dpo], [ppo] (converted): under the settings above, over the defaults
+    stage_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -145,9 +147,10 @@ def run_round(sessions: sessionmaker[Session], settings: LoopSettings, say: Say 
     def do_generate() -> dict[str, Any]:
         with sessions() as session:
             ids = _slice(session, n, settings.prompts_per_round)
-        report = generate(sessions, GenerateOptions(state.policy_in, n=settings.samples, generator=writer,
-                                                    prompt_ids=tuple(ids), max_new_tokens=settings.max_new_tokens,
-                                                    seed=settings.seed + n))
+        sampling = {**settings.stage_settings.get("generate", {}), "n": settings.samples,
+                    "max_new_tokens": settings.max_new_tokens, "seed": settings.seed + n}
+        report = generate(sessions, GenerateOptions(state.policy_in, generator=writer, prompt_ids=tuple(ids),
+                                                    **sampling))
         return {"run": report.run_id, "summary": report.summary()}
 
     def do_compare() -> dict[str, Any]:
@@ -184,7 +187,8 @@ def run_round(sessions: sessionmaker[Session], settings: LoopSettings, say: Say 
 
         out = folder / "rm"
         config = default_config(out, base_model=settings.rm_base, num_train_epochs=settings.rm_epochs,
-                                learning_rate=settings.rm_learning_rate, disable_tqdm=True)
+                                learning_rate=settings.rm_learning_rate, disable_tqdm=True,
+                                file_values=settings.stage_settings.get("rm"))
         report = run_train(sessions, state.steps["export"]["path"], str(out), config, resume=True)
         return {"run": report.run_id, "path": str(out), "summary": report.summary()}
 
@@ -196,13 +200,16 @@ def run_round(sessions: sessionmaker[Session], settings: LoopSettings, say: Say 
             from policy.dpo import default_config
 
             config = default_config(out, policy=state.policy_in, learning_rate=settings.learning_rate,
-                                    num_train_epochs=settings.epochs, disable_tqdm=True)
+                                    num_train_epochs=settings.epochs, disable_tqdm=True,
+                                    file_values=settings.stage_settings.get("dpo"))
             report = run_dpo(sessions, state.steps["export"]["path"], str(out), config, resume=True)
         else:
+            from pipeline.config_options import make_config
             from policy.ppo import PPOConfig
 
-            config = PPOConfig(updates=settings.ppo_updates, seed=settings.seed + n,
-                               **({"learning_rate": settings.learning_rate} if settings.learning_rate else {}))
+            config = make_config(PPOConfig, {}, {"updates": settings.ppo_updates, "seed": settings.seed + n,
+                                                 "learning_rate": settings.learning_rate}, what="ppo",
+                                 file_values=settings.stage_settings.get("ppo")).validate()
             report = run_ppo(sessions, state.policy_in, f"rm:{state.steps['rm']['path']}",
                              store_prompts(sessions, "train"), str(out), config, prompt_source="store:train",
                              resume=True)

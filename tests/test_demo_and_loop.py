@@ -76,6 +76,9 @@ def test_loop_runs_two_rounds_and_an_interrupted_round_resumes(demo: tuple[Path,
         raise KeyboardInterrupt
 
     cli = Cli(f"sqlite:///{directory / 'rlhf.db'}", directory)
+    project_file = directory / "rlhf.toml"
+    original = project_file.read_text()
+    project_file.write_text(original + "\n[dpo]\nwarmup_steps = 0.2\n")  # round 3 takes the project's [dpo]
     monkeypatch.setattr(policy.stage, "run_dpo", interrupted)
     cli(*common, expect=130)  # an interrupt: exit code 130, as for Ctrl-C
     state = json.loads((directory / "rounds" / "round-3" / "state.json").read_text())
@@ -86,14 +89,30 @@ def test_loop_runs_two_rounds_and_an_interrupted_round_resumes(demo: tuple[Path,
     assert "generate ..." not in resumed.output and "round 3:" in resumed.output
     state = json.loads((directory / "rounds" / "round-3" / "state.json").read_text())
     assert "record" in state["steps"]
+    project_file.write_text(original)
+    from db import make_engine, make_session_factory
+    from db.models import Run
+
+    engine = make_engine(cli.db_url)
+    with make_session_factory(engine)() as session:
+        dpo_run = session.get(Run, state["steps"]["policy"]["run"])
+        assert dpo_run.kind == "dpo" and dpo_run.config["warmup_steps"] == 0.2
+        assert dpo_run.config["learning_rate"] == 3e-4  # the loop's own flag
+    engine.dispose()
 
 
 def test_a_ppo_round_retrains_the_reward_model_and_links_it(demo: tuple[Path, str]) -> None:
     directory, _ = demo
     cli = Cli(f"sqlite:///{directory / 'rlhf.db'}", directory)
-    result = cli("loop", "--policy", "models/toy", "--rule", "contains:indeed", "--algorithm", "ppo", "--dir",
-                 "rounds-ppo", "--prompts-per-round", "20", "--ppo-updates", "3", "--rm-epochs", "2",
-                 "--rm-learning-rate", "1e-4", "--max-new-tokens", "24", "--eval-prompts", "20")
+    project_file = directory / "rlhf.toml"
+    original = project_file.read_text()
+    project_file.write_text(original + "\n[generate]\ntop_p = 0.95\n[rm]\nwarmup_steps = 0\n[ppo]\nlam = 0.9\n")
+    try:
+        result = cli("loop", "--policy", "models/toy", "--rule", "contains:indeed", "--algorithm", "ppo", "--dir",
+                     "rounds-ppo", "--prompts-per-round", "20", "--ppo-updates", "3", "--rm-epochs", "2",
+                     "--rm-learning-rate", "1e-4", "--max-new-tokens", "24", "--eval-prompts", "20")
+    finally:
+        project_file.write_text(original)
     assert "round 1:" in result.output and "rm:rm win" in result.output
     state = json.loads((directory / "rounds-ppo" / "round-1" / "state.json").read_text())
     from db import make_engine, make_session_factory
@@ -104,5 +123,11 @@ def test_a_ppo_round_retrains_the_reward_model_and_links_it(demo: tuple[Path, st
         ppo_run = session.get(Run, state["steps"]["policy"]["run"])
         round_run = session.get(Run, state["steps"]["record"]["run"])
         assert ppo_run.kind == "ppo" and state["steps"]["rm"]["run"] in ppo_run.inputs
+        # the project's [generate], [rm] and [ppo] under the loop's own flags
+        assert (ppo_run.config["lam"], ppo_run.config["updates"]) == (0.9, 3)
+        rm_config = session.get(Run, state["steps"]["rm"]["run"]).config
+        assert (rm_config["warmup_steps"], rm_config["num_train_epochs"]) == (0, 2)
+        generate_config = session.get(Run, state["steps"]["generate"]["run"]).config
+        assert (generate_config["top_p"], generate_config["n"]) == (0.95, 4)
         assert {state["steps"][s]["run"] for s in ("export", "rm", "policy", "eval")} <= set(round_run.inputs)
     engine.dispose()

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pipeline.cli.context import DbOption, console, examples, open_store
+from pipeline.cli.context import DbOption, console, examples, open_store, stage_settings
 
 
 def _say(text: str) -> None:
@@ -96,7 +96,7 @@ def loop(
         sources=tuple(s.strip() for s in sources.split(",") if s.strip()), rm=rm, rm_base=rm_base,
         rm_epochs=rm_epochs, rm_learning_rate=rm_learning_rate,
         eval_prompts=eval_prompts, max_new_tokens=max_new_tokens, learning_rate=learning_rate, epochs=epochs,
-        ppo_updates=ppo_updates,
+        ppo_updates=ppo_updates, stage_settings=_stage_settings(ctx),
     )
     with open_store(ctx, db) as store:
         for _ in range(rounds):
@@ -105,3 +105,15 @@ def loop(
         plot = plot_rounds(store.sessions, directory / "progress.png")
     if plot:
         _say(f"progress by round: {plot}")
+
+
+def _stage_settings(ctx: typer.Context) -> dict[str, dict]:
+    """The project file's sections for the stages a round runs (each checked against its config)."""
+    from policy.dpo import DPOStageConfig
+    from policy.generate import FILE_SETTINGS, GenerateOptions
+    from policy.ppo import PPOConfig
+    from reward_model.train import RMConfig
+
+    return {"generate": stage_settings(ctx, "generate", GenerateOptions, FILE_SETTINGS),
+            "rm": stage_settings(ctx, "rm", RMConfig), "dpo": stage_settings(ctx, "dpo", DPOStageConfig),
+            "ppo": stage_settings(ctx, "ppo", PPOConfig)}
