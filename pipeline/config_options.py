@@ -111,46 +111,71 @@ def parse_assignments(items: Sequence[str] | None, config_class: type) -> dict[s
     return values
 
 
+PER_RUN = ("output_dir", "logging_dir")  # one per run (under --out): a project-wide value would be shared by all
+
+
 def file_settings(table: Mapping[str, Any], config_class: type, where: str,
                   only: Collection[str] | None = None) -> dict[str, Any]:
     """A project-file table (``[rm]``, ``[dpo]``, ...) -> ``{field: value}``, each value converted to its field's
-    type as ``--set`` converts text (TOML's own numbers, flags, lists and tables are taken as written). A key the
-    class lacks (or outside ``only``) or a wrong value is a ``UserError`` that names ``where`` and the key.
+    type as ``--set`` converts text (TOML's own numbers, flags, lists and tables are taken as written; a list
+    item by item). A key the class lacks (or outside ``only``), a per-run key (``output_dir``) or a wrong value
+    is a ``UserError`` that names ``where`` and the key.
 
     >>> from dataclasses import dataclass
     >>> @dataclass
     ... class C:
     ...     lr: float = 1.0
     ...     losses: list[str] | None = None
-    >>> file_settings({"lr": 3, "losses": ["sigmoid", "ipo"]}, C, "rlhf.toml [x]")
-    {'lr': 3.0, 'losses': ['sigmoid', 'ipo']}
+    >>> file_settings({"lr": 3, "losses": ["sigmoid", "a,b"]}, C, "rlhf.toml [x]")
+    {'lr': 3.0, 'losses': ['sigmoid', 'a,b']}
     >>> file_settings({"lr": "fast"}, C, "rlhf.toml [x]")
     Traceback (most recent call last):
     pipeline.errors.UserError: rlhf.toml [x]: lr takes a number, not 'fast'
+    >>> file_settings({"lr": [1, 2]}, C, "rlhf.toml [x]")
+    Traceback (most recent call last):
+    pipeline.errors.UserError: rlhf.toml [x]: lr takes one value, not a list
     """
     hints = typing.get_type_hints(config_class)
     known = {f.name for f in fields(config_class)} if only is None else set(only)
     values: dict[str, Any] = {}
-    for key, value in table.items():
+    for raw_key, value in table.items():
+        key = raw_key.replace("-", "_")
+        if key in PER_RUN:
+            raise UserError(f"{where}: {raw_key} is per run (under each command's --out); it cannot be set for the "
+                            "whole project")
         if key not in known:
             options = "any field of " + config_class.__name__ if only is None else ", ".join(sorted(known))
-            raise UserError(f"{where}: no option {key!r} (the options are {options})")
+            raise UserError(f"{where}: no option {raw_key!r} (the options are {options})")
+        if key in values:
+            raise UserError(f"{where}: {key} is set twice")
         try:
-            values[key] = _convert(_toml_text(value), hints.get(key, str), key)
+            values[key] = _from_toml(value, hints.get(key, str), key)
         except UserError as exc:
             raise UserError(f"{where}: {exc}") from None
     return values
 
 
-def _toml_text(value: Any) -> str:
-    """A TOML value as the text ``--set`` would take for it."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return json.dumps(value)
+def _from_toml(value: Any, hint: Any, key: str) -> Any:
+    """A TOML value converted to ``hint``: a list item by item, anything else through its ``--set`` text."""
     if isinstance(value, list):
-        return ",".join(_toml_text(v) for v in value)
-    return str(value)
+        options = [a for a in typing.get_args(hint) if a is not type(None)] \
+            if typing.get_origin(hint) in (typing.Union, types.UnionType) else [hint]
+        for option in options:
+            origin = typing.get_origin(option)
+            if origin in (list, tuple, Sequence) or option in (list, tuple):
+                inner = (typing.get_args(option) or (str,))[0]
+                items = [_from_toml(item, inner, key) for item in value]
+                return tuple(items) if origin is tuple or option is tuple else items
+        if any(typing.get_origin(o) is dict or o is dict for o in options):
+            raise UserError(f"{key} takes a table, not a list")
+        raise UserError(f"{key} takes one value, not a list")
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, dict):
+        text = json.dumps(value, default=str)
+    else:
+        text = str(value)
+    return _convert(text, hint, key)
 
 
 def make_config(config_class: type, defaults: Mapping[str, Any], options: Mapping[str, Any] | None = None,
@@ -172,7 +197,8 @@ def make_config(config_class: type, defaults: Mapping[str, Any], options: Mappin
     try:
         return config_class(**values)
     except (ValueError, TypeError) as exc:
-        raise UserError(f"{what} options: {exc}") from exc
+        also = f" (the project file set {', '.join(sorted(file_values))})" if file_values else ""
+        raise UserError(f"{what} options: {exc}{also}") from exc
 
 
 _SECRET = ("hub_token", "push_to_hub_token")

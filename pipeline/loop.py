@@ -60,7 +60,8 @@ class LoopSettings:
     epochs: float | None = None
     ppo_updates: int = 20
     seed: int = 0
-    # the project file's [generate], [rm], [dpo], [ppo] (converted): under the settings above, over the defaults
+    # the project file's [generate], [rm], [dpo], [ppo] (converted): under the settings above, over the defaults;
+    # each round seeds its sampling and PPO itself (seed + round)
     stage_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 

@@ -107,9 +107,10 @@ def generate(sessions: sessionmaker[Session], options: GenerateOptions, *, backe
     if options.n < 1:
         raise UserError("--n must be at least 1")
     if not 0 < options.top_p <= 1:
-        raise UserError(f"--top-p must be in (0, 1], not {options.top_p}")
+        raise UserError(f"top_p (--top-p, or [generate] in rlhf.toml) must be in (0, 1], not {options.top_p}")
     if options.temperature < 0:
-        raise UserError(f"--temperature must be 0 (greedy) or more, not {options.temperature}")
+        raise UserError(f"temperature (--temperature, or [generate] in rlhf.toml) must be 0 (greedy) or more, not "
+                        f"{options.temperature}")
     name = options.generator_name()
     report = GenerateReport(generator=name)
     with sessions.begin() as session:

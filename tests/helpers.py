@@ -38,3 +38,8 @@ def snapshot(engine: Engine) -> dict[str, list[tuple]]:
 
 def counts(engine: Engine) -> dict[str, int]:
     return {name: len(rows) for name, rows in snapshot(engine).items() if name != "alembic_version"}
+
+
+def flat(text: str) -> str:
+    """Console output with its line wrapping undone (a message after a long temporary path wraps anywhere)."""
+    return " ".join(text.split())

@@ -106,11 +106,12 @@ def test_a_ppo_round_retrains_the_reward_model_and_links_it(demo: tuple[Path, st
     cli = Cli(f"sqlite:///{directory / 'rlhf.db'}", directory)
     project_file = directory / "rlhf.toml"
     original = project_file.read_text()
-    project_file.write_text(original + "\n[generate]\ntop_p = 0.95\n[rm]\nwarmup_steps = 0\n[ppo]\nlam = 0.9\n")
-    try:
+    project_file.write_text(original + "\n[generate]\ntop_p = 0.95\nmax_new_tokens = 24\n[rm]\nwarmup_steps = 0\n"
+                                       "[ppo]\nlam = 0.9\nupdates = 3\n")
+    try:  # --ppo-updates and --max-new-tokens not given: the file's values, not the loop's defaults
         result = cli("loop", "--policy", "models/toy", "--rule", "contains:indeed", "--algorithm", "ppo", "--dir",
-                     "rounds-ppo", "--prompts-per-round", "20", "--ppo-updates", "3", "--rm-epochs", "2",
-                     "--rm-learning-rate", "1e-4", "--max-new-tokens", "24", "--eval-prompts", "20")
+                     "rounds-ppo", "--prompts-per-round", "20", "--rm-epochs", "2", "--rm-learning-rate", "1e-4",
+                     "--eval-prompts", "20")
     finally:
         project_file.write_text(original)
     assert "round 1:" in result.output and "rm:rm win" in result.output
@@ -128,6 +129,6 @@ def test_a_ppo_round_retrains_the_reward_model_and_links_it(demo: tuple[Path, st
         rm_config = session.get(Run, state["steps"]["rm"]["run"]).config
         assert (rm_config["warmup_steps"], rm_config["num_train_epochs"]) == (0, 2)
         generate_config = session.get(Run, state["steps"]["generate"]["run"]).config
-        assert (generate_config["top_p"], generate_config["n"]) == (0.95, 4)
+        assert (generate_config["top_p"], generate_config["n"], generate_config["max_new_tokens"]) == (0.95, 4, 24)
         assert {state["steps"][s]["run"] for s in ("export", "rm", "policy", "eval")} <= set(round_run.inputs)
     engine.dispose()

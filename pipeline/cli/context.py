@@ -71,7 +71,13 @@ def stage_settings(ctx: typer.Context, section: str, config_class: type, only: t
 
     project = state(ctx).project()
     table = project.stages.get(section)
-    return file_settings(table, config_class, project.where(section), only) if table else {}
+    values = file_settings(table, config_class, project.where(section), only) if table else {}
+    for key in ("base_model", "ref_cache_dir"):  # paths in the file are relative to the file, as [db] url is
+        value = values.get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute() and project.file is not None and \
+                (key == "ref_cache_dir" or (project.root / value).exists()):
+            values[key] = str(project.root / value)
+    return values
 
 
 def state(ctx: typer.Context) -> CliState:

@@ -71,18 +71,21 @@ def loop(
     algorithm: Annotated[str, typer.Option(help="dpo (on the pairs) or ppo (against the retrained RM).")] = "dpo",
     directory: Annotated[Path, typer.Option("--dir", help="Where rounds keep their artifacts.")] = Path("rounds"),
     prompts_per_round: Annotated[int, typer.Option(help="Training prompts per round (the next slice).")] = 64,
-    samples: Annotated[int, typer.Option("--k", help="Answers per prompt.")] = 4,
+    samples: Annotated[int | None, typer.Option("--k", help="Answers per prompt (default: [generate] n, else 4).")] = None,
     overlap: Annotated[int, typer.Option(help="Humans wanted per comparison in the app (0: machines only).")] = 0,
     sources: Annotated[str, typer.Option(help="Annotator kinds to export: human, ai, rule, import.")] = "human,ai,rule",
     rm: Annotated[bool, typer.Option("--rm", help="Also train a reward model in DPO rounds (and judge with it).")] = False,
-    rm_base: Annotated[str, typer.Option(help="Reward model base: minilm, a path or an HF id.")] = "minilm",
+    rm_base: Annotated[str | None, typer.Option(help="Reward model base: minilm, a path or an HF id (default: [rm] "
+                                                     "base_model, else minilm).")] = None,
     rm_epochs: Annotated[float | None, typer.Option(help="Reward model epochs (default 1).")] = None,
     rm_learning_rate: Annotated[float | None, typer.Option(help="Reward model learning rate (default 1e-4).")] = None,
     eval_prompts: Annotated[int, typer.Option(help="Held-out prompts in each round's eval.")] = 60,
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 48,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Tokens per answer (default: [generate] "
+                                                            "max_new_tokens, else 48).")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="Policy learning rate.")] = None,
     epochs: Annotated[float | None, typer.Option(help="DPO epochs.")] = None,
-    ppo_updates: Annotated[int, typer.Option(help="PPO updates per round.")] = 20,
+    ppo_updates: Annotated[int | None, typer.Option(help="PPO updates per round (default: [ppo] updates, else "
+                                                         "20).")] = None,
     rounds: Annotated[int, typer.Option(help="Run this many rounds.")] = 1,
     db: DbOption = None,
 ) -> None:
@@ -90,13 +93,19 @@ def loop(
     eval against the previous round -> record. An interrupted round resumes where it stopped."""
     from pipeline.loop import LoopSettings, plot_rounds, run_round
 
+    files = _stage_settings(ctx)  # a flag given wins; else the project file's value; else the loop's default
+
+    def pick(flag: object, section: str, key: str, default: object) -> object:
+        return flag if flag is not None else files[section].get(key, default)
+
     settings = LoopSettings(
-        policy=policy, directory=directory, algorithm=algorithm, prompts_per_round=prompts_per_round, samples=samples,
-        overlap=overlap, rules=tuple(rule or ()), judges=tuple(judge or ()),
-        sources=tuple(s.strip() for s in sources.split(",") if s.strip()), rm=rm, rm_base=rm_base,
-        rm_epochs=rm_epochs, rm_learning_rate=rm_learning_rate,
-        eval_prompts=eval_prompts, max_new_tokens=max_new_tokens, learning_rate=learning_rate, epochs=epochs,
-        ppo_updates=ppo_updates, stage_settings=_stage_settings(ctx),
+        policy=policy, directory=directory, algorithm=algorithm, prompts_per_round=prompts_per_round,
+        samples=pick(samples, "generate", "n", 4), overlap=overlap, rules=tuple(rule or ()), judges=tuple(judge or ()),
+        sources=tuple(s.strip() for s in sources.split(",") if s.strip()), rm=rm,
+        rm_base=pick(rm_base, "rm", "base_model", "minilm"), rm_epochs=rm_epochs, rm_learning_rate=rm_learning_rate,
+        eval_prompts=eval_prompts, max_new_tokens=pick(max_new_tokens, "generate", "max_new_tokens", 48),
+        learning_rate=learning_rate, epochs=epochs, ppo_updates=pick(ppo_updates, "ppo", "updates", 20),
+        stage_settings=files,
     )
     with open_store(ctx, db) as store:
         for _ in range(rounds):

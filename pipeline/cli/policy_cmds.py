@@ -76,8 +76,10 @@ def dpo(
     batch_size: Annotated[int | None, typer.Option(help="Pairs per device per step (default 8).")] = None,
     max_length: Annotated[int | None, typer.Option(help="Tokens per sequence; the context is cut from the left.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
-    lora: Annotated[bool, typer.Option("--lora", help="Train LoRA adapters; reference = the adapter-free model.")] = False,
-    hard_labels: Annotated[bool, typer.Option("--hard-labels", help="Ignore the export's soft scores.")] = False,
+    lora: Annotated[bool | None, typer.Option("--lora/--no-lora", help="Train LoRA adapters; reference = the "
+                                                                       "adapter-free model (default: off).")] = None,
+    hard_labels: Annotated[bool | None, typer.Option("--hard-labels/--soft-labels", help="Ignore the export's soft "
+                                                                                       "scores (default: use them).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in OUT.")] = False,
     set_: SetOption = None,
     db: DbOption = None,
@@ -93,7 +95,7 @@ def dpo(
                             file_values=stage_settings(ctx, "dpo", DPOStageConfig),
                             num_train_epochs=epochs, learning_rate=learning_rate,
                             per_device_train_batch_size=batch_size, max_length=max_length, max_steps=max_steps,
-                            use_lora=lora or None, soft_labels=False if hard_labels else None)
+                            use_lora=lora, soft_labels=None if hard_labels is None else not hard_labels)
     with open_store(ctx, db) as store:
         report = run_dpo(store.sessions, data, out, config, resume=resume)
     _say(f"{out}: {report.summary()} in {report.seconds:.0f} s [run {report.run_id}]")
@@ -123,10 +125,12 @@ def ppo(
     ppo_epochs: Annotated[int | None, typer.Option(help="Passes over each rollout (4).")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="Learning rate (1e-5).")] = None,
     kl_coef: Annotated[float | None, typer.Option(help="KL penalty coefficient (0.05).")] = None,
-    adaptive_kl: Annotated[bool, typer.Option("--adaptive-kl", help="Adapt the KL coefficient to --target-kl.")] = False,
+    adaptive_kl: Annotated[bool | None, typer.Option("--adaptive-kl/--fixed-kl", help="Adapt the KL coefficient to "
+                                                                                    "--target-kl (default: fixed).")] = None,
     target_kl: Annotated[float | None, typer.Option(help="Target KL per sequence for --adaptive-kl (6).")] = None,
     response_length: Annotated[int | None, typer.Option(help="Max new tokens per response (48).")] = None,
-    whiten_rewards: Annotated[bool, typer.Option("--whiten-rewards", help="Whiten scores per rollout.")] = False,
+    whiten_rewards: Annotated[bool | None, typer.Option("--whiten-rewards/--no-whiten-rewards",
+                                                        help="Whiten scores per rollout (default: off).")] = None,
     rm_uncertainty_penalty: Annotated[float | None, typer.Option(
         min=0, help="Ensemble RM (rm train --ensemble N): reward = mean - this x std over its models (0).")] = None,
     rollout: Annotated[str | None, typer.Option(help="hf (transformers generate) or vllm (GPU).")] = None,
@@ -145,7 +149,7 @@ def ppo(
     values = {"updates": updates, "prompts_per_rollout": prompts_per_rollout, "mini_batch_size": mini_batch_size,
               "ppo_epochs": ppo_epochs, "learning_rate": learning_rate, "kl_coef": kl_coef, "target_kl": target_kl,
               "response_length": response_length, "rollout": rollout, "seed": seed,
-              "adaptive_kl": adaptive_kl or None, "whiten_rewards": whiten_rewards or None,
+              "adaptive_kl": adaptive_kl, "whiten_rewards": whiten_rewards,
               "rm_uncertainty_penalty": rm_uncertainty_penalty}
     config = make_config(PPOConfig, {}, values, parse_assignments(set_, PPOConfig), what="ppo",
                          file_values=stage_settings(ctx, "ppo", PPOConfig)).validate()
@@ -177,7 +181,8 @@ def _online(algorithm: str):  # noqa: ANN202
         learning_rate: Annotated[float | None, typer.Option(help="Learning rate (default 1e-6).")] = None,
         beta: Annotated[float | None, typer.Option(help="KL coefficient.")] = None,
         max_completion_length: Annotated[int | None, typer.Option(help="Max new tokens (default 128).")] = None,
-        use_vllm: Annotated[bool, typer.Option("--use-vllm", help="vLLM rollouts (GPU).")] = False,
+        use_vllm: Annotated[bool | None, typer.Option("--use-vllm/--no-use-vllm", help="vLLM rollouts (GPU; "
+                                                                                     "default: off).")] = None,
         rm_uncertainty_penalty: Annotated[float, typer.Option(
             min=0, help="Ensemble RMs (rm train --ensemble N): each gives mean - this x std over its models.")] = 0.0,
         resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in OUT.")] = False,
@@ -192,7 +197,7 @@ def _online(algorithm: str):  # noqa: ANN202
         config = default_config(algorithm, out, assignments, max_steps=max_steps, num_generations=num_generations,
                                 file_values=stage_settings(ctx, algorithm, ALGORITHMS[algorithm][0]),
                                 per_device_train_batch_size=batch_size, learning_rate=learning_rate, beta=beta,
-                                max_completion_length=max_completion_length, use_vllm=use_vllm or None)
+                                max_completion_length=max_completion_length, use_vllm=use_vllm)
         with open_store(ctx, db) as store:
             prompt_list, source = _prompts(store.sessions, prompts)
             report = run_online(store.sessions, algorithm, policy, prompt_list, reward, out, config,

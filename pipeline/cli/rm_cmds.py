@@ -26,7 +26,8 @@ def train(
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
     ensemble: Annotated[int | None, typer.Option(min=1, help="Train N models (seeds 0..N-1); scoring uses their "
                                                             "mean reward (default 1).")] = None,
-    lora: Annotated[bool, typer.Option("--lora", help="Train LoRA adapters (peft) instead of all weights.")] = False,
+    lora: Annotated[bool | None, typer.Option("--lora/--no-lora", help="Train LoRA adapters (peft) instead of all "
+                                                                       "weights (default: off).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in OUT.")] = False,
     set_: SetOption = None,
     db: DbOption = None,
@@ -38,7 +39,7 @@ def train(
     from reward_model.train import RMConfig, default_config
 
     overrides = {"num_train_epochs": epochs, "learning_rate": learning_rate, "per_device_train_batch_size": batch_size,
-                 "max_length": max_length, "max_steps": max_steps, "use_lora": lora or None, "ensemble": ensemble}
+                 "max_length": max_length, "max_steps": max_steps, "use_lora": lora, "ensemble": ensemble}
     config = default_config(out, parse_assignments(set_, RMConfig), file_values=stage_settings(ctx, "rm", RMConfig),
                             base_model=base, **overrides)
     with open_store(ctx, db) as store:

@@ -71,8 +71,8 @@ def request_body(model: str, request: ChatRequest) -> dict[str, Any]:
     if request.top_logprobs:
         body["logprobs"] = True
         body["top_logprobs"] = request.top_logprobs
-    if request.top_p != 1.0:
-        body["top_p"] = request.top_p
+    if request.top_p != 1.0 or request.temperature > 0:  # sent when sampling: a server may default to the
+        body["top_p"] = request.top_p  # model's own (vllm serve --generation-config auto: e.g. 0.8 for Qwen2.5)
     if request.seed is not None:
         body["seed"] = request.seed
     if request.stop:

@@ -54,6 +54,9 @@ class SeededSampler(LogitsProcessor):
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
+        if scores.shape[0] != len(self.generators):
+            raise ValueError(f"SeededSampler: {scores.shape[0]} rows of scores for {len(self.generators)} seeds "
+                             "(beam search and several sequences per input are not supported)")
         scores = scores.float() / self.temperature
         if self.top_p < 1:
             ordered, order = scores.sort(dim=-1, descending=True)
@@ -122,6 +125,8 @@ class TransformersBackend:
                     **inputs,
                     max_new_tokens=first.max_tokens,
                     do_sample=False,  # greedy over the sampler's perturbed scores = a draw per row (or greedy)
+                    num_beams=1,  # whatever the model's generation_config says: one row per request
+                    num_return_sequences=1,
                     logits_processor=LogitsProcessorList([sampler] if sampler else []),
                     temperature=None,
                     top_p=None,

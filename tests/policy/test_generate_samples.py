@@ -13,6 +13,7 @@ from db.prompts import NewPrompt, ensure_prompts
 from pipeline.errors import UserError
 from policy.generate import GenerateOptions, generate
 from tests.conftest import Cli
+from tests.helpers import flat
 
 
 def _prompts(sessions, n: int) -> list[int]:  # noqa: ANN001
@@ -53,10 +54,10 @@ def test_top_p_is_sent_and_recorded(sessions, fake) -> None:  # noqa: ANN001
 
     generate(sessions, GenerateOptions("fake-model", n=3, backend="openai", base_url=fake.base_url,
                                        api_key="unused", generator="nucleus", max_new_tokens=8))
-    assert "top_p" not in fake.model.bodies[-1]  # 1.0, the default: not sent, as before
+    assert fake.model.bodies[-1]["top_p"] == 1.0  # sent when sampling, so a server's own default cannot apply
 
-    for bad, message in ((dict(top_p=0.0), "--top-p"), (dict(top_p=1.5), "--top-p"),
-                         (dict(temperature=-1.0), "--temperature")):
+    for bad, message in ((dict(top_p=0.0), "top_p .--top-p"), (dict(top_p=1.5), "top_p .--top-p"),
+                         (dict(temperature=-1.0), "temperature .--temperature")):
         with pytest.raises(UserError, match=message):
             generate(sessions, GenerateOptions("fake-model", backend="openai", base_url=fake.base_url,
                                                api_key="unused", generator="bad", **bad))
@@ -74,7 +75,7 @@ def test_the_project_files_generate_section_under_the_flags(sessions, db_url, tm
 
     (tmp_path / "rlhf.toml").write_text('[generate]\npolicy = "other"\n')
     assert "rlhf.toml [generate]: no option 'policy' (the options are backend, base_url, max_new_tokens, n, " \
-           "seed, temperature, top_p)" in cli("generate", "--policy", "fake-model", expect=1).output
+           "seed, temperature, top_p)" in flat(cli("generate", "--policy", "fake-model", expect=1).output)
     (tmp_path / "rlhf.toml").write_text('[generate]\nn = "many"\n')
-    assert "rlhf.toml [generate]: n takes a whole number, not 'many'" in cli("generate", "--policy", "fake-model",
-                                                                             expect=1).output
+    assert "rlhf.toml [generate]: n takes a whole number, not 'many'" in flat(cli("generate", "--policy",
+                                                                                  "fake-model", expect=1).output)

@@ -19,7 +19,7 @@ from db import make_engine, make_session_factory
 from db.models import Response, Run
 from pipeline import toy
 from tests.conftest import Cli
-from tests.helpers import write_jsonl
+from tests.helpers import flat, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -284,14 +284,18 @@ def test_bad_input_is_named(project: tuple[Cli, Path], tmp_path: Path, monkeypat
     assert "loss_weights" in cli("dpo", "--data", "prefs", "--policy", "toy", "--out", "p", "--loss-type",
                                  "sigmoid,sft", "--set", "loss_weights=1", expect=1).output  # TRL's own check
     _project_file(tmp_path / "a", monkeypatch, "[ppo]\ngama = 0.9\n[dpo]\nbeta = \"high\"\n[grpo]\nbeta = [1, 2]\n")
-    assert "rlhf.toml [ppo]: no option 'gama'" in cli("ppo", "--policy", "toy", "--rm", "rule:longer", "--out", "p",
-                                                      expect=1).output
-    assert "rlhf.toml [dpo]: beta takes a number, not 'high'" in cli("dpo", "--data", "prefs", "--policy", "toy",
-                                                                      "--out", "p", expect=1).output
-    assert "rlhf.toml [grpo]: beta takes a number" in cli("grpo", "--policy", "toy", "--reward", "rule:longer",
-                                                          "--out", "p", expect=1).output
+    said = flat(cli("ppo", "--policy", "toy", "--rm", "rule:longer", "--out", "p", expect=1).output)
+    assert "rlhf.toml [ppo]: no option 'gama'" in said
+    said = flat(cli("dpo", "--data", "prefs", "--policy", "toy", "--out", "p", expect=1).output)
+    assert "rlhf.toml [dpo]: beta takes a number, not 'high'" in said
+    said = flat(cli("grpo", "--policy", "toy", "--reward", "rule:longer", "--out", "p", expect=1).output)
+    assert "rlhf.toml [grpo]: beta takes one value, not a list" in said
+    _project_file(tmp_path / "c", monkeypatch, '[dpo]\nloss_type = ["sigmoid", "sft"]\nloss_weights = [1.0, 0.5]\n')
+    said = flat(cli("dpo", "--data", "prefs", "--policy", "toy", "--out", "p", "--loss-type", "ipo", expect=1).output)
+    assert "(the project file set loss_type, loss_weights)" in said  # TRL's check, and where the values came from
     _project_file(tmp_path / "b", monkeypatch, "dpo = 3\n")
-    assert "[dpo] must be a table" in cli("dpo", "--data", "prefs", "--policy", "toy", "--out", "p", expect=1).output
+    assert "[dpo] must be a table" in flat(cli("dpo", "--data", "prefs", "--policy", "toy", "--out", "p",
+                                               expect=1).output)
     monkeypatch.delenv("RLHF_PROJECT")
     assert "no prompts" in cli("eval", "--policy", "toy", "--baseline", "toy", "--baseline-name", "b", "--prompts",
                                "nosuchsplit", "--judge", "rule:longer", expect=1).output

@@ -77,3 +77,5 @@ def test_each_row_has_its_own_generator() -> None:
     assert math.isfinite(float(unseeded.max()))
     with pytest.raises(ValueError, match="top_p"):
         SeededSampler([0], 1.0, top_p=0.0)
+    with pytest.raises(ValueError, match="3 rows of scores for 2 seeds"):
+        SeededSampler([0, 1], 1.0)(None, torch.zeros(3, 50))

@@ -21,7 +21,7 @@ from reward_model.scoring import RewardScorer
 from reward_model.stage import run_eval, run_score_store, run_train, score_file
 from reward_model.train import RM_CARD, default_config
 from tests.conftest import Cli
-from tests.helpers import write_jsonl
+from tests.helpers import flat, write_jsonl
 from tests.pipeline.test_export import _store
 
 
@@ -148,8 +148,21 @@ def test_cli(tiny_lm_dir: Path, store, tmp_path: Path) -> None:  # noqa: ANN001
     assert "RMConfig has no option 'head_lr'" in cli("rm", "train", "--data", str(data), "--out", str(tmp_path / "x"),
                                                      "--set", "head_lr=2", expect=1).output
     (tmp_path / "rlhf.toml").write_text("[rm]\nlerning_rate = 1e-4\n")
-    assert "rlhf.toml [rm]: no option 'lerning_rate'" in cli("rm", "train", "--data", str(data), "--out",
-                                                              str(tmp_path / "x"), expect=1).output
+    assert "rlhf.toml [rm]: no option 'lerning_rate'" in flat(cli("rm", "train", "--data", str(data), "--out",
+                                                                   str(tmp_path / "x"), expect=1).output)
+    (tmp_path / "rlhf.toml").write_text('[rm]\noutput_dir = "shared"\n')
+    assert "rlhf.toml [rm]: output_dir is per run" in flat(cli("rm", "train", "--data", str(data), "--out",
+                                                                str(tmp_path / "x"), expect=1).output)
+    # a path in the file is relative to the file (run from a subfolder here); --no-lora turns the file's LoRA off
+    shutil.copytree(tiny_lm_dir, tmp_path / "models" / "tiny")
+    (tmp_path / "rlhf.toml").write_text('[rm]\nbase_model = "models/tiny"\nuse_lora = true\n')
+    (tmp_path / "sub").mkdir()
+    Cli(url, tmp_path / "sub")("rm", "train", "--data", str(data), "--out", str(tmp_path / "r"), "--max-steps", "1",
+                               "--batch-size", "4", "--no-lora")
+    run_id = json.loads((tmp_path / "r" / RM_CARD).read_text())["run_id"]
+    with store[0]() as session:
+        config = session.get(Run, run_id).config
+    assert (config["base_model"], config["use_lora"]) == (str(tmp_path / "models" / "tiny"), False)
     (tmp_path / "rlhf.toml").unlink()
     assert "accuracy" in cli("rm", "eval", "--model", str(tmp_path / "m"), "--data", str(data)).output
     assert "responses scored" in cli("rm", "score", "--model", str(tmp_path / "m"), "--split", "test").output
