@@ -130,24 +130,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, help="seed of the run (rlhf rm train --set seed=N), and of the TRL script")
     parser.add_argument("--careful-trl", action="store_true",
                         help="also run the issue's careful plain TRL script and compare on the same held-out pairs")
+    parser.add_argument("--folds", type=int,
+                        help="K-fold cross-validation over all 1,800 pairs instead (folds by conversation, each fold "
+                             "a fresh project: import -> export -> rm train -> rm eval)")
     parser.add_argument("--work", type=Path, help="keep the project here (default: a temp directory)")
     args = parser.parse_args()
     if not DATA.is_file():
         raise SystemExit(f"{DATA} is absent")
     work = args.work or Path(tempfile.mkdtemp(prefix="rlhf-rm-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.folds:
+        cross_validate(work, args.folds, _train_flags(args))
+        return
     rlhf(work, "init", "--force")
     rlhf(work, "import", "pairs", str(DATA), "--test-fraction", "0.2")
     rlhf(work, "export", "--out", "data", "--overwrite")
     manifest = json.loads((work / "data" / "export_manifest.json").read_text())
-    train_args = ["rm", "train", "--data", "data", "--out", "rm"]
-    for flag, value in (("--epochs", args.epochs), ("--learning-rate", args.learning_rate),
-                        ("--batch-size", args.batch_size), ("--max-length", args.max_length),
-                        ("--ensemble", args.ensemble)):
-        if value is not None:
-            train_args += [flag, str(value)]
-    if args.seed is not None:
-        train_args += ["--set", f"seed={args.seed}"]
+    train_args = ["rm", "train", "--data", "data", "--out", "rm", *_train_flags(args)]
     started = time.perf_counter()
     trained = rlhf(work, *train_args)
     train_seconds = time.perf_counter() - started
@@ -167,6 +166,64 @@ def main() -> None:
     print("goal: >= 0.68 within 20 minutes of CPU training; report:", work / "rm-report.html")
     if args.careful_trl:
         compare_with_careful_trl(work, args.seed or 0)
+
+
+def _train_flags(args: argparse.Namespace) -> list[str]:
+    flags = []
+    for flag, value in (("--epochs", args.epochs), ("--learning-rate", args.learning_rate),
+                        ("--batch-size", args.batch_size), ("--max-length", args.max_length),
+                        ("--ensemble", args.ensemble)):
+        if value is not None:
+            flags += [flag, str(value)]
+    if args.seed is not None:
+        flags += ["--set", f"seed={args.seed}"]
+    return flags
+
+
+def cross_validate(work: Path, folds: int, flags: list[str]) -> None:
+    """K folds by conversation (the shared context before the last answer, hashed), so that no held-out
+    conversation was trained on; each fold through the product's commands in a fresh project. Prints each fold and
+    the accuracy over all held-out pairs with its 95% Wilson interval."""
+    import gzip
+    import hashlib
+
+    sys.path.insert(0, str(ROOT))
+    from pipeline.agreement import wilson_interval
+
+    rows = [json.loads(line) for line in gzip.open(DATA, "rt", encoding="utf-8") if line.strip()]
+
+    def fold_of(row: dict) -> int:
+        context = row["chosen"][: row["chosen"].rfind("\n\nAssistant:")]
+        return int.from_bytes(hashlib.sha256(context.encode()).digest()[:4], "big") % folds
+
+    correct = total = 0
+    seconds = []
+    print(f"hh-rlhf harmless, {len(rows)} pairs, {folds}-fold cross-validation; settings: "
+          f"{' '.join(flags) or '(rlhf rm train defaults)'}")
+    for fold in range(folds):
+        project = work / f"fold-{fold}"
+        project.mkdir(exist_ok=True)
+        for name, keep in (("train", lambda f: f != fold), ("test", lambda f: f == fold)):
+            with open(project / f"{name}.jsonl", "w", encoding="utf-8") as out:
+                out.writelines(json.dumps(row) + "\n" for row in rows if keep(fold_of(row)))
+        rlhf(project, "init", "--force")
+        rlhf(project, "import", "pairs", "train.jsonl", "--test-fraction", "0")
+        rlhf(project, "import", "pairs", "test.jsonl", "--test-fraction", "1")
+        rlhf(project, "export", "--out", "data", "--overwrite")
+        started = time.perf_counter()
+        rlhf(project, "rm", "train", "--data", "data", "--out", "rm", *flags)
+        seconds.append(time.perf_counter() - started)
+        evaluated = rlhf(project, "rm", "eval", "--model", "rm", "--data", "data")
+        line = [x for x in evaluated.splitlines() if x.startswith("accuracy")][-1]
+        found = re.search(r"accuracy ([\d.]+) \[[\d.]+, [\d.]+\] on (\d+) pairs", line)
+        accuracy, pairs = float(found.group(1)), int(found.group(2))
+        correct += accuracy * pairs
+        total += pairs
+        print(f"  fold {fold}: {accuracy:.3f} on {pairs} held-out pairs, trained in {seconds[-1] / 60:.1f} min",
+              flush=True)
+    low, high = wilson_interval(round(correct), total)
+    print(f"all folds: {correct / total:.3f} [{low:.3f}, {high:.3f}] on {total} held-out pairs; "
+          f"{sum(seconds) / len(seconds) / 60:.1f} min of training per fold")
 
 
 def compare_with_careful_trl(work: Path, seed: int) -> None:

@@ -30,7 +30,8 @@ class SeededSampler(LogitsProcessor):
     (the Gumbel-max trick); with ``top_p`` < 1 the tokens outside the nucleus are masked first. Each row takes its
     noise from a generator seeded by its own request, one vector per step, so its sample is the same whichever
     batch it is in and whatever its neighbours draw (``generate``'s own sampling shares one generator among the
-    rows). A request without a seed gets a random one.
+    rows). A request without a seed gets a random one. "Fixed by its seed" holds as far as the logits themselves do
+    not change with the batch: on a GPU in bf16, batched kernels can move a near-tie.
     """
 
     def __init__(self, seeds: Sequence[int | None], temperature: float, top_p: float = 1.0,
