@@ -140,7 +140,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="rlhf-rm-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     if args.folds:
-        cross_validate(work, args.folds, _train_flags(args))
+        cross_validate(work, args.folds, _train_flags(args), careful=args.careful_trl, seed=args.seed or 0)
         return
     rlhf(work, "init", "--force")
     rlhf(work, "import", "pairs", str(DATA), "--test-fraction", "0.2")
@@ -180,10 +180,11 @@ def _train_flags(args: argparse.Namespace) -> list[str]:
     return flags
 
 
-def cross_validate(work: Path, folds: int, flags: list[str]) -> None:
+def cross_validate(work: Path, folds: int, flags: list[str], careful: bool = False, seed: int = 0) -> None:
     """K folds by conversation (the shared context before the last answer, hashed), so that no held-out
     conversation was trained on; each fold through the product's commands in a fresh project. Prints each fold and
-    the accuracy over all held-out pairs with its 95% Wilson interval."""
+    the accuracy over all held-out pairs with its 95% Wilson interval; with ``careful``, also the careful TRL
+    script on each fold and the paired difference over all pairs. A fold already done in ``work`` is reused."""
     import gzip
     import hashlib
 
@@ -197,49 +198,73 @@ def cross_validate(work: Path, folds: int, flags: list[str]) -> None:
         return int.from_bytes(hashlib.sha256(context.encode()).digest()[:4], "big") % folds
 
     correct = total = 0
-    seconds = []
+    seconds, mine, theirs, trl_seconds = [], [], [], []
     print(f"hh-rlhf harmless, {len(rows)} pairs, {folds}-fold cross-validation; settings: "
           f"{' '.join(flags) or '(rlhf rm train defaults)'}")
     for fold in range(folds):
         project = work / f"fold-{fold}"
-        project.mkdir(exist_ok=True)
-        for name, keep in (("train", lambda f: f != fold), ("test", lambda f: f == fold)):
-            with open(project / f"{name}.jsonl", "w", encoding="utf-8") as out:
-                out.writelines(json.dumps(row) + "\n" for row in rows if keep(fold_of(row)))
-        rlhf(project, "init", "--force")
-        rlhf(project, "import", "pairs", "train.jsonl", "--test-fraction", "0")
-        rlhf(project, "import", "pairs", "test.jsonl", "--test-fraction", "1")
-        rlhf(project, "export", "--out", "data", "--overwrite")
-        started = time.perf_counter()
-        rlhf(project, "rm", "train", "--data", "data", "--out", "rm", *flags)
-        seconds.append(time.perf_counter() - started)
-        evaluated = rlhf(project, "rm", "eval", "--model", "rm", "--data", "data")
-        line = [x for x in evaluated.splitlines() if x.startswith("accuracy")][-1]
-        found = re.search(r"accuracy ([\d.]+) \[[\d.]+, [\d.]+\] on (\d+) pairs", line)
-        accuracy, pairs = float(found.group(1)), int(found.group(2))
-        correct += accuracy * pairs
-        total += pairs
-        print(f"  fold {fold}: {accuracy:.3f} on {pairs} held-out pairs, trained in {seconds[-1] / 60:.1f} min",
-              flush=True)
+        done = project / "fold.json"
+        if not done.is_file():
+            project.mkdir(exist_ok=True)
+            for name, keep in (("train", lambda f: f != fold), ("test", lambda f: f == fold)):
+                with open(project / f"{name}.jsonl", "w", encoding="utf-8") as out:
+                    out.writelines(json.dumps(row) + "\n" for row in rows if keep(fold_of(row)))
+            rlhf(project, "init", "--force")
+            rlhf(project, "import", "pairs", "train.jsonl", "--test-fraction", "0")
+            rlhf(project, "import", "pairs", "test.jsonl", "--test-fraction", "1")
+            rlhf(project, "export", "--out", "data", "--overwrite")
+            started = time.perf_counter()
+            rlhf(project, "rm", "train", "--data", "data", "--out", "rm", *flags)
+            elapsed = time.perf_counter() - started
+            evaluated = rlhf(project, "rm", "eval", "--model", "rm", "--data", "data")
+            line = [x for x in evaluated.splitlines() if x.startswith("accuracy")][-1]
+            found = re.search(r"accuracy ([\d.]+) \[[\d.]+, [\d.]+\] on (\d+) pairs", line)
+            done.write_text(json.dumps({"accuracy": float(found.group(1)), "pairs": int(found.group(2)),
+                                        "seconds": elapsed, "flags": flags}))
+        result = json.loads(done.read_text())
+        correct += result["accuracy"] * result["pairs"]
+        total += result["pairs"]
+        seconds.append(result["seconds"])
+        print(f"  fold {fold}: {result['accuracy']:.3f} on {result['pairs']} held-out pairs, trained in "
+              f"{result['seconds'] / 60:.1f} min", flush=True)
+        if careful:
+            ours, script, script_seconds = _ours_and_careful(project, seed)
+            mine += ours
+            theirs += script
+            trl_seconds.append(script_seconds)
+            print(f"          careful TRL script {sum(script) / len(script):.3f} in {script_seconds / 60:.1f} min",
+                  flush=True)
     low, high = wilson_interval(round(correct), total)
     print(f"all folds: {correct / total:.3f} [{low:.3f}, {high:.3f}] on {total} held-out pairs; "
           f"{sum(seconds) / len(seconds) / 60:.1f} min of training per fold")
+    if careful:
+        low, high = wilson_interval(round(sum(theirs)), len(theirs))
+        diff, d_low, d_high = paired_difference(mine, theirs)
+        print(f"careful TRL script: {sum(theirs) / len(theirs):.3f} [{low:.3f}, {high:.3f}]; "
+              f"{sum(trl_seconds) / len(trl_seconds) / 60:.1f} min per fold")
+        print(f"rlhf rm train - careful script, same {len(mine)} pairs: {diff:+.3f} [{d_low:+.3f}, {d_high:+.3f}] "
+              "(95% bootstrap over pairs)")
 
 
-def compare_with_careful_trl(work: Path, seed: int) -> None:
-    sys.path.insert(0, str(ROOT))
+def _correct(margins: list[float]) -> list[float]:
+    return [1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins]
+
+
+def _ours_and_careful(project: Path, seed: int) -> tuple[list[float], list[float], float]:
+    """Per held-out pair of ``project``'s export: ours right (1 / 0.5 / 0), the careful script right, its time."""
     from reward_model.data import load_pairs
     from reward_model.evaluate import evaluate
     from reward_model.scoring import RewardScorer
 
-    ours = evaluate(RewardScorer(work / "rm"), load_pairs(work / "data", "test"))
+    ours = evaluate(RewardScorer(project / "rm"), load_pairs(project / "data", "test"))
     ours_margins = [c - r for c, r in zip(ours.chosen_rewards, ours.rejected_rewards, strict=True)]
-    trl_margins, seconds = careful_trl(work / "data", work / "careful-trl", seed)
+    trl_margins, seconds = careful_trl(project / "data", project / "careful-trl", seed)
+    return _correct(ours_margins), _correct(trl_margins), seconds
 
-    def correct(margins: list[float]) -> list[float]:
-        return [1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins]
 
-    mine, theirs = correct(ours_margins), correct(trl_margins)
+def compare_with_careful_trl(work: Path, seed: int) -> None:
+    sys.path.insert(0, str(ROOT))
+    mine, theirs, seconds = _ours_and_careful(work, seed)
     diff, low, high = paired_difference(mine, theirs)
     print(f"\n{'careful TRL script, this split':32}{sum(theirs) / len(theirs):>20.3f}{seconds / 60:>10.1f} min")
     print(f"rlhf rm train - careful script, same {len(mine)} pairs: {diff:+.3f} [{low:+.3f}, {high:+.3f}] "
