@@ -24,22 +24,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-def rlhf(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "COLUMNS": "200"}
-    env.pop("RLHF_DB_URL", None)
-    result = subprocess.run([str(Path(sys.executable).parent / "rlhf"), *args], cwd=cwd, capture_output=True,
-                            text=True, env=env)
-    if result.returncode:
-        raise SystemExit(f"rlhf {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result.stdout
+from benchmarks.rm_hh_rlhf import rlhf  # noqa: E402
 
 
 def main() -> None:
