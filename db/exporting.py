@@ -114,9 +114,17 @@ def response_texts(session: Session, response_ids: Sequence[int]) -> dict[int, t
     return texts
 
 
-def mark_exported(session: Session, ranking_ids: Sequence[int], when: datetime) -> None:
-    """Rankings in an export can no longer be undone by their annotators (the first export's time is kept)."""
+def mark_exported(session: Session, ranking_ids: Sequence[int], when: datetime) -> int:
+    """Rankings in an export can no longer be undone by their annotators (the first export's time is kept).
+    Returns how many of ``ranking_ids`` are still stored: an undo may have taken some back since the export read them.
+
+    Marked first, then counted. On PostgreSQL the UPDATE locks each row it marks, so an undo that read the ranking
+    but has not deleted it yet no longer can (``undo_last`` deletes only unexported rankings); an undo that deleted
+    it first is waited for, and the count (a later statement) no longer sees the ranking."""
+    stored = 0
     for part in chunks(list(ranking_ids), 900):
         session.execute(
             update(Ranking).where(Ranking.id.in_(part), Ranking.exported_at.is_(None)).values(exported_at=when)
         )
+        stored += session.scalar(select(func.count(Ranking.id)).where(Ranking.id.in_(part))) or 0
+    return stored

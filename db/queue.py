@@ -203,6 +203,9 @@ _LAST_ANSWER = (
     .order_by(Ranking.id.desc())
     .limit(1)
 )
+RID = bindparam("rid", type_=Integer())
+_UNDO = delete(Ranking).where(Ranking.id == RID, Ranking.exported_at.is_(None))
+_EXPORTED_AT = select(Ranking.exported_at).where(Ranking.id == RID)
 
 
 def _params(annotator_id: int, now: datetime, batch: str | None = None, **more: object) -> dict[str, object]:
@@ -605,7 +608,11 @@ def undo_last(session: Session, annotator: _Who, now: datetime, *, lease: timede
         if taken >= locked.required_overlap:
             raise QueueError(f"comparison {comparison_id} went to another annotator after your skip; "
                              "the skip stays")
-    if conn.execute(delete(Ranking).where(Ranking.id == last.id)).rowcount == 0:
+    # Only while unexported: on PostgreSQL an export may have marked the ranking since it was read above (the DELETE
+    # then waits for the export's row lock and re-checks the condition).
+    if conn.execute(_UNDO, {"rid": last.id}).rowcount == 0:
+        if conn.execute(_EXPORTED_AT, {"rid": last.id}).scalar() is not None:
+            raise QueueError("your last submission was just exported and can no longer be undone")
         raise QueueError("your last submission was already undone")  # a second undo sent at the same time
     assignment_id = conn.execute(
         update(Assignment)

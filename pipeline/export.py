@@ -134,8 +134,8 @@ def export(
     sessions: sessionmaker[Session], options: ExportOptions, *, on_progress: Progress | None = None,
     page_size: int = 2000,
 ) -> ExportReport:
-    """Write the dataset (see the module docstring); raises UserError with nothing written on bad options or an
-    empty selection."""
+    """Write the dataset (see the module docstring); raises UserError with nothing written on bad options, an
+    empty selection, or rankings that their annotators undid while the export read them."""
     import datasets
 
     datasets.disable_progress_bars()
@@ -173,11 +173,19 @@ def export(
                        "pairs_per_second": round(report.total_pairs / max(report.seconds, 1e-9), 1)}
             metrics.pop("selection")
             finish_run(session, run, metrics)
-            _move_into_place(staging, out, options)
-        with sessions.begin() as session:  # from now on their annotators cannot undo these rankings
+            # In the run's transaction and before the dataset is in place: from the commit on, their annotators
+            # cannot undo these rankings; one undone while the rows were read fails the export (all rolled back).
             when = utcnow()
+            cited = stored = 0
             for part in _read_ids(used):
-                mark_exported(session, part, when)
+                cited += len(part)
+                stored += mark_exported(session, part, when)
+            if stored < cited:
+                raise UserError(
+                    f"{cited - stored} of the {cited} rankings this export read were taken back (undone) by their "
+                    "annotators during the export; nothing was written or recorded: run the export again"
+                )
+            _move_into_place(staging, out, options)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if used is not None:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import datasets
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
-from db.annotators import create_annotator, get_or_create_import_annotator
+from db import immediate, make_engine, make_session_factory
+from db.annotators import annotator_ref, create_annotator, get_or_create_import_annotator
 from db.comparisons import NewComparison, NewRanking, add_rankings_if_absent, ensure_comparisons
-from db.models import Ranking, Run
+from db.models import Annotator, Comparison, Ranking, Run
 from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
 from db.queue import QueueError, lease_next, load_item, submit_ranking, undo_last
 from db.runs import start_run
@@ -47,7 +50,7 @@ def _store(sessions) -> dict[str, int]:  # noqa: ANN001
                 if human.name == "bob" and item.comparison.id == ids["c0"]:
                     ranks = {order["best"]: 1, order["mid"]: 3, order["worst"]: 2}
                 submit_ranking(session, human, item.comparison.id, ranks, NOW)
-        from db.models import Comparison, Response
+        from db.models import Response
 
         for cid in ids.values():
             rids = session.get(Comparison, cid).response_ids
@@ -98,6 +101,84 @@ def test_exported_rankings_can_no_longer_be_undone(sessions, tmp_path: Path) -> 
 
     with sessions.begin() as session, pytest.raises(QueueError, match="exported"):
         undo_last(session, get_annotator_by_name(session, "ann"), NOW)
+
+
+def _cited(out: Path) -> set[int]:
+    data = datasets.load_from_disk(str(out))
+    return {i for split in data.values() for ids in split["ranking_ids"] for i in ids}
+
+
+def test_an_undo_while_the_export_reads_fails_it_with_nothing_written(engine, sessions, tmp_path: Path) -> None:
+    _store(sessions)
+    writes = make_session_factory(immediate(engine))  # as the labelling app writes
+    undone: list[int] = []
+
+    def undo_after_the_last_page(done: int, total: int) -> None:  # ann takes back a ranking the export has read
+        if done == total and not undone:
+            with writes.begin() as session:
+                undone.append(undo_last(session, annotator_ref(session, "ann"), NOW))
+
+    options = ExportOptions(out_dir=str(tmp_path / "out"), sources=("human",))
+    with pytest.raises(UserError, match=r"1 of the 24 rankings this export read were taken back .* run the export "
+                                        "again"):
+        export(sessions, options, on_progress=undo_after_the_last_page, page_size=5)
+    assert undone
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".rlhf-export-*"))
+    with sessions() as session:
+        assert session.scalar(select(func.count(Run.id)).where(Run.kind == "export")) == 0
+        assert session.scalar(select(func.count(Ranking.id)).where(Ranking.exported_at.is_not(None))) == 0
+    report = export(sessions, options)  # run again: ann's 11 remaining rankings and bob's 12
+    with sessions() as session:
+        stored = set(session.scalars(select(Ranking.id).where(Ranking.exported_at.is_not(None))))
+    assert report.rankings == 23 and _cited(tmp_path / "out") == stored and len(stored) == 23
+
+
+def _waiting_for_locks(engine) -> int:  # noqa: ANN001
+    with engine.connect() as conn:  # a new transaction: pg_stat_activity is read once per transaction
+        return conn.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"))
+
+
+def test_an_undo_that_read_its_ranking_before_the_export_marked_it_cannot_delete_it(db_url: str,
+                                                                                      tmp_path: Path) -> None:
+    """PostgreSQL: ann's undo reads her last ranking (unexported), then waits for the comparison's row lock; an
+    export marks that ranking meanwhile; the undo, let go, must not delete it."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite serialises the two whole transactions")
+    engine = make_engine(db_url)
+    try:
+        sessions = make_session_factory(engine)
+        _store(sessions)
+        with sessions() as session:
+            last = session.scalars(select(Ranking).join(Annotator).where(Annotator.name == "ann")
+                                   .order_by(Ranking.id.desc()).limit(1)).one()
+            ranking_id, comparison_id = last.id, last.comparison_id
+        outcome: dict[str, object] = {}
+
+        def undo() -> None:
+            try:
+                with sessions.begin() as session:
+                    outcome["undone"] = undo_last(session, annotator_ref(session, "ann"), NOW)
+            except QueueError as exc:
+                outcome["error"] = str(exc)
+
+        with sessions() as blocker:
+            blocker.execute(select(Comparison.id).where(Comparison.id == comparison_id).with_for_update())
+            worker = threading.Thread(target=undo)
+            worker.start()
+            deadline = time.monotonic() + 10
+            while not _waiting_for_locks(engine) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert _waiting_for_locks(engine) == 1, "the undo never waited for the comparison's row lock"
+            export(sessions, ExportOptions(out_dir=str(tmp_path / "out"), sources=("human",)))
+            blocker.rollback()  # lets the undo go on
+        worker.join(10)
+        assert "just exported" in str(outcome.get("error")), outcome
+        with sessions() as session:
+            assert session.get(Ranking, ranking_id).exported_at is not None
+            stored = set(session.scalars(select(Ranking.id)))
+        assert ranking_id in _cited(tmp_path / "out") <= stored
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.parametrize(
