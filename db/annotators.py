@@ -6,10 +6,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import String, bindparam, func, select
+from sqlalchemy import String, bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
-from db.models import ANNOTATOR_KIND_VALUES, ANNOTATOR_ROLE_VALUES, Annotator, Ranking
+from db.models import ANNOTATOR_KIND_VALUES, ANNOTATOR_ROLE_VALUES, Annotator, LoginSession, Ranking
 from db.passwords import hash_password, needs_rehash, rehash, verify_password
 
 IMPORT_PREFIX = "import:"
@@ -116,12 +116,14 @@ def list_annotators(session: Session) -> list[tuple[Annotator, int]]:
 
 
 def set_password(session: Session, annotator: Annotator, password: str) -> None:
+    """Replace the password and end the annotator's login sessions (whoever knew the old one is logged out)."""
     if annotator.kind != "human":
         raise AnnotatorError(f"{annotator.name!r} is a {annotator.kind!r} annotator and does not log in")
     try:
         annotator.password_hash = hash_password(password)
     except ValueError as exc:
         raise AnnotatorError(str(exc)) from None
+    session.execute(delete(LoginSession).where(LoginSession.annotator_id == annotator.id))
     session.flush()
 
 

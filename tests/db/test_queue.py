@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import immediate, make_engine, make_session_factory
-from db.annotators import annotator_ref, create_annotator
+from db.annotators import annotator_ref, create_annotator, set_password
 from db.comparisons import NewComparison, NewRanking, add_rankings_if_absent, ensure_comparisons
 from db.login_sessions import annotator_for_token, close_session, open_session
 from db.models import Annotator, Assignment, Comparison, Ranking
@@ -290,6 +290,20 @@ def test_login_sessions(sessions) -> None:
         ann.active = True
         close_session(session, token)
         assert annotator_for_token(session, token, T0) is None
+
+
+def test_a_new_password_ends_the_annotators_login_sessions(sessions) -> None:
+    with sessions.begin() as session:
+        ann, bob = (create_annotator(session, name, password=PASSWORD) for name in ("ann", "bob"))
+        ann_tokens = [open_session(session, ann, T0) for _ in range(2)]  # two browsers
+        bob_token = open_session(session, bob, T0)
+    with sessions.begin() as session:
+        set_password(session, _annotator(session, "ann"), "another long password")
+    with sessions() as session:
+        assert all(annotator_for_token(session, t, T0 + timedelta(minutes=1)) is None for t in ann_tokens)
+        assert annotator_for_token(session, bob_token, T0 + timedelta(minutes=1)).name == "bob"
+        new_token = open_session(session, _annotator(session, "ann"), T0 + timedelta(minutes=2))  # logs in again
+        assert annotator_for_token(session, new_token, T0 + timedelta(minutes=3)).name == "ann"
 
 
 def test_concurrent_app_processes_never_over_assign(db_url: str) -> None:
