@@ -33,7 +33,7 @@ from db.comparisons import NewComparison, ensure_comparisons
 from db.models import Annotator, Comparison, Prompt, Ranking, Response, Run
 from db.runs import finish_run, start_run
 from pipeline.errors import UserError
-from policy.generate import GenerateOptions, generate
+from policy.generate import GenerateOptions, GeneratorConflict, generate
 from policy.stage import run_of
 
 
@@ -264,10 +264,13 @@ def evaluate_policies(sessions: sessionmaker[Session], options: EvalOptions, *,
                         name=f"eval {a_name} vs {b_name}", output_path=options.out)
         run_id = run.id
     started = time.perf_counter()
-    for generate_options in (a_options, b_options):
+    for generate_options, flag in ((a_options, "--policy-name"), (b_options, "--baseline-name")):
         if on_progress:
             on_progress(f"answers from {generate_options.generator_name()}")
-        generate(sessions, generate_options)
+        try:
+            generate(sessions, replace(generate_options, prompt_ids=tuple(prompt_ids), same_sampling=True))
+        except GeneratorConflict as exc:
+            raise UserError(f"{exc}: give this eval's answers another name with {flag} NAME") from None
     with sessions.begin() as session:
         pairings = _pairings(session, prompt_ids, a_name, b_name)
     results = []

@@ -22,11 +22,13 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from db.bulk import chunks as id_chunks
 from db.models import Prompt, Response
 from db.prompts import NewResponse, ensure_responses
 from db.runs import finish_run, start_run
 from pipeline.errors import UserError
 from pipeline.llm import make_backend
+from pipeline.llm.identity import model_identity
 from pipeline.llm.types import ChatRequest
 
 Progress = Any
@@ -51,6 +53,7 @@ class GenerateOptions:
     seed: int = 0
     prompts_per_batch: int = 8  # transformers: prompts generated together (x n samples)
     concurrency: int = 16  # endpoint backends
+    same_sampling: bool = False  # refuse stored answers (to prompt_ids) sampled with other settings (rlhf eval)
 
     def generator_name(self) -> str:
         return self.generator or Path(self.policy.rstrip("/")).name or self.policy
@@ -68,6 +71,50 @@ class GenerateReport:
     def summary(self) -> str:
         return (f"{self.generator}: {self.responses_added} new responses for {self.prompts} prompts "
                 f"({self.duplicates} duplicate samples) in {self.seconds:.1f} s")
+
+
+class GeneratorConflict(UserError):
+    """The generator's stored answers come from another model, or (``same_sampling``) other sampling settings."""
+
+
+def check_generator(session: Session, name: str, identity: str, options: GenerateOptions) -> None:
+    """One generator name, one model: answers stored under ``name`` by another model (another endpoint, or a
+    folder trained again in place) must not be topped up or reused as if they were this one's.
+
+    Answers stored before models had an identity are taken as this model's when they name the same ``policy``;
+    answers without either (imported ones) belong to something else.
+    """
+    model = Response.gen_params["model"].as_string()
+    policy = Response.gen_params["policy"].as_string()
+    found = session.execute(
+        select(model, policy, func.min(Response.run_id)).where(Response.generator == name).group_by(model, policy)
+    ).all()
+    for stored_model, stored_policy, run_id in found:
+        if stored_model == identity or (stored_model is None and stored_policy == options.policy):
+            continue
+        source = (f"model {stored_model}" if stored_model else f"policy {stored_policy}" if stored_policy
+                  else "an import")
+        by = f", stored by run {run_id}" if run_id else ""
+        raise GeneratorConflict(f"generator {name!r} already holds answers from another model ({source}{by}); "
+                                f"this one is {identity}")
+    if not options.same_sampling:
+        return
+    wanted = (options.temperature, options.top_p, options.max_new_tokens)
+    columns = (Response.gen_params["temperature"].as_float(), Response.gen_params["top_p"].as_float(),
+               Response.gen_params["max_tokens"].as_integer())
+    ids = list(options.prompt_ids or ())
+    for part in id_chunks(ids) if options.prompt_ids is not None else [None]:
+        query = select(*columns).where(Response.generator == name).distinct()
+        if part is not None:
+            query = query.where(Response.prompt_id.in_(list(part)))
+        for temperature, top_p, max_tokens in session.execute(query):
+            stored = (temperature, 1.0 if top_p is None else top_p, max_tokens)
+            if None in stored or any(abs(a - b) > 1e-9 for a, b in zip(stored, wanted, strict=True)):
+                raise GeneratorConflict(
+                    f"generator {name!r} already has answers to these prompts sampled with temperature "
+                    f"{stored[0]}, top_p {stored[1]}, max_new_tokens {stored[2]}, not {wanted[0]}, {wanted[1]}, "
+                    f"{wanted[2]}"
+                )
 
 
 def prompts_to_do(session: Session, generator: str, n: int, split: str | None, limit: int | None,
@@ -112,17 +159,19 @@ def generate(sessions: sessionmaker[Session], options: GenerateOptions, *, backe
         raise UserError(f"temperature (--temperature, or [generate] in rlhf.toml) must be 0 (greedy) or more, not "
                         f"{options.temperature}")
     name = options.generator_name()
+    identity = model_identity(options.backend, options.policy, options.base_url)
     report = GenerateReport(generator=name)
     with sessions.begin() as session:
+        check_generator(session, name, identity, options)
         todo = prompts_to_do(session, name, options.n, options.split, options.limit, options.source,
                              options.prompt_ids)
-        run = start_run(session, "generate", {**options.__dict__, "api_key": None, "generator": name,
+        run = start_run(session, "generate", {**options.__dict__, "api_key": None, "generator": name, "model": identity,
                                               "prompt_ids": len(options.prompt_ids) if options.prompt_ids else None},
                         name=f"generate {name}")
         run_id = run.id
     report.run_id = run_id
     params = {"temperature": options.temperature, "max_tokens": options.max_new_tokens, "policy": options.policy,
-              "run": run_id, **({"top_p": options.top_p} if options.top_p != 1.0 else {})}
+              "model": identity, "run": run_id, **({"top_p": options.top_p} if options.top_p != 1.0 else {})}
     owned = backend is None
     backend = backend or make_backend(options.backend, options.policy, base_url=options.base_url,
                                       api_key=options.api_key)

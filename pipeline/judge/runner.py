@@ -40,6 +40,7 @@ from pipeline.judge.config import JudgeConfig
 from pipeline.judge.core import Case, Job
 from pipeline.judge.parsing import keep_alternatives
 from pipeline.judge.templates import Template
+from pipeline.llm.identity import cache_name
 from pipeline.llm.limits import RateLimiter, RetryPolicy, estimate_tokens, with_retries
 from pipeline.llm.types import ChatBackend, ChatRequest, Completion, LLMError
 
@@ -272,7 +273,7 @@ class _Online:
     def _load(self, part: list[int]) -> tuple[list[Job], list[Needed], int]:
         with self.sessions() as session:
             jobs = load_jobs(session, self.ctx, part)
-            needed, hits = answer_from_cache(session, jobs, self.backend.model)
+            needed, hits = answer_from_cache(session, jobs, cache_name(self.backend))
         return jobs, needed, hits
 
     async def produce(self, ids: list[int]) -> None:
@@ -340,7 +341,7 @@ class _Online:
             if job.accept(index, key, completion):
                 self.report.parse_retries += 1
                 retry = job.request(index)
-                self.work.put_nowait((job, index, retry.cache_key(self.backend.model), retry))
+                self.work.put_nowait((job, index, retry.cache_key(cache_name(self.backend)), retry))
             elif job.done:
                 await self._closed(job)
 
@@ -461,7 +462,7 @@ async def judge_batch_api(
         for start in range(0, len(ids), CHUNK):
             with sessions() as session:
                 jobs = load_jobs(session, ctx, ids[start : start + CHUNK])
-                missing, hits = answer_from_cache(session, jobs, backend.model)
+                missing, hits = answer_from_cache(session, jobs, cache_name(backend))
             report.cached += hits
             waiting = {id(job) for job, *_ in missing}
             for job in jobs:

@@ -22,6 +22,7 @@ from pipeline.judge.config import JudgeConfig
 from pipeline.judge.runner import JudgeContext, JudgeReport, Progress, judge_batch_api, judge_online
 from pipeline.judge.templates import SHIPPED_KINDS, Template, load_template
 from pipeline.llm import make_backend, resolve_api_key
+from pipeline.llm.identity import model_identity
 from pipeline.llm.limits import RetryPolicy
 from pipeline.llm.types import ChatBackend
 
@@ -99,7 +100,8 @@ def run_judge(
             session, "judge",
             {"judge": name, "batch": options.batch, "mode": options.mode, "limit": options.limit,
              "concurrency": options.concurrency or ctx.config.concurrency, "model": ctx.config.model,
-             "backend": ctx.config.backend, "base_url": ctx.config.base_url},
+             "backend": ctx.config.backend, "base_url": ctx.config.base_url,
+             "model_identity": model_identity(ctx.config.backend, ctx.config.model, ctx.config.base_url)},
             inputs=parents, name=f"judge {name} {options.batch}",
         )
         run_id = run.id

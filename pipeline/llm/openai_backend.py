@@ -13,6 +13,7 @@ from typing import Any
 
 import openai
 
+from pipeline.llm.identity import model_identity
 from pipeline.llm.types import ChatRequest, Completion, LLMError
 
 NOT_FOUND_FATAL = (401, 403, 404)  # bad key, no access, unknown model or wrong base URL: stop the run
@@ -85,6 +86,7 @@ class OpenAIBackend:
 
     def __init__(self, model: str, base_url: str | None, api_key: str | None, *, timeout: float = 60.0) -> None:
         self.model = model
+        self.identity = model_identity(self.name, model, base_url)  # the model in cache keys
         self.client = openai.AsyncOpenAI(
             base_url=base_url, api_key=api_key or "EMPTY", max_retries=0, timeout=timeout
         )

@@ -20,6 +20,7 @@ from typing import Any
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from pipeline.hf_utils import with_pad_token
+from pipeline.llm.identity import model_identity
 from pipeline.llm.types import ChatRequest, Completion
 
 
@@ -77,7 +78,8 @@ class TransformersBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.model = str(model_path)  # the name in cache keys
+        self.model = str(model_path)
+        self.identity = model_identity(self.name, self.model)  # the model in cache keys
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = with_pad_token(tokenizer or AutoTokenizer.from_pretrained(model_path))
         self.tokenizer.padding_side = "left"

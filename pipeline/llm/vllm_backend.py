@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Any
 
+from pipeline.llm.identity import model_identity
 from pipeline.llm.types import ChatRequest, Completion
 
 MAX_BATCH = 256
@@ -23,6 +24,7 @@ class VLLMBackend:
         from vllm import LLM  # optional extra: imported only when this backend is chosen
 
         self.model = model
+        self.identity = model_identity(self.name, model)  # the model in cache keys
         engine_kwargs.setdefault("enable_prefix_caching", True)
         self.llm = LLM(model=model, **engine_kwargs)
         self.inbox: queue.Queue[tuple[ChatRequest, asyncio.Future, asyncio.AbstractEventLoop] | None] = queue.Queue()
