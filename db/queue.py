@@ -753,10 +753,10 @@ def page_data(
 
 
 def batches_with_work(session: Session) -> list[str]:
-    """Batch names that want human labels and are not finished."""
+    """Batch names with comparisons the queue can give humans (open, wanting humans, at most MAX_K responses)."""
     query = (
         select(Comparison.batch)
-        .where(Comparison.required_overlap > 0, Comparison.status == "open")
+        .where(_GIVABLE)
         .group_by(Comparison.batch)
         .order_by(Comparison.batch)
     )

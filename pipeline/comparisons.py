@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from db.comparisons import NewComparison, ensure_comparisons
 from db.maintenance import refresh_statistics
 from db.prompts import response_ids_by_prompt
+from db.queue import MAX_K
 from db.runs import finish_run, start_run
 from pipeline.errors import UserError
 
@@ -103,6 +104,9 @@ def create_comparisons(
         raise UserError("--batch must not be empty")
     if overlap < 0:
         raise UserError(f"--overlap must be 0 or more, got {overlap}")
+    if overlap > 0 and k > MAX_K:  # the queue would never show them: the batch would sit at 0% without a word
+        raise UserError(f"--k {k} is more than the labelling app shows at once ({MAX_K} responses): use --k {MAX_K} "
+                        "or less for human labels, or --overlap 0 for a batch that only judges label")
     if split not in (None, "train", "test"):
         raise UserError(f"--split must be train or test, got {split!r}")
     grouped = response_ids_by_prompt(session, split=split, generators=generators, sources=sources)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from db.queue import MAX_K
 from pipeline.cli.context import DbOption, console, examples, open_store, state, sub_app
 from pipeline.comparisons import create_comparisons
 
@@ -15,7 +16,9 @@ comparisons_app = sub_app("Comparisons: the K-way ranking tasks that humans and 
 def create(
     ctx: typer.Context,
     batch: Annotated[str, typer.Option(help="Batch name: the unit of assignment and progress.")],
-    k: Annotated[int | None, typer.Option("--k", help="Responses per comparison (default: rlhf.toml, 2).")] = None,
+    k: Annotated[int | None, typer.Option(
+        "--k", help=f"Responses per comparison (default: rlhf.toml, 2); at most {MAX_K} when humans label (--overlap above 0).",
+    )] = None,
     overlap: Annotated[
         int | None, typer.Option(help="Distinct humans wanted per comparison (default: rlhf.toml, 3).")
     ] = None,

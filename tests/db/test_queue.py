@@ -19,6 +19,7 @@ from db.queue import (
     BatchShape,
     QueueError,
     batch_shape,
+    batches_with_work,
     current_assignment,
     lease_next,
     load_item,
@@ -304,6 +305,23 @@ def test_a_new_password_ends_the_annotators_login_sessions(sessions) -> None:
         assert annotator_for_token(session, bob_token, T0 + timedelta(minutes=1)).name == "bob"
         new_token = open_session(session, _annotator(session, "ann"), T0 + timedelta(minutes=2))  # logs in again
         assert annotator_for_token(session, new_token, T0 + timedelta(minutes=3)).name == "ann"
+
+
+def test_batches_too_wide_for_the_app_are_not_offered(write_sessions) -> None:
+    """A batch of 9-way comparisons wanting humans (made before `comparisons create` refused them) is not offered:
+    the queue never gives out more than MAX_K responses, so an annotator who picked it would find nothing."""
+    with write_sessions.begin() as session:
+        [(pid, _)] = ensure_prompts(session, [NewPrompt([{"role": "user", "content": "Q?"}])], test_fraction=0)
+        rids = [r for r, _ in ensure_responses(session, [NewResponse(pid, f"answer {j}", f"m{j}") for j in range(9)])]
+        ensure_comparisons(session, [NewComparison(pid, tuple(rids), "wide", 1),
+                                     NewComparison(pid, tuple(rids[:8]), "eights", 1),
+                                     NewComparison(pid, tuple(rids[:2]), "judges", 0)])
+        create_annotator(session, "ann", password=PASSWORD)
+    with write_sessions.begin() as session:
+        assert batches_with_work(session) == ["eights"]
+        ann = annotator_ref(session, "ann")
+        assert take_lease(session, ann, T0, batch="wide") is None
+        assert take_lease(session, ann, T0, batch="eights") is not None
 
 
 def test_concurrent_app_processes_never_over_assign(db_url: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from db import make_engine
-from db.models import Annotator, Ranking
+from db.models import Annotator, Comparison, Ranking
 from labeling_app.api_client import ApiError, LabelingClient
 from labeling_app.auth import COOKIE
 from labeling_app.settings import LabelingSettings
@@ -75,6 +75,19 @@ def test_api_without_admin_role_is_refused(live: LiveServer) -> None:
         "Added annotator 'carol'."
     ]
     ann.close()
+    boss.close()
+
+
+def test_the_admin_cannot_create_a_batch_too_wide_for_the_labelling_page(live: LiveServer) -> None:
+    seed(live.sessions, [[f"answer {j}" for j in range(9)]], overlap=0, batch="judges", people={"boss": "admin"})
+    boss = LabelingClient(live.url)
+    boss.login("boss", PASSWORD)
+    [refused] = boss.call("add_batch", ["wide", 9, 1, "all-pairs", "", "all"], prefix="/admin")
+    assert refused.startswith("Not created: --k 9 is more than the labelling app shows at once (8 responses)")
+    [created] = boss.call("add_batch", ["eights", 8, 1, "all-pairs", "", "all"], prefix="/admin")
+    assert created == "Batch 'eights': 9 new comparisons (0 already existed)."
+    with live.sessions() as session:
+        assert set(session.scalars(select(Comparison.batch))) == {"judges", "eights"}
     boss.close()
 
 

@@ -11,7 +11,7 @@ from db.models import Comparison, Run
 from pipeline.comparisons import plan_comparisons
 from pipeline.errors import UserError
 from tests.conftest import Cli
-from tests.helpers import write_jsonl
+from tests.helpers import flat, write_jsonl
 
 
 @pytest.mark.parametrize(
@@ -82,3 +82,20 @@ def test_create_k_way_with_filters(cli: Cli, sessions, tmp_path: Path) -> None:
 def test_create_reports_bad_options(cli: Cli, tmp_path: Path) -> None:
     assert "--k must be at least 2" in cli("comparisons", "create", "--batch", "x", "--k", "1", expect=1).output
     assert "--split must be" in cli("comparisons", "create", "--batch", "x", "--split", "dev", expect=1).output
+
+
+def test_more_responses_than_the_app_shows_only_for_a_judge_only_batch(cli: Cli, sessions, tmp_path: Path) -> None:
+    nine = write_jsonl(tmp_path / "nine.jsonl",
+                       [{"prompt": "Q?", "responses": [{"generator": f"g{i}", "text": f"answer {i}"} for i in range(9)]}])
+    cli("import", "responses", str(nine))
+    refused = flat(cli("comparisons", "create", "--batch", "wide", "--k", "9", "--overlap", "1", expect=1).output)
+    assert "--k 9 is more than the labelling app shows at once (8 responses)" in refused
+    assert "--overlap 0 for a batch that only judges label" in refused
+    with sessions() as session:
+        assert session.scalars(select(Comparison)).all() == []
+        assert session.scalars(select(Run).where(Run.kind == "comparisons")).all() == []
+    assert "1 new comparisons" in cli("comparisons", "create", "--batch", "judges", "--k", "9", "--overlap", "0").output
+    assert "9 new comparisons" in cli("comparisons", "create", "--batch", "eights", "--k", "8", "--overlap", "1").output
+    with sessions() as session:
+        shapes = {(c.batch, c.k, c.required_overlap) for c in session.scalars(select(Comparison))}
+        assert shapes == {("judges", 9, 0), ("eights", 8, 1)}
