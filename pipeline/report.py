@@ -64,7 +64,7 @@ class Bias:
     failed_or_skipped: int = 0
     with_tie: int = 0
     first_best: int = 0  # rankings (or judge orders) where the response shown first was the single best
-    first_chances: int = 0
+    first_chances: int = 0  # rankings (or judge orders) with a single best (ties and failures left out)
     expected_first: float = 0.0  # sum of 1/K over those chances
     consistent: int = 0  # judges: orders with the same verdict
     consistency_chances: int = 0
@@ -186,18 +186,20 @@ def _position(bias: Bias, row: Row) -> None:
                 best = [shown[p] for p, r in enumerate(ranks) if r == 1]
                 winner = best[0] if len(best) == 1 else None
             winners.append(winner)
-            bias.first_chances += 1
-            bias.expected_first += 1 / len(shown)
-            bias.first_best += winner is not None and winner == shown[0]
+            if winner is not None:  # a tie says nothing of position: "unbiased" is 1/K of the decided verdicts
+                bias.first_chances += 1
+                bias.expected_first += 1 / len(shown)
+                bias.first_best += winner == shown[0]
         if len(winners) >= 2:
             bias.consistency_chances += 1
             bias.consistent += len(set(winners)) == 1
         return
     if row.shown_order:
         best = [rid for rid, r in zip(row.response_ids, row.ranks or [], strict=True) if r == 1]
-        bias.first_chances += 1
-        bias.expected_first += 1 / len(row.shown_order)
-        bias.first_best += len(best) == 1 and best[0] == row.shown_order[0]
+        if len(best) == 1:
+            bias.first_chances += 1
+            bias.expected_first += 1 / len(row.shown_order)
+            bias.first_best += best[0] == row.shown_order[0]
 
 
 def agreement_report(session: Session, batches: tuple[str, ...] = ()) -> AgreementReport:
@@ -242,10 +244,11 @@ def tables(report: AgreementReport) -> list[tuple[str, list[str], list[list[str]
                     [[v.annotator, str(v.units), _pct(v.agreement, v.agreement_ci), _num(v.kappa, v.kappa_ci)]
                      for v in report.versus_humans]))
     out.append((
-        "Bias checks", ["who", "kind", "rankings", "failed/skipped", "ties", "1st shown wins (unbiased)",
+        "Bias checks", ["who", "kind", "rankings", "failed/skipped", "ties", "1st shown wins [95%] (unbiased)",
                         "both orders agree", "longer wins [95%]"],
         [[b.who, b.kind, str(b.rankings), str(b.failed_or_skipped), str(b.with_tie),
-          f"{_pct(b.first_rate)} ({_pct(b.first_expected)})" if b.first_rate is not None else "n/a",
+          f"{_pct(b.first_rate, wilson_interval(b.first_best, b.first_chances))} ({_pct(b.first_expected)})"
+          if b.first_rate is not None else "n/a",
           _pct(b.consistency), _pct(b.longer_rate, wilson_interval(b.longer_wins, b.decided_pairs))]
          for b in report.bias],
     ))

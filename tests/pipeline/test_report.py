@@ -71,3 +71,21 @@ def test_report_command_writes_html(cli: Cli, sessions, fake, tmp_path: Path) ->
     html = (tmp_path / "r" / "report.html").read_text()
     assert html.count("<img") == 2 and "Krippendorff" in html and "good" in html
     assert "batch 'zz'" not in cli("report", "agreement", "--batch", "zz").output
+
+
+def test_ties_do_not_read_as_a_bias_against_the_first_position(sessions) -> None:  # noqa: ANN001
+    """dan ties 4 of 10 pairs and, of the other 6, puts the one shown first on top 3 times: no position bias."""
+    best = seed_pairs(sessions, 10, alternate=True)
+    with sessions.begin() as session:
+        dan = create_annotator(session, "dan", password="a long password")
+        rankings = []
+        for n, (cid, good) in enumerate(sorted(best.items())):
+            other = next(i for i in session.get(Comparison, cid).response_ids if i != good)
+            shown = (good, other) if n % 2 else (other, good)
+            ranks = {good: 1, other: 1} if n < 4 else {good: 1, other: 2}
+            rankings.append(NewRanking(cid, dan.id, ranks, shown_order=shown))
+        add_rankings_if_absent(session, rankings)
+    with sessions() as session:
+        [bias] = [b for b in agreement_report(session).bias if b.who == "dan"]
+    assert (bias.with_tie, bias.first_best, bias.first_chances) == (4, 3, 6)
+    assert bias.first_rate == pytest.approx(0.5) and bias.first_expected == pytest.approx(0.5)
