@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,25 +85,45 @@ def ensure_responses(
     return resolve(keys, existing, insert_returning_ids(session, Response, missing))
 
 
-def response_ids_by_prompt(
+@dataclass(frozen=True)
+class ResponseGroups:
+    ids_by_prompt: dict[int, list[int]]  # prompt id -> response ids (ascending), one per distinct text
+    duplicates: int  # responses left out: the same text as a lower id for the same prompt
+
+
+def distinct_response_ids_by_prompt(
     session: Session,
     *,
     split: str | None = None,
     generators: Sequence[str] | None = None,
     sources: Sequence[str] | None = None,
-) -> dict[int, list[int]]:
-    """Response ids grouped by prompt (ascending), optionally only some splits, generators or sources."""
-    query = select(Response.prompt_id, Response.id).join(Prompt, Prompt.id == Response.prompt_id)
+    page: int = 2000,
+) -> ResponseGroups:
+    """Response ids grouped by prompt, optionally only some splits, generators or sources, keeping one response
+    (the lowest id) per distinct text: two generators that gave the same text make one response, which
+    compared with itself could only tie. Texts are streamed ``page`` rows at a time, and only the hashes of the
+    current prompt's texts are kept."""
+    query = select(Response.prompt_id, Response.id, Response.text).join(Prompt, Prompt.id == Response.prompt_id)
     if split is not None:
         query = query.where(Prompt.split == split)
     if generators:
         query = query.where(Response.generator.in_(list(generators)))
     if sources:
         query = query.where(Prompt.source.in_(list(sources)))
+    rows = session.execute(query.order_by(Response.prompt_id, Response.id), execution_options={"yield_per": page})
     grouped: dict[int, list[int]] = {}
-    for prompt_id, response_id in session.execute(query.order_by(Response.prompt_id, Response.id)):
+    seen: set[bytes] = set()
+    current, duplicates = None, 0
+    for prompt_id, response_id, text in rows:
+        if prompt_id != current:
+            current, seen = prompt_id, set()
+        digest = hashlib.sha256(text.encode("utf-8")).digest()
+        if digest in seen:
+            duplicates += 1
+            continue
+        seen.add(digest)
         grouped.setdefault(prompt_id, []).append(response_id)
-    return grouped
+    return ResponseGroups(grouped, duplicates)
 
 
 def find_prompt_ids(session: Session, hashes: Sequence[str]) -> dict[str, int]:

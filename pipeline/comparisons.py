@@ -1,7 +1,8 @@
 """``rlhf comparisons create``: K-way labelling tasks from the responses of each prompt.
 
 Planning is a pure function (which response sets to compare); the store skips sets that already exist, so running
-the command again, or with another batch name, never duplicates a comparison.
+the command again, or with another batch name, never duplicates a comparison. Responses to one prompt with the same
+text (from two generators) enter the plan once, as the lowest id: comparing a text with itself can only tie.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from db.comparisons import NewComparison, ensure_comparisons
 from db.maintenance import refresh_statistics
-from db.prompts import response_ids_by_prompt
+from db.prompts import distinct_response_ids_by_prompt
 from db.queue import MAX_K
 from db.runs import finish_run, start_run
 from pipeline.errors import UserError
@@ -83,6 +84,7 @@ class CreateReport:
     created: int
     existing: int
     run_id: int
+    duplicates: int = 0  # responses left out: the same text as another response to the same prompt
 
 
 def create_comparisons(
@@ -109,7 +111,8 @@ def create_comparisons(
                         "or less for human labels, or --overlap 0 for a batch that only judges label")
     if split not in (None, "train", "test"):
         raise UserError(f"--split must be train or test, got {split!r}")
-    grouped = response_ids_by_prompt(session, split=split, generators=generators, sources=sources)
+    responses = distinct_response_ids_by_prompt(session, split=split, generators=generators, sources=sources)
+    grouped = responses.ids_by_prompt
     plan = plan_comparisons(grouped, k=k, strategy=strategy, per_prompt=per_prompt, seed=seed)
     if limit is not None:
         plan = plan[:limit]
@@ -123,8 +126,9 @@ def create_comparisons(
     )
     created = sum(1 for _, was_created in results if was_created)
     refresh_statistics(session)
-    report = CreateReport(batch, len(grouped), len(plan), created, len(plan) - created, run.id)
+    report = CreateReport(batch, len(grouped), len(plan), created, len(plan) - created, run.id, responses.duplicates)
     summary = f"batch {batch}: {created} new {k}-way comparisons ({len(plan) - created} already existed)"
     finish_run(session, run, {"prompts": len(grouped), "planned": len(plan), "created": created,
-                              "existing": len(plan) - created, "summary": summary})
+                              "existing": len(plan) - created, "duplicates": responses.duplicates,
+                              "summary": summary})
     return report

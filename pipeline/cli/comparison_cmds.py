@@ -54,9 +54,11 @@ def create(
             sources=source or (),
             limit=limit,
         )
+    duplicates = (f"; {report.duplicates} response(s) left out as duplicates (the same text as another response to "
+                  "the same prompt)") if report.duplicates else ""
     console.print(
         f"batch {report.batch!r}: {report.created} new comparisons ({report.existing} already existed) "
-        f"from {report.prompts_considered} prompts [run {report.run_id}]",
+        f"from {report.prompts_considered} prompts{duplicates} [run {report.run_id}]",
         markup=False,
     )
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.annotators import AnnotatorError, authenticate, create_annotator, get_or_create_import_annotator, set_active
 from db.comparisons import NewComparison, NewRanking, RankingError, add_rankings_if_absent, ensure_comparisons
 from db.models import Annotator, Prompt, Ranking, Run
-from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
+from db.prompts import NewPrompt, NewResponse, distinct_response_ids_by_prompt, ensure_prompts, ensure_responses
 from db.runs import finish_run, lineage, start_run
 
 USER = [{"role": "user", "content": "What is 2+2?"}]
@@ -45,6 +45,22 @@ def test_same_text_from_two_generators_is_two_responses(sessions: sessionmaker[S
         )
         assert [created for _, created in results] == [True, True, False]
         assert results[0][0] != results[1][0] and results[2][0] == results[0][0]
+
+
+def test_responses_are_grouped_with_one_per_distinct_text(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        prompts = ensure_prompts(session, [NewPrompt([{"role": "user", "content": f"Q{n}?"}]) for n in range(2)],
+                                 test_fraction=0)
+        (first, _), (second, _) = prompts
+        ids = [rid for rid, _ in ensure_responses(session, [
+            NewResponse(first, "Four.", "a"), NewResponse(first, "4", "b"), NewResponse(first, "Four.", "c"),
+            NewResponse(first, "Four. ", "d"), NewResponse(second, "Four.", "a"), NewResponse(second, "Four.", "b"),
+        ])]
+        groups = distinct_response_ids_by_prompt(session, page=2)  # streamed two rows at a time
+        assert groups.ids_by_prompt == {first: [ids[0], ids[1], ids[3]], second: [ids[4]]}
+        assert groups.duplicates == 2  # c's text is a's; b's answer to the second prompt is a's (the lower id stays)
+        only_c_and_d = distinct_response_ids_by_prompt(session, generators=["c", "d"])
+        assert only_c_and_d.ids_by_prompt == {first: [ids[2], ids[3]]} and only_c_and_d.duplicates == 0
 
 
 def test_a_set_of_responses_is_one_comparison_whatever_the_batch(sessions: sessionmaker[Session]) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from db.models import Comparison, Run
+from db.models import Comparison, Response, Run
 from pipeline.comparisons import plan_comparisons
 from pipeline.errors import UserError
 from tests.conftest import Cli
@@ -99,3 +99,21 @@ def test_more_responses_than_the_app_shows_only_for_a_judge_only_batch(cli: Cli,
     with sessions() as session:
         shapes = {(c.batch, c.k, c.required_overlap) for c in session.scalars(select(Comparison))}
         assert shapes == {("judges", 9, 0), ("eights", 8, 1)}
+
+
+def test_responses_with_the_same_text_are_not_compared_with_each_other(cli: Cli, sessions, tmp_path: Path) -> None:
+    same = write_jsonl(tmp_path / "same.jsonl", [
+        {"prompt": "Q1?", "responses": [{"generator": "a", "text": "Paris."}, {"generator": "b", "text": "Lyon."},
+                                        {"generator": "c", "text": "Paris."}]},
+        {"prompt": "Q2?", "responses": [{"generator": "a", "text": "Yes."}, {"generator": "b", "text": "Yes."}]},
+    ])
+    cli("import", "responses", str(same))
+    out = flat(cli("comparisons", "create", "--batch", "b1", "--k", "2", "--overlap", "1").output)
+    assert "1 new comparisons (0 already existed) from 2 prompts; 2 response(s) left out as duplicates" in out
+    with sessions() as session:
+        [comparison] = session.scalars(select(Comparison)).all()
+        texts = dict(session.execute(select(Response.generator, Response.text)
+                                     .where(Response.id.in_(comparison.response_ids))).all())
+        assert texts == {"a": "Paris.", "b": "Lyon."}  # c's "Paris." (the higher id) left out
+        run = session.scalars(select(Run).where(Run.kind == "comparisons")).one()
+        assert run.metrics["duplicates"] == 2 and run.metrics["created"] == 1
