@@ -3,9 +3,10 @@
 A K-wise ranking with ties is K(K-1)/2 ordered pairs; equal ranks give no pair (or a tie record when asked).
 Several rankings of one comparison are combined by one of:
 - ``majority``: per pair of responses, the side most annotators took, kept if its share of the votes reaches
-  ``min_agreement`` (ties vote for neither side; a pair where "tie" wins is no pair);
+  ``min_agreement`` (ties vote for neither side, a judge's tie too; a pair where "tie" wins is no pair);
 - ``bt``: Bradley-Terry strengths of the comparison's responses from all its rankings' pairwise outcomes
-  (``choix``, regularised maximum likelihood), pairs ordered by strength, margin = strength difference;
+  (``choix``, regularised maximum likelihood; a tie is half a win for each side), pairs ordered by strength,
+  margin = strength difference;
 - ``soft``: every pair oriented by the majority, labelled with P(chosen preferred) in [0, 1]: the share of votes,
   where judges' probabilities (logprob judges) count as fractional votes.
 """
@@ -64,15 +65,19 @@ def ranking_pairs(response_ids: Sequence[int], ranks: Sequence[int], *, ties: bo
     return out
 
 
-def _share_for_first(votes: Sequence[Vote], i: int, j: int) -> tuple[float, float, list[str], list[float]]:
-    """(votes for i over j, votes for j over i, annotators, rank gaps on the winning side), soft votes counted."""
+def _share_for_first(votes: Sequence[Vote], i: int, j: int, *, soft: bool) -> tuple[float, float, list[str], list[float]]:
+    """(votes for i over j, votes for j over i, annotators, rank gaps on the winning side), soft votes counted.
+
+    A judge's probabilities are a fractional vote, except that for a hard label (``soft`` False) a judge that
+    ranked the two equal (its probabilities within its tie margin) called a tie, and a tie votes for neither.
+    """
     for_i = for_j = 0.0
     gaps_i: list[float] = []
     gaps_j: list[float] = []
     for vote in votes:
         ranks = vote.ranks
         gap = ranks[j] - ranks[i]
-        if vote.probabilities is not None and len(ranks) == 2:
+        if vote.probabilities is not None and len(ranks) == 2 and (soft or gap != 0):
             p = vote.probabilities[i]  # a judge's P(response i is better): a fractional vote
             for_i += p
             for_j += 1 - p
@@ -118,7 +123,7 @@ def aggregate(
         return _bradley_terry(response_ids, votes, ties=ties)
     pairs: list[Pair] = []
     for i, j in itertools.combinations(range(len(response_ids)), 2):
-        for_i, for_j, names, gaps = _share_for_first(votes, i, j)
+        for_i, for_j, names, gaps = _share_for_first(votes, i, j, soft=method == "soft")
         total = len(votes)
         if for_i == for_j:
             if ties:
@@ -143,13 +148,18 @@ def _bradley_terry(response_ids: Sequence[int], votes: Sequence[Vote], *, ties: 
     import numpy as np
 
     k = len(response_ids)
-    outcomes = []  # (winner index, loser index)
+    position = {rid: n for n, rid in enumerate(response_ids)}
+    outcomes = []  # (winner index, loser index), each decided pair twice and each tie once either way:
+    decided = False  # a tie is one comparison that each side half won
     for vote in votes:
-        position = {rid: n for n, rid in enumerate(response_ids)}
-        for better, worse, _ in ranking_pairs(response_ids, vote.ranks):
-            outcomes.append((position[better], position[worse]))
+        for a, b, gap in ranking_pairs(response_ids, vote.ranks, ties=True):
+            if gap:
+                outcomes += [(position[a], position[b])] * 2
+                decided = True
+            else:
+                outcomes += [(position[a], position[b]), (position[b], position[a])]
     names = tuple(v.annotator for v in votes)
-    if not outcomes:
+    if not decided:
         if ties:
             return [Pair(response_ids[i], response_ids[j], 0.0, 0.5, len(votes), 0.0, names, tie=True)
                     for i, j in itertools.combinations(range(k), 2)]
@@ -158,8 +168,8 @@ def _bradley_terry(response_ids: Sequence[int], votes: Sequence[Vote], *, ties: 
     pairs = []
     for i, j in itertools.combinations(range(k), 2):
         diff = float(strengths[i] - strengths[j])
-        wins_i = sum(1 for w, lo in outcomes if (w, lo) == (i, j))
-        wins_j = sum(1 for w, lo in outcomes if (w, lo) == (j, i))
+        wins_i = sum(1 for v in votes if v.ranks[i] < v.ranks[j])
+        wins_j = sum(1 for v in votes if v.ranks[j] < v.ranks[i])
         if abs(diff) < 1e-6:
             if ties:
                 pairs.append(Pair(response_ids[i], response_ids[j], 0.0, 0.5, len(votes), 0.0, names, tie=True))

@@ -74,3 +74,27 @@ def test_ties_on_request_and_unknown_method() -> None:
     assert tie.tie and tie.score == 0.5
     with pytest.raises(ValueError, match="unknown aggregation"):
         aggregate([1, 2], [Vote("a", H, [1, 2])], method="mean")
+
+
+def test_a_judge_tie_is_a_tie_for_hard_labels_and_a_soft_label_near_half() -> None:
+    tie = Vote("j", "ai", [1, 1], probabilities=[0.52, 0.48])  # within the judge's tie margin: it called a tie
+    assert aggregate([1, 2], [tie]) == []
+    [soft] = aggregate([1, 2], [tie], method="soft")
+    assert (soft.chosen, soft.score) == (1, pytest.approx(0.52))
+    assert aggregate([1, 2], [tie, Vote("h", H, [2, 1])]) == []  # one for 2, one tie: no majority
+    [with_humans] = aggregate([1, 2], [tie, Vote("h", H, [2, 1]), Vote("i", H, [2, 1])])
+    assert (with_humans.chosen, with_humans.agreement) == (2, pytest.approx(2 / 3))
+    [confident] = aggregate([1, 2], [Vote("j", "ai", [1, 2], probabilities=[0.8, 0.2])])
+    assert confident.chosen == 1 and confident.agreement == pytest.approx(0.8)
+
+
+def test_bradley_terry_counts_ties_as_half_wins() -> None:
+    one_win = [Vote("a", H, [1, 2])]
+    with_ties = one_win + [Vote(name, H, [1, 1]) for name in "bcde"]
+    [alone] = aggregate([1, 2], one_win, method="bt")
+    [tied] = aggregate([1, 2], with_ties, method="bt")
+    assert tied.chosen == 1 and 0.5 < tied.score < 0.65 < alone.score  # 6 half-wins of 10: about 0.6
+    assert tied.margin < alone.margin and tied.agreement == pytest.approx(1 / 5)
+    assert aggregate([1, 2], [Vote("a", H, [1, 1])] * 2, method="bt") == []
+    [record] = aggregate([1, 2], [Vote("a", H, [1, 1])] * 2, method="bt", ties=True)
+    assert record.tie
