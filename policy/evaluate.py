@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.comparisons import NewComparison, ensure_comparisons
 from db.models import Annotator, Comparison, Prompt, Ranking, Response, Run
 from db.runs import finish_run, start_run
+from pipeline.agreement import wilson_interval
 from pipeline.errors import UserError
 from policy.generate import GenerateOptions, GeneratorConflict, generate
 from policy.stage import run_of
@@ -74,7 +75,11 @@ class JudgeResult:
     def line(self, a: str, b: str) -> str:
         means = "" if self.mean_a is None else f"; mean score {a} {self.mean_a:.3f} vs {b} {self.mean_b:.3f}"
         return (f"{self.judge}: {a} wins {self.win_rate:.1%} [{self.low:.1%}, {self.high:.1%}] of {self.n} "
-                f"({self.wins} W / {self.ties} T / {self.losses} L){means}")
+                f"({self.wins} W / {self.ties} T / {self.losses} L){self.unjudged_note()}{means}")
+
+    def unjudged_note(self) -> str:
+        """Prompts the judge gave no verdict on are left out of the rate, which they may bias: always said."""
+        return f"; {self.unjudged} not judged, left out" if self.unjudged else ""
 
 
 @dataclass
@@ -98,20 +103,21 @@ class EvalReport:
 
 
 def win_rate(outcomes: Sequence[float]) -> tuple[float, float, float]:
-    """Mean of per-prompt outcomes (1 win, 0.5 tie, 0 loss) and its 95% interval (normal, clipped to [0, 1]).
+    """Mean of per-prompt outcomes (1 win, 0.5 tie, 0 loss) and its 95% Wilson score interval, a tie counted as
+    half a win. Unlike the normal approximation it is not zero-width when every prompt is won (or tied), and a
+    tie's variance is below a coin's, so with ties it errs on the wide side.
 
-    >>> win_rate([1, 1, 0.5, 0])
-    (0.625, 0.1558..., 1.0)
+    >>> [round(x, 3) for x in win_rate([1, 1, 0.5, 0])]
+    [0.625, 0.219, 0.908]
+    >>> [round(x, 3) for x in win_rate([1] * 5)]
+    [1.0, 0.566, 1.0]
     """
     n = len(outcomes)
     if n == 0:
         return float("nan"), float("nan"), float("nan")
     mean = sum(outcomes) / n
-    if n == 1:
-        return mean, 0.0, 1.0
-    variance = sum((x - mean) ** 2 for x in outcomes) / (n - 1)
-    half = 1.96 * math.sqrt(variance / n)
-    return mean, max(0.0, mean - half), min(1.0, mean + half)
+    low, high = wilson_interval(sum(outcomes), n)  # type: ignore[misc]
+    return mean, low, high
 
 
 def _result(judge: str, scores: list[tuple[float, float]], unjudged: int = 0, *, with_means: bool = True) -> JudgeResult:
@@ -311,12 +317,12 @@ def write_report(report: EvalReport, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
     lines = [f"# {report.policy} vs {report.baseline}", "", f"{report.prompts} held-out prompts.", "",
-             "| judge | win rate of A | 95% interval | W / T / L | mean score A | mean score B |",
-             "|---|---|---|---|---|---|"]
+             "| judge | win rate of A | 95% interval | W / T / L | not judged | mean score A | mean score B |",
+             "|---|---|---|---|---|---|---|"]
     for r in report.results:
         means = ("-", "-") if r.mean_a is None else (f"{r.mean_a:.3f}", f"{r.mean_b:.3f}")
         lines.append(f"| {r.judge} | {r.win_rate:.1%} | [{r.low:.1%}, {r.high:.1%}] | {r.wins} / {r.ties} / {r.losses} "
-                     f"| {means[0]} | {means[1]} |")
+                     f"| {r.unjudged} | {means[0]} | {means[1]} |")
     lines += ["", f"Mean answer length: A {report.mean_length_a:.0f}, B {report.mean_length_b:.0f} characters."]
     if report.kl is not None:
         lines.append(f"KL(A || B) estimate: {report.kl:.3f} nats per answer.")

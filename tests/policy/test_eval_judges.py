@@ -49,4 +49,18 @@ def test_rule_judge_and_win_rate() -> None:
     assert (result.wins, result.ties, result.losses) == (1, 1, 1)
     assert result.mean_a == pytest.approx(2 / 3) and result.mean_b == pytest.approx(2 / 3)
     rate, low, high = win_rate([1.0] * 30 + [0.0] * 10)
-    assert rate == 0.75 and 0.6 < low < 0.75 < high < 0.9
+    assert rate == 0.75 and 0.59 < low < 0.75 < high < 0.9
+
+
+def test_win_rate_interval_is_honest_at_the_edges_and_unjudged_prompts_are_said(tmp_path) -> None:  # noqa: ANN001
+    from policy.evaluate import EvalReport, JudgeResult, write_report
+
+    rate, low, high = win_rate([1.0] * 5)  # five of five: not a zero-width [100%, 100%]
+    assert rate == 1.0 and high == 1.0 and 0.5 < low < 0.6
+    rate, low, high = win_rate([0.5] * 10)  # ten ties
+    assert rate == 0.5 and low < 0.3 and high > 0.7
+    assert win_rate([0.0])[1:] == (0.0, pytest.approx(0.7935, abs=1e-3))
+    result = JudgeResult("judge:gj", 8, 5, 1, 2, *win_rate([1] * 5 + [0.5] + [0] * 2), unjudged=4)
+    assert "(5 W / 1 T / 2 L); 4 not judged, left out" in result.line("new", "old")
+    write_report(EvalReport("new", "old", 12, [result], 10.0, 9.0, None, 1.0), tmp_path)
+    assert "| judge:gj | 68.8% | [35.6%, 89.8%] | 5 / 1 / 2 | 4 |" in (tmp_path / "report.md").read_text()
