@@ -142,6 +142,11 @@ def export(
     options.validate()
     started = time.perf_counter()
     out = Path(options.out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a directory: give a new or empty directory for the dataset")
+    existing = next((folder for folder in out.parents if folder.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UserError(f"--out {out} is inside {existing}, which is a file, not a directory")
     if out.exists() and any(out.iterdir()) and not options.overwrite:
         raise UserError(f"{out} exists and is not empty (pass --overwrite to replace it)")
     selection = Selection(kinds=options.sources, include=options.include, exclude=options.exclude,

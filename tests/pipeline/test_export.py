@@ -22,6 +22,7 @@ from db.queue import QueueError, lease_next, load_item, submit_ranking, undo_las
 from db.runs import start_run
 from pipeline.errors import UserError
 from pipeline.export import ExportOptions, export
+from tests.helpers import flat
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 
@@ -221,6 +222,19 @@ def test_bad_options_write_nothing(sessions, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not empty"):
         export(sessions, ExportOptions(out_dir=str(tmp_path / "full")))
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+
+
+def test_an_out_path_that_is_a_file_is_a_clear_error(cli, sessions, tmp_path: Path) -> None:
+    _store(sessions)
+    taken = tmp_path / "prefs.json"
+    taken.write_text("mine")
+    result = cli("export", "--out", str(taken), expect=1)
+    assert f"--out {taken} is a file, not a directory" in flat(result.output) and "Traceback" not in result.output
+    result = cli("export", "--out", str(taken / "prefs"), "--overwrite", expect=1)
+    assert f"--out {taken / 'prefs'} is inside {taken}, which is a file, not a directory" in flat(result.output)
+    assert taken.read_text() == "mine" and not list(tmp_path.glob(".rlhf-export-*"))
+    with sessions() as session:
+        assert session.scalar(select(func.count(Run.id)).where(Run.kind == "export")) == 0
 
 
 @pytest.mark.parametrize("fmt", ["conversational", "standard"])
