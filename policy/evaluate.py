@@ -19,7 +19,6 @@ on screen and ``report.json`` + ``report.md`` in ``--out``.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
