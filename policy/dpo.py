@@ -368,11 +368,13 @@ class DPOReport:
     final_margin: float | None = None  # the last logged mean of beta * (chosen - rejected log-ratio)
     run_id: int | None = None
     export_run: int | None = None
+    ties_left_out: int = 0  # tie records (rlhf export --ties) without soft labels: no preference to learn
 
     def summary(self) -> str:
         cache = "reference log-probs from the cache" if self.ref_cache_hit else "reference log-probs computed"
+        ties = f", {self.ties_left_out} ties left out" if self.ties_left_out else ""
         return (f"{self.pairs} pairs ({self.truncated_context} with the context cut, {self.truncated_response} with "
-                f"an answer cut), {self.steps} steps, loss {self.train_loss:.4f}, {self.pairs_per_second:.1f} pairs/s, "
+                f"an answer cut{ties}), {self.steps} steps, loss {self.train_loss:.4f}, {self.pairs_per_second:.1f} pairs/s, "
                 f"{cache}{', soft labels' if self.soft_labels else ''}")
 
 
@@ -381,7 +383,7 @@ def train_dpo(data: str | Path, out_dir: str | Path, config: DPOStageConfig, *, 
     """DPO from ``config.policy`` on the export's train split; the policy (merged if LoRA) saved in ``out_dir``."""
     from transformers import AutoModelForCausalLM
 
-    from reward_model.data import load_pairs
+    from reward_model.data import load_pairs, without_ties
     from reward_model.train import export_run_of
 
     if not config.policy:
@@ -389,6 +391,11 @@ def train_dpo(data: str | Path, out_dir: str | Path, config: DPOStageConfig, *, 
     out = Path(out_dir)
     tokenizer = load_tokenizer(config.policy)
     pairs = load_pairs(data, "train")
+    ties = 0
+    losses = [config.loss_type] if isinstance(config.loss_type, str) else list(config.loss_type)
+    if not (config.soft_labels and "score" in pairs.column_names and losses == ["sigmoid"]
+            and config.precompute_ref_log_probs):  # a tie is learnt only as a soft target of 0.5
+        pairs, ties = without_ties(pairs)
     model = AutoModelForCausalLM.from_pretrained(config.policy, dtype=torch.bfloat16 if config.bf16 else torch.float32)
     started = time.perf_counter()  # tokenizing and the reference pass (or cache read) count: they are part of the job
     dataset, stats = tokenize_pairs(pairs, tokenizer, config.max_length)
@@ -429,7 +436,7 @@ def train_dpo(data: str | Path, out_dir: str | Path, config: DPOStageConfig, *, 
         pairs_per_second=round(min(result.global_step * config.per_device_train_batch_size
                                    * config.gradient_accumulation_steps * max(trainer.accelerator.num_processes, 1),
                                    stats["pairs"] * config.num_train_epochs) / max(seconds, 1e-9), 2),
-        ref_cache_hit=trainer.ref_cache_hits > 0, soft_labels=soft, export_run=export_run_of(data),
+        ref_cache_hit=trainer.ref_cache_hits > 0, soft_labels=soft, export_run=export_run_of(data), ties_left_out=ties,
         final_margin=next((h["rewards/margins"] for h in reversed(trainer.state.log_history) if "rewards/margins" in h),
                           None),
     )

@@ -118,6 +118,17 @@ def load_pairs(path: str | Path, split: str = "train") -> Any:
     return datasets.Dataset.from_list(rows)
 
 
+def without_ties(dataset: Any) -> tuple[Any, int]:
+    """(the pairs without tie records, how many there were). ``rlhf export --ties`` writes a tie as a row with
+    ``tie`` true and chosen/rejected in id order: a loss that read it as a preference would learn "the lower id
+    wins", so the reward model's trainer and its evaluation leave ties out, as DPO does without soft labels.
+    Indices only: nothing is written next to the export."""
+    if "tie" not in dataset.column_names:
+        return dataset, 0
+    keep = [i for i, tie in enumerate(dataset["tie"]) if not tie]
+    return (dataset, 0) if len(keep) == len(dataset) else (dataset.select(keep), len(dataset) - len(keep))
+
+
 def tokenize_pairs(dataset: Any, tokenizer: Any, max_length: int, *, use_margin: bool = True) -> tuple[Any, dict[str, int]]:
     """Add ``chosen_ids``, ``rejected_ids`` (and ``margin`` when the export has it) and ``length``; return the
     tokenized dataset (TRL's RewardTrainer then skips its own tokenizing and filtering) and truncation counts."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.agreement import wilson_interval
-from reward_model.data import messages_of, text_of
+from reward_model.data import messages_of, text_of, without_ties
 
 if TYPE_CHECKING:
     from reward_model.scoring import RewardScorer
@@ -39,12 +39,13 @@ class EvalReport:
     reliability: list[tuple[float, float, int]]  # (mean confidence, accuracy, pairs) per confidence bin
     by_length: list[tuple[str, float, int]]  # (length bucket, accuracy, pairs)
     member_accuracy: list[float] = field(default_factory=list)  # each model of an ensemble on its own
+    ties_left_out: int = 0  # tie records (rlhf export --ties): no right answer to score
     chosen_rewards: list[float] = field(repr=False, default_factory=list)
     rejected_rewards: list[float] = field(repr=False, default_factory=list)
 
     def metrics(self) -> dict[str, Any]:
         return {
-            "pairs": self.pairs, "accuracy": round(self.accuracy, 4),
+            "pairs": self.pairs, "ties_left_out": self.ties_left_out, "accuracy": round(self.accuracy, 4),
             "accuracy_ci": [round(x, 4) for x in self.accuracy_ci], "mean_margin": round(self.mean_margin, 4),
             "ece": round(self.ece, 4), "longer_wins_baseline": round(self.longer_wins_baseline, 4),
             "rm_prefers_longer": round(self.rm_prefers_longer, 4),
@@ -54,7 +55,8 @@ class EvalReport:
 
     def summary(self) -> str:
         low, high = self.accuracy_ci
-        return (f"accuracy {self.accuracy:.3f} [{low:.3f}, {high:.3f}] on {self.pairs} pairs, ECE {self.ece:.3f}, "
+        ties = f" ({self.ties_left_out} ties left out)" if self.ties_left_out else ""
+        return (f"accuracy {self.accuracy:.3f} [{low:.3f}, {high:.3f}] on {self.pairs} pairs{ties}, ECE {self.ece:.3f}, "
                 f"mean margin {self.mean_margin:.3f}; 'longer wins' baseline {self.longer_wins_baseline:.3f}")
 
 
@@ -84,6 +86,13 @@ def calibration(margins: list[float], *, bins: int = BINS) -> tuple[float, list[
 
 
 def evaluate(scorer: RewardScorer, dataset: Any) -> EvalReport:
+    dataset, ties = without_ties(dataset)
+    report = _evaluate(scorer, dataset)
+    report.ties_left_out = ties
+    return report
+
+
+def _evaluate(scorer: RewardScorer, dataset: Any) -> EvalReport:
     prompts = [messages_of(p) for p in dataset["prompt"]]
     chosen = [text_of(c) for c in dataset["chosen"]]
     rejected = [text_of(r) for r in dataset["rejected"]]

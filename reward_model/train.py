@@ -23,7 +23,7 @@ from trl import RewardConfig, RewardTrainer
 from pipeline.config_options import make_config
 from pipeline.errors import UserError
 from pipeline.hf_utils import load_tokenizer, resume_from
-from reward_model.data import load_pairs, tokenize_pairs
+from reward_model.data import load_pairs, tokenize_pairs, without_ties
 
 RM_CARD = "rlhf_rm.json"  # written beside the model: how to render inputs when scoring
 
@@ -188,11 +188,13 @@ class TrainReport:
     run_id: int | None = None
     export_run: int | None = None
     members: int = 1  # models in the ensemble (steps and loss are per model: the first's steps, the mean loss)
+    ties_left_out: int = 0  # tie records (rlhf export --ties): no preference to learn
 
     def summary(self) -> str:
         models = f"{self.members} models x " if self.members > 1 else ""
+        ties = f", {self.ties_left_out} ties left out" if self.ties_left_out else ""
         return (f"{self.pairs} pairs ({self.truncated_context} with the context cut, {self.truncated_response} with "
-                f"the response cut), {models}{self.steps} steps, loss {self.train_loss:.4f}, "
+                f"the response cut{ties}), {models}{self.steps} steps, loss {self.train_loss:.4f}, "
                 f"{self.pairs_per_second:.1f} pairs/s")
 
 
@@ -215,8 +217,8 @@ def train_reward_model(data: str | Path, out_dir: str | Path, config: RMConfig, 
     tokenizer = load_tokenizer(resolve_base(config.base_model))
     if config.eos_token is None and tokenizer.eos_token is None and tokenizer.sep_token is not None:
         config.eos_token = tokenizer.sep_token  # encoders (MiniLM) have [SEP] where decoders have an EOS
-    dataset, stats = tokenize_pairs(load_pairs(data, "train"), tokenizer, config.max_length or 512,
-                                    use_margin=config.use_margin)
+    pairs, ties = without_ties(load_pairs(data, "train"))
+    dataset, stats = tokenize_pairs(pairs, tokenizer, config.max_length or 512, use_margin=config.use_margin)
     if len(dataset) == 0:
         raise UserError(f"{data}: no training pairs")
     lengths = dataset["length"] if config.group_by_length else None
@@ -253,7 +255,7 @@ def train_reward_model(data: str | Path, out_dir: str | Path, config: RMConfig, 
         truncated_response=stats["truncated_response"], steps=fits[0]["steps"],
         train_loss=sum(losses) / len(losses) if losses else float("nan"), seconds=round(seconds, 1),
         pairs_per_second=round(pairs_seen / max(seconds, 1e-9), 2), export_run=card["export_run"],
-        members=members,
+        members=members, ties_left_out=ties,
     )
 
 

@@ -255,3 +255,47 @@ def test_the_new_head_and_each_layer_learn_at_their_own_rates(tiny_lm_dir: Path,
     assert rates[id(model.model.norm.weight)] == pytest.approx(1e-4)
     weight_decay = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
     assert weight_decay[id(model.model.norm.weight)] == 0.0 and weight_decay[id(model.score.weight)] > 0
+
+
+def test_tie_records_are_not_learnt_or_scored_as_preferences(tiny_lm_dir: Path, store, tmp_path: Path,  # noqa: ANN001
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rlhf export --ties` writes a tie with chosen/rejected in id order: the RM's trainer and its evaluation, and
+    DPO without soft labels, leave ties out (and say so); DPO with soft labels learns them as a target of 0.5."""
+    from db.annotators import get_or_create_import_annotator
+    from db.comparisons import NewRanking, add_rankings_if_absent
+    from db.models import Comparison, Response
+    from policy.dpo import default_config as dpo_config
+    from policy.dpo import train_dpo
+    from reward_model.data import without_ties
+
+    sessions, _, _ = store
+    with sessions.begin() as session:  # "best" above the other two, which it calls equal
+        tied = get_or_create_import_annotator(session, "tied")
+        rankings = []
+        for comparison in session.scalars(select(Comparison)):
+            generators = dict(session.execute(select(Response.id, Response.generator)
+                                              .where(Response.id.in_(comparison.response_ids))).all())
+            rankings.append(NewRanking(comparison.id, tied.id,
+                                       {r: 1 if generators[r] == "best" else 2 for r in comparison.response_ids}))
+        add_rankings_if_absent(session, rankings)
+    data = tmp_path / "with-ties"
+    export(sessions, ExportOptions(out_dir=str(data), include=("import:tied",), ties=True))
+    train, test = load_pairs(data, "train"), load_pairs(data, "test")
+    ties = sum(train["tie"])
+    assert ties and len(train) == 3 * ties  # per comparison: best > mid, best > worst, mid = worst
+    kept, dropped = without_ties(train)
+    assert dropped == ties and len(kept) == 2 * ties and not any(kept["tie"])
+
+    config = default_config(str(tmp_path / "rm"), base_model=str(tiny_lm_dir), max_steps=1,
+                            per_device_train_batch_size=4)
+    trained = run_train(sessions, str(data), str(tmp_path / "rm"), config)
+    assert (trained.pairs, trained.ties_left_out) == (2 * ties, ties) and f"{ties} ties left out" in trained.summary()
+    scored, _ = run_eval(None, str(tmp_path / "rm"), str(data))
+    assert (scored.pairs, scored.ties_left_out) == (len(test) * 2 // 3, len(test) // 3)
+
+    monkeypatch.setenv("RLHF_CACHE_DIR", str(tmp_path / "cache"))
+    options = {"policy": str(tiny_lm_dir), "max_steps": 1, "per_device_train_batch_size": 8, "disable_tqdm": True}
+    hard = train_dpo(data, tmp_path / "hard", dpo_config(tmp_path / "hard", soft_labels=False, **options))
+    assert (hard.pairs, hard.ties_left_out, hard.soft_labels) == (2 * ties, ties, False)
+    soft = train_dpo(data, tmp_path / "soft", dpo_config(tmp_path / "soft", **options))
+    assert (soft.pairs, soft.ties_left_out, soft.soft_labels) == (3 * ties, 0, True)  # ties at 0.5
