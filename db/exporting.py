@@ -45,11 +45,20 @@ class ComparisonRow:
     votes: list[VoteRow]
 
 
+EVAL_BATCH_PREFIX = "eval:"  # rlhf eval's comparisons: held-out answers judged for a win rate, not training data
+
+
+def _of_batches(query: Any, selection: Selection) -> Any:
+    """The selected batches; without a choice, every batch but ``rlhf eval``'s (a plain export must not take
+    judgments of evaluation answers, on held-out prompts, into its test split)."""
+    if selection.batches:
+        return query.where(Comparison.batch.in_(selection.batches))
+    return query.where(~Comparison.batch.startswith(EVAL_BATCH_PREFIX))
+
+
 def count_comparisons(session: Session, selection: Selection) -> int:
     query = select(func.count(Comparison.id)).where(Comparison.status != "retired")
-    if selection.batches:
-        query = query.where(Comparison.batch.in_(selection.batches))
-    return session.scalar(query) or 0
+    return session.scalar(_of_batches(query, selection)) or 0
 
 
 def _votes(session: Session, comparison_ids: Sequence[int], selection: Selection) -> dict[int, list[VoteRow]]:
@@ -82,9 +91,7 @@ def iter_comparisons(session: Session, selection: Selection, *, page: int = 2000
             .order_by(Comparison.id)
             .limit(page)
         )
-        if selection.batches:
-            query = query.where(Comparison.batch.in_(selection.batches))
-        rows = session.execute(query).all()
+        rows = session.execute(_of_batches(query, selection)).all()
         if not rows:
             return
         last = rows[-1][0]

@@ -17,6 +17,7 @@ from typing import Literal
 from sqlalchemy.orm import Session
 
 from db.comparisons import NewComparison, ensure_comparisons
+from db.exporting import EVAL_BATCH_PREFIX
 from db.maintenance import refresh_statistics
 from db.prompts import distinct_response_ids_by_prompt
 from db.queue import MAX_K
@@ -104,6 +105,9 @@ def create_comparisons(
     """Plan and store comparisons (through ``session``, not committed), recorded as a ``comparisons`` run."""
     if not batch.strip():
         raise UserError("--batch must not be empty")
+    if batch.startswith(EVAL_BATCH_PREFIX):
+        raise UserError(f"--batch {batch!r}: names starting with {EVAL_BATCH_PREFIX!r} are rlhf eval's, which "
+                        "exports leave out unless named")
     if overlap < 0:
         raise UserError(f"--overlap must be 0 or more, got {overlap}")
     if overlap > 0 and k > MAX_K:  # the queue would never show them: the batch would sit at 0% without a word

@@ -29,6 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.comparisons import NewComparison, ensure_comparisons
+from db.exporting import EVAL_BATCH_PREFIX
 from db.models import Annotator, Comparison, Prompt, Ranking, Response, Run
 from db.runs import finish_run, start_run
 from pipeline.agreement import wilson_interval
@@ -288,7 +289,7 @@ def evaluate_policies(sessions: sessionmaker[Session], options: EvalOptions, *,
         elif kind == "rule" and argument:
             results.append(judge_with_rule(argument, pairings))
         else:
-            results.append(judge_with_llm(sessions, judge, pairings, f"eval:{a_name}:vs:{b_name}", run_id,
+            results.append(judge_with_llm(sessions, judge, pairings, f"{EVAL_BATCH_PREFIX}{a_name}:vs:{b_name}", run_id,
                                           **(judge_kwargs or {})))
     kl = None
     if options.kl and options.backend == "transformers":

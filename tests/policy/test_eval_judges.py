@@ -10,11 +10,14 @@ from sqlalchemy import select
 from db.models import Comparison, Ranking
 from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
 from db.runs import start_run
+from pipeline.errors import UserError
+from pipeline.export import ExportOptions, export
 from policy.evaluate import _pairings, judge_with_llm, judge_with_rule, win_rate
 from tests.conftest import Cli
+from tests.helpers import flat
 
 
-def test_an_llm_judge_prefers_the_better_policy_in_both_orders(cli: Cli, sessions, fake) -> None:  # noqa: ANN001
+def test_an_llm_judge_prefers_the_better_policy_in_both_orders(cli: Cli, sessions, fake, tmp_path) -> None:  # noqa: ANN001
     cli("judge", "add", "gj", "--model", "fake-judge", "--base-url", fake.base_url, "--template", "pairwise")
     with sessions.begin() as session:
         prompts = [pid for pid, _ in ensure_prompts(
@@ -38,6 +41,14 @@ def test_an_llm_judge_prefers_the_better_policy_in_both_orders(cli: Cli, session
     assert fake.model.calls == 24
     again = judge_with_llm(sessions, "gj", pairings, "eval:new:vs:old", run_id)  # cached: no new calls
     assert (again.wins, fake.model.calls) == (9, 24)
+
+    # Judgments of evaluation answers are not training data: a plain export leaves them out, a named batch not.
+    with pytest.raises(UserError, match="yields no preference pairs"):
+        export(sessions, ExportOptions(out_dir=str(tmp_path / "plain")))
+    named = export(sessions, ExportOptions(out_dir=str(tmp_path / "named"), batches=("eval:new:vs:old",)))
+    assert named.total_pairs == 9
+    assert "names starting with 'eval:' are rlhf eval's" in flat(
+        cli("comparisons", "create", "--batch", "eval:mine", "--k", "2", expect=1).output)
 
 
 def test_rule_judge_and_win_rate() -> None:
