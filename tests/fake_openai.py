@@ -7,7 +7,9 @@ The "model" reads the judge prompt (the ``[The Start of Response X]`` blocks) an
 Any other prompt is answered as a sampling model with a seed would be (as vLLM does): the same seed, the same
 answer; no seed, a fresh one.
 Faults can be queued: ``429`` (with Retry-After), ``500``, ``timeout`` (answers after the client gave up),
-``garbage`` (an answer without a verdict), ``401``. Latency per call is configurable.
+``garbage`` (an answer without a verdict), ``401``. Latency per call is configurable. An answer longer than the
+request's ``max_tokens`` (4 characters a token) is cut there with ``finish_reason="length"``, as a server does;
+``preamble`` is reasoning written before a pairwise verdict.
 
     python -m tests.fake_openai --port 8765 --latency 0.2      # for benchmarks, in its own process
 """
@@ -47,6 +49,7 @@ class FakeModel:
         self.files: dict[str, dict[str, Any]] = {}
         self.batches: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
+        self.preamble = ""  # reasoning written before a judge's verdict (long ones get cut at max_tokens)
 
     # --- the "model" ---------------------------------------------------------------------------------------------
 
@@ -82,14 +85,18 @@ class FakeModel:
         else:
             a, b = scores.get("A", 0), scores.get("B", 0)
             verdict = "A" if a > b else "B" if b > a else "C"
-            text = f"Response A scores {a:g}, response B scores {b:g}.\n[[{verdict}]]"
+            text = f"{self.preamble}Response A scores {a:g}, response B scores {b:g}.\n[[{verdict}]]"
             logprobs = None
+        finish = "stop"
+        limit = body.get("max_tokens")
+        if limit is not None and len(text) > 4 * limit:  # about 4 characters a token, as counted below
+            text, finish = text[: 4 * limit], "length"
         prompt_tokens = max(1, len(prompt) // 4)
         completion_tokens = max(1, len(text) // 4)
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model", "fake"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish,
                          "logprobs": logprobs}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},

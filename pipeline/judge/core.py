@@ -59,10 +59,12 @@ def orders_for(case: Case, config: JudgeConfig) -> list[list[int]]:
     return orders[: max(2, config.kwise_orders)]
 
 
-def build_request(case: Case, order: Sequence[int], config: JudgeConfig, template: Template, attempt: int) -> ChatRequest:
+def build_request(case: Case, order: Sequence[int], config: JudgeConfig, template: Template, attempt: int,
+                  max_tokens: int | None = None) -> ChatRequest:
     """The call for one shown order. A retry (attempt > 0) carries a seed, so it is a new call, not a cache hit.
 
-    ``attempt`` counts across runs for comparisons tried again after a recorded failure (see ``Job.salt``)."""
+    ``attempt`` counts across runs for comparisons tried again after a recorded failure (see ``Job.salt``);
+    ``max_tokens`` replaces the config's for a retry of an answer that was cut off (see ``Job.accept``)."""
     shown = [case.responses[i][1] for i in order]
     labels = LABELS[: len(shown)]
     variables = {
@@ -79,7 +81,7 @@ def build_request(case: Case, order: Sequence[int], config: JudgeConfig, templat
     }
     return ChatRequest.of(
         template.render(variables),
-        max_tokens=config.max_tokens,
+        max_tokens=max_tokens or config.max_tokens,
         temperature=config.temperature,
         top_logprobs=config.top_logprobs if config.kind == "logprob" else 0,
         seed=attempt if attempt else None,
@@ -175,6 +177,7 @@ class Job:
     attempts: list[int] = field(default_factory=list)
     readings: list[Reading | None] = field(default_factory=list)
     keys: list[list[str]] = field(default_factory=list)  # per order: cache keys of every attempt, in order
+    cut: list[int] = field(default_factory=list)  # per order: answers cut off at max_tokens before a verdict
     answers: list[str] = field(default_factory=list)  # per order: the last answer's text
     failure: str | None = None
     unfinished: str | None = None  # a call kept failing (endpoint trouble): leave the comparison for a later run
@@ -186,9 +189,15 @@ class Job:
         n = len(self.orders)
         self.attempts, self.readings = [0] * n, [None] * n
         self.keys, self.answers = [[] for _ in range(n)], [""] * n
+        self.cut = [0] * n
+
+    def max_tokens(self, index: int) -> int:
+        """The config's limit, doubled for each earlier answer of this order that it cut off (at most 8x)."""
+        return self.config.max_tokens * 2 ** min(self.cut[index], 3)
 
     def request(self, index: int) -> ChatRequest:
-        return build_request(self.case, self.orders[index], self.config, self.template, self.salt + self.attempts[index])
+        return build_request(self.case, self.orders[index], self.config, self.template, self.salt + self.attempts[index],
+                             self.max_tokens(index))
 
     def open_orders(self) -> list[int]:
         if self.failure or self.unfinished:
@@ -203,11 +212,16 @@ class Job:
         if reading is not None:
             self.readings[index] = reading
             return False
+        cut = completion.finish_reason == "length"  # the verdict did not fit: asking again as is rarely helps
+        limit = self.max_tokens(index)
         if self.attempts[index] < self.config.max_parse_retries:
             self.attempts[index] += 1
+            self.cut[index] += cut
             return True
+        why = f" (cut off at max_tokens {limit}: give the judge a higher --max-tokens)" if cut else ""
         self.failure = (
-            f"no readable verdict after {self.attempts[index] + 1} attempts; last answer: {completion.text[:2000]!r}"
+            f"no readable verdict after {self.attempts[index] + 1} attempts{why}; last answer: "
+            f"{completion.text[:2000]!r}"
         )
         return False
 

@@ -99,6 +99,27 @@ def test_an_answer_without_verdict_is_retried_then_recorded_as_a_failure(session
     assert again.ranked == 1 and all(not r.skipped for r in _rankings(sessions))
 
 
+def test_an_answer_cut_off_at_max_tokens_is_asked_again_with_room(sessions, fake) -> None:
+    seed_pairs(sessions, 2)
+    fake.model.preamble = "Weighing both answers carefully. " * 12  # ~100 tokens of reasoning before the verdict
+    make_judge(sessions, fake, concurrency=1, both_orders=False, max_tokens=64)
+    report = run_judge(sessions, "judge", RunOptions(batch="b1"), policy=FAST_RETRIES)
+    assert (report.ranked, report.failed, report.parse_retries) == (2, 0, 2)
+    assert sorted(b["max_tokens"] for b in fake.model.bodies) == [64, 64, 128, 128]  # cut at 64, room at 128
+    with sessions.begin() as session:  # from the cache, the same retries: the same keys, no call
+        session.execute(Ranking.__table__.delete())
+    rebuilt = run_judge(sessions, "judge", RunOptions(batch="b1"), policy=FAST_RETRIES)
+    assert (rebuilt.ranked, rebuilt.calls, rebuilt.cached) == (2, 0, 4)
+
+    seed_pairs(sessions, 1, batch="b2")
+    fake.model.preamble = "Weighing both answers carefully. " * 200  # too long even at 4x
+    report = run_judge(sessions, "judge", RunOptions(batch="b2"), policy=FAST_RETRIES)
+    assert (report.ranked, report.failed) == (0, 1)
+    assert [b["max_tokens"] for b in fake.model.bodies[-3:]] == [64, 128, 256]
+    [failed] = [r for r in _rankings(sessions) if r.skipped]
+    assert "(cut off at max_tokens 256: give the judge a higher --max-tokens)" in failed.skip_reason
+
+
 def test_a_comparison_whose_orders_both_fail_counts_once(sessions, fake) -> None:
     seed_pairs(sessions, 3)
     fake.model.faults.extend(["garbage"] * 6)  # both orders of the first comparisons, in flight together
