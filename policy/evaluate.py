@@ -1,7 +1,9 @@
 """``rlhf eval``: is the new policy better than the old one?
 
 1. Both policies answer the same held-out prompts (``--split test``), through ``rlhf generate`` (so the answers are
-   stored, reused by the next eval, and resumable).
+   stored, reused by the next eval, and resumable). ``stored:GENERATOR`` instead of a model takes answers already
+   in the store (references imported with ``rlhf import responses``, as AlpacaEval compares with fixed reference
+   outputs); prompts without an answer from both sides are left out, and said.
 2. Each judge compares the two answers to every prompt:
    - ``rm:DIR``: a trained reward model scores both; the higher wins;
    - ``rule:SPEC``: a rule (``contains:WORD``, ``regex:...``, ``shorter``, ``longer``) scores both;
@@ -28,6 +30,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from db.bulk import chunks as id_chunks
 from db.comparisons import NewComparison, ensure_comparisons
 from db.exporting import EVAL_BATCH_PREFIX
 from db.models import Annotator, Comparison, Prompt, Ranking, Response, Run
@@ -36,6 +39,9 @@ from pipeline.agreement import wilson_interval
 from pipeline.errors import UserError
 from policy.generate import GenerateOptions, GeneratorConflict, generate
 from policy.stage import run_of
+
+
+STORED = "stored:"  # --policy / --baseline stored:GENERATOR: answers already in the store, nothing generated
 
 
 @dataclass(frozen=True)
@@ -94,12 +100,14 @@ class EvalReport:
     seconds: float
     run_id: int | None = None
     examples: list[dict[str, Any]] = field(default_factory=list)
+    without_answers: int = 0  # prompts of the split left out: one side (stored answers) had none
 
     def summary(self) -> str:
         head = "; ".join(r.line(self.policy, self.baseline) for r in self.results)
         kl = "" if self.kl is None else f"; KL({self.policy} || {self.baseline}) ~ {self.kl:.2f} nats/answer"
+        missing = f" ({self.without_answers} more without an answer from both, left out)" if self.without_answers else ""
         return (f"{head}; mean length {self.mean_length_a:.0f} vs {self.mean_length_b:.0f} characters{kl} "
-                f"on {self.prompts} prompts")
+                f"on {self.prompts} prompts{missing}")
 
 
 def win_rate(outcomes: Sequence[float]) -> tuple[float, float, float]:
@@ -154,6 +162,45 @@ def _pairings(session: Session, prompt_ids: list[int], a: str, b: str) -> list[P
     messages = dict(session.execute(select(Prompt.id, Prompt.messages).where(Prompt.id.in_(prompt_ids))).all())
     return [Pairing(pid, messages[pid], *first[(pid, a)], *first[(pid, b)])
             for pid in prompt_ids if (pid, a) in first and (pid, b) in first]
+
+
+def _stored_generator(spec: str, name: str | None, flag: str, name_flag: str) -> str | None:
+    """The generator of ``stored:NAME`` (answers already in the store: imported references, an earlier run), or
+    None for a model to run."""
+    if not spec.startswith(STORED):
+        return None
+    generator = spec[len(STORED):]
+    if not generator:
+        raise UserError(f"{flag} {spec!r}: name the generator, e.g. {flag} {STORED}gpt4_turbo")
+    if name is not None and name != generator:
+        raise UserError(f"{name_flag} does not apply to {flag} {spec}: stored answers keep their generator's name")
+    return generator
+
+
+def _check_loadable(session: Session, options: GenerateOptions, flag: str) -> None:
+    """A local model must be a folder; a name that is no folder but a generator in the store is most likely meant
+    as its stored answers (a hub id would be fetched, which fails offline with a network traceback)."""
+    if options.backend == "openai" or Path(options.policy).is_dir():
+        return
+    if session.scalar(select(Response.id).where(Response.generator == options.policy).limit(1)) is not None:
+        raise UserError(f"{flag} {options.policy!r} is not a model folder, but the store has answers from generator "
+                        f"{options.policy!r}: to compare with them, pass {flag} {STORED}{options.policy}")
+
+
+def _stored_runs(session: Session, generator: str, prompt_ids: list[int], split: str | None) -> set[int]:
+    """The runs that stored ``generator``'s answers to these prompts (the eval's parents); an error when it has
+    none of them."""
+    runs: set[int | None] = set()
+    found = False
+    for part in id_chunks(prompt_ids):
+        rows = session.execute(select(Response.run_id).where(Response.generator == generator,
+                                                             Response.prompt_id.in_(list(part))).distinct()).all()
+        found = found or bool(rows)
+        runs.update(r for (r,) in rows)
+    if not found:
+        raise UserError(f"generator {generator!r} has no stored answers to the {len(prompt_ids)} prompts of split "
+                        f"{split!r} (see `rlhf status`)")
+    return {r for r in runs if r is not None and session.get(Run, r) is not None}
 
 
 def _prompt_ids(session: Session, split: str | None, limit: int | None) -> list[int]:
@@ -256,7 +303,10 @@ def evaluate_policies(sessions: sessionmaker[Session], options: EvalOptions, *,
                                 limit=options.limit, temperature=options.temperature, top_p=options.top_p,
                                 max_new_tokens=options.max_new_tokens, seed=options.seed)
     b_options = replace(a_options, policy=options.baseline, generator=options.baseline_name)
-    a_name, b_name = a_options.generator_name(), b_options.generator_name()
+    sides = [(a_options, "--policy", "--policy-name"), (b_options, "--baseline", "--baseline-name")]
+    stored = {flag: _stored_generator(o.policy, o.generator, flag, name_flag) for o, flag, name_flag in sides}
+    a_name = stored["--policy"] or a_options.generator_name()
+    b_name = stored["--baseline"] or b_options.generator_name()
     if a_name == b_name:
         raise UserError(f"both policies would be stored as generator {a_name!r}: name them with --policy-name / "
                         "--baseline-name")
@@ -264,21 +314,30 @@ def evaluate_policies(sessions: sessionmaker[Session], options: EvalOptions, *,
         prompt_ids = _prompt_ids(session, options.split, options.limit)
         if not prompt_ids:
             raise UserError(f"no prompts in split {options.split!r}")
-        parents = [r for r in (run_of(options.policy), run_of(options.baseline)) if r and session.get(Run, r)]
+        for generate_options, flag, _ in sides:
+            if stored[flag] is None:
+                _check_loadable(session, generate_options, flag)
+        parents = {r for r in (run_of(options.policy), run_of(options.baseline)) if r and session.get(Run, r)}
+        for name in filter(None, stored.values()):
+            parents |= _stored_runs(session, name, prompt_ids, options.split)
         run = start_run(session, "eval", {**asdict(options), "api_key": None, "policy_name": a_name,
-                                          "baseline_name": b_name}, inputs=parents,
+                                          "baseline_name": b_name}, inputs=sorted(parents),
                         name=f"eval {a_name} vs {b_name}", output_path=options.out)
         run_id = run.id
     started = time.perf_counter()
-    for generate_options, flag in ((a_options, "--policy-name"), (b_options, "--baseline-name")):
+    for generate_options, flag, name_flag in sides:
+        if stored[flag] is not None:
+            continue
         if on_progress:
             on_progress(f"answers from {generate_options.generator_name()}")
         try:
             generate(sessions, replace(generate_options, prompt_ids=tuple(prompt_ids), same_sampling=True))
         except GeneratorConflict as exc:
-            raise UserError(f"{exc}: give this eval's answers another name with {flag} NAME") from None
+            raise UserError(f"{exc}: give this eval's answers another name with {name_flag} NAME") from None
     with sessions.begin() as session:
         pairings = _pairings(session, prompt_ids, a_name, b_name)
+    if not pairings:
+        raise UserError(f"none of the {len(prompt_ids)} prompts has an answer from both {a_name!r} and {b_name!r}")
     results = []
     for judge in options.judges:
         if on_progress:
@@ -292,7 +351,7 @@ def evaluate_policies(sessions: sessionmaker[Session], options: EvalOptions, *,
             results.append(judge_with_llm(sessions, judge, pairings, f"{EVAL_BATCH_PREFIX}{a_name}:vs:{b_name}", run_id,
                                           **(judge_kwargs or {})))
     kl = None
-    if options.kl and options.backend == "transformers":
+    if options.kl and options.backend == "transformers" and not any(stored.values()):
         if on_progress:
             on_progress("KL estimate")
         kl = kl_estimate(options.policy, options.baseline, pairings)
@@ -302,6 +361,7 @@ def evaluate_policies(sessions: sessionmaker[Session], options: EvalOptions, *,
         mean_length_a=sum(len(p.a_text) for p in pairings) / n, mean_length_b=sum(len(p.b_text) for p in pairings) / n,
         kl=kl, seconds=round(time.perf_counter() - started, 1), run_id=run_id,
         examples=[{"prompt": p.messages[-1]["content"], a_name: p.a_text, b_name: p.b_text} for p in pairings[:5]],
+        without_answers=len(prompt_ids) - len(pairings),
     )
     if options.out:
         write_report(report, Path(options.out))

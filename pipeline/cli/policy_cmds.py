@@ -212,8 +212,10 @@ def _online(algorithm: str):  # noqa: ANN202
 
 def evaluate(
     ctx: typer.Context,
-    policy: Annotated[str, typer.Option(help="Policy A (the new one).")],
-    baseline: Annotated[str, typer.Option(help="Policy B (the old one).")],
+    policy: Annotated[str, typer.Option(help="Policy A (the new one): a model, or stored:GENERATOR for answers "
+                                             "already in the store.")],
+    baseline: Annotated[str, typer.Option(help="Policy B (the old one): a model, or stored:GENERATOR (e.g. "
+                                               "imported reference answers).")],
     judge: Annotated[list[str], typer.Option("--judge", help="rm:DIR, rule:SPEC or a judge name (repeatable).")],
     split: Annotated[str, typer.Option("--prompts", help="The split of held-out prompts.")] = "test",
     limit: Annotated[int | None, typer.Option(help="At most this many prompts.")] = 200,
@@ -244,8 +246,10 @@ def evaluate(
                       str(r.unjudged), *means)
     console.print(table)
     kl = "" if report.kl is None else f"; KL(A || B) ~ {report.kl:.2f} nats per answer"
-    _say(f"mean length {report.mean_length_a:.0f} vs {report.mean_length_b:.0f} characters{kl} [run {report.run_id}]"
-         + (f"; report in {out}" if out else ""))
+    missing = (f"; {report.without_answers} prompts without an answer from both left out" if report.without_answers
+               else "")
+    _say(f"mean length {report.mean_length_a:.0f} vs {report.mean_length_b:.0f} characters{kl}{missing} "
+         f"[run {report.run_id}]" + (f"; report in {out}" if out else ""))
 
 
 rule_app = sub_app("Rule-based annotators: checkable preferences, ranked into the store.")

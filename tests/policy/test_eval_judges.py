@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from db.models import Comparison, Ranking
+from db.models import Comparison, Ranking, Response
 from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
 from db.runs import start_run
 from pipeline.errors import UserError
@@ -75,3 +75,36 @@ def test_win_rate_interval_is_honest_at_the_edges_and_unjudged_prompts_are_said(
     assert "(5 W / 1 T / 2 L); 4 not judged, left out" in result.line("new", "old")
     write_report(EvalReport("new", "old", 12, [result], 10.0, 9.0, None, 1.0), tmp_path)
     assert "| judge:gj | 68.8% | [35.6%, 89.8%] | 5 / 1 / 2 | 4 |" in (tmp_path / "report.md").read_text()
+
+
+def test_eval_against_stored_reference_answers(cli: Cli, tiny_lm_dir, sessions) -> None:  # noqa: ANN001
+    """AlpacaEval's workflow: the policy against fixed reference outputs already in the store (imported), nothing
+    generated for them; prompts without a reference are left out and said; the import's run is a parent."""
+    import json
+
+    from db.models import Run
+
+    rows = [{"prompt": f"Describe thing {i}.", "response": "A reference answer, long and careful. " * 3,
+             "generator": "ref"} for i in range(3)] + [{"prompt": "Describe thing 3."}]
+    (cli.cwd / "refs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
+    (cli.cwd / "more.jsonl").write_text(json.dumps(rows[3]) + "\n")
+    cli("import", "responses", "refs.jsonl", "--test-fraction", "1")
+    cli("import", "prompts", "more.jsonl", "--test-fraction", "1")
+    out = cli("eval", "--policy", str(tiny_lm_dir), "--baseline", "stored:ref", "--judge", "rule:longer",
+              "--max-new-tokens", "4").output
+    assert "ref on 3 prompts" in flat(out) and "0 / 0 / 3" in out  # the tiny model's 4 tokens lose on length
+    assert "1 prompts without an answer from both left out" in flat(out)
+    with sessions() as session:
+        run = session.scalars(select(Run).where(Run.kind == "eval")).one()
+        imported = session.scalars(select(Run).where(Run.kind == "import")).first()
+        assert imported.id in run.inputs and run.config["baseline_name"] == "ref"
+        assert session.query(Response).filter(Response.generator == "ref").count() == 3  # nothing generated for it
+
+    bare = cli("eval", "--policy", str(tiny_lm_dir), "--baseline", "ref", "--judge", "rule:longer", expect=1)
+    assert "pass --baseline stored:ref" in flat(bare.output)
+    none = cli("eval", "--policy", str(tiny_lm_dir), "--baseline", "stored:nobody", "--judge", "rule:longer",
+               expect=1)
+    assert "generator 'nobody' has no stored answers to the 4 prompts of split 'test'" in flat(none.output)
+    named = cli("eval", "--policy", str(tiny_lm_dir), "--baseline", "stored:ref", "--baseline-name", "x",
+                "--judge", "rule:longer", expect=1)
+    assert "--baseline-name does not apply to --baseline stored:ref" in flat(named.output)
