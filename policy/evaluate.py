@@ -9,8 +9,9 @@
    - ``rule:SPEC``: a rule (``contains:WORD``, ``regex:...``, ``shorter``, ``longer``) scores both;
    - a judge name (``rlhf judge add``): the LLM judge ranks the pair in both orders (its position-bias control),
      through the store like any other batch, cached.
-3. Per judge: wins / ties / losses of A, the win rate (a tie counts half) with a 95% interval, the mean score of
-   each side (for a rule: the share of answers that have the property).
+3. Per judge: wins / ties / losses of A, the win rate (a tie counts half) with a 95% interval, the
+   length-controlled win rate (``length_controlled``: the rate at equal answer lengths), the mean score of each
+   side (for a rule: the share of answers that have the property).
 4. Mean answer length of each (length drift), and an estimate of KL(A || B) per answer (the mean over A's answers of
    log A(y|x) - log B(y|x)) when both are local models with the same tokenizer.
 
@@ -27,6 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -77,11 +79,19 @@ class JudgeResult:
     mean_a: float | None = None
     mean_b: float | None = None
     unjudged: int = 0
+    length_controlled: tuple[float, float, float] | None = None  # (win rate at equal length, 95% interval)
 
     def line(self, a: str, b: str) -> str:
         means = "" if self.mean_a is None else f"; mean score {a} {self.mean_a:.3f} vs {b} {self.mean_b:.3f}"
         return (f"{self.judge}: {a} wins {self.win_rate:.1%} [{self.low:.1%}, {self.high:.1%}] of {self.n} "
-                f"({self.wins} W / {self.ties} T / {self.losses} L){self.unjudged_note()}{means}")
+                f"({self.wins} W / {self.ties} T / {self.losses} L){self.unjudged_note()}; length-controlled "
+                f"{self.lc_text()}{means}")
+
+    def lc_text(self) -> str:
+        if self.length_controlled is None:
+            return "n/a"
+        rate, low, high = self.length_controlled
+        return f"{rate:.1%} [{low:.1%}, {high:.1%}]"
 
     def unjudged_note(self) -> str:
         """Prompts the judge gave no verdict on are left out of the rate, which they may bias: always said."""
@@ -128,7 +138,47 @@ def win_rate(outcomes: Sequence[float]) -> tuple[float, float, float]:
     return mean, low, high
 
 
-def _result(judge: str, scores: list[tuple[float, float]], unjudged: int = 0, *, with_means: bool = True) -> JudgeResult:
+def length_controlled(outcomes: Sequence[float], length_gaps: Sequence[float], *, reps: int = 400,
+                      seed: int = 0) -> tuple[float, float, float] | None:
+    """The win rate A would have if its answers were as long as B's: AlpacaEval 2's length control in its simplest
+    form. The outcome (1 win, 0.5 tie, 0 loss) is regressed on ``tanh(gap / sd(gap))`` (gap: A's length minus B's,
+    characters) by logistic regression, lightly ridged so that a clean sweep stays finite, and read at gap 0:
+    sigmoid(intercept). 95% percentile bootstrap over the prompts. None under 10 prompts or without length spread.
+
+    A judge that prefers longer answers (by degrees, as judges do) gives a policy that only got longer about 50%;
+    one that prefers the better answer whatever its length keeps its win rate.
+    """
+    y = np.asarray(outcomes, dtype=float)
+    gaps = np.asarray(length_gaps, dtype=float)
+    if len(y) < 10 or gaps.std() == 0:
+        return None
+    x = np.tanh(gaps / gaps.std())
+
+    def fit(index: np.ndarray) -> float:
+        design = np.stack([np.ones(len(index)), x[index]], axis=1)
+        target, weights = y[index], np.zeros(2)
+        for _ in range(100):
+            p = 1 / (1 + np.exp(-design @ weights))
+            gradient = design.T @ (p - target) + RIDGE * weights
+            hessian = (design.T * (p * (1 - p))) @ design + RIDGE * np.eye(2)
+            step = np.linalg.solve(hessian, gradient)
+            weights -= step
+            if np.abs(step).max() < 1e-9:
+                break
+        return float(1 / (1 + np.exp(-weights[0])))
+
+    rng = np.random.default_rng(seed)
+    boots = [fit(rng.integers(0, len(y), len(y))) for _ in range(reps)]
+    low, high = np.percentile(boots, [2.5, 97.5])
+    return fit(np.arange(len(y))), float(low), float(high)
+
+
+RIDGE = 0.1  # the logistic fit's L2 penalty (on intercept and slope): keeps a sweep finite, little else
+
+
+def _result(judge: str, scores: list[tuple[float, float]], unjudged: int = 0, *, with_means: bool = True,
+            length_gaps: Sequence[float] | None = None) -> JudgeResult:
+    """``length_gaps``: per score, A's answer length minus B's (for the length-controlled rate)."""
     outcomes = [1.0 if a > b else 0.0 if a < b else 0.5 for a, b in scores]
     rate, low, high = win_rate(outcomes)
     n = len(scores)
@@ -136,7 +186,12 @@ def _result(judge: str, scores: list[tuple[float, float]], unjudged: int = 0, *,
         judge, n, outcomes.count(1.0), outcomes.count(0.5), outcomes.count(0.0), rate, low, high,
         (sum(a for a, _ in scores) / n if n else None) if with_means else None,
         (sum(b for _, b in scores) / n if n else None) if with_means else None, unjudged,
+        length_controlled(outcomes, length_gaps) if length_gaps is not None else None,
     )
+
+
+def _gaps(pairings: Sequence[Pairing]) -> list[float]:
+    return [len(p.a_text) - len(p.b_text) for p in pairings]
 
 
 @dataclass(frozen=True)
@@ -217,7 +272,7 @@ def judge_with_rule(spec: str, pairings: Sequence[Pairing]) -> JudgeResult:
 
     score = rule_scorer(spec)
     return _result(f"rule:{spec}", [(score(p.a_text), score(p.b_text)) for p in pairings],
-                   with_means=spec.startswith(("contains:", "regex:")))
+                   with_means=spec.startswith(("contains:", "regex:")), length_gaps=_gaps(pairings))
 
 
 def judge_with_rm(model_dir: str, pairings: Sequence[Pairing]) -> JudgeResult:
@@ -227,7 +282,7 @@ def judge_with_rm(model_dir: str, pairings: Sequence[Pairing]) -> JudgeResult:
     prompts = [p.messages for p in pairings]
     a = scorer.score(prompts, [p.a_text for p in pairings])
     b = scorer.score(prompts, [p.b_text for p in pairings])
-    return _result(f"rm:{Path(model_dir).name}", list(zip(a, b, strict=True)))
+    return _result(f"rm:{Path(model_dir).name}", list(zip(a, b, strict=True)), length_gaps=_gaps(pairings))
 
 
 def judge_with_llm(sessions: sessionmaker[Session], name: str, pairings: Sequence[Pairing], batch: str, run_id: int,
@@ -253,15 +308,19 @@ def judge_with_llm(sessions: sessionmaker[Session], name: str, pairings: Sequenc
             .where(Annotator.name == name, Ranking.comparison_id.in_(comparison_ids), Ranking.skipped.is_(False))
         ).all()
     rank_of = {cid: dict(zip(response_ids, ranks, strict=True)) for cid, ranks, response_ids in found}
-    scores: list[tuple[float, float]] = [(0.0, 0.0)] * (len(pairings) - len(different))  # identical answers tie
-    unjudged = 0
-    for pairing, cid in zip(different, comparison_ids, strict=True):
-        ranks = rank_of.get(cid)
-        if ranks is None:
-            unjudged += 1
+    comparison_of = {p.prompt_id: cid for p, cid in zip(different, comparison_ids, strict=True)}
+    scores: list[tuple[float, float]] = []
+    judged: list[Pairing] = []
+    for pairing in pairings:
+        if pairing.a_id == pairing.b_id:  # one answer: a tie
+            scores.append((0.0, 0.0))
+        elif (ranks := rank_of.get(comparison_of[pairing.prompt_id])) is not None:
+            scores.append((-ranks[pairing.a_id], -ranks[pairing.b_id]))
+        else:
             continue
-        scores.append((-ranks[pairing.a_id], -ranks[pairing.b_id]))
-    return _result(f"judge:{name}", scores, unjudged, with_means=False)
+        judged.append(pairing)
+    return _result(f"judge:{name}", scores, len(pairings) - len(judged), with_means=False,
+                   length_gaps=_gaps(judged))
 
 
 def kl_estimate(policy: str, baseline: str, pairings: Sequence[Pairing]) -> float | None:
@@ -377,12 +436,13 @@ def write_report(report: EvalReport, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
     lines = [f"# {report.policy} vs {report.baseline}", "", f"{report.prompts} held-out prompts.", "",
-             "| judge | win rate of A | 95% interval | W / T / L | not judged | mean score A | mean score B |",
-             "|---|---|---|---|---|---|---|"]
+             "| judge | win rate of A | 95% interval | W / T / L | not judged | length-controlled [95%] | mean score A "
+             "| mean score B |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in report.results:
         means = ("-", "-") if r.mean_a is None else (f"{r.mean_a:.3f}", f"{r.mean_b:.3f}")
         lines.append(f"| {r.judge} | {r.win_rate:.1%} | [{r.low:.1%}, {r.high:.1%}] | {r.wins} / {r.ties} / {r.losses} "
-                     f"| {r.unjudged} | {means[0]} | {means[1]} |")
+                     f"| {r.unjudged} | {r.lc_text()} | {means[0]} | {means[1]} |")
     lines += ["", f"Mean answer length: A {report.mean_length_a:.0f}, B {report.mean_length_b:.0f} characters."]
     if report.kl is not None:
         lines.append(f"KL(A || B) estimate: {report.kl:.3f} nats per answer.")

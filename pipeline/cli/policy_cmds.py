@@ -238,12 +238,13 @@ def evaluate(
                           baseline_name=baseline_name, out=out)
     with open_store(ctx, db) as store:
         report = evaluate_policies(store.sessions, options, on_progress=lambda text: _say(f"... {text}"))
-    table = Table("judge", f"{report.policy} wins", "95% interval", "W / T / L", "not judged", "mean A", "mean B",
+    table = Table("judge", f"{report.policy} wins", "95% interval", "W / T / L", "not judged",
+                  "length-controlled [95%]", "mean A", "mean B",
                   title=f"{report.policy} vs {report.baseline} on {report.prompts} prompts")
     for r in report.results:
         means = ("-", "-") if r.mean_a is None else (f"{r.mean_a:.3f}", f"{r.mean_b:.3f}")
         table.add_row(r.judge, f"{r.win_rate:.1%}", f"[{r.low:.1%}, {r.high:.1%}]", f"{r.wins} / {r.ties} / {r.losses}",
-                      str(r.unjudged), *means)
+                      str(r.unjudged), r.lc_text(), *means)
     console.print(table)
     kl = "" if report.kl is None else f"; KL(A || B) ~ {report.kl:.2f} nats per answer"
     missing = (f"; {report.without_answers} prompts without an answer from both left out" if report.without_answers

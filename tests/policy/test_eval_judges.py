@@ -108,3 +108,21 @@ def test_eval_against_stored_reference_answers(cli: Cli, tiny_lm_dir, sessions) 
     named = cli("eval", "--policy", str(tiny_lm_dir), "--baseline", "stored:ref", "--baseline-name", "x",
                 "--judge", "rule:longer", expect=1)
     assert "--baseline-name does not apply to --baseline stored:ref" in flat(named.output)
+
+
+def test_the_length_controlled_win_rate_discounts_a_judge_that_likes_length() -> None:
+    import numpy as np
+
+    from policy.evaluate import length_controlled
+
+    rng = np.random.default_rng(1)
+    gaps = rng.normal(100, 80, 300)  # A's answers are longer by 100 characters on average
+    likes_length = (rng.random(300) < 1 / (1 + np.exp(-gaps / 50))).astype(float)  # P(A wins) grows with the gap
+    assert likes_length.mean() > 0.7
+    rate, low, high = length_controlled(likes_length, gaps)
+    assert low < 0.5 < high and abs(rate - 0.5) < 0.06
+    likes_quality = (rng.random(300) < 0.7).astype(float)  # A is better 70% of the time, whatever the length
+    rate, low, high = length_controlled(likes_quality, gaps)
+    assert low < 0.7 < high and abs(rate - likes_quality.mean()) < 0.05 and low > 0.5
+    assert length_controlled([1.0] * 9, range(9)) is None and length_controlled([1.0] * 20, [5] * 20) is None
+    assert length_controlled([1.0] * 20, range(20))[0] > 0.9  # a sweep stays a sweep
