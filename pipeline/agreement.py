@@ -157,8 +157,8 @@ def cohen_kappa(first: Sequence[int], second: Sequence[int]) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
-def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
-    """95% Wilson score interval of a proportion.
+def wilson_interval(hits: float, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """95% Wilson score interval of a proportion (``hits`` may be fractional: shares of clustered units).
 
     >>> tuple(round(x, 3) for x in wilson_interval(8, 10))
     (0.49, 0.943)
@@ -171,16 +171,18 @@ def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float] |
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def bootstrap_kappa_interval(first: Sequence[int], second: Sequence[int], *, reps: int = 500,
-                             seed: int = 0) -> tuple[float, float] | None:
-    """95% percentile bootstrap interval of Cohen's kappa over units."""
+def bootstrap_kappa_interval(first: Sequence[int], second: Sequence[int], *, reps: int = 500, seed: int = 0,
+                             clusters: Sequence[int] | None = None) -> tuple[float, float] | None:
+    """95% percentile bootstrap interval of Cohen's kappa over units, or over ``clusters`` (each unit's
+    comparison: the K(K-1)/2 pairs of one K-wise ranking are not independent, so whole comparisons are drawn)."""
     if len(first) < 5:
         return None
     rng = np.random.default_rng(seed)
     a, b = np.asarray(first), np.asarray(second)
+    groups = [np.asarray(g) for g in _groups(clusters if clusters is not None else range(len(a)))]
     values = []
     for _ in range(reps):
-        idx = rng.integers(0, len(a), len(a))
+        idx = np.concatenate([groups[g] for g in rng.integers(0, len(groups), len(groups))])
         k = cohen_kappa(a[idx].tolist(), b[idx].tolist())
         if k is not None:
             values.append(k)
@@ -216,19 +218,33 @@ class VersusMajority:
     kappa_ci: tuple[float, float] | None
 
 
+def _groups(clusters: Iterable[int]) -> list[list[int]]:
+    """Positions grouped by cluster, in order of first appearance."""
+    grouped: dict[int, list[int]] = {}
+    for position, cluster in enumerate(clusters):
+        grouped.setdefault(cluster, []).append(position)
+    return list(grouped.values())
+
+
 def versus_majority(units: dict[Unit, dict[str, int]], annotator: str, majority: dict[Unit, int]) -> VersusMajority:
-    """One annotator (a judge, an import) against the human majority on the units both labelled."""
+    """One annotator (a judge, an import) against the human majority on the units both labelled.
+
+    The intervals count comparisons, not pairs: the pairs of one K-wise ranking agree or disagree together, so the
+    agreement's Wilson interval takes each comparison's share of agreeing pairs as one (fractional) trial, and the
+    kappa's bootstrap draws whole comparisons. For K = 2 both are the plain per-pair intervals."""
     shared = [u for u in units if annotator in units[u] and u in majority]
     mine = [units[u][annotator] for u in shared]
     theirs = [majority[u] for u in shared]
-    hits = sum(a == b for a, b in zip(mine, theirs, strict=True))
+    agree = [a == b for a, b in zip(mine, theirs, strict=True)]
+    groups = _groups(u[0] for u in shared)
+    shares = sum(sum(agree[i] for i in group) / len(group) for group in groups)
     return VersusMajority(
         annotator=annotator,
         units=len(shared),
-        agreement=hits / len(shared) if shared else None,
-        agreement_ci=wilson_interval(hits, len(shared)),
+        agreement=sum(agree) / len(shared) if shared else None,
+        agreement_ci=wilson_interval(shares, len(groups)),
         kappa=cohen_kappa(mine, theirs),
-        kappa_ci=bootstrap_kappa_interval(mine, theirs),
+        kappa_ci=bootstrap_kappa_interval(mine, theirs, clusters=[u[0] for u in shared]),
     )
 
 

@@ -59,3 +59,31 @@ def test_the_outlier_is_listed_first() -> None:
     # ann, bob, cat then faces a majority that includes odd's vote, so each misses it once.
     assert ranking[0].annotator == "odd" and ranking[0].agreement == 0.0 and ranking[0].units == 4
     assert [(m.annotator, m.agreement) for m in ranking[1:]] == [("ann", 0.75), ("bob", 0.75), ("cat", 0.75)]
+
+
+def test_intervals_against_the_majority_count_comparisons_not_their_pairs() -> None:
+    """A judge right on all 3 pairs of 14 three-way comparisons and wrong on all 3 of 6 others: 60 pairs, but only
+    20 independent verdicts, so the intervals are those of 14 of 20, not of 42 of 60."""
+    from pipeline.agreement import (
+        bootstrap_kappa_interval,
+        majority_labels,
+        unit_labels,
+        versus_majority,
+        wilson_interval,
+    )
+
+    labels = []
+    for cid in range(20):
+        order = [1, 2, 3] if cid % 2 else [3, 2, 1]
+        labels += [Label(cid, human, order) for human in ("ann", "bob")]
+        labels.append(Label(cid, "judge", order if cid < 14 else order[::-1]))
+    units = unit_labels(labels)
+    majority = majority_labels(units, {"ann", "bob"})
+    result = versus_majority(units, "judge", majority)
+    assert (result.units, result.agreement) == (60, 0.7)
+    assert result.agreement_ci == wilson_interval(14, 20)
+    unit_level = wilson_interval(42, 60)
+    assert result.agreement_ci[1] - result.agreement_ci[0] > 1.2 * (unit_level[1] - unit_level[0])
+    shared = sorted(units)
+    per_pair = bootstrap_kappa_interval([units[u]["judge"] for u in shared], [majority[u] for u in shared])
+    assert result.kappa_ci[1] - result.kappa_ci[0] > 1.2 * (per_pair[1] - per_pair[0])
