@@ -31,6 +31,8 @@ class VoteRow:
     probabilities: list[float] | None
     scores: list[float] | None
     run_id: int | None
+    all_bad: bool = False  # the annotator marked every response bad (the ranks still order them)
+    comment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ def count_comparisons(session: Session, selection: Selection) -> int:
 def _votes(session: Session, comparison_ids: Sequence[int], selection: Selection) -> dict[int, list[VoteRow]]:
     query = (
         select(Ranking.id, Ranking.comparison_id, Annotator.name, Annotator.kind, Ranking.ranks, Ranking.probabilities,
-               Ranking.scores, Ranking.run_id)
+               Ranking.scores, Ranking.run_id, Ranking.all_bad, Ranking.comment)
         .join(Annotator, Annotator.id == Ranking.annotator_id)
         .where(Ranking.comparison_id.in_(list(comparison_ids)), ~Ranking.skipped, Annotator.kind.in_(selection.kinds))
         .order_by(Ranking.comparison_id, Annotator.name)
@@ -74,8 +76,10 @@ def _votes(session: Session, comparison_ids: Sequence[int], selection: Selection
     if selection.exclude:
         query = query.where(Annotator.name.not_in(selection.exclude))
     grouped: dict[int, list[VoteRow]] = {}
-    for rid, cid, name, kind, ranks, probabilities, scores, run_id in session.execute(query):
-        grouped.setdefault(cid, []).append(VoteRow(rid, name, kind, ranks, probabilities, scores, run_id))
+    for rid, cid, name, kind, ranks, probabilities, scores, run_id, all_bad, comment in session.execute(query):
+        grouped.setdefault(cid, []).append(
+            VoteRow(rid, name, kind, ranks, probabilities, scores, run_id, bool(all_bad), comment)
+        )
     return grouped
 
 

@@ -47,6 +47,7 @@ class ExportOptions:
     unanimous: bool = False  # gold: only pairs every voter agrees on (>= 2 voters)
     disputed: bool = False  # only pairs some voter disagrees with (for review)
     ties: bool = False  # keep tie records (chosen/rejected in id order, tie=true)
+    drop_all_bad: bool = False  # leave out comparisons at least half of whose selected voters marked all bad
     format: str = "conversational"  # conversational (message lists) | standard (strings)
     margin: bool = False  # add a ``margin`` column (TRL's RewardTrainer adds it to the loss)
     jsonl: bool = False  # also keep train.jsonl / test.jsonl beside the dataset
@@ -74,6 +75,7 @@ class ExportReport:
     comparisons: int = 0  # comparisons with at least one selected vote
     rankings: int = 0
     pairs: dict[str, int] | None = None
+    all_bad_left_out: int = 0  # comparisons left out by drop_all_bad
     fingerprint: str = ""
     seconds: float = 0.0
 
@@ -83,8 +85,9 @@ class ExportReport:
 
     def summary(self) -> str:
         splits = ", ".join(f"{n} {split}" for split, n in (self.pairs or {}).items())
-        return (f"{self.total_pairs} pairs ({splits}) from {self.rankings} rankings of {self.comparisons} comparisons, "
-                f"fingerprint {self.fingerprint[:12]}")
+        left_out = (f"; {self.all_bad_left_out} comparison(s) left out as all bad" if self.all_bad_left_out else "")
+        return (f"{self.total_pairs} pairs ({splits}) from {self.rankings} rankings of {self.comparisons} comparisons"
+                f"{left_out}, fingerprint {self.fingerprint[:12]}")
 
 
 def conversation_text(messages: list[dict[str, Any]]) -> str:
@@ -111,6 +114,7 @@ def _features(options: ExportOptions) -> Any:
         "prompt": shape, "chosen": shape, "rejected": shape,
         "score": datasets.Value("float64"), "votes": datasets.Value("int32"), "agreement": datasets.Value("float64"),
         "tie": datasets.Value("bool"), "annotators": datasets.List(text),
+        "all_bad": datasets.Value("int32"), "comments": datasets.List(text),
         "comparison_id": datasets.Value("int64"), "prompt_id": datasets.Value("int64"),
         "chosen_id": datasets.Value("int64"), "rejected_id": datasets.Value("int64"),
         "ranking_ids": datasets.List(datasets.Value("int64")),
@@ -128,6 +132,17 @@ def _keep(pair: Any, options: ExportOptions) -> bool:
     if options.disputed and pair.agreement >= 1.0:
         return False
     return True
+
+
+def mostly_all_bad(votes: list[Any]) -> bool:
+    """At least half of the voters marked all responses bad (``--drop-all-bad`` leaves such comparisons out).
+
+    >>> from db.exporting import VoteRow
+    >>> vote = lambda bad: VoteRow(1, "a", "human", [1, 2], None, None, None, all_bad=bad)
+    >>> mostly_all_bad([vote(True), vote(False)]), mostly_all_bad([vote(True), vote(False), vote(False)])
+    (True, False)
+    """
+    return 2 * sum(v.all_bad for v in votes) >= len(votes) > 0
 
 
 def export(
@@ -161,8 +176,10 @@ def export(
         )
         report.pairs = counts
         if not sum(counts.values()):
+            dropped = (f"; --drop-all-bad left out {report.all_bad_left_out} comparison(s)"
+                       if report.all_bad_left_out else "")
             raise UserError("the selection yields no preference pairs (check --sources, --batch, the annotators and "
-                            "the agreement filters; see `rlhf status`)")
+                            f"the agreement filters; see `rlhf status`){dropped}")
         report.fingerprint = digest
         _build_dataset(staging, options, digest)
         config = {**asdict(options), "out_dir": str(out.resolve())}
@@ -172,7 +189,8 @@ def export(
             report.run_id = run.id
             report.seconds = round(time.perf_counter() - started, 3)
             manifest = {"run_id": run.id, "fingerprint": digest, "pairs": counts, "comparisons": report.comparisons,
-                        "rankings": report.rankings, "selection": config}
+                        "rankings": report.rankings, "all_bad_left_out": report.all_bad_left_out,
+                        "selection": config}
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
             metrics = {**manifest, "seconds": report.seconds, "summary": report.summary(),
                        "pairs_per_second": round(report.total_pairs / max(report.seconds, 1e-9), 1)}
@@ -224,6 +242,9 @@ def _write_rows(
             for page in iter_comparisons(session, selection, page=page_size):
                 texts = response_texts(session, [rid for c in page for rid in c.response_ids])
                 for comparison in page:
+                    if options.drop_all_bad and mostly_all_bad(comparison.votes):
+                        report.all_bad_left_out += 1
+                        continue
                     added = _append_pairs(buffers[comparison.split], comparison, texts, options)
                     if not added:
                         continue
@@ -235,7 +256,8 @@ def _write_rows(
                     used_handle.write("".join(f"{v.ranking_id}\n" for v in comparison.votes))
                     digest.update(repr((comparison.split, comparison.id, comparison.prompt_hash,
                                         [(texts[p.chosen][1], texts[p.rejected][1], p.score, p.votes, p.agreement,
-                                          p.tie, p.annotators, p.margin if options.margin else None)
+                                          p.tie, p.annotators, p.margin if options.margin else None,
+                                          *_voter_notes(comparison.votes, p))
                                          for p in added],
                                         [v.ranking_id for v in comparison.votes])).encode())
                     counts[comparison.split] += len(added)
@@ -270,6 +292,13 @@ def _flush(writer: Any, buffer: dict[str, list[Any]], schema: Any, *, full_batch
         del values[:cut]
 
 
+def _voter_notes(votes: list[Any], pair: Any) -> tuple[int, list[str]]:
+    """(how many of the pair's voters marked all responses bad, their non-empty comments in annotator-name order).
+    The votes come in annotator-name order (``db.exporting``)."""
+    voters = [v for v in votes if v.annotator in pair.annotators]
+    return sum(v.all_bad for v in voters), [v.comment.strip() for v in voters if v.comment and v.comment.strip()]
+
+
 def _append_pairs(
     columns: dict[str, list[Any]], comparison: Any, texts: dict[int, tuple[str, str]], options: ExportOptions
 ) -> list[Any]:
@@ -295,6 +324,9 @@ def _append_pairs(
         columns["agreement"].append(pair.agreement)
         columns["tie"].append(pair.tie)
         columns["annotators"].append(list(pair.annotators))
+        all_bad, comments = _voter_notes(comparison.votes, pair)
+        columns["all_bad"].append(all_bad)
+        columns["comments"].append(comments)
         columns["comparison_id"].append(comparison.id)
         columns["prompt_id"].append(comparison.prompt_id)
         columns["chosen_id"].append(pair.chosen)

@@ -27,6 +27,9 @@ def export_cmd(
     unanimous: Annotated[bool, typer.Option("--unanimous", help="Gold pairs only: every voter agrees (>= 2).")] = False,
     disputed: Annotated[bool, typer.Option("--disputed", help="Only pairs some voter disagrees with.")] = False,
     ties: Annotated[bool, typer.Option("--ties", help="Keep tie records (tie=true).")] = False,
+    drop_all_bad: Annotated[bool, typer.Option(
+        "--drop-all-bad", help="Leave out comparisons that at least half of their selected voters marked all bad.",
+    )] = False,
     format: Annotated[str, typer.Option(help="conversational (message lists) or standard (strings).")] = "conversational",  # noqa: A002
     margin: Annotated[bool, typer.Option("--margin", help="Add a margin column (RewardTrainer uses it).")] = False,
     jsonl: Annotated[bool, typer.Option("--jsonl", help="Also write train.jsonl and test.jsonl.")] = False,
@@ -36,13 +39,14 @@ def export_cmd(
     """Export preference pairs in the formats TRL reads (`datasets.load_from_disk(OUT)`), recorded with lineage.
 
     Pairs come from every K-wise ranking (ties give none), combined across annotators; train/test follow each
-    prompt's stable split. The same selection gives byte-identical files.
+    prompt's stable split. Each pair carries how many of its voters marked all responses bad (`all_bad`) and their
+    comments. The same selection gives byte-identical files.
     """
     options = ExportOptions(
         out_dir=out, sources=_split_csv([sources]), include=_split_csv(annotator), exclude=_split_csv(exclude),
         batches=_split_csv(batch), method=aggregate, min_agreement=min_agreement, min_votes=min_votes,
-        unanimous=unanimous, disputed=disputed, ties=ties, format=format, margin=margin, jsonl=jsonl,
-        overwrite=overwrite,
+        unanimous=unanimous, disputed=disputed, ties=ties, drop_all_bad=drop_all_bad, format=format, margin=margin,
+        jsonl=jsonl, overwrite=overwrite,
     )
     with open_store(ctx, db) as store, progress_bar("export", unit_bytes=False) as on_progress:
         report = export(store.sessions, options, on_progress=on_progress)
@@ -56,6 +60,7 @@ def register(app: typer.Typer) -> None:
         epilog=examples(
             "rlhf export --out data/prefs",
             "rlhf export --out data/humans --sources human --min-votes 2 --unanimous",
+            "rlhf export --out data/clean --drop-all-bad",
             "rlhf export --out data/soft --aggregate soft --format standard --jsonl",
         ),
     )(export_cmd)

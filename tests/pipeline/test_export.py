@@ -27,9 +27,14 @@ from tests.helpers import flat
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 
 
-def _store(sessions) -> dict[str, int]:  # noqa: ANN001
+Notes = dict[tuple[str, str], tuple[bool, str | None]]  # (annotator, "c3") -> (all bad, comment)
+
+
+def _store(sessions, notes: Notes | None = None) -> dict[str, int]:  # noqa: ANN001
     """12 prompts (split by hash), 3 responses each ("best", "mid", "worst"); K=3 comparisons wanting 2 humans.
-    Two humans rank through the queue (they disagree on one pair), an AI and an import rank everything."""
+    Two humans rank through the queue (they disagree on one pair), an AI and an import rank everything; ``notes``
+    gives some rankings an "all bad" mark and a comment."""
+    notes = notes or {}
     ids = {}
     with sessions.begin() as session:
         run = start_run(session, "comparisons", {})
@@ -50,17 +55,21 @@ def _store(sessions) -> dict[str, int]:  # noqa: ANN001
                 ranks = {order["best"]: 1, order["mid"]: 2, order["worst"]: 3}
                 if human.name == "bob" and item.comparison.id == ids["c0"]:
                     ranks = {order["best"]: 1, order["mid"]: 3, order["worst"]: 2}
-                submit_ranking(session, human, item.comparison.id, ranks, NOW)
+                key = next(key for key, cid in ids.items() if cid == item.comparison.id)
+                all_bad, comment = notes.get((human.name, key), (False, None))
+                submit_ranking(session, human, item.comparison.id, ranks, NOW, all_bad=all_bad, comment=comment)
         from db.models import Response
 
-        for cid in ids.values():
+        for key, cid in ids.items():
             rids = session.get(Comparison, cid).response_ids
             quality = {r.id: r.generator for r in session.scalars(select(Response).where(Response.id.in_(rids)))}
             rank = {"best": 1, "mid": 2, "worst": 3}
             add_rankings_if_absent(session, [
-                NewRanking(cid, judge.id, {r: rank[quality[r]] for r in rids}),
+                NewRanking(cid, judge.id, {r: rank[quality[r]] for r in rids},
+                           comment=notes.get((judge.name, key), (False, None))[1]),
                 NewRanking(cid, imported.id, {r: rank[quality[r]] for r in rids},
-                           scores_by_response={r: 4.0 - rank[quality[r]] for r in rids}),
+                           scores_by_response={r: 4.0 - rank[quality[r]] for r in rids},
+                           comment=notes.get((imported.name, key), (False, None))[1]),
             ], run_id=run.id)
     return ids
 
@@ -205,6 +214,66 @@ def test_source_selection_and_filters(sessions, tmp_path: Path, options: dict, p
     if options.get("margin"):
         row = datasets.load_from_disk(str(tmp_path / "out"))["train"][0]
         assert isinstance(row["prompt"], str) and row["margin"] in (1.0, 2.0)
+
+
+NOTES: Notes = {
+    ("ann", "c1"): (True, "all three miss the point"),
+    ("ann", "c2"): (False, "ann: clear enough"), ("bob", "c2"): (False, "   "),  # blank: no comment
+    ("judge", "c2"): (False, "judge: B is longer"), ("import:old", "c2"): (False, "import: from the old set"),
+    ("ann", "c3"): (True, None), ("bob", "c3"): (True, None),
+}
+
+
+def _rows_by_comparison(out: Path) -> dict[int, list[dict]]:
+    data = datasets.load_from_disk(str(out))
+    rows: dict[int, list[dict]] = {}
+    for split in data.values():
+        for row in split:
+            rows.setdefault(row["comparison_id"], []).append(row)
+    return rows
+
+
+def test_all_bad_marks_and_comments_reach_the_export(cli, sessions, tmp_path: Path) -> None:
+    ids = _store(sessions, NOTES)
+    report = export(sessions, ExportOptions(out_dir=str(tmp_path / "all")))
+    rows = _rows_by_comparison(tmp_path / "all")
+    assert report.total_pairs == 36 and report.all_bad_left_out == 0
+    assert {n: {r["all_bad"] for r in rows[cid]} for n, cid in ids.items() if n in ("c0", "c1", "c3")} == {
+        "c0": {0}, "c1": {1}, "c3": {2}}
+    # the voters' non-empty comments, in annotator-name order (the judge ranked before the import)
+    assert {tuple(r["comments"]) for r in rows[ids["c2"]]} == {
+        ("ann: clear enough", "import: from the old set", "judge: B is longer")}
+    assert {tuple(r["comments"]) for r in rows[ids["c1"]]} == {("all three miss the point",)}
+    assert rows[ids["c0"]][0]["comments"] == []
+    again = export(sessions, ExportOptions(out_dir=str(tmp_path / "again")))
+    assert again.fingerprint == report.fingerprint and _files(tmp_path / "all") == _files(tmp_path / "again")
+
+    # a comment or a mark changed after an export changes the content fingerprint
+    with sessions.begin() as session:
+        session.execute(text("UPDATE rankings SET comment = 'ann: on second thought' WHERE comment LIKE 'ann: %'"))
+    reworded = export(sessions, ExportOptions(out_dir=str(tmp_path / "reworded")))
+    with sessions.begin() as session:
+        session.execute(text("UPDATE rankings SET all_bad = NOT all_bad WHERE comment = 'all three miss the point'"))
+    unmarked = export(sessions, ExportOptions(out_dir=str(tmp_path / "unmarked")))
+    assert len({report.fingerprint, reworded.fingerprint, unmarked.fingerprint}) == 3
+
+
+def test_drop_all_bad_leaves_out_comparisons_half_their_voters_marked(cli, sessions, tmp_path: Path) -> None:
+    ids = _store(sessions, NOTES)
+    # all four voters: c3 is all bad for 2 of 4 (left out), c1 for 1 of 4 (kept)
+    result = cli("export", "--out", str(tmp_path / "clean"), "--drop-all-bad")
+    assert "33 pairs" in flat(result.output) and "1 comparison(s) left out as all bad" in flat(result.output)
+    assert ids["c3"] not in _rows_by_comparison(tmp_path / "clean") and ids["c1"] in _rows_by_comparison(
+        tmp_path / "clean")
+    manifest = json.loads((tmp_path / "clean" / "export_manifest.json").read_text())
+    assert manifest["all_bad_left_out"] == 1 and manifest["selection"]["drop_all_bad"] is True
+    with sessions() as session:
+        left_out = session.scalars(select(Ranking.exported_at).where(Ranking.comparison_id == ids["c3"])).all()
+        assert left_out == [None] * 4  # not in the dataset, so still undoable
+    # the humans alone: c1 (1 of 2) goes too
+    humans = export(sessions, ExportOptions(out_dir=str(tmp_path / "humans"), sources=("human",), drop_all_bad=True))
+    assert humans.all_bad_left_out == 2 and humans.comparisons == 10 and humans.total_pairs == 29
+    assert not {ids["c1"], ids["c3"]} & set(_rows_by_comparison(tmp_path / "humans"))
 
 
 def test_bad_options_write_nothing(sessions, tmp_path: Path) -> None:
