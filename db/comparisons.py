@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import Integer, and_, case, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.bulk import chunks, insert_returning_ids, resolve
 from db.content import response_key
-from db.models import Annotator, Comparison, Ranking, utcnow
+from db.models import Annotator, Assignment, Comparison, Ranking, utcnow
 
 
 @dataclass(frozen=True)
@@ -180,12 +181,12 @@ def human_ranked_count() -> Any:
     )
 
 
-def queue_status(ranked: Any) -> Any:
+def queue_status(ranked: Any, overlap: Any = Comparison.required_overlap) -> Any:
     """A comparison's status given its human count: complete once it reaches a positive overlap, open below it;
-    retired ones, and those that want no humans, keep theirs."""
+    retired ones, and those that want no humans, keep theirs. ``overlap``: the overlap it is to have (a new one)."""
     return case(
-        (and_(Comparison.status.in_(("open", "complete")), Comparison.required_overlap > 0),
-         case((ranked >= Comparison.required_overlap, "complete"), else_="open")),
+        (and_(Comparison.status.in_(("open", "complete")), overlap > 0),
+         case((ranked >= overlap, "complete"), else_="open")),
         else_=Comparison.status,
     )
 
@@ -213,3 +214,90 @@ def recount_human_ranked(session: Session, comparison_ids: Sequence[int]) -> Non
 
 def list_comparisons_by_batch(session: Session, batch: str) -> list[Comparison]:
     return list(session.scalars(select(Comparison).where(Comparison.batch == batch).order_by(Comparison.id)))
+
+
+# --- managing a batch after it was created (``rlhf comparisons retire|reopen|set-overlap``) --------------------------
+
+
+def batch_exists(session: Session, batch: str) -> bool:
+    return session.scalar(select(Comparison.id).where(Comparison.batch == batch).limit(1)) is not None
+
+
+def batch_status_counts(session: Session, batch: str) -> dict[str, int]:
+    """status -> how many of the batch's comparisons have it."""
+    rows = session.execute(
+        select(Comparison.status, func.count(Comparison.id)).where(Comparison.batch == batch).group_by(Comparison.status)
+    )
+    return {status: int(n) for status, n in rows}
+
+
+def batch_run_ids(session: Session, batch: str) -> list[int]:
+    """The runs that made the batch's comparisons (its lineage)."""
+    query = select(Comparison.run_id).where(Comparison.batch == batch, Comparison.run_id.is_not(None)).distinct()
+    return sorted(session.scalars(query))
+
+
+def _release_leases(session: Session, batch: str, now: datetime) -> int:
+    """End the live leases on the batch's comparisons that the queue no longer gives out (not open, or wanting no
+    humans), as an answer ends one: they leave the holders' screens at their next page. Returns how many."""
+    closed = select(Comparison.id).where(
+        Comparison.batch == batch, or_(Comparison.status != "open", Comparison.required_overlap == 0)
+    )
+    result = session.execute(
+        update(Assignment)
+        .where(Assignment.comparison_id.in_(closed), Assignment.expires_at > now)
+        .values(expires_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)
+
+
+def retire_batch(session: Session, batch: str, now: datetime) -> tuple[int, int]:
+    """Retire the batch's comparisons: the queue gives them to no one, exports and judges leave them out; their
+    rankings stay. Returns (comparisons retired now, leases released)."""
+    result = session.execute(
+        update(Comparison)
+        .where(Comparison.batch == batch, Comparison.status != "retired")
+        .values(status="retired")
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0), _release_leases(session, batch, now)
+
+
+def reopen_batch(session: Session, batch: str) -> int:
+    """Undo ``retire_batch``: each retired comparison of the batch is open again, or complete if it already has its
+    overlap of human rankings. Returns how many were retired."""
+    result = session.execute(
+        update(Comparison)
+        .where(Comparison.batch == batch, Comparison.status == "retired")
+        .values(status="open")
+        .execution_options(synchronize_session=False)
+    )
+    _follow_human_counts(session, batch)
+    return int(result.rowcount or 0)
+
+
+def set_batch_overlap(session: Session, batch: str, overlap: int, now: datetime) -> int:
+    """Every comparison of the batch wants ``overlap`` humans from now on: one that had them all is open again when
+    the overlap rises, one that reaches the new overlap is complete (its live leases released, as with overlap 0).
+    Retired ones stay retired. Returns how many leases were released."""
+    if overlap < 0:
+        raise ValueError(f"overlap must be 0 or more, got {overlap}")
+    session.execute(
+        update(Comparison)
+        .where(Comparison.batch == batch)
+        .values(required_overlap=overlap, status=queue_status(Comparison.human_ranked, literal(overlap, Integer)))
+        .execution_options(synchronize_session=False)
+    )
+    return _release_leases(session, batch, now)
+
+
+def _follow_human_counts(session: Session, batch: str) -> None:
+    """The batch's statuses from their counters of human rankings (``human_ranked``, which the queue keeps under the
+    comparison's row lock: on PostgreSQL an UPDATE that waited for that lock re-reads the row's new count)."""
+    session.execute(
+        update(Comparison)
+        .where(Comparison.batch == batch)
+        .values(status=queue_status(Comparison.human_ranked))
+        .execution_options(synchronize_session=False)
+    )

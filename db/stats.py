@@ -22,6 +22,14 @@ class BatchSummary:
     import_rankings: int
     skipped: int
     covered: int  # comparisons with at least their required number of human rankings (skips not counted)
+    open: int = 0  # comparisons still waiting for humans (status open, overlap above 0)
+    retired: int = 0  # comparisons retired (given to no one, exported by no one)
+    human_ranked: int = 0  # human rankings that are not skips
+
+    @property
+    def done(self) -> int:
+        """Comparisons that are neither open nor retired: complete, or wanting no humans."""
+        return self.comparisons - self.open - self.retired
 
 
 def table_counts(session: Session) -> dict[str, int]:
@@ -70,6 +78,9 @@ def batch_summaries(session: Session) -> list[BatchSummary]:
             func.coalesce(func.sum(per_kind.c.imp), 0),
             func.coalesce(func.sum(per_kind.c.skipped), 0),
             func.sum((human_ranked >= Comparison.required_overlap).cast(Integer)),
+            func.sum(((Comparison.status == "open") & (Comparison.required_overlap > 0)).cast(Integer)),
+            func.sum((Comparison.status == "retired").cast(Integer)),
+            func.sum(human_ranked),
         )
         .outerjoin(per_kind, per_kind.c.comparison_id == Comparison.id)
         .group_by(Comparison.batch)

@@ -1,8 +1,10 @@
-"""``rlhf comparisons create``: K-way labelling tasks from the responses of each prompt.
+"""``rlhf comparisons create``: K-way labelling tasks from the responses of each prompt; ``retire``, ``reopen`` and
+``set-overlap``: a batch managed after it was created.
 
 Planning is a pure function (which response sets to compare); the store skips sets that already exist, so running
 the command again, or with another batch name, never duplicates a comparison. Responses to one prompt with the same
 text (from two generators) enter the plan once, as the lowest id: comparing a text with itself can only tie.
+Every change to a batch is a ``comparisons`` run whose parents are the runs that made the batch.
 """
 
 from __future__ import annotations
@@ -14,9 +16,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db.comparisons import NewComparison, ensure_comparisons
+from db.comparisons import (
+    NewComparison,
+    batch_exists,
+    batch_run_ids,
+    batch_status_counts,
+    ensure_comparisons,
+    reopen_batch,
+    retire_batch,
+    set_batch_overlap,
+)
+from db.models import Comparison, utcnow
 from db.exporting import EVAL_BATCH_PREFIX
 from db.maintenance import refresh_statistics
 from db.prompts import distinct_response_ids_by_prompt
@@ -136,3 +149,72 @@ def create_comparisons(
                               "existing": len(plan) - created, "duplicates": responses.duplicates,
                               "summary": summary})
     return report
+
+
+@dataclass(frozen=True)
+class BatchChange:
+    batch: str
+    action: str  # retire | reopen | set-overlap
+    before: dict[str, int]  # status -> comparisons, before the change
+    after: dict[str, int]
+    leases_released: int
+    run_id: int
+    summary: str
+
+
+def _known_batch(session: Session, batch: str) -> None:
+    if batch_exists(session, batch):
+        return
+    names = list(session.scalars(select(Comparison.batch).distinct().order_by(Comparison.batch).limit(11)))
+    known = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "") if names else "none yet"
+    raise UserError(f"no batch named {batch!r} (batches: {known}; see `rlhf comparisons list`)")
+
+
+def _moved(before: dict[str, int], after: dict[str, int], status: str) -> int:
+    return max(0, after.get(status, 0) - before.get(status, 0))
+
+
+def change_batch(session: Session, batch: str, action: str, overlap: int | None = None) -> BatchChange:
+    """Retire, reopen or set the overlap of a batch (through ``session``, not committed), recorded as a
+    ``comparisons`` run. Raises UserError for an unknown batch or a bad overlap."""
+    if action not in ("retire", "reopen", "set-overlap"):
+        raise ValueError(f"unknown batch action {action!r}")
+    _known_batch(session, batch)
+    config: dict[str, object] = {"batch": batch, "action": action}
+    if action == "set-overlap":
+        _check_overlap(session, batch, overlap)
+        config["overlap"] = overlap
+    run = start_run(session, "comparisons", config, inputs=batch_run_ids(session, batch),
+                    name=f"comparisons {action} {batch}")
+    now = utcnow()
+    before = batch_status_counts(session, batch)
+    changed = released = 0
+    if action == "retire":
+        changed, released = retire_batch(session, batch, now)
+    elif action == "reopen":
+        changed = reopen_batch(session, batch)
+    else:
+        released = set_batch_overlap(session, batch, overlap or 0, now)
+    after = batch_status_counts(session, batch)
+    opened, completed = _moved(before, after, "open"), _moved(before, after, "complete")
+    if action == "retire":
+        summary = f"{changed} comparisons retired (their rankings kept), {released} leases released"
+    elif action == "reopen":
+        summary = f"{changed} retired comparisons reopened ({opened} open, {completed} complete)"
+    elif overlap == 0:
+        summary = f"overlap 0: humans are given none of its comparisons, {released} leases released"
+    else:
+        summary = (f"overlap {overlap}: {opened} complete comparisons back in the queue, {completed} now complete, "
+                   f"{released} leases released")
+    summary = f"batch {batch}: {summary}"
+    finish_run(session, run, {"before": before, "after": after, "leases_released": released, "summary": summary})
+    return BatchChange(batch, action, before, after, released, run.id, summary)
+
+
+def _check_overlap(session: Session, batch: str, overlap: int | None) -> None:
+    if overlap is None or overlap < 0:
+        raise UserError(f"the overlap must be 0 or more, got {overlap}")
+    widest = session.scalar(select(func.max(Comparison.k)).where(Comparison.batch == batch)) or 0
+    if overlap > 0 and widest > MAX_K:  # the queue would never show them (`create` refuses such batches too)
+        raise UserError(f"batch {batch!r} has comparisons of {widest} responses, more than the labelling app shows "
+                        f"at once ({MAX_K}): humans cannot label them, so its overlap can only be 0")

@@ -1,14 +1,16 @@
-"""``rlhf comparisons create``."""
+"""``rlhf comparisons create|list|retire|reopen|set-overlap``."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from db.queue import MAX_K
+from db.stats import batch_summaries
 from pipeline.cli.context import DbOption, console, examples, open_store, state, sub_app
-from pipeline.comparisons import create_comparisons
+from pipeline.comparisons import change_batch, create_comparisons
 
 comparisons_app = sub_app("Comparisons: the K-way ranking tasks that humans and judges label.")
 
@@ -63,6 +65,57 @@ def create(
     )
 
 
+def list_(ctx: typer.Context, db: DbOption = None) -> None:
+    """List the batches: K, the overlap wanted, comparisons done / open / retired, human rankings.
+
+    Done: complete, or wanting no humans (a judges-only batch); open: still wanting humans; retired: given to no one
+    and exported by no one.
+    """
+    with open_store(ctx, db) as store, store.sessions() as session:
+        batches = batch_summaries(session)
+    table = Table("batch", "k", "overlap", "comparisons", "done", "open", "retired", "human rankings", "skips")
+    for b in batches:
+        k = str(b.k_min) if b.k_min == b.k_max else f"{b.k_min}-{b.k_max}"
+        table.add_row(b.batch, k, str(b.required_overlap), str(b.comparisons), str(b.done), str(b.open),
+                      str(b.retired), str(b.human_ranked), str(b.skipped))
+    console.print(table)
+    console.print(f"{len(batches)} batch(es)")
+
+
+BatchOpt = Annotated[str, typer.Option("--batch", help="The batch's name (see `rlhf comparisons list`).")]
+
+
+def _change(ctx: typer.Context, db: str | None, batch: str, action: str, overlap: int | None = None) -> None:
+    with open_store(ctx, db) as store, store.sessions.begin() as session:
+        change = change_batch(session, batch, action, overlap)
+    console.print(f"{change.summary} [run {change.run_id}]", markup=False, highlight=False)
+
+
+def retire(ctx: typer.Context, batch: BatchOpt, db: DbOption = None) -> None:
+    """Retire a batch: its comparisons are no longer given to annotators, judged or exported; their rankings are
+    kept, and leases on them end. `rlhf comparisons reopen` undoes it."""
+    _change(ctx, db, batch, "retire")
+
+
+def reopen(ctx: typer.Context, batch: BatchOpt, db: DbOption = None) -> None:
+    """Reopen a retired batch: its comparisons are open again (complete where they already have their overlap)."""
+    _change(ctx, db, batch, "reopen")
+
+
+def set_overlap(
+    ctx: typer.Context,
+    batch: BatchOpt,
+    overlap: Annotated[int, typer.Argument(metavar="N", help="Distinct humans wanted per comparison (0 or more).")],
+    db: DbOption = None,
+) -> None:
+    """Change how many humans each comparison of a batch wants.
+
+    Raising it puts complete comparisons back in the queue (for annotators who have not ranked them); lowering it
+    completes those that already have enough rankings (0: humans no longer get the batch).
+    """
+    _change(ctx, db, batch, "set-overlap", overlap)
+
+
 def register(app: typer.Typer) -> None:
     comparisons_app.command(
         "create",
@@ -72,4 +125,10 @@ def register(app: typer.Typer) -> None:
             "rlhf comparisons create --batch rank4 --k 4 --strategy random --per-prompt 1 --split train",
         ),
     )(create)
+    comparisons_app.command("list", epilog=examples("rlhf comparisons list"))(list_)
+    comparisons_app.command("retire", epilog=examples("rlhf comparisons retire --batch b1"))(retire)
+    comparisons_app.command("reopen", epilog=examples("rlhf comparisons reopen --batch b1"))(reopen)
+    comparisons_app.command(
+        "set-overlap", epilog=examples("rlhf comparisons set-overlap --batch b1 5", "rlhf comparisons set-overlap --batch b1 0"),
+    )(set_overlap)
     app.add_typer(comparisons_app, name="comparisons")

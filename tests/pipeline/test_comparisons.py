@@ -117,3 +117,71 @@ def test_responses_with_the_same_text_are_not_compared_with_each_other(cli: Cli,
         assert texts == {"a": "Paris.", "b": "Lyon."}  # c's "Paris." (the higher id) left out
         run = session.scalars(select(Run).where(Run.kind == "comparisons")).one()
         assert run.metrics["duplicates"] == 2 and run.metrics["created"] == 1
+
+
+def _row(output: str, batch: str) -> list[str]:
+    """The cells of ``batch``'s row in `rlhf comparisons list`'s table."""
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in output.splitlines() if "│" in line]
+    [row] = [row for row in rows if row[0] == batch]
+    return row
+
+
+def test_a_batch_is_listed_retired_reopened_and_given_another_overlap(cli: Cli, sessions, tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    from db.annotators import annotator_ref, create_annotator
+    from db.queue import record_ranking, take_lease
+
+    cli("import", "responses", str(_responses(tmp_path)))
+    cli("comparisons", "create", "--batch", "b1", "--k", "2", "--overlap", "1")
+    with sessions.begin() as session:
+        create_annotator(session, "ann", password="a long password")
+        held = take_lease(session, annotator_ref(session, "ann"), datetime.now(timezone.utc))
+        ids = session.get(Comparison, held.comparison_id).response_ids
+        record_ranking(session, annotator_ref(session, "ann"), held.comparison_id, {ids[0]: 1, ids[1]: 2},
+                       datetime.now(timezone.utc))
+        created = session.scalars(select(Run).where(Run.kind == "comparisons")).one()
+    listed = cli("comparisons", "list").output
+    # batch, k, overlap, comparisons, done, open, retired, human rankings, skips
+    assert _row(listed, "b1") == ["b1", "2", "1", "4", "1", "3", "0", "1", "0"] and "1 batch(es)" in listed
+
+    retired = flat(cli("comparisons", "retire", "--batch", "b1").output)
+    assert "batch b1: 4 comparisons retired (their rankings kept), 0 leases released [run" in retired
+    assert _row(cli("comparisons", "list").output, "b1") == ["b1", "2", "1", "4", "0", "0", "4", "1", "0"]
+    assert "no preference pairs" in flat(cli("export", "--out", str(tmp_path / "out"), "--batch", "b1",
+                                             expect=1).output)
+    reopened = flat(cli("comparisons", "reopen", "--batch", "b1").output)
+    assert "batch b1: 4 retired comparisons reopened (3 open, 1 complete)" in reopened
+    raised = flat(cli("comparisons", "set-overlap", "--batch", "b1", "2").output)
+    assert "batch b1: overlap 2: 1 complete comparisons back in the queue, 0 now complete" in raised
+    assert _row(cli("comparisons", "list").output, "b1") == ["b1", "2", "2", "4", "0", "4", "0", "1", "0"]
+    lowered = flat(cli("comparisons", "set-overlap", "--batch", "b1", "0").output)
+    assert "batch b1: overlap 0: humans are given none of its comparisons, 0 leases released" in lowered
+    assert _row(cli("comparisons", "list").output, "b1") == ["b1", "2", "0", "4", "4", "0", "0", "1", "0"]
+    with sessions() as session:  # each change is a run, its parent the run that made the batch
+        runs = session.scalars(select(Run).where(Run.kind == "comparisons", Run.id > created.id).order_by(Run.id)).all()
+        assert [(r.config["action"], r.config.get("overlap"), r.status) for r in runs] == [
+            ("retire", None, "succeeded"), ("reopen", None, "succeeded"), ("set-overlap", 2, "succeeded"),
+            ("set-overlap", 0, "succeeded")]
+        assert all(r.inputs == [created.id] for r in runs)
+        assert runs[0].metrics["after"] == {"retired": 4} and runs[0].metrics["before"] == {"open": 3, "complete": 1}
+
+
+def test_managing_an_unknown_batch_or_a_bad_overlap_is_a_clear_error(cli: Cli, sessions, tmp_path: Path) -> None:
+    cli("import", "responses", str(_responses(tmp_path)))
+    cli("comparisons", "create", "--batch", "b1", "--k", "2", "--overlap", "1")
+    nine = write_jsonl(tmp_path / "nine.jsonl",
+                       [{"prompt": "Q?", "responses": [{"generator": f"g{i}", "text": f"answer {i}"} for i in range(9)]}])
+    cli("import", "responses", str(nine))
+    cli("comparisons", "create", "--batch", "wide", "--k", "9", "--overlap", "0")
+    for command in (["retire"], ["reopen"], ["set-overlap", "2"]):
+        out = flat(cli("comparisons", command[0], "--batch", "b2", *command[1:], expect=1).output)
+        assert "no batch named 'b2' (batches: b1, wide; see `rlhf comparisons list`)" in out, out
+    assert "the overlap must be 0 or more, got -1" in flat(
+        cli("comparisons", "set-overlap", "--batch", "b1", "--", "-1", expect=1).output)
+    refused = flat(cli("comparisons", "set-overlap", "--batch", "wide", "1", expect=1).output)
+    assert "batch 'wide' has comparisons of 9 responses, more than the labelling app shows at once (8)" in refused
+    with sessions() as session:
+        assert {(c.batch, c.required_overlap, c.status) for c in session.scalars(select(Comparison))} == {
+            ("b1", 1, "open"), ("wide", 0, "open")}
+        assert len(session.scalars(select(Run).where(Run.kind == "comparisons")).all()) == 2
