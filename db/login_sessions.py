@@ -1,7 +1,8 @@
 """Browser login sessions kept in the database, so that every app process (and a restarted one) knows them.
 
 The browser holds a random token (an HttpOnly cookie); the database holds only its sha256. A session is valid while
-it has not expired and its annotator is active: deactivating an annotator logs them out everywhere at once.
+it has not expired and its annotator is active: deactivating an annotator logs them out everywhere at once, and a new
+password (``db.annotators.set_password``) ends their sessions, so whoever knew the old one is logged out too.
 """
 
 from __future__ import annotations

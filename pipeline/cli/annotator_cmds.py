@@ -83,14 +83,14 @@ def passwd(
     password_stdin: PasswordStdinOpt = False,
     db: DbOption = None,
 ) -> None:
-    """Set a human annotator's password."""
+    """Set a human annotator's password; their login sessions end (whoever knew the old one is logged out)."""
     password = _read_password(name, password_stdin)
     with open_store(ctx, db) as store, store.sessions.begin() as session:
         try:
             set_password(session, _get(session, name), password)
         except AnnotatorError as exc:
             raise UserError(str(exc)) from None
-    console.print(f"password of {name!r} changed")
+    console.print(f"password of {name!r} changed; their login sessions were ended (they log in again with the new one)")
 
 
 def _set_active(ctx: typer.Context, name: str, db: str | None, active: bool) -> None:

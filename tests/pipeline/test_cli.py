@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,13 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from db import head_revision, make_engine, make_session_factory, sqlite_url
+from db.login_sessions import annotator_for_token, open_session
 from db.models import Annotator
 from pipeline.cli import app
 from tests.conftest import Cli
+from tests.helpers import flat
+
+NOW = datetime.now(timezone.utc)
 
 
 def _leaf_commands(command: object, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -95,7 +100,13 @@ def test_annotators_add_stores_only_a_hash(cli: Cli, db_url: str) -> None:
     engine.dispose()
     assert set(stored) == {"alice", "boss"}
     assert all(h and h.startswith("$argon2id$") and "passphrase" not in h for h in stored.values())
-    cli("annotators", "passwd", "alice", "--password-stdin", input="a-new-passphrase\n")
+    with make_session_factory(engine).begin() as session:
+        token = open_session(session, session.scalars(select(Annotator).where(Annotator.name == "alice")).one(), NOW)
+    changed = cli("annotators", "passwd", "alice", "--password-stdin", input="a-new-passphrase\n").output
+    assert "password of 'alice' changed; their login sessions were ended" in flat(changed)
+    with make_session_factory(engine)() as session:
+        assert annotator_for_token(session, token, NOW) is None
+    engine.dispose()
     assert "deactivated" in cli("annotators", "deactivate", "alice").output
     assert "no annotator named 'zed'" in cli("annotators", "deactivate", "zed", expect=1).output
 
