@@ -204,9 +204,12 @@ def export(
                 cited += len(part)
                 stored += mark_exported(session, part, when)
             if stored < cited:
+                gone = cited - stored
+                was = "was taken back (undone) by its annotator" if gone == 1 else \
+                    "were taken back (undone) by their annotators"
                 raise UserError(
-                    f"{cited - stored} of the {cited} rankings this export read were taken back (undone) by their "
-                    "annotators during the export; nothing was written or recorded: run the export again"
+                    f"{gone} of the {cited} rankings this export read {was} during the export; nothing was written or "
+                    "recorded: run the export again"
                 )
             _move_into_place(staging, out, options)
     finally:

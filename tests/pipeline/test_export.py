@@ -129,8 +129,8 @@ def test_an_undo_while_the_export_reads_fails_it_with_nothing_written(engine, se
                 undone.append(undo_last(session, annotator_ref(session, "ann"), NOW))
 
     options = ExportOptions(out_dir=str(tmp_path / "out"), sources=("human",))
-    with pytest.raises(UserError, match=r"1 of the 24 rankings this export read were taken back .* run the export "
-                                        "again"):
+    with pytest.raises(UserError, match=r"1 of the 24 rankings this export read was taken back \(undone\) by its "
+                                        r"annotator during the export; .* run the export again"):
         export(sessions, options, on_progress=undo_after_the_last_page, page_size=5)
     assert undone
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".rlhf-export-*"))
