@@ -19,7 +19,7 @@ from db.annotators import AnnotatorError, create_annotator, get_annotator_by_nam
 from db.labeling_stats import annotator_activity, human_rankings, label_distribution
 from db.stats import batch_summaries
 from pipeline.report import agreement_report, tables
-from pipeline.comparisons import create_comparisons
+from pipeline.comparisons import TooWideForHumans, create_comparisons
 from pipeline.errors import UserError
 from labeling_app.settings import LabelingSettings
 
@@ -137,6 +137,10 @@ class AdminApp:
                     generators=[g.strip() for g in (generators or "").split(",") if g.strip()],
                     split=None if split == "all" else split,
                 )
+            except TooWideForHumans as exc:  # its message names the CLI's options; say it with this page's fields
+                return (f"Not created: K responses {exc.k} is more than the labelling page shows at once "
+                        f"({exc.limit}): choose {exc.limit} or less for human labels, or Overlap (humans) 0 for a "
+                        "batch that only judges label.")
             except UserError as exc:
                 return f"Not created: {exc}"
             return f"Batch {report.batch!r}: {report.created} new comparisons ({report.existing} already existed)."

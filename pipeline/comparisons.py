@@ -41,6 +41,15 @@ Strategy = Literal["all-pairs", "random"]
 STRATEGIES: tuple[Strategy, ...] = ("all-pairs", "random")
 
 
+class TooWideForHumans(UserError):
+    """K above what the labelling page shows, for a batch that wants humans: the queue would never show it."""
+
+    def __init__(self, k: int) -> None:
+        self.k, self.limit = k, MAX_K
+        super().__init__(f"--k {k} is more than the labelling app shows at once ({MAX_K} responses): use --k {MAX_K} "
+                         "or less for human labels, or --overlap 0 for a batch that only judges label")
+
+
 def plan_comparisons(
     responses_by_prompt: Mapping[int, Sequence[int]],
     *,
@@ -124,8 +133,7 @@ def create_comparisons(
     if overlap < 0:
         raise UserError(f"--overlap must be 0 or more, got {overlap}")
     if overlap > 0 and k > MAX_K:  # the queue would never show them: the batch would sit at 0% without a word
-        raise UserError(f"--k {k} is more than the labelling app shows at once ({MAX_K} responses): use --k {MAX_K} "
-                        "or less for human labels, or --overlap 0 for a batch that only judges label")
+        raise TooWideForHumans(k)
     if split not in (None, "train", "test"):
         raise UserError(f"--split must be train or test, got {split!r}")
     responses = distinct_response_ids_by_prompt(session, split=split, generators=generators, sources=sources)

@@ -83,7 +83,8 @@ def test_the_admin_cannot_create_a_batch_too_wide_for_the_labelling_page(live: L
     boss = LabelingClient(live.url)
     boss.login("boss", PASSWORD)
     [refused] = boss.call("add_batch", ["wide", 9, 1, "all-pairs", "", "all"], prefix="/admin")
-    assert refused.startswith("Not created: --k 9 is more than the labelling app shows at once (8 responses)")
+    assert refused == ("Not created: K responses 9 is more than the labelling page shows at once (8): choose 8 or less "
+                       "for human labels, or Overlap (humans) 0 for a batch that only judges label.")
     [created] = boss.call("add_batch", ["eights", 8, 1, "all-pairs", "", "all"], prefix="/admin")
     assert created == "Batch 'eights': 9 new comparisons (0 already existed)."
     with live.sessions() as session:
