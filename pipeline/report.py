@@ -173,6 +173,8 @@ def _position(bias: Bias, row: Row) -> None:
     verdicts = (row.details or {}).get("verdicts") if row.kind == "ai" else None
     orders = (row.details or {}).get("orders") if row.kind == "ai" else None
     if verdicts and orders:
+        if all(len(shown) < 2 for shown in orders):  # a score judge rates each response alone: no position
+            return
         winners = []
         for shown, verdict in zip(orders, verdicts, strict=False):
             if not verdict:

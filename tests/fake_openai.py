@@ -3,7 +3,8 @@ API, for tests and benchmarks of the judge. It is a stand-in for a *model*, not 
 talks to it over HTTP exactly as to any OpenAI-compatible endpoint.
 
 The "model" reads the judge prompt (the ``[The Start of Response X]`` blocks) and prefers the response that says
-"good" more often (``policy="quality"``), or always the first one shown (``policy="first"``: position bias).
+"good" more often (``policy="quality"``), or always the first one shown (``policy="first"``: position bias); a
+single response (``[The Start of the Response]``, the score template) it rates 2 + 2 per "good", at most 10.
 Any other prompt is answered as a sampling model with a seed would be (as vLLM does): the same seed, the same
 answer; no seed, a fresh one.
 Faults can be queued: ``429`` (with Retry-After), ``500``, ``timeout`` (answers after the client gave up),
@@ -34,6 +35,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 _RESPONSE = re.compile(r"\[The Start of Response ([A-H])\]\n(.*?)\n\[The End of Response \1\]", re.S)
+_ALONE = re.compile(r"\[The Start of the Response\]\n(.*?)\n\[The End of the Response\]", re.S)
 
 
 class FakeModel:
@@ -63,7 +65,11 @@ class FakeModel:
         prompt = "\n".join(m.get("content", "") for m in body.get("messages", []))
         scores = self.scores(prompt)
         labels = sorted(scores)
-        if not scores:  # not a judge prompt: a sample, fixed by the seed when there is one
+        alone = _ALONE.search(prompt)
+        if alone:  # a score judge: one response, rated 2 + 2 per "good", at most 10
+            rating = min(10, 2 + 2 * alone.group(1).lower().count("good"))
+            text, logprobs = f"{self.preamble}Assessed.\nRating: [[{rating}]]", None
+        elif not scores:  # not a judge prompt: a sample, fixed by the seed when there is one
             draw = body["seed"] if body.get("seed") is not None else uuid.uuid4().hex[:8]
             text, logprobs = f"A sampled answer ({draw}) to: {prompt[-40:]}", None
         elif body.get("logprobs"):

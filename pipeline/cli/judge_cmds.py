@@ -24,10 +24,11 @@ def add(
         str | None, typer.Option(help="Environment variable (or rlhf.toml [secrets] entry) holding the API key.")
     ] = "OPENAI_API_KEY",
     template: Annotated[
-        str, typer.Option(help="pairwise, logprob, kwise, rubric, or a template file (.j2 Jinja, else str.format).")
+        str, typer.Option(help="pairwise, logprob, kwise, rubric, score (each response rated 1-10 alone), or a "
+                               "template file (.j2 Jinja, else str.format).")
     ] = "pairwise",
     kind: Annotated[
-        str | None, typer.Option(help="For a template file: how to read answers (pairwise, logprob, kwise).")
+        str | None, typer.Option(help="For a template file: how to read answers (pairwise, logprob, kwise, score).")
     ] = None,
     principles: Annotated[str | None, typer.Option(help="File with the principles for the rubric template.")] = None,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.0,

@@ -7,7 +7,7 @@ from typing import Any
 
 from pipeline.errors import UserError
 
-KINDS = ("pairwise", "logprob", "kwise")
+KINDS = ("pairwise", "logprob", "kwise", "score")
 
 
 def opt(default: Any, help: str) -> Any:
@@ -20,9 +20,10 @@ class JudgeConfig:
     model: str = opt("", "model name at the endpoint, or a local path / hub id for in-process backends")
     base_url: str | None = opt(None, "OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (None: OpenAI)")
     api_key_env: str | None = opt("OPENAI_API_KEY", "environment variable (or rlhf.toml [secrets] key) with the API key")
-    template: str = opt("pairwise", "shipped template (pairwise, logprob, kwise, rubric) or a template file")
+    template: str = opt("pairwise", "shipped template (pairwise, logprob, kwise, rubric, score) or a template file")
     template_text: str = opt("", "the template as it was when the judge was added (reproducibility)")
-    kind: str = opt("pairwise", "how answers are read: pairwise ([[A]]/[[B]]/[[C]]), logprob (soft), kwise")
+    kind: str = opt("pairwise", "how answers are read: pairwise ([[A]]/[[B]]/[[C]]), logprob (soft), kwise, score "
+                                "(each response rated alone, Rating: [[1-10]])")
     principles: str = opt("", "the rubric's principles (text), for templates that use them")
     temperature: float = opt(0.0, "sampling temperature")
     max_tokens: int = opt(512, "maximum tokens of an answer (logprob judges: a few)")

@@ -3,7 +3,9 @@ answer, and how to combine the orders into one ranking.
 
 Position bias: a pair is shown in both orders. Hard verdicts give a win only when both orders pick the same
 response, else a tie; logprob judges average P(first response better) over both orders. K-wise comparisons are
-shown in at least two different orders and the average rank decides.
+shown in at least two different orders and the average rank decides. A score judge rates each response alone
+(MT-Bench's single-answer grading: no position to be biased by, one call per response, and a response shared by
+several comparisons is rated once, through the cache); higher ratings rank higher, equal ones tie.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pipeline.judge.config import JudgeConfig
-from pipeline.judge.parsing import parse_ranking, parse_verdict, preference_from_logprobs
+from pipeline.judge.parsing import parse_ranking, parse_rating, parse_verdict, preference_from_logprobs
 from pipeline.judge.templates import Template, conversation_text
 from pipeline.llm.types import ChatRequest, Completion
 
@@ -31,6 +33,7 @@ class Case:
 class Verdict:
     ranks_by_response: dict[int, int]
     probabilities_by_response: dict[int, float] | None = None
+    scores_by_response: dict[int, float] | None = None  # score judges: each response's rating
 
 
 def orders_for(case: Case, config: JudgeConfig) -> list[list[int]]:
@@ -44,6 +47,8 @@ def orders_for(case: Case, config: JudgeConfig) -> list[list[int]]:
     [[0, 1]]
     """
     k = len(case.responses)
+    if config.kind == "score":  # each response alone
+        return [[i] for i in range(k)]
     if config.kind != "kwise":
         if k != 2:
             raise ValueError(f"a {config.kind} judge ranks pairs; comparison {case.comparison_id} has {k} responses")
@@ -68,6 +73,7 @@ def build_request(case: Case, order: Sequence[int], config: JudgeConfig, templat
     shown = [case.responses[i][1] for i in order]
     labels = LABELS[: len(shown)]
     variables = {
+        "response": shown[0],
         "conversation": conversation_text(case.messages),
         "prompt": case.messages[-1]["content"],
         "responses": [{"label": label, "text": text} for label, text in zip(labels, shown, strict=True)],
@@ -107,6 +113,7 @@ class Reading:
     tie: bool = False
     p_first: float | None = None  # logprob: P(the response shown first is better)
     ranks: list[int] | None = None  # kwise: ranks per shown position
+    score: float | None = None  # score: the rating of the one response shown
 
 
 def read_answer(completion: Completion, config: JudgeConfig, k: int) -> Reading | None:
@@ -120,6 +127,9 @@ def read_answer(completion: Completion, config: JudgeConfig, k: int) -> Reading 
     if config.kind == "kwise":
         ranks = parse_ranking(completion.text, LABELS[:k])
         return None if ranks is None else Reading(ranks=ranks)
+    if config.kind == "score":
+        rating = parse_rating(completion.text)
+        return None if rating is None else Reading(score=rating)
     verdict = parse_verdict(completion.text)
     if verdict is None:
         return None
@@ -140,6 +150,10 @@ def combine(case: Case, config: JudgeConfig, readings: Sequence[tuple[Sequence[i
     ({10: 1, 20: 2}, {10: 0.8, 20: 0.2})
     """
     ids = [rid for rid, _ in case.responses]
+    if config.kind == "score":
+        scores = {ids[order[0]]: reading.score for order, reading in readings}
+        levels = {value: n for n, value in enumerate(sorted(set(scores.values()), reverse=True), start=1)}
+        return Verdict({rid: levels[scores[rid]] for rid in ids}, scores_by_response=scores)  # type: ignore[index]
     if config.kind == "logprob":
         # P(canonical first response is better), from each order, averaged
         shares = [r.p_first if order[0] == 0 else 1 - r.p_first for order, r in readings if r.p_first is not None]
@@ -248,6 +262,8 @@ class Job:
             orders.append(ids)
             if reading is None:
                 verdicts.append(None)
+            elif reading.score is not None:
+                verdicts.append({"score": reading.score})
             elif reading.p_first is not None:
                 verdicts.append({"p_first": reading.p_first})
             elif reading.ranks is not None:
@@ -259,5 +275,8 @@ class Job:
     def call_keys(self) -> list[str]:
         return [key for keys in self.keys for key in keys]
 
-    def shown_order(self) -> list[int]:
+    def shown_order(self) -> list[int] | None:
+        """The first order shown (None for a score judge, which shows each response alone)."""
+        if self.config.kind == "score":
+            return None
         return [self.case.responses[i][0] for i in self.orders[0]]

@@ -28,6 +28,24 @@ def parse_verdict(text: str) -> str | None:
     return "tie" if last in ("C", "TIE") else last
 
 
+_RATING = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*(?:/\s*10\s*)?\]\]")
+
+
+def parse_rating(text: str, low: float = 1.0, high: float = 10.0) -> float | None:
+    """The last ``[[N]]`` rating in a score judge's answer, if within [low, high]; else None.
+
+    >>> parse_rating("Clear and correct.\nRating: [[8]]"), parse_rating("Rating: [[7.5/10]]")
+    (8.0, 7.5)
+    >>> parse_rating("Rating: [[11]]") is None, parse_rating("No rating.") is None
+    (True, True)
+    """
+    found = _RATING.findall(text or "")
+    if not found:
+        return None
+    value = float(found[-1])
+    return value if low <= value <= high else None
+
+
 def _letter(token: str) -> str | None:
     """A token that spells "A" or "B", however decorated: "A", " A", "**A", "(B)", "B." (not "a": an article).
 

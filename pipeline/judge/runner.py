@@ -216,6 +216,8 @@ def _ranking_row(ctx: JudgeContext, job: Job, run_id: int | None) -> dict[str, A
         row["ranks"] = [verdict.ranks_by_response[i] for i in ids]
         if verdict.probabilities_by_response is not None:
             row["probabilities"] = [verdict.probabilities_by_response[i] for i in ids]
+        if verdict.scores_by_response is not None:
+            row["scores"] = [verdict.scores_by_response[i] for i in ids]
     return row
 
 
@@ -254,6 +256,18 @@ class _Online:
         self.fatal: LLMError | None = None
         self.room = asyncio.Condition()
         self.rng = random.Random(0)
+        self.pending: dict[str, list[tuple[Job, int]]] = {}  # cache key -> the (job, order) waiting for that call
+
+    def _enqueue(self, job: Job, index: int, key: str, request: ChatRequest) -> None:
+        """Queue a call, unless the same call (same key) is already queued or in flight: then its answer serves
+        this order too (a score judge rates a response shared by several comparisons once)."""
+        waiters = self.pending.get(key)
+        if waiters is not None:
+            waiters.append((job, index))
+            self.report.cached += 1
+            return
+        self.pending[key] = [(job, index)]
+        self.work.put_nowait((job, index, key, request))
 
     def _release_workers(self) -> None:
         for _ in range(self.concurrency):
@@ -294,7 +308,7 @@ class _Online:
                         self.recorder.finish(job)
                 self.open_jobs += len(waiting)
                 for item in needed:
-                    self.work.put_nowait(item)
+                    self._enqueue(*item)
         finally:
             self.producing = False
             if self.open_jobs == 0:
@@ -305,12 +319,14 @@ class _Online:
             item = await self.work.get()
             if item is None:
                 return
-            job, index, key, request = item
-            if job.done:
+            _, _, key, request = item
+            if all(job.done for job, _ in self.pending.get(key, [])):
+                self.pending.pop(key, None)
                 continue
             if self.stop.is_set():
-                job.unfinished = "stopped"  # its answered calls are stored: the next run gets them from the cache
-                await self._closed(job)
+                for job, _ in self.pending.pop(key, []):
+                    job.unfinished = "stopped"  # its answered calls are stored: the next run gets them from the cache
+                    await self._closed(job)
                 continue
             await self.limiter.acquire(estimate_tokens(sum(len(c) for _, c in request.messages), request.max_tokens))
 
@@ -323,27 +339,28 @@ class _Online:
                 )
             except LLMError as exc:
                 self.report.error(str(exc))
-                if job.closed:
-                    continue
                 if exc.fatal:
                     self.fatal = self.fatal or exc
                     self.stop.set()
-                    job.unfinished = str(exc)
-                elif exc.retryable:
-                    job.unfinished = str(exc)
-                else:
-                    job.failure = f"the endpoint refused the request: {exc}"
-                await self._closed(job)
+                for job, _ in self.pending.pop(key, []):
+                    if job.closed:
+                        continue
+                    if exc.fatal or exc.retryable:
+                        job.unfinished = str(exc)
+                    else:
+                        job.failure = f"the endpoint refused the request: {exc}"
+                    await self._closed(job)
                 continue
             self._account(key, request, completion)
-            if job.closed:  # the job failed meanwhile (its other order): the answer is stored, nothing more
-                continue
-            if job.accept(index, key, completion):
-                self.report.parse_retries += 1
-                retry = job.request(index)
-                self.work.put_nowait((job, index, retry.cache_key(cache_name(self.backend)), retry))
-            elif job.done:
-                await self._closed(job)
+            for job, index in self.pending.pop(key, []):
+                if job.closed:  # the job failed meanwhile (its other order): the answer is stored, nothing more
+                    continue
+                if job.accept(index, key, completion):
+                    self.report.parse_retries += 1
+                    retry = job.request(index)
+                    self._enqueue(job, index, retry.cache_key(cache_name(self.backend)), retry)
+                elif job.done:
+                    await self._closed(job)
 
     def _account(self, key: str, request: ChatRequest, completion: Completion) -> None:
         self.report.calls += 1

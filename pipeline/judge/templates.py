@@ -1,9 +1,11 @@
 """Judge prompt templates: files with a ``[system]`` and a ``[user]`` section, in Jinja (``.j2``) or
-``str.format`` syntax (any other suffix). Shipped: pairwise, logprob, kwise, rubric; users add their own files.
+``str.format`` syntax (any other suffix). Shipped: pairwise, logprob, kwise, rubric, score; users add their own
+files.
 
 Variables: ``conversation`` (the prompt's turns as text), ``prompt`` (its last user turn), ``response_a``,
 ``response_b`` (pairwise), ``responses`` (list of {label, text}; K-wise), ``example`` (e.g. "B > A = C"),
-``labels``, ``k``, ``reasoning`` (bool), ``principles`` (rubric text).
+``labels``, ``k``, ``reasoning`` (bool), ``principles`` (rubric text), ``response`` (score: the one response
+rated).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import jinja2.sandbox
 from pipeline.errors import UserError
 
 SHIPPED = Path(__file__).with_name("templates")
-SHIPPED_KINDS = {"pairwise": "pairwise", "logprob": "logprob", "kwise": "kwise", "rubric": "pairwise"}
+SHIPPED_KINDS = {"pairwise": "pairwise", "logprob": "logprob", "kwise": "kwise", "rubric": "pairwise", "score": "score"}
 _SECTION = re.compile(r"^\[(system|user)\]\s*$", re.MULTILINE)
 _ENV = jinja2.sandbox.SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
 

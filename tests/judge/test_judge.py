@@ -203,3 +203,45 @@ def test_run_judge_works_inside_a_running_event_loop(sessions, fake) -> None:
         return run_judge(sessions, "judge", RunOptions(batch="b1"), policy=FAST_RETRIES).ranked
 
     assert asyncio.run(notebook_cell()) == 2
+
+
+def test_a_score_judge_rates_each_response_once_and_ranks_by_rating(sessions, fake, tmp_path) -> None:
+    """MT-Bench's single-answer grading: each response rated alone (Rating: [[N]]); a response in several
+    comparisons is rated once (shared in flight, then from the cache); ranks follow the ratings, the ratings are
+    stored as the ranking's scores and become the export's margins; no position to be biased by."""
+    from db.comparisons import NewComparison, ensure_comparisons
+    from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
+    from pipeline.export import ExportOptions, export
+    from pipeline.report import agreement_report
+
+    with sessions.begin() as session:
+        [(pid, _)] = ensure_prompts(session, [NewPrompt([{"role": "user", "content": "Help me."}])], test_fraction=0)
+        texts = ["Plain.", "A good one.", "A good, good one.", "Also good."]
+        rids = [r for r, _ in ensure_responses(session, [NewResponse(pid, t, f"g{j}") for j, t in enumerate(texts)])]
+        ensure_comparisons(session, [NewComparison(pid, pair, "b1", 0) for pair in
+                                     [(rids[0], rids[1]), (rids[0], rids[2]), (rids[1], rids[2]), (rids[1], rids[3])]])
+        ensure_comparisons(session, [NewComparison(pid, tuple(rids[:3]), "b3", 0)])
+    make_judge(sessions, fake, template="score")
+    report = run_judge(sessions, "judge", RunOptions(batch="b1"), policy=FAST_RETRIES)
+    assert (report.ranked, report.failed, report.calls, report.cached) == (4, 0, 4, 4)  # 4 responses, 8 ratings
+    rating = {rids[0]: 2.0, rids[1]: 4.0, rids[2]: 6.0, rids[3]: 4.0}
+    for ranking in _rankings(sessions):
+        with sessions() as session:
+            from db.models import Comparison
+            ids = session.get(Comparison, ranking.comparison_id).response_ids
+        assert ranking.scores == [rating[i] for i in ids] and ranking.shown_order is None
+        expected = [1, 2] if rating[ids[0]] > rating[ids[1]] else [2, 1] if rating[ids[0]] < rating[ids[1]] else [1, 1]
+        assert ranking.ranks == expected
+    wide = run_judge(sessions, "judge", RunOptions(batch="b3"), policy=FAST_RETRIES)
+    assert (wide.ranked, wide.calls, wide.cached) == (1, 0, 3)  # K = 3 works, every rating from the cache
+    [triple] = [r for r in _rankings(sessions) if len(r.ranks) == 3]
+    assert triple.ranks == [3, 2, 1]
+
+    exported = export(sessions, ExportOptions(out_dir=str(tmp_path / "prefs"), batches=("b1",), margin=True))
+    import datasets
+
+    rows = datasets.concatenate_datasets(list(datasets.load_from_disk(str(tmp_path / "prefs")).values()))
+    assert exported.total_pairs == 3 and sorted(rows["margin"]) == [2.0, 2.0, 4.0]  # the tie (4 vs 4) is no pair
+    with sessions() as session:
+        [bias] = [b for b in agreement_report(session).bias if b.who == "judge"]
+    assert bias.first_chances == 0 and bias.consistency_chances == 0
