@@ -34,7 +34,7 @@ _RATING = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*(?:/\s*10\s*)?\]\]")
 def parse_rating(text: str, low: float = 1.0, high: float = 10.0) -> float | None:
     """The last ``[[N]]`` rating in a score judge's answer, if within [low, high]; else None.
 
-    >>> parse_rating("Clear and correct.\nRating: [[8]]"), parse_rating("Rating: [[7.5/10]]")
+    >>> parse_rating("Clear and correct.\\nRating: [[8]]"), parse_rating("Rating: [[7.5/10]]")
     (8.0, 7.5)
     >>> parse_rating("Rating: [[11]]") is None, parse_rating("No rating.") is None
     (True, True)
