@@ -3,7 +3,8 @@
 Round *n* starts from the policy of round *n-1* (round 0 is ``--policy``) and:
 
 1. **generate**: K answers for the next slice of training prompts (round *n* takes slice *n*; prompts are reused
-   when they run out), stored under the generator ``round-<n-1>`` (the policy that wrote them);
+   when they run out), stored under the generator ``round-<n-1>`` (the policy that wrote them; with ``--dir``
+   other than ``rounds``, names are prefixed with its folder name: see ``round_name``);
 2. **compare**: all pairs of those answers become the comparisons of batch ``round-<n>``, open to humans in the app
    (``--overlap``) like any batch;
 3. **label**: each ``--rule`` annotator and each ``--judge`` (LLM judge) ranks the batch; human rankings already in
@@ -107,6 +108,18 @@ def current_round(settings: LoopSettings) -> RoundState:
     return RoundState(number + 1, state.steps["policy"]["path"])
 
 
+def round_name(directory: Path, number: int) -> str:
+    """Round *n*'s batch, and the generator of the policy it produced: ``round-<n>``, prefixed with the loop's
+    folder name unless it is the default ``rounds``, so that two loops in one store (``--dir rounds-ppo``) neither
+    share batches nor file two different models' answers under one generator.
+
+    >>> round_name(Path("rounds"), 2), round_name(Path("runs/rounds-ppo"), 0)
+    ('round-2', 'rounds-ppo:round-0')
+    """
+    name = f"round-{number}"
+    return name if directory.name == "rounds" else f"{directory.name}:{name}"
+
+
 def _slice(session: Session, number: int, size: int) -> list[int]:
     ids = list(session.scalars(select(Prompt.id).where(Prompt.split == "train").order_by(Prompt.id)))
     if not ids:
@@ -131,8 +144,8 @@ def run_round(sessions: sessionmaker[Session], settings: LoopSettings, say: Say 
     n = state.round
     folder = settings.directory / f"round-{n}"
     path = folder / "state.json"
-    batch = f"round-{n}"
-    writer, written_by = f"round-{n - 1}", f"round-{n}"
+    batch = round_name(settings.directory, n)
+    writer, written_by = round_name(settings.directory, n - 1), batch
     say(f"round {n}: from {state.policy_in}" + (f" (resuming after {', '.join(state.steps)})" if state.steps else ""))
     _save(path, state)
 
@@ -177,7 +190,8 @@ def run_round(sessions: sessionmaker[Session], settings: LoopSettings, say: Say 
     def do_export() -> dict[str, Any]:
         out = folder / "prefs"
         report = export(sessions, ExportOptions(str(out), sources=settings.sources,
-                                                batches=tuple(f"round-{i}" for i in range(1, n + 1)), overwrite=True))
+                                                batches=tuple(round_name(settings.directory, i) for i in range(1, n + 1)),
+                                                overwrite=True))
         return {"run": report.run_id, "path": str(out), "summary": report.summary()}
 
     def do_rm() -> dict[str, Any]:

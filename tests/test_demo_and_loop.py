@@ -131,4 +131,13 @@ def test_a_ppo_round_retrains_the_reward_model_and_links_it(demo: tuple[Path, st
         generate_config = session.get(Run, state["steps"]["generate"]["run"]).config
         assert (generate_config["top_p"], generate_config["n"], generate_config["max_new_tokens"]) == (0.95, 4, 24)
         assert {state["steps"][s]["run"] for s in ("export", "rm", "policy", "eval")} <= set(round_run.inputs)
+        # a second loop in the same store (--dir rounds-ppo) has its own batches and generators, beside "rounds"'
+        from sqlalchemy import select
+
+        from db.models import Comparison, Response
+
+        batches = set(session.scalars(select(Comparison.batch).distinct()))
+        assert {"round-1", "rounds-ppo:round-1"} <= batches
+        generators = set(session.scalars(select(Response.generator).distinct()))
+        assert {"round-1", "rounds-ppo:round-0", "rounds-ppo:round-1"} <= generators
     engine.dispose()

@@ -22,7 +22,9 @@ SAMPLE = 1 << 20  # bytes read from each end of a file
 
 
 def model_identity(backend: str, model: str, base_url: str | None = None) -> str:
-    """>>> model_identity("openai", "gpt-4o"), model_identity("openai", "m", "http://127.0.0.1:8000/v1/")
+    """The model of a backend, as the module docstring says.
+
+    >>> model_identity("openai", "gpt-4o"), model_identity("openai", "m", "http://127.0.0.1:8000/v1/")
     ('gpt-4o', 'm@http://127.0.0.1:8000/v1')
     """
     if backend == "openai":
