@@ -38,20 +38,31 @@ class CaseRow:
     comparison_id: int
     messages: list[dict[str, str]]
     responses: list[tuple[int, str]]
+    reference: str | None = None  # the reference generator's answer to the prompt, when one was asked for
 
 
-def load_cases(session: Session, comparison_ids: Sequence[int]) -> list[CaseRow]:
-    """Prompt and response texts of comparisons, in the order asked."""
+def load_cases(session: Session, comparison_ids: Sequence[int], *, reference: str | None = None) -> list[CaseRow]:
+    """Prompt and response texts of comparisons, in the order asked; with ``reference`` (a generator), its first
+    stored answer to each prompt (None where it has none)."""
     rows = session.execute(
-        select(Comparison.id, Comparison.response_ids, Prompt.messages)
+        select(Comparison.id, Comparison.response_ids, Prompt.messages, Comparison.prompt_id)
         .join(Prompt, Prompt.id == Comparison.prompt_id)
         .where(Comparison.id.in_(list(comparison_ids)))
     ).all()
     texts: dict[int, str] = {}
-    wanted = sorted({rid for _, ids, _ in rows for rid in ids})
+    wanted = sorted({rid for _, ids, _, _ in rows for rid in ids})
     for part in chunks(wanted):
         texts.update(session.execute(select(Response.id, Response.text).where(Response.id.in_(part))).all())
-    by_id = {cid: CaseRow(cid, messages, [(rid, texts[rid]) for rid in ids]) for cid, ids, messages in rows}
+    references: dict[int, str] = {}
+    if reference is not None:
+        for part in chunks(sorted({pid for *_, pid in rows})):
+            for pid, text in session.execute(
+                select(Response.prompt_id, Response.text)
+                .where(Response.generator == reference, Response.prompt_id.in_(part)).order_by(Response.id)
+            ):
+                references.setdefault(pid, text)
+    by_id = {cid: CaseRow(cid, messages, [(rid, texts[rid]) for rid in ids], references.get(pid))
+             for cid, ids, messages, pid in rows}
     return [by_id[cid] for cid in comparison_ids if cid in by_id]
 
 

@@ -31,6 +31,9 @@ def add(
         str | None, typer.Option(help="For a template file: how to read answers (pairwise, logprob, kwise, score).")
     ] = None,
     principles: Annotated[str | None, typer.Option(help="File with the principles for the rubric template.")] = None,
+    reference: Annotated[str | None, typer.Option(
+        help="Reference-guided grading: the generator whose stored answer to each prompt the judge sees as a "
+             "reference (e.g. imported worked solutions).")] = None,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.0,
     max_tokens: Annotated[int, typer.Option(help="Maximum tokens per answer.")] = 512,
     reasoning: Annotated[bool, typer.Option(help="Ask for a short explanation before the verdict.")] = True,
@@ -47,7 +50,7 @@ def add(
         backend=backend, model=model, base_url=base_url, api_key_env=api_key_env, template=template,
         kind=kind or "pairwise", temperature=temperature, max_tokens=max_tokens, reasoning=reasoning,
         both_orders=both_orders, price_input_per_mtok=price_in, price_output_per_mtok=price_out, rpm=rpm, tpm=tpm,
-        concurrency=concurrency,
+        concurrency=concurrency, reference=reference,
     )
     with open_store(ctx, db) as store, store.sessions.begin() as session:
         judge = add_judge(session, name, config, principles_file=principles)

@@ -25,6 +25,8 @@ class JudgeConfig:
     kind: str = opt("pairwise", "how answers are read: pairwise ([[A]]/[[B]]/[[C]]), logprob (soft), kwise, score "
                                 "(each response rated alone, Rating: [[1-10]])")
     principles: str = opt("", "the rubric's principles (text), for templates that use them")
+    reference: str | None = opt(None, "reference-guided grading: the generator whose stored answer to each prompt "
+                                      "the judge is shown as a reference (maths, code)")
     temperature: float = opt(0.0, "sampling temperature")
     max_tokens: int = opt(512, "maximum tokens of an answer (logprob judges: a few)")
     top_logprobs: int = opt(20, "alternatives per position to read A/B probabilities from (logprob judges)")

@@ -27,6 +27,7 @@ class Case:
     comparison_id: int
     messages: list[dict[str, str]]
     responses: list[tuple[int, str]]  # (response id, text) in the comparison's canonical order
+    reference: str | None = None  # reference-guided judges: the reference answer to the prompt
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ def build_request(case: Case, order: Sequence[int], config: JudgeConfig, templat
     labels = LABELS[: len(shown)]
     variables = {
         "response": shown[0],
+        "reference": case.reference or "",
         "conversation": conversation_text(case.messages),
         "prompt": case.messages[-1]["content"],
         "responses": [{"label": label, "text": text} for label, text in zip(labels, shown, strict=True)],
@@ -199,6 +201,9 @@ class Job:
     closed: bool = False  # handed to the recorder (a late answer of another order must not count it twice)
 
     def __post_init__(self) -> None:
+        if self.config.reference and self.case.reference is None:  # recorded, so `--retry-failed` can come back
+            self.failure = (f"no reference answer from generator {self.config.reference!r} to this prompt (import "
+                            "one, then judge run --retry-failed)")
         self.orders = orders_for(self.case, self.config)
         n = len(self.orders)
         self.attempts, self.readings = [0] * n, [None] * n

@@ -173,9 +173,9 @@ Needed = tuple[Job, int, str, ChatRequest]  # a call to make: job, order index, 
 
 def load_jobs(session: Session, ctx: JudgeContext, comparison_ids: list[int]) -> list[Job]:
     return [
-        Job(Case(row.comparison_id, row.messages, row.responses), ctx.config, ctx.template,
+        Job(Case(row.comparison_id, row.messages, row.responses, row.reference), ctx.config, ctx.template,
             salt=ctx.retry_salt if row.comparison_id in ctx.retried else 0)
-        for row in load_cases(session, comparison_ids)
+        for row in load_cases(session, comparison_ids, reference=ctx.config.reference)
     ]
 
 

@@ -40,6 +40,9 @@ def add_judge(session: Session, name: str, config: JudgeConfig, *, principles_fi
         config = replace(config, principles=path.read_text(encoding="utf-8").strip())
     if "principles" in template.text and not config.principles:
         raise UserError(f"template {config.template!r} uses principles: pass --principles FILE")
+    if config.reference and "reference" not in template.text:
+        raise UserError(f"--reference {config.reference}: template {config.template!r} does not show a reference "
+                        "(use a shipped one, or {{ reference }} in yours)")
     if config.kind == "logprob":
         config = replace(config, max_tokens=min(config.max_tokens, 5), reasoning=False)
     config.validate()

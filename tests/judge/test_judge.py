@@ -245,3 +245,33 @@ def test_a_score_judge_rates_each_response_once_and_ranks_by_rating(sessions, fa
     with sessions() as session:
         [bias] = [b for b in agreement_report(session).bias if b.who == "judge"]
     assert bias.first_chances == 0 and bias.consistency_chances == 0
+
+
+def test_a_reference_guided_judge_sees_the_reference_answer(sessions, fake, tmp_path) -> None:
+    """--reference GENERATOR: the judge is shown that generator's stored answer to each prompt (MT-Bench's
+    reference-guided grading); a prompt without one is a recorded failure that --retry-failed takes up later."""
+    from db.models import Comparison
+    from db.prompts import NewResponse, ensure_responses
+
+    seed_pairs(sessions, 3)
+    with sessions.begin() as session:
+        prompts = [c.prompt_id for c in session.scalars(select(Comparison).order_by(Comparison.id))]
+        ensure_responses(session, [NewResponse(pid, f"Worked solution {n}.", "ref") for n, pid in enumerate(prompts[:2])])
+    make_judge(sessions, fake, reference="ref")
+    report = run_judge(sessions, "judge", RunOptions(batch="b1"), policy=FAST_RETRIES)
+    assert (report.ranked, report.failed, report.calls) == (2, 1, 4)
+    shown = ["\n".join(m["content"] for m in body["messages"]) for body in fake.model.bodies]
+    assert all("[The Start of Reference Answer]\nWorked solution" in text for text in shown)
+    [failed] = [r for r in _rankings(sessions) if r.skipped]
+    assert "no reference answer from generator 'ref'" in failed.skip_reason
+
+    with sessions.begin() as session:
+        ensure_responses(session, [NewResponse(prompts[2], "Worked solution 2.", "ref")])
+    again = run_judge(sessions, "judge", RunOptions(batch="b1", retry_failed=True), policy=FAST_RETRIES)
+    assert (again.ranked, again.failed) == (1, 0)
+    assert "Worked solution 2." in "\n".join(m["content"] for m in fake.model.bodies[-1]["messages"])
+
+    plain = tmp_path / "plain.j2"
+    plain.write_text("[user]\n{{ conversation }} {{ response_a }} {{ response_b }}\n")
+    with pytest.raises(UserError, match="does not show a reference"):
+        make_judge(sessions, fake, name="blind", reference="ref", template=str(plain))
