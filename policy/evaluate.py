@@ -267,26 +267,64 @@ def _prompt_ids(session: Session, split: str | None, limit: int | None) -> list[
     return list(session.scalars(query))
 
 
-def judge_with_rule(spec: str, pairings: Sequence[Pairing]) -> JudgeResult:
+@dataclass
+class Scored:
+    """One judge's scores of pairings (A's, B's: higher is better), the pairings it judged, and how many it did
+    not; ``result()`` is the eval's summary, ``outcomes()`` the per-prompt wins (1), ties (0.5) and losses (0)."""
+
+    label: str
+    pairings: list[Pairing]
+    scores: list[tuple[float, float]]
+    unjudged: int = 0
+    with_means: bool = True
+
+    def result(self) -> JudgeResult:
+        return _result(self.label, self.scores, self.unjudged, with_means=self.with_means,
+                       length_gaps=_gaps(self.pairings))
+
+    def outcomes(self) -> list[float]:
+        return [1.0 if a > b else 0.0 if a < b else 0.5 for a, b in self.scores]
+
+
+def score_with(sessions: sessionmaker[Session], spec: str, pairings: Sequence[Pairing], batch: str, run_id: int, *,
+               scorers: dict[str, Any] | None = None, **judge_kwargs: Any) -> Scored:
+    """``rm:DIR``, ``rule:SPEC`` or an LLM judge's name; ``scorers`` keeps reward models loaded across calls."""
+    kind, _, argument = spec.partition(":")
+    if kind == "rm" and argument:
+        if scorers is None:
+            return score_with_rm(argument, pairings)
+        if argument not in scorers:
+            from reward_model.scoring import RewardScorer
+
+            scorers[argument] = RewardScorer(argument)
+        return score_with_rm(argument, pairings, scorers[argument])
+    if kind == "rule" and argument:
+        return score_with_rule(argument, pairings)
+    return score_with_llm(sessions, spec, pairings, batch, run_id, **judge_kwargs)
+
+
+def score_with_rule(spec: str, pairings: Sequence[Pairing]) -> Scored:
     from pipeline.rules import rule_scorer
 
     score = rule_scorer(spec)
-    return _result(f"rule:{spec}", [(score(p.a_text), score(p.b_text)) for p in pairings],
-                   with_means=spec.startswith(("contains:", "regex:")), length_gaps=_gaps(pairings))
+    return Scored(f"rule:{spec}", list(pairings), [(score(p.a_text), score(p.b_text)) for p in pairings],
+                  with_means=spec.startswith(("contains:", "regex:")))
 
 
-def judge_with_rm(model_dir: str, pairings: Sequence[Pairing]) -> JudgeResult:
-    from reward_model.scoring import RewardScorer
+def score_with_rm(model_dir: str, pairings: Sequence[Pairing], scorer: Any = None) -> Scored:
+    """``scorer``: the model already loaded (a leaderboard scores many pairs of policies with one)."""
+    if scorer is None:
+        from reward_model.scoring import RewardScorer
 
-    scorer = RewardScorer(model_dir)
+        scorer = RewardScorer(model_dir)
     prompts = [p.messages for p in pairings]
     a = scorer.score(prompts, [p.a_text for p in pairings])
     b = scorer.score(prompts, [p.b_text for p in pairings])
-    return _result(f"rm:{Path(model_dir).name}", list(zip(a, b, strict=True)), length_gaps=_gaps(pairings))
+    return Scored(f"rm:{Path(model_dir).name}", list(pairings), list(zip(a, b, strict=True)))
 
 
-def judge_with_llm(sessions: sessionmaker[Session], name: str, pairings: Sequence[Pairing], batch: str, run_id: int,
-                   **judge_kwargs: Any) -> JudgeResult:
+def score_with_llm(sessions: sessionmaker[Session], name: str, pairings: Sequence[Pairing], batch: str, run_id: int,
+                   **judge_kwargs: Any) -> Scored:
     """Pairs become comparisons of ``batch``; the LLM judge ranks them (both orders, cached) like any batch."""
     from pipeline.judge.service import RunOptions, run_judge
 
@@ -319,8 +357,20 @@ def judge_with_llm(sessions: sessionmaker[Session], name: str, pairings: Sequenc
         else:
             continue
         judged.append(pairing)
-    return _result(f"judge:{name}", scores, len(pairings) - len(judged), with_means=False,
-                   length_gaps=_gaps(judged))
+    return Scored(f"judge:{name}", judged, scores, len(pairings) - len(judged), with_means=False)
+
+
+def judge_with_rule(spec: str, pairings: Sequence[Pairing]) -> JudgeResult:
+    return score_with_rule(spec, pairings).result()
+
+
+def judge_with_rm(model_dir: str, pairings: Sequence[Pairing]) -> JudgeResult:
+    return score_with_rm(model_dir, pairings).result()
+
+
+def judge_with_llm(sessions: sessionmaker[Session], name: str, pairings: Sequence[Pairing], batch: str, run_id: int,
+                   **judge_kwargs: Any) -> JudgeResult:
+    return score_with_llm(sessions, name, pairings, batch, run_id, **judge_kwargs).result()
 
 
 def kl_estimate(policy: str, baseline: str, pairings: Sequence[Pairing]) -> float | None:
@@ -401,14 +451,8 @@ def evaluate_policies(sessions: sessionmaker[Session], options: EvalOptions, *,
     for judge in options.judges:
         if on_progress:
             on_progress(f"judging with {judge}")
-        kind, _, argument = judge.partition(":")
-        if kind == "rm" and argument:
-            results.append(judge_with_rm(argument, pairings))
-        elif kind == "rule" and argument:
-            results.append(judge_with_rule(argument, pairings))
-        else:
-            results.append(judge_with_llm(sessions, judge, pairings, f"{EVAL_BATCH_PREFIX}{a_name}:vs:{b_name}", run_id,
-                                          **(judge_kwargs or {})))
+        results.append(score_with(sessions, judge, pairings, f"{EVAL_BATCH_PREFIX}{a_name}:vs:{b_name}", run_id,
+                                  **(judge_kwargs or {})).result())
     kl = None
     if options.kl and options.backend == "transformers" and not any(stored.values()):
         if on_progress:

@@ -253,6 +253,38 @@ def evaluate(
          f"[run {report.run_id}]" + (f"; report in {out}" if out else ""))
 
 
+def leaderboard(
+    ctx: typer.Context,
+    generator: Annotated[list[str], typer.Option("--generator", help="A policy's stored answers, by generator name "
+                                                                    "(repeatable; at least two).")],
+    judge: Annotated[list[str], typer.Option("--judge", help="rm:DIR, rule:SPEC or a judge name (repeatable).")],
+    split: Annotated[str, typer.Option("--prompts", help="The split of held-out prompts.")] = "test",
+    limit: Annotated[int | None, typer.Option(help="At most this many prompts.")] = 200,
+    out: Annotated[str | None, typer.Option(help="Directory for leaderboard.json and leaderboard.md.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Several policies ranked together from their stored answers: every pair judged on shared held-out prompts,
+    Bradley-Terry ratings (Elo scale, 95% intervals) and the win-rate matrix, per judge."""
+    from policy.leaderboard import leaderboard as run_leaderboard
+
+    with open_store(ctx, db) as store:
+        report = run_leaderboard(store.sessions, generator, judge, split=split, limit=limit, out=out,
+                                 on_progress=lambda text: _say(f"... {text}"))
+    for board in report.boards:
+        order = [s.generator for s in board.standings]
+        table = Table("policy", "rating", "95% interval", "games", "W / T / L", *(f"vs {g}" for g in order),
+                      title=f"{board.judge} on {report.prompts} prompts")
+        for s in board.standings:
+            rates = board.win_rates[s.generator]
+            table.add_row(s.generator, f"{s.rating:.0f}", f"[{s.low:.0f}, {s.high:.0f}]", str(s.games),
+                          f"{s.wins} / {s.ties} / {s.losses}",
+                          *("-" if g == s.generator else "n/a" if rates[g] is None else f"{rates[g]:.0%}" for g in order))
+        console.print(table)
+        if board.unjudged:
+            _say(f"{board.unjudged} games the judge gave no verdict on were left out")
+    _say(f"[run {report.run_id}]" + (f"; report in {out}" if out else ""))
+
+
 rule_app = sub_app("Rule-based annotators: checkable preferences, ranked into the store.")
 
 
@@ -307,6 +339,9 @@ def register(app: typer.Typer) -> None:
     app.command("eval", epilog=examples(
         "rlhf eval --policy models/dpo --baseline models/toy --judge rule:contains:indeed --judge rm:models/rm",
         "rlhf eval --policy models/dpo --baseline models/toy --judge gpt4o --out reports/dpo"))(evaluate)
+    app.command("leaderboard", epilog=examples(
+        "rlhf leaderboard --generator round-0 --generator round-1 --generator round-2 --judge rm:models/rm",
+        "rlhf leaderboard --generator dpo --generator ppo --generator toy --judge gpt4o --out reports/board"))(leaderboard)
     rule_app.command("run", epilog=examples("rlhf rule run indeed --batch b1 --rule contains:indeed"))(rule_run)
     app.add_typer(rule_app, name="rule")
     from pipeline.cli.model_cmds import models_app

@@ -1,0 +1,218 @@
+"""``rlhf leaderboard``: several policies ranked together on the same held-out prompts, from their stored answers.
+
+``rlhf eval`` answers "is A better than B?". After a few rounds a team asks which of all its policies is best, and
+by how much, without comparing every pair by eye. Each judge (``rm:DIR``, ``rule:SPEC`` or an LLM judge's name)
+compares every pair of the generators on every prompt that both answered (their first answer, as ``rlhf eval``
+does; an LLM judge in both orders, through the store, under ``eval:`` batches that exports leave out). Then:
+
+- **ratings**: Bradley-Terry strengths fitted to all those games at once (``choix``, a tie half a win each way),
+  on the Elo scale (400 points: 10 to 1 odds) and centred on 1000, with 95% intervals from a bootstrap over the
+  prompts, so that a policy's rating uses its games against every other policy, transitively;
+- **the win-rate matrix**: each generator's win rate against each other (a tie counts half).
+
+Answers come from the store: ``rlhf generate`` (or ``rlhf eval``) puts them there, imports too. Recorded as a
+``leaderboard`` run whose inputs are the runs that stored the answers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.bulk import chunks
+from db.exporting import EVAL_BATCH_PREFIX
+from db.models import Response, Run
+from db.runs import finish_run, start_run
+from pipeline.errors import UserError
+from policy.evaluate import _pairings, _prompt_ids, score_with
+
+ELO = 400 / math.log(10)  # Bradley-Terry strength (natural log odds) to Elo points
+
+
+@dataclass
+class Standing:
+    generator: str
+    rating: float
+    low: float
+    high: float
+    games: int
+    wins: int
+    ties: int
+    losses: int
+
+
+@dataclass
+class JudgeBoard:
+    judge: str
+    standings: list[Standing]  # best first
+    win_rates: dict[str, dict[str, float | None]]  # row's win rate against column (None: no shared prompt)
+    unjudged: int = 0
+
+
+@dataclass
+class LeaderboardReport:
+    generators: list[str]
+    prompts: int
+    boards: list[JudgeBoard]
+    seconds: float = 0.0
+    run_id: int | None = None
+
+    def summary(self) -> str:
+        parts = []
+        for board in self.boards:
+            order = ", ".join(f"{s.generator} {s.rating:.0f}" for s in board.standings)
+            parts.append(f"{board.judge}: {order}")
+        return "; ".join(parts) + f" ({len(self.generators)} policies, {self.prompts} prompts)"
+
+
+def ratings(n: int, games: Sequence[tuple[int, int, float]]) -> np.ndarray:
+    """Elo-scale Bradley-Terry ratings (mean 1000) of ``n`` players from (i, j, outcome for i) games; a tie is half
+    a win each way, and a little regularisation keeps a player who won everything finite.
+
+    >>> r = ratings(3, [(0, 1, 1.0)] * 6 + [(1, 2, 1.0)] * 6 + [(0, 2, 0.5)] * 2)
+    >>> bool(r[0] > r[1] > r[2]), round(float(r.mean()))
+    (True, 1000)
+    """
+    import choix
+
+    data: list[tuple[int, int]] = []
+    for i, j, outcome in games:
+        if outcome == 1.0:
+            data += [(i, j)] * 2
+        elif outcome == 0.0:
+            data += [(j, i)] * 2
+        else:
+            data += [(i, j), (j, i)]
+    if not data:
+        return np.full(n, 1000.0)
+    strengths = np.asarray(choix.opt_pairwise(n, data, alpha=0.01))
+    return 1000.0 + ELO * (strengths - strengths.mean())
+
+
+def _board(label: str, names: list[str], games: list[tuple[int, int, int, float]], unjudged: int, reps: int,
+           seed: int) -> JudgeBoard:
+    """games: (prompt id, i, j, outcome for i)."""
+    n = len(names)
+    plain = [(i, j, o) for _, i, j, o in games]
+    point = ratings(n, plain)
+    by_prompt: dict[int, list[tuple[int, int, float]]] = {}
+    for pid, i, j, o in games:
+        by_prompt.setdefault(pid, []).append((i, j, o))
+    groups = list(by_prompt.values())
+    rng = np.random.default_rng(seed)
+    boots = np.array([ratings(n, [g for k in rng.integers(0, len(groups), len(groups)) for g in groups[k]])
+                      for _ in range(reps)]) if groups else np.full((1, n), 1000.0)
+    low, high = np.percentile(boots, 2.5, axis=0), np.percentile(boots, 97.5, axis=0)
+    score = np.zeros((n, n))
+    played = np.zeros((n, n))
+    tally = np.zeros((n, 3), dtype=int)  # wins, ties, losses
+    for i, j, o in plain:
+        score[i, j] += o
+        score[j, i] += 1 - o
+        played[i, j] += 1
+        played[j, i] += 1
+        column = {1.0: 0, 0.5: 1, 0.0: 2}[o]
+        tally[i, column] += 1
+        tally[j, 2 - column] += 1
+    standings = [Standing(names[i], float(point[i]), float(low[i]), float(high[i]), int(played[i].sum()),
+                          *map(int, tally[i])) for i in range(n)]
+    standings.sort(key=lambda s: -s.rating)
+    rates = {names[i]: {names[j]: (float(score[i, j] / played[i, j]) if played[i, j] else None)
+                        for j in range(n) if j != i} for i in range(n)}
+    return JudgeBoard(label, standings, rates, unjudged)
+
+
+def leaderboard(sessions: sessionmaker[Session], generators: Sequence[str], judges: Sequence[str], *,
+                split: str | None = "test", limit: int | None = 200, out: str | None = None, reps: int = 200,
+                seed: int = 0, on_progress: Callable[[str], None] | None = None,
+                judge_kwargs: dict[str, Any] | None = None) -> LeaderboardReport:
+    names = list(dict.fromkeys(generators))
+    if len(names) < 2:
+        raise UserError("a leaderboard needs at least two --generator")
+    if not judges:
+        raise UserError("at least one --judge: rm:DIR, rule:SPEC or a judge name")
+    started = time.perf_counter()
+    with sessions.begin() as session:
+        prompt_ids = _prompt_ids(session, split, limit)
+        if not prompt_ids:
+            raise UserError(f"no prompts in split {split!r}")
+        parents = _answer_runs(session, names, prompt_ids, split)
+        run = start_run(session, "leaderboard", {"generators": names, "judges": list(judges), "split": split,
+                                                 "limit": limit, "reps": reps, "seed": seed},
+                        inputs=sorted(parents), name=f"leaderboard {' '.join(names)}", output_path=out)
+        run_id = run.id
+    with sessions() as session:
+        pairings = {(i, j): _pairings(session, prompt_ids, names[i], names[j])
+                    for i, j in itertools.combinations(range(len(names)), 2)}
+    covered = {p.prompt_id for found in pairings.values() for p in found}
+    scorers: dict[str, Any] = {}
+    boards = []
+    for judge in judges:
+        games: list[tuple[int, int, int, float]] = []
+        unjudged = 0
+        label = judge
+        for (i, j), found in pairings.items():
+            if on_progress:
+                on_progress(f"{judge}: {names[i]} vs {names[j]}")
+            scored = score_with(sessions, judge, found, f"{EVAL_BATCH_PREFIX}{names[i]}:vs:{names[j]}", run_id,
+                                scorers=scorers, **(judge_kwargs or {}))
+            label, unjudged = scored.label, unjudged + scored.unjudged
+            games += [(p.prompt_id, i, j, o) for p, o in zip(scored.pairings, scored.outcomes(), strict=True)]
+        boards.append(_board(label, names, games, unjudged, reps, seed))
+    report = LeaderboardReport(names, len(covered), boards, round(time.perf_counter() - started, 1), run_id)
+    if out:
+        write_report(report, Path(out))
+    with sessions.begin() as session:
+        finish_run(session, session.get(Run, run_id), {"boards": [asdict(b) for b in boards], "prompts": len(covered),
+                                                        "seconds": report.seconds, "summary": report.summary()})
+    return report
+
+
+def _answer_runs(session: Session, names: list[str], prompt_ids: list[int], split: str | None) -> set[int]:
+    """The runs that stored the generators' answers to these prompts; an error for a generator without any."""
+    runs: set[int] = set()
+    for name in names:
+        found = False
+        for part in chunks(prompt_ids):
+            rows = session.execute(select(Response.run_id).where(Response.generator == name,
+                                                                 Response.prompt_id.in_(list(part))).distinct()).all()
+            found = found or bool(rows)
+            runs.update(r for (r,) in rows if r is not None)
+        if not found:
+            raise UserError(f"generator {name!r} has no stored answers to the prompts of split {split!r} "
+                            "(`rlhf generate --policy MODEL --generator NAME` puts them there)")
+    return {r for r in runs if session.get(Run, r) is not None}
+
+
+def write_report(report: LeaderboardReport, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "leaderboard.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
+    lines = [f"# Leaderboard: {len(report.generators)} policies on {report.prompts} prompts", ""]
+    for board in report.boards:
+        lines += [f"## {board.judge}", "", "| policy | rating | 95% interval | games | W / T / L |", "|---|---|---|---|---|"]
+        lines += [f"| {s.generator} | {s.rating:.0f} | [{s.low:.0f}, {s.high:.0f}] | {s.games} | "
+                  f"{s.wins} / {s.ties} / {s.losses} |" for s in board.standings]
+        order = [s.generator for s in board.standings]
+        lines += ["", "Win rate of the row against the column:", "", "| | " + " | ".join(order) + " |",
+                  "|---" * (len(order) + 1) + "|"]
+        for row in order:
+            cells = ["-" if row == col else _pct(board.win_rates[row][col]) for col in order]
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+        if board.unjudged:
+            lines.append(f"\n{board.unjudged} games the judge gave no verdict on were left out.")
+        lines.append("")
+    (out / "leaderboard.md").write_text("\n".join(lines))
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"

@@ -1,0 +1,83 @@
+"""`rlhf leaderboard`: three policies' stored answers ranked together by a rule and by an LLM judge on loopback
+(the real `openai` client against tests/fake_openai.py, which prefers answers that say "good"), on SQLite and
+PostgreSQL; Bradley-Terry ratings with bootstrap intervals, the win-rate matrix, the run and its parents."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import select
+
+from db.models import Run
+from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
+from db.runs import finish_run, start_run
+from pipeline.errors import UserError
+from policy.leaderboard import leaderboard, ratings
+from tests.conftest import Cli
+from tests.helpers import flat
+
+
+def _answers(sessions, n: int = 12) -> int:  # noqa: ANN001
+    """n test prompts answered by "best" (says good twice), "mid" (once, and shorter) and "worst" (never, shortest);
+    "mid" misses the last prompt. Returns the run that stored them."""
+    with sessions.begin() as session:
+        run = start_run(session, "import", {})
+        prompts = [pid for pid, _ in ensure_prompts(
+            session, [NewPrompt([{"role": "user", "content": f"Question {i}?"}], split="test") for i in range(n)],
+            test_fraction=1.0)]
+        rows = []
+        for i, pid in enumerate(prompts):
+            rows += [NewResponse(pid, f"A good, good and careful answer {i}.", "best"),
+                     NewResponse(pid, f"Worst answer {i}.", "worst")]
+            if i < n - 1:
+                rows.append(NewResponse(pid, f"A good answer {i}.", "mid"))
+        ensure_responses(session, rows, run_id=run.id)
+        finish_run(session, run, {})
+        return run.id
+
+
+def test_ratings_follow_who_beats_whom() -> None:
+    r = ratings(3, [(0, 1, 1.0)] * 8 + [(1, 2, 1.0)] * 8 + [(0, 2, 1.0)] * 8)
+    assert r[0] > r[1] > r[2] and r.mean() == pytest.approx(1000)
+    even = ratings(2, [(0, 1, 1.0), (0, 1, 0.0)] * 5)
+    assert even[0] == pytest.approx(even[1])
+    tied = ratings(2, [(0, 1, 1.0)] + [(0, 1, 0.5)] * 9)  # one win and nine ties: a small edge, not a rout
+    assert 0 < tied[0] - tied[1] < 100
+
+
+def test_rule_and_llm_judge_rank_three_policies(sessions, fake, tmp_path) -> None:  # noqa: ANN001
+    from pipeline.export import ExportOptions, export
+    from tests.judge.conftest import make_judge
+
+    stored_by = _answers(sessions)
+    make_judge(sessions, fake, name="gj")
+    report = leaderboard(sessions, ["worst", "mid", "best"], ["rule:longer", "gj"], out=str(tmp_path / "board"),
+                         reps=50)
+    assert report.prompts == 12
+    for board in report.boards:
+        assert [s.generator for s in board.standings] == ["best", "mid", "worst"]
+        best, mid, worst = board.standings
+        assert best.low > mid.high and mid.low > worst.high  # the intervals do not overlap here
+        assert (best.games, best.wins, mid.games, worst.losses) == (23, 23, 22, 23)
+        assert board.win_rates["best"]["worst"] == 1.0 and board.win_rates["worst"]["mid"] == 0.0
+    assert report.boards[1].judge == "judge:gj" and fake.model.calls == 2 * (11 + 12 + 11)  # both orders, every pair
+    text = (tmp_path / "board" / "leaderboard.md").read_text()
+    assert "| best |" in text and "Win rate of the row against the column" in text
+    with sessions() as session:
+        run = session.scalars(select(Run).where(Run.kind == "leaderboard")).one()
+        assert run.inputs == [stored_by] and run.status == "succeeded"
+    with pytest.raises(UserError, match="yields no preference pairs"):  # the judge's games are not training data
+        export(sessions, ExportOptions(out_dir=str(tmp_path / "prefs")))
+
+
+def test_cli_and_errors(cli: Cli, sessions) -> None:  # noqa: ANN001
+    _answers(sessions)
+    out = cli("leaderboard", "--generator", "mid", "--generator", "best", "--generator", "worst",
+              "--judge", "rule:longer").output
+    rows = re.findall(r"^│ (best|mid|worst) ", out, re.MULTILINE)
+    assert rows == ["best", "mid", "worst"] and "vs best" in out
+    assert "at least two --generator" in flat(cli("leaderboard", "--generator", "best", "--judge", "rule:longer",
+                                                  expect=1).output)
+    assert "generator 'ghost' has no stored answers" in flat(cli(
+        "leaderboard", "--generator", "best", "--generator", "ghost", "--judge", "rule:longer", expect=1).output)
