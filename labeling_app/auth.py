@@ -38,32 +38,53 @@ class User:
 
 
 class LoginThrottle:
-    """Refuses logins for a name after too many failures in a window (per process, in memory)."""
+    """Refuses logins after too many failures in a window (per process, in memory), counted per name *and* client
+    address: a stranger who types someone's name wrong five times locks out only themselves, not that person. A
+    guess spread over many addresses still meets a ceiling per name (``spread`` times the attempts in the window).
+    Behind a proxy every client has the proxy's address, which is the per-name behaviour."""
 
-    def __init__(self, attempts: int, window: float, lockout: float) -> None:
-        self.attempts, self.window, self.lockout = attempts, window, lockout
-        self.failures: dict[str, deque[float]] = defaultdict(deque)
-        self.locked_until: dict[str, float] = {}
+    def __init__(self, attempts: int, window: float, lockout: float, *, spread: int = 20) -> None:
+        self.attempts, self.window, self.lockout, self.spread = attempts, window, lockout, spread
+        self.failures: dict[tuple[str, str], deque[float]] = defaultdict(deque)
+        self.by_name: dict[str, deque[float]] = defaultdict(deque)
+        self.locked_until: dict[tuple[str, str], float] = {}
         self.lock = threading.Lock()
 
-    def blocked(self, name: str) -> bool:
-        with self.lock:
-            return self.locked_until.get(name, 0.0) > time.monotonic()
-
-    def failed(self, name: str) -> None:
+    def blocked(self, name: str, client: str = "") -> bool:
         now = time.monotonic()
         with self.lock:
-            recent = self.failures[name]
+            if self.locked_until.get((name, client), 0.0) > now:
+                return True
+            return len(self._recent(self.by_name, name, now)) >= self.attempts * self.spread
+
+    def failed(self, name: str, client: str = "") -> None:
+        now = time.monotonic()
+        with self.lock:
+            if len(self.failures) > 10_000:  # bounded memory: forget keys with no recent failure
+                self._prune(now)
+            recent = self._recent(self.failures, (name, client), now)
             recent.append(now)
-            while recent and recent[0] < now - self.window:
-                recent.popleft()
+            self._recent(self.by_name, name, now).append(now)
             if len(recent) >= self.attempts:
-                self.locked_until[name] = now + self.lockout
+                self.locked_until[(name, client)] = now + self.lockout
                 recent.clear()
 
-    def succeeded(self, name: str) -> None:
+    def succeeded(self, name: str, client: str = "") -> None:
         with self.lock:
-            self.failures.pop(name, None)
+            self.failures.pop((name, client), None)
+
+    def _recent(self, table: dict, key: object, now: float) -> deque[float]:  # type: ignore[type-arg]
+        recent = table[key]
+        while recent and recent[0] < now - self.window:
+            recent.popleft()
+        return recent
+
+    def _prune(self, now: float) -> None:
+        for table in (self.failures, self.by_name):
+            for key in [k for k, v in table.items() if not v or v[-1] < now - self.window]:
+                del table[key]
+        for key in [k for k, until in self.locked_until.items() if until <= now]:
+            del self.locked_until[key]
 
 
 class Authenticator:
@@ -179,10 +200,11 @@ def add_auth_routes(
 
     @app.post("/login")
     async def do_login(
-        username: str = Form(""), password: str = Form(""), next: str = Form("/")  # noqa: A002
+        request: Request, username: str = Form(""), password: str = Form(""), next: str = Form("/")  # noqa: A002
     ) -> Response:
         target = _safe_next(next)
-        if throttle.blocked(username):
+        client = request.client.host if request.client else ""
+        if throttle.blocked(username, client):
             page = login_page(settings.title, "Too many failed attempts: wait a minute and try again.", target, username)
             return HTMLResponse(page, status_code=429)
 
@@ -193,10 +215,10 @@ def add_auth_routes(
 
         token = await run_in_threadpool(check)
         if token is None:
-            throttle.failed(username)
+            throttle.failed(username, client)
             page = login_page(settings.title, "Wrong name or password.", target, username)
             return HTMLResponse(page, status_code=401)
-        throttle.succeeded(username)
+        throttle.succeeded(username, client)
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
             COOKIE, token, max_age=int(settings.session_lifetime.total_seconds()), httponly=True, samesite="lax",

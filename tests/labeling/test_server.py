@@ -44,9 +44,25 @@ def test_repeated_failures_lock_the_name_for_a_while(sqlite_db_url: str) -> None
                 assert http.post("/login", data={"username": "ann", "password": "wrong-wrong"}).status_code == 401
             locked = http.post("/login", data={"username": "ann", "password": PASSWORD})
             assert locked.status_code == 429 and "Too many failed attempts" in locked.text
+        # the lock is this client's: ann herself, from another address, still gets in
+        with httpx.Client(base_url=live.url, transport=httpx.HTTPTransport(local_address="127.0.0.2")) as other:
+            assert other.post("/login", data={"username": "ann", "password": PASSWORD}).status_code == 303
     finally:
         live.stop()
         engine.dispose()
+
+
+def test_failures_spread_over_many_addresses_still_meet_a_ceiling_per_name() -> None:
+    from labeling_app.auth import LoginThrottle
+
+    throttle = LoginThrottle(attempts=3, window=600, lockout=60, spread=2)
+    for address in ("10.0.0.1", "10.0.0.2"):
+        for _ in range(3):
+            assert not throttle.blocked("ann", address)
+            throttle.failed("ann", address)
+        assert throttle.blocked("ann", address)
+    assert throttle.blocked("ann", "10.0.0.3")  # 6 failures for the name: a fresh address waits too
+    assert not throttle.blocked("bob", "10.0.0.1")
 
 
 def test_deactivating_an_annotator_ends_their_session(live: LiveServer) -> None:
