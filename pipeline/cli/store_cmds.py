@@ -147,7 +147,8 @@ def status(
         bt = Table("batch", "k", "overlap", "covered", "rankings: human / ai / import", "skips", title="Batches")
         for b in batches:
             k = str(b.k_min) if b.k_min == b.k_max else f"{b.k_min}-{b.k_max}"
-            bt.add_row(b.batch, k, str(b.required_overlap), f"{b.covered}/{b.comparisons}",
+            retired = f" ({b.retired} retired)" if b.retired else ""
+            bt.add_row(b.batch, k, str(b.required_overlap), f"{b.covered}/{b.comparisons}{retired}",
                        f"{b.human_rankings} / {b.ai_rankings} / {b.import_rankings}", str(b.skipped))
         console.print(bt)
     if recent:

@@ -148,6 +148,7 @@ def test_a_batch_is_listed_retired_reopened_and_given_another_overlap(cli: Cli, 
     retired = flat(cli("comparisons", "retire", "--batch", "b1").output)
     assert "batch b1: 4 comparisons retired (their rankings kept), 0 leases released [run" in retired
     assert _row(cli("comparisons", "list").output, "b1") == ["b1", "2", "1", "4", "0", "0", "4", "1", "0"]
+    assert "(4 retired)" in cli("status").output
     assert "no preference pairs" in flat(cli("export", "--out", str(tmp_path / "out"), "--batch", "b1",
                                              expect=1).output)
     reopened = flat(cli("comparisons", "reopen", "--batch", "b1").output)
