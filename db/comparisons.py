@@ -56,6 +56,36 @@ def dense_ranks(ranks: Sequence[int]) -> list[int]:
     return [levels[r] for r in ranks]
 
 
+# How much better the preferred response of a pair (K = 2) is, as Llama 2's and Anthropic's labelling collect it.
+# Stored in ``Ranking.scores`` as {preferred: strength, other: 0} (the form imported pairs' margins take), so the
+# export's score margin (``rlhf export --margin``) is the strength; no strength given: no scores, and the margin is
+# the rank gap (1), as before.
+STRENGTHS = {3: "much better", 2: "better", 1: "slightly better"}
+
+
+def strength_scores(ranks: Sequence[int], strength: int) -> list[float]:
+    """A pair's scores for ``strength``, aligned with its ``ranks`` (a strict preference, checked by the caller).
+
+    >>> strength_scores([2, 1], 3)
+    [0.0, 3.0]
+    """
+    best = min(ranks)
+    return [float(strength) if rank == best else 0.0 for rank in ranks]
+
+
+def strength_of(ranks: Sequence[int] | None, scores: Sequence[float] | None) -> int | None:
+    """The strength a pair's scores encode; None for no scores, a tie, K > 2, or scores of another kind (ratings).
+
+    >>> strength_of([2, 1], [0.0, 3.0]), strength_of([1, 2], None), strength_of([1, 2], [7.5, 6.0])
+    (3, None, None)
+    """
+    if not ranks or scores is None or len(ranks) != 2 or len(scores) != 2 or ranks[0] == ranks[1]:
+        return None
+    win, lose = (0, 1) if ranks[0] < ranks[1] else (1, 0)
+    strength = scores[win] - scores[lose]
+    return int(strength) if scores[lose] == 0 and strength in STRENGTHS else None
+
+
 def align(response_ids: Sequence[int], by_response: Mapping[int, Any], what: str) -> list[Any]:
     """Values keyed by response id -> a list in the comparison's canonical order; every response exactly once."""
     if set(by_response) != set(response_ids):

@@ -49,7 +49,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
-from db.comparisons import RankingError, align, dense_ranks, human_ranked_count, queue_status
+from db.comparisons import (
+    STRENGTHS,
+    RankingError,
+    align,
+    dense_ranks,
+    human_ranked_count,
+    queue_status,
+    strength_scores,
+)
 from db.models import JSONType, Assignment, Comparison, Prompt, Ranking, Response, UTCDateTime
 
 DEFAULT_LEASE = timedelta(minutes=30)
@@ -464,6 +472,40 @@ def validate_ranks(ranks: list[int | None], k: int) -> list[int]:
     return dense_ranks(values)
 
 
+def strength_row_scores(ranks: list[int], strength: object, *, required: bool = False) -> list[float] | None:
+    """The ranking's ``scores`` for a preference strength (``STRENGTHS``), or a QueueError that says what is wrong.
+    Only a pair (K = 2) with a strict preference has one; ``required`` refuses such a pair without it.
+
+    >>> strength_row_scores([2, 1], 3), strength_row_scores([2, 1], None), strength_row_scores([1, 1, 2], None)
+    ([0.0, 3.0], None, None)
+    >>> strength_row_scores([1, 1], 2)
+    Traceback (most recent call last):
+    ...
+    db.queue.QueueError: a tie has no strength: say how much better only when one response is preferred
+    >>> strength_row_scores([1, 2], 5)
+    Traceback (most recent call last):
+    ...
+    db.queue.QueueError: strength must be 3 (much better), 2 (better) or 1 (slightly better), got 5
+    >>> strength_row_scores([1, 2], None, required=True)
+    Traceback (most recent call last):
+    ...
+    db.queue.QueueError: say how much better the preferred response is (much better, better or slightly better)
+    """
+    strict_pair = len(ranks) == 2 and ranks[0] != ranks[1]
+    if strength is None:
+        if required and strict_pair:
+            raise QueueError("say how much better the preferred response is (much better, better or slightly better)")
+        return None
+    if isinstance(strength, bool) or not isinstance(strength, int) or strength not in STRENGTHS:
+        *most, last = (f"{value} ({name})" for value, name in STRENGTHS.items())
+        raise QueueError(f"strength must be {', '.join(most)} or {last}, got {strength!r}")
+    if len(ranks) != 2:
+        raise QueueError(f"a strength is only given for a pair (K = 2); this comparison has {len(ranks)} responses")
+    if not strict_pair:
+        raise QueueError("a tie has no strength: say how much better only when one response is preferred")
+    return strength_scores(ranks, strength)
+
+
 def _active_ms(active_ms: int | None, leased_at: datetime, now: datetime) -> int | None:
     """The browser's active-time count, bounded by the time since the lease (a client cannot inflate it)."""
     if active_ms is None:
@@ -494,7 +536,8 @@ def _store(conn: Connection, annotator_id: int, claim: _Claim, comparison_id: in
 
 
 def _rank(session: Session, annotator: _Who, comparison_id: int, ranks_by_response: Mapping[int, int | None],
-          now: datetime, all_bad: bool, comment: str | None, active_ms: int | None) -> tuple[int, int]:
+          now: datetime, all_bad: bool, comment: str | None, active_ms: int | None, strength: int | None = None,
+          require_strength: bool = False) -> tuple[int, int]:
     session.flush()
     conn = session.connection()
     claim = _claim(conn, annotator.id, comparison_id, now)
@@ -502,7 +545,9 @@ def _rank(session: Session, annotator: _Who, comparison_id: int, ranks_by_respon
         raw = align(claim.response_ids, ranks_by_response, "ranks")
     except RankingError:
         raise QueueError("the ranking does not match this comparison's responses") from None
-    row = {"ranks": validate_ranks(raw, claim.k), "skipped": False, "skip_reason": None, "all_bad": all_bad}
+    ranks = validate_ranks(raw, claim.k)
+    scores = strength_row_scores(ranks, strength, required=require_strength)
+    row = {"ranks": ranks, "skipped": False, "skip_reason": None, "all_bad": all_bad, "scores": scores}
     return _store(conn, annotator.id, claim, comparison_id, now, row, active_ms, comment)
 
 
@@ -513,7 +558,7 @@ def _skip(session: Session, annotator: _Who, comparison_id: int, reason: str, no
     session.flush()
     conn = session.connection()
     claim = _claim(conn, annotator.id, comparison_id, now)
-    row = {"ranks": None, "skipped": True, "skip_reason": reason.strip(), "all_bad": False}
+    row = {"ranks": None, "skipped": True, "skip_reason": reason.strip(), "all_bad": False, "scores": None}
     return _store(conn, annotator.id, claim, comparison_id, now, row, active_ms, comment)
 
 
@@ -527,10 +572,17 @@ def record_ranking(
     all_bad: bool = False,
     comment: str | None = None,
     active_ms: int | None = None,
+    strength: int | None = None,
+    require_strength: bool = False,
 ) -> int:
     """Store a human ranking of a comparison leased to this annotator; returns its id. Raises QueueError for anything
-    invalid. Plain SQL (the app's hot path); ``submit_ranking`` returns the ``Ranking`` instead."""
-    return _rank(session, annotator, comparison_id, ranks_by_response, now, all_bad, comment, active_ms)[0]
+    invalid. Plain SQL (the app's hot path); ``submit_ranking`` returns the ``Ranking`` instead.
+
+    ``strength`` (a pair with a strict preference only: 3 much better, 2 better, 1 slightly better; see
+    ``db.comparisons.STRENGTHS``) is stored as the ranking's scores; ``require_strength`` refuses such a pair
+    without one."""
+    return _rank(session, annotator, comparison_id, ranks_by_response, now, all_bad, comment, active_ms, strength,
+                 require_strength)[0]
 
 
 def record_skip(
@@ -566,10 +618,12 @@ def submit_ranking(
     all_bad: bool = False,
     comment: str | None = None,
     active_ms: int | None = None,
+    strength: int | None = None,
+    require_strength: bool = False,
 ) -> Ranking:
     """``record_ranking``, returning the stored ``Ranking``."""
     ranking_id, assignment_id = _rank(session, annotator, comparison_id, ranks_by_response, now, all_bad, comment,
-                                      active_ms)
+                                      active_ms, strength, require_strength)
     return _loaded(session, ranking_id, comparison_id, assignment_id)
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import immediate, make_engine, make_session_factory
 from db.annotators import annotator_ref, create_annotator, set_password
-from db.comparisons import NewComparison, NewRanking, add_rankings_if_absent, ensure_comparisons
+from db.comparisons import NewComparison, NewRanking, add_rankings_if_absent, ensure_comparisons, strength_of
 from db.login_sessions import annotator_for_token, close_session, open_session
 from db.models import Annotator, Assignment, Comparison, Ranking
 from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
@@ -157,6 +157,75 @@ def test_ties_all_bad_comment_shown_order_and_active_time_are_stored(write_sessi
         assert ranking.shown_order == shown
         assert sorted(ranking.ranks) == [1, 1, 2] and ranking.all_bad and ranking.comment == "both fine"
         assert ranking.active_ms == 40_000  # bounded by the time since the lease
+
+
+def test_a_pair_preference_is_stored_with_its_strength_and_undo_takes_it_back(write_sessions) -> None:
+    first, second = _setup(write_sessions, 2, overlap=1, annotators=["ann"])
+    with write_sessions.begin() as session:
+        ann = _annotator(session, "ann")
+        held = take_lease(session, ann, T0)
+        assert held.comparison_id == first
+        shown = held.shown_order  # B (shown second) much better than A
+        stored = submit_ranking(session, ann, first, {shown[0]: 2, shown[1]: 1}, T0, strength=3)
+        ids = session.get(Comparison, first).response_ids  # scores are aligned with these, as ranks are
+        assert dict(zip(ids, stored.scores)) == {shown[1]: 3.0, shown[0]: 0.0}
+        assert strength_of(stored.ranks, stored.scores) == 3
+
+        # undo takes the strength back with the ranking; the redone ranking has the new one
+        assert undo_last(session, ann, T0 + timedelta(seconds=1)) == first
+        assert session.scalar(select(func.count(Ranking.id))) == 0
+        redone = submit_ranking(session, ann, first, {shown[0]: 1, shown[1]: 2}, T0 + timedelta(seconds=2),
+                                strength=1)
+        assert dict(zip(ids, redone.scores)) == {shown[0]: 1.0, shown[1]: 0.0}
+
+        # no strength: still a valid answer, stored with no scores (unknown strength)
+        held = take_lease(session, ann, T0 + timedelta(seconds=3))
+        assert held.comparison_id == second
+        ranking_id = record_ranking(session, ann, second, dict(zip(held.shown_order, [1, 2])), T0)
+        row = session.execute(select(Ranking.ranks, Ranking.scores).where(Ranking.id == ranking_id)).one()
+        assert row.scores is None and sorted(row.ranks) == [1, 2]
+        assert session.scalar(select(func.count(Ranking.id)).where(Ranking.scores.is_(None))) == 1  # SQL NULL
+
+
+@pytest.mark.parametrize(
+    ("k", "ranks", "strength", "required", "message"),
+    [
+        (3, [1, 2, 3], 3, False, r"only given for a pair \(K = 2\); this comparison has 3"),
+        (2, [1, 1], 2, False, "a tie has no strength"),
+        (2, [1, 2], 4, False, r"strength must be 3 \(much better\), 2 \(better\) or 1 \(slightly better\), got 4"),
+        (2, [1, 2], 0, False, "strength must be"),
+        (2, [1, 2], "3", False, "strength must be"),
+        (2, [1, 2], True, False, "strength must be"),
+        (2, [1, 2], 2.0, False, "strength must be"),
+        (2, [2, 1], None, True, "say how much better the preferred response is"),
+    ],
+)
+def test_a_strength_where_none_belongs_or_a_missing_required_one_is_refused_and_stores_nothing(
+    write_sessions, k: int, ranks: list[int], strength: object, required: bool, message: str,
+) -> None:
+    [cid] = _setup(write_sessions, 1, overlap=1, annotators=["ann"], k=k)
+    with write_sessions.begin() as session:
+        ann = annotator_ref(session, "ann")
+        held = take_lease(session, ann, T0)
+        with pytest.raises(QueueError, match=message):
+            record_ranking(session, ann, cid, dict(zip(held.shown_order, ranks)), T0, strength=strength,
+                           require_strength=required)
+        assert session.scalar(select(func.count(Ranking.id))) == 0
+        assert session.scalar(select(Comparison.status).where(Comparison.id == cid)) == "open"
+        # the lease is still held: the answer can be given right
+        assert take_lease(session, ann, T0).comparison_id == cid
+
+
+def test_a_required_strength_is_not_asked_of_a_tie_or_a_wider_comparison(write_sessions) -> None:
+    pair, wide = _setup(write_sessions, 1, overlap=1, annotators=["ann"]) + _setup(
+        write_sessions, 1, overlap=1, annotators=[], k=3)
+    with write_sessions.begin() as session:
+        ann = annotator_ref(session, "ann")
+        for cid, ranks in ((pair, [1, 1]), (wide, [1, 2, 2])):
+            held = take_lease(session, ann, T0)
+            assert held.comparison_id == cid
+            record_ranking(session, ann, cid, dict(zip(held.shown_order, ranks)), T0, require_strength=True)
+        assert session.scalars(select(Ranking.scores)).all() == [None, None]
 
 
 def test_skip_keeps_the_slot_open_for_others(write_sessions) -> None:

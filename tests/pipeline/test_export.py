@@ -258,6 +258,32 @@ def test_all_bad_marks_and_comments_reach_the_export(cli, sessions, tmp_path: Pa
     assert len({report.fingerprint, reworded.fingerprint, unmarked.fingerprint}) == 3
 
 
+def test_margin_from_the_annotators_preference_strengths(cli, sessions, tmp_path: Path) -> None:
+    """Pairs ranked through the queue with strengths (3 much better, 2 better, 1 slightly better): --margin writes
+    the mean strength of the voters who gave one; a pair no one gave a strength keeps the rank gap, 1."""
+    given = {"c0": {"ann": 3, "bob": 1}, "c1": {"ann": 2, "bob": None}, "c2": {"ann": None, "bob": None}}
+    ids, best = {}, {}
+    with sessions.begin() as session:
+        for n, key in enumerate(given):
+            [(pid, _)] = ensure_prompts(session, [NewPrompt([{"role": "user", "content": f"Pair {n}?"}])],
+                                        test_fraction=0)
+            rids = [r for r, _ in ensure_responses(session, [NewResponse(pid, f"{q} answer {n}", q)
+                                                             for q in ("good", "poor")])]
+            [(ids[key], _)] = ensure_comparisons(session, [NewComparison(pid, tuple(rids), "b1", 2)])
+            best[ids[key]] = rids[0]
+        for name in ("ann", "bob"):
+            human = create_annotator(session, name, password="a long password")
+            while (assignment := lease_next(session, human, NOW)) is not None:
+                cid = assignment.comparison_id
+                key = next(k for k, c in ids.items() if c == cid)
+                ranks = {r: 1 if r == best[cid] else 2 for r in assignment.shown_order}
+                submit_ranking(session, human, cid, ranks, NOW, strength=given[key][name])
+    cli("export", "--out", str(tmp_path / "out"), "--margin")
+    rows = _rows_by_comparison(tmp_path / "out")
+    margins = {key: [(r["chosen_id"] == best[ids[key]], r["margin"]) for r in rows[ids[key]]] for key in given}
+    assert margins == {"c0": [(True, 2.0)], "c1": [(True, 2.0)], "c2": [(True, 1.0)]}
+
+
 def test_drop_all_bad_leaves_out_comparisons_half_their_voters_marked(cli, sessions, tmp_path: Path) -> None:
     ids = _store(sessions, NOTES)
     # all four voters: c3 is all bad for 2 of 4 (left out), c1 for 1 of 4 (kept)
