@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from db.comparisons import STRENGTHS, strength_of
 from db.models import Annotator, Comparison, Ranking, Response
 
 
@@ -27,6 +28,7 @@ class HumanRanking:
     comment: str | None
     active_ms: int | None
     created_at: datetime
+    scores: list[float] | None = None  # a pair's preference strength (db.comparisons.STRENGTHS), when given
 
 
 def human_rankings(session: Session, batch: str | None = None) -> list[HumanRanking]:
@@ -43,7 +45,7 @@ def human_rankings(session: Session, batch: str | None = None) -> list[HumanRank
         HumanRanking(
             comparison_id=r.comparison_id, batch=b, annotator=name, ranks=r.ranks, skipped=r.skipped,
             skip_reason=r.skip_reason, all_bad=r.all_bad, shown_order=r.shown_order, response_ids=ids,
-            comment=r.comment, active_ms=r.active_ms, created_at=r.created_at,
+            comment=r.comment, active_ms=r.active_ms, created_at=r.created_at, scores=r.scores,
         )
         for r, name, b, ids in session.execute(query)
     ]
@@ -95,6 +97,9 @@ class LabelDistribution:
     all_bad: int
     best_by_shown_position: dict[int, int]  # 1-based position on screen of the single best response -> count
     wins_by_generator: dict[str, int]  # generator of the single best response -> count
+    # Pairs ranked with a preference (not a tie), by strength: "much better", "better", "slightly better",
+    # "not given" -> count (empty when there are none)
+    strengths: dict[str, int] = field(default_factory=dict)
 
 
 def label_distribution(session: Session, rows: list[HumanRanking]) -> LabelDistribution:
@@ -122,4 +127,13 @@ def label_distribution(session: Session, rows: list[HumanRanking]) -> LabelDistr
         all_bad=sum(r.all_bad for r in ranked),
         best_by_shown_position=dict(sorted(positions.items())),
         wins_by_generator=dict(wins.most_common()),
+        strengths=_strengths(ranked),
     )
+
+
+def _strengths(ranked: list[HumanRanking]) -> dict[str, int]:
+    preferences = [r for r in ranked if r.ranks and len(r.ranks) == 2 and r.ranks[0] != r.ranks[1]]
+    if not preferences:
+        return {}
+    given = Counter(strength_of(r.ranks, r.scores) for r in preferences)
+    return {**{name: given[value] for value, name in STRENGTHS.items()}, "not given": given[None]}

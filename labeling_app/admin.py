@@ -102,6 +102,9 @@ class AdminApp:
             f"**Rankings**: {distribution.rankings} · **with a tie**: {distribution.with_tie} · "
             f"**all bad**: {distribution.all_bad}"
         )
+        if distribution.strengths:  # pairs ranked with a preference, by how much better (db.comparisons.STRENGTHS)
+            distribution_md += "\n\n**Strength of pair preferences**: " + " · ".join(
+                f"{name} {n}" for name, n in distribution.strengths.items())
         skips = pd.DataFrame(
             [
                 {"when": r.created_at.strftime("%Y-%m-%d %H:%M"), "annotator": r.annotator, "batch": r.batch,

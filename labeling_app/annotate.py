@@ -43,7 +43,9 @@ SIZES_SECONDS = 5.0  # how stale the batch totals on the page may be (they cost 
 KEYS_HELP = (
     "<b>Keys</b>: <kbd>1</kbd>–<kbd>{k}</kbd> rank the selected response (then the next is selected) · "
     "same number = tie · <kbd>=</kbd> tie with the previous response · <kbd>←</kbd>/<kbd>→</kbd> "
-    "select a response · <kbd>Enter</kbd> submit · <kbd>x</kbd> all bad · <kbd>c</kbd> comment · "
+    "select a response · a pair, after the preference: <kbd>m</kbd> much better · <kbd>b</kbd> better · "
+    "<kbd>l</kbd> slightly better ({strength}; again to clear) · <kbd>Enter</kbd> submit · <kbd>x</kbd> all bad · "
+    "<kbd>c</kbd> comment · "
     "<kbd>s</kbd> skip, then <kbd>1</kbd>–<kbd>{n}</kbd> for the reason · <kbd>u</kbd> undo last · "
     "<kbd>Esc</kbd> leave a text box · the mouse works too"
 )
@@ -117,6 +119,7 @@ class AnnotatorApp:
                          f"batch {chosen}" if chosen else "all batches"),
             self.settings.skip_reasons,
             message_html(done, kind),
+            require_strength=self.settings.require_strength,
         )
 
     # --- events --------------------------------------------------------------------------------------------------
@@ -138,6 +141,7 @@ class AnnotatorApp:
             record_ranking(
                 session, annotator, parsed.comparison_id, dict(zip(parsed.response_ids, parsed.ranks, strict=True)),
                 now, all_bad=parsed.all_bad, comment=parsed.comment, active_ms=parsed.active_ms,
+                strength=parsed.strength, require_strength=self.settings.require_strength,
             )
             return f"Saved comparison {parsed.comparison_id}."
 
@@ -200,7 +204,8 @@ def build_app(
         with gr.Accordion("Guidelines", open=False, elem_id="rlhf-guidelines"):
             gr.HTML(render_markdown(settings.guidelines_markdown or "No guidelines were given for this project."))
         gr.HTML('<div class="rlhf-keys" id="rlhf-keys">'
-                + KEYS_HELP.format(k=MAX_K, n=len(settings.skip_reasons)) + "</div>")
+                + KEYS_HELP.format(k=MAX_K, n=len(settings.skip_reasons),
+                                   strength="required" if settings.require_strength else "optional") + "</div>")
         view = gr.HTML(elem_id="rlhf-view")
         with gr.Row():
             submit = gr.Button("Submit (Enter)", variant="primary", elem_id="rlhf-submit")

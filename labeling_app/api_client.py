@@ -51,11 +51,13 @@ def _shown(outputs: list[Any]) -> Shown:
 
 
 def form(item_id: int | str | None, response_ids: list[int], ranks: list[int | None] | None = None, *,
-         all_bad: bool = False, comment: str = "", active_ms: int | None = None, skip_reason: str = "") -> str:
+         all_bad: bool = False, comment: str = "", active_ms: int | None = None, skip_reason: str = "",
+         strength: int | None = None) -> str:
     """The JSON form the page sends with submit, skip and undo."""
     return json.dumps({
         "item": "" if item_id is None else str(item_id), "responses": response_ids, "ranks": ranks or [],
         "all_bad": all_bad, "comment": comment, "active_ms": active_ms, "skip_reason": skip_reason,
+        "strength": strength,
     })
 
 
@@ -99,9 +101,11 @@ class LabelingClient:
 
     def submit(
         self, item_id: int | str, response_ids: list[int], ranks: list[int | None], *, all_bad: bool = False,
-        comment: str = "", active_ms: int | None = None, batch: str = ALL_BATCHES,
+        comment: str = "", active_ms: int | None = None, batch: str = ALL_BATCHES, strength: int | None = None,
     ) -> Shown:
-        payload = form(item_id, response_ids, ranks, all_bad=all_bad, comment=comment, active_ms=active_ms)
+        """``strength``: a pair's 3 (much better), 2 (better) or 1 (slightly better); None for none."""
+        payload = form(item_id, response_ids, ranks, all_bad=all_bad, comment=comment, active_ms=active_ms,
+                       strength=strength)
         return _shown(self.call("submit", [payload, batch]))
 
     def skip(self, item_id: int | str, reason: str, *, comment: str = "", batch: str = ALL_BATCHES) -> Shown:

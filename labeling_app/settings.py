@@ -23,6 +23,9 @@ class LabelingSettings:
     idle_seconds: int = 60  # no key or mouse for this long: the item's active-time clock stops
     skip_reasons: tuple[str, ...] = DEFAULT_SKIP_REASONS
     secure_cookies: bool = False
+    # Pairs (K = 2): a preference needs its strength (much better, better, slightly better) to be saved; else
+    # the strength is optional and a preference without one is stored without scores (unknown strength).
+    require_strength: bool = False
     login_attempts: int = 5  # failed logins per name within login_window before a lockout
     login_window: timedelta = timedelta(minutes=10)
     login_lockout: timedelta = timedelta(minutes=1)

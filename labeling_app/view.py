@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
+from db.comparisons import STRENGTHS
 from labeling_app.render import render_conversation, render_response
 
 LETTERS = "ABCDEFGH"
@@ -50,9 +51,30 @@ def _progress(p: ProgressView) -> str:
     )
 
 
-def item_html(item: ShownItem | None, progress: ProgressView, skip_reasons: Sequence[str], message: str) -> str:
+# The key of each strength of a pair (db.comparisons.STRENGTHS), as static/keyboard.js binds them.
+STRENGTH_KEYS = {3: "m", 2: "b", 1: "l"}
+
+
+def _strength_bar(required: bool) -> str:
+    """How much better the preferred response is; keyboard.js says which one that is and enables the choices."""
+    choices = "".join(
+        f'<button type="button" class="rlhf-strength-choice" data-strength="{value}" aria-pressed="false" disabled>'
+        f"<kbd>{STRENGTH_KEYS[value]}</kbd> {words}</button>"
+        for value, words in STRENGTHS.items()
+    )
+    need = "required" if required else "optional"
+    return (
+        f'<div class="rlhf-strength" id="rlhf-strength" role="group" aria-label="How much better" data-need="{need}">'
+        f'<span id="rlhf-strength-who">Rank the pair first</span>{choices}'
+        f'<span class="rlhf-strength-need">({need})</span></div>'
+    )
+
+
+def item_html(item: ShownItem | None, progress: ProgressView, skip_reasons: Sequence[str], message: str,
+              *, require_strength: bool = False) -> str:
     """The whole view, message first. ``data-item``/``data-responses`` tell the browser (and API clients) what is
-    shown; the same item rendered again (after an error) keeps the annotator's choices (keyboard.js repaints them)."""
+    shown; the same item rendered again (after an error) keeps the annotator's choices (keyboard.js repaints them).
+    A pair also gets the strength choices (``require_strength``: marked required)."""
     if item is None:
         return (
             f'<div id="rlhf-view-inner" data-item="" data-responses="">{message}{_progress(progress)}'
@@ -85,6 +107,7 @@ def item_html(item: ShownItem | None, progress: ProgressView, skip_reasons: Sequ
         f"{message}{_progress(progress)}"
         f'<div id="rlhf-prompt">{render_conversation(item.messages)}</div>'
         f'<div class="rlhf-cards" id="rlhf-responses" style="--rlhf-k: {k}">{"".join(cards)}</div>'
+        f"{_strength_bar(require_strength) if k == 2 else ''}"
         '<div class="rlhf-extra">'
         '<label class="rlhf-allbad"><input type="checkbox" id="rlhf-allbad"> All responses are bad <kbd>x</kbd></label>'
         '<textarea id="rlhf-comment" rows="1" placeholder="Comment (c) — optional"></textarea></div>'
@@ -103,6 +126,7 @@ class Form:
     comment: str = ""
     active_ms: int | None = None
     skip_reason: str = ""
+    strength: int | None = None  # a pair's preference strength (3 much better, 2 better, 1 slightly better)
 
 
 class FormError(ValueError):
@@ -120,11 +144,24 @@ def _int_or_none(value: Any) -> int | None:
         raise FormError("bad number") from None
 
 
+def _whole_or_none(value: Any) -> int | None:
+    """A whole number (or its digits), never a rounded one: 2.5 is no strength."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise FormError("bad number")
+
+
 def parse_form(raw: str | None) -> Form:
     """The browser's (or an API client's) form: JSON, untrusted, checked field by field.
 
     >>> parse_form('{"item": "7", "responses": [3, 4], "ranks": [2, null], "comment": "ok"}')
-    Form(comparison_id=7, response_ids=[3, 4], ranks=[2, None], all_bad=False, comment='ok', active_ms=None, skip_reason='')
+    Form(comparison_id=7, response_ids=[3, 4], ranks=[2, None], all_bad=False, comment='ok', active_ms=None, skip_reason='', strength=None)
+    >>> parse_form('{"item": "7", "responses": [3, 4], "ranks": [2, 1], "strength": 3}').strength
+    3
     >>> parse_form('{"item": "x"}')
     Traceback (most recent call last):
     ...
@@ -152,4 +189,5 @@ def parse_form(raw: str | None) -> Form:
         comment=comment[:5000],
         active_ms=_int_or_none(data.get("active_ms")),
         skip_reason=reason[:500],
+        strength=_whole_or_none(data.get("strength")),  # which numbers are allowed: the queue says (db.queue)
     )

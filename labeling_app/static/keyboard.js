@@ -4,9 +4,12 @@
   const IDLE_MS = __IDLE_MS__;
   const SKIP_REASONS = __SKIP_REASONS__;
   const TICK_MS = 100;
+  const STRENGTH_KEYS = { m: 3, b: 2, l: 1 };  // a pair's strength: much better, better, slightly better
+  const LETTERS = "ABCDEFGH";
   const activeMs = {};  // item id -> milliseconds of activity while it was on screen
   let lastActivity = Date.now();
-  const state = { item: "", ranks: [], selected: 0, allBad: false, comment: "", other: "", reason: "", skipMode: false };
+  const state = { item: "", ranks: [], selected: 0, allBad: false, comment: "", other: "", reason: "", skipMode: false,
+                  strength: null };
 
   const byId = (id) => document.getElementById(id);
   const view = () => byId("rlhf-view-inner");
@@ -18,7 +21,7 @@
     if (id !== state.item) {
       const k = id ? parseInt(v.dataset.k, 10) : 0;
       Object.assign(state, { item: id, ranks: new Array(k).fill(null), selected: 0, allBad: false, comment: "",
-                             other: "", reason: "", skipMode: false });
+                             other: "", reason: "", skipMode: false, strength: null });
     }
     paint();
     return id;
@@ -37,12 +40,45 @@
         b.setAttribute("aria-pressed", on ? "true" : "false");
       });
     });
+    paintStrength();
     const allBad = byId("rlhf-allbad");
     if (allBad) allBad.checked = state.allBad;
     for (const [id, key] of [["rlhf-comment", "comment"], ["rlhf-skip-other", "other"]]) {
       const el = byId(id);
       if (el && document.activeElement !== el && el.value !== state[key]) el.value = state[key];
     }
+  }
+
+  // The preferred position of a pair ranked with a strict preference; null otherwise (not ranked, a tie, K > 2).
+  function preferred() {
+    const [a, b] = state.ranks;
+    if (state.ranks.length !== 2 || !a || !b || a === b) return null;
+    return a < b ? 0 : 1;
+  }
+
+  function paintStrength() {
+    const bar = byId("rlhf-strength");
+    if (!bar) return;
+    const best = preferred();
+    const who = byId("rlhf-strength-who");
+    const text = best !== null ? `How much better is ${LETTERS[best]} than ${LETTERS[1 - best]}?`
+      : state.ranks[0] && state.ranks[0] === state.ranks[1] ? "A tie has no strength"
+      : "Rank the pair first";
+    if (who && who.textContent !== text) who.textContent = text;
+    bar.querySelectorAll(".rlhf-strength-choice").forEach((b) => {
+      const on = state.strength === parseInt(b.dataset.strength, 10);
+      b.disabled = best === null;
+      b.classList.toggle("rlhf-on", on);
+      b.setAttribute("aria-pressed", on ? "true" : "false");
+    });
+  }
+
+  // A strength belongs to a strict preference of a pair; the same choice again clears it.
+  function setStrength(value) {
+    if (preferred() === null) return false;
+    state.strength = state.strength === value ? null : value;
+    paint();
+    return true;
   }
 
   function select(i) {
@@ -55,6 +91,7 @@
   function setRank(pos, rank) {
     if (pos < 0 || pos >= state.ranks.length || rank < 1 || rank > state.ranks.length) return false;
     state.ranks[pos] = rank;
+    if (state.ranks.length === 2 && state.ranks[0] === state.ranks[1]) state.strength = null;  // a tie has none
     paint();
     return true;
   }
@@ -78,6 +115,7 @@
         comment: state.comment,
         active_ms: activeMs[state.item] || 0,
         skip_reason: state.reason,
+        strength: state.strength,
       });
     },
     state,
@@ -97,6 +135,8 @@
   document.addEventListener("click", (e) => {
     const rank = e.target.closest && e.target.closest(".rlhf-rank");
     if (rank) { sync(); const pos = parseInt(rank.dataset.pos, 10); state.selected = pos; setRank(pos, parseInt(rank.dataset.rank, 10)); return; }
+    const strength = e.target.closest && e.target.closest(".rlhf-strength-choice");
+    if (strength) { sync(); setStrength(parseInt(strength.dataset.strength, 10)); return; }
     const reason = e.target.closest && e.target.closest(".rlhf-reason");
     if (reason) {
       sync();
@@ -150,6 +190,7 @@
     } else if (key === "ArrowRight") { select(state.selected + 1); e.preventDefault(); }
     else if (key === "ArrowLeft") { select(state.selected - 1); e.preventDefault(); }
     else if (key === "Enter") { click("rlhf-submit"); e.preventDefault(); }
+    else if (key in STRENGTH_KEYS && state.ranks.length === 2) { setStrength(STRENGTH_KEYS[key]); e.preventDefault(); }
     else if (key === "x") { state.allBad = !state.allBad; paint(); e.preventDefault(); }
     else if (key === "c") { byId("rlhf-comment")?.focus(); e.preventDefault(); }
     else if (key === "s" && state.item) { state.skipMode = true; paint(); byId("rlhf-skip-reasons")?.scrollIntoView({ block: "nearest" }); e.preventDefault(); }

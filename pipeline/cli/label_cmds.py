@@ -52,6 +52,7 @@ def serve(
         session_lifetime=timedelta(hours=section.session_hours),
         idle_seconds=section.idle_seconds,
         secure_cookies=section.secure_cookies,
+        require_strength=section.require_strength,
     )
     bind_host, bind_port = host or section.host, port or section.port
     with open_store(ctx, db) as store:

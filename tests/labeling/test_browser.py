@@ -163,6 +163,41 @@ def test_tie_skip_undo_comment_all_bad_and_progress(live: LiveServer, new_page) 
     assert last.all_bad and last.comment == "both wrong <b>really</b>" and len(set(last.ranks)) == 3
 
 
+def test_a_pair_with_its_strength_from_the_keyboard_a_tie_without_and_undo(live: LiveServer, new_page) -> None:  # noqa: ANN001
+    first, second = seed(live.sessions, [["first answer", "second answer"], ["third", "fourth"]],
+                         people={"ann": "annotator"})
+    page = new_page()
+    login(page, live, "ann")
+    assert all(words in page.inner_text("#rlhf-keys") for words in ("much better", "slightly better", "optional"))
+    assert item_id(page) == str(first)
+    for key in ("2", "1", "m"):  # B first, and much better
+        page.keyboard.press(key)
+    assert "How much better is B than A?" in page.inner_text("#rlhf-strength")
+    assert page.get_attribute(".rlhf-strength-choice[data-strength='3']", "aria-pressed") == "true"
+    page.keyboard.press("Enter")
+    wait_item_change(page, str(first))
+    [ranking] = rankings(live, "ann")
+    order = shown_order(live, first, "ann")
+    assert dict(zip(sorted(order), ranking.scores, strict=True)) == {order[1]: 3.0, order[0]: 0.0}
+    assert dict(zip(sorted(order), ranking.ranks, strict=True)) == {order[1]: 1, order[0]: 2}
+
+    for key in ("1", "1", "l", "Enter"):  # a tie: the strength key does nothing
+        page.keyboard.press(key)
+    wait_message(page, "Nothing left")
+    tie = rankings(live, "ann")[-1]
+    assert tie.comparison_id == second and tie.ranks == [1, 1] and tie.scores is None
+    page.keyboard.press("u")  # undo: the pair comes back with nothing chosen
+    wait_message(page, "Undone")
+    assert item_id(page) == str(second) and len(rankings(live, "ann")) == 1
+    for key in ("1", "2", "l", "l", "b", "Enter"):  # A first; slightly better, cleared, then better
+        page.keyboard.press(key)
+    wait_message(page, "Nothing left")
+    redone = rankings(live, "ann")[-1]
+    order = shown_order(live, second, "ann")
+    assert redone.comparison_id == second
+    assert dict(zip(sorted(order), redone.scores, strict=True)) == {order[0]: 2.0, order[1]: 0.0}
+
+
 def test_incomplete_ranking_gets_a_message_not_a_trace(live: LiveServer, new_page) -> None:  # noqa: ANN001
     seed(live.sessions, [["a", "b", "c"]], people={"ann": "annotator"})
     page = new_page()

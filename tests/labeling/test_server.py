@@ -108,6 +108,46 @@ def test_the_admin_cannot_create_a_batch_too_wide_for_the_labelling_page(live: L
     boss.close()
 
 
+def test_a_project_that_requires_strengths_refuses_a_pair_without_one(sqlite_db_url: str) -> None:
+    """[labeling] require_strength = true: a preference on a pair needs its strength, a tie none; the admin page
+    counts the strengths given."""
+    engine = make_engine(sqlite_db_url)
+    live = start_server(engine, LabelingSettings(require_strength=True))
+    try:
+        [first, second] = seed(live.sessions, [["a", "b"], ["c", "d"]], people={"ann": "annotator", "boss": "admin"})
+        ann = LabelingClient(live.url)
+        ann.login("ann", PASSWORD)
+        shown = ann.next_item()
+        assert shown.item_id == first and "(required)" in shown.outputs[0]
+        refused = ann.submit(first, shown.response_ids, [2, 1])
+        assert "say how much better the preferred response is" in refused.message and refused.item_id == first
+        refused = ann.submit(first, shown.response_ids, [2, 1], strength=7)
+        assert "strength must be 3 (much better), 2 (better) or 1 (slightly better), got 7" in refused.message
+        refused = ann.submit(first, shown.response_ids, [1, 1], strength=2)
+        assert "a tie has no strength" in refused.message
+        with live.sessions() as session:
+            assert session.scalars(select(Ranking)).all() == []
+        saved = ann.submit(first, shown.response_ids, [2, 1], strength=2)
+        assert saved.message.startswith(f"Saved comparison {first}.") and saved.item_id == second
+        ann.submit(second, saved.response_ids, [1, 1])  # a tie needs no strength
+        with live.sessions() as session:
+            stored = {r.comparison_id: r for r in session.scalars(select(Ranking))}
+            ids = session.get(Comparison, first).response_ids
+        assert dict(zip(ids, stored[first].scores, strict=True)) == {shown.response_ids[1]: 2.0,
+                                                                     shown.response_ids[0]: 0.0}
+        assert stored[second].ranks == [1, 1] and stored[second].scores is None
+        boss = LabelingClient(live.url)
+        boss.login("boss", PASSWORD)
+        outputs = boss.call("refresh", ["All batches"], prefix="/admin")
+        assert any(isinstance(o, str) and "**Strength of pair preferences**: much better 0 · better 1 · "
+                   "slightly better 0 · not given 0" in o for o in outputs), outputs
+        ann.close()
+        boss.close()
+    finally:
+        live.stop()
+        engine.dispose()
+
+
 def test_two_app_processes_share_one_database(db_url: str) -> None:
     """Two servers, each with its own engine (as two processes would have), on one database: the queue holds
     across them, and a login made on one is honoured by the other (sessions live in the database)."""
