@@ -93,8 +93,14 @@ def _share_for_first(votes: Sequence[Vote], i: int, j: int, *, soft: bool) -> tu
 
 
 def _score_margin(votes: Sequence[Vote], chosen: int, rejected: int) -> float | None:
+    """The mean score difference (chosen minus rejected) over the votes that carry scores, never below 0: when the
+    only scores come from voters on the losing side, the pair is still the majority's, with no margin to add.
+
+    >>> _score_margin([Vote("h", "human", [2, 1], scores=[0, 3]), Vote("i", "human", [1, 2])], 0, 1)
+    0.0
+    """
     diffs = [v.scores[chosen] - v.scores[rejected] for v in votes if v.scores is not None]
-    return sum(diffs) / len(diffs) if diffs else None
+    return max(0.0, sum(diffs) / len(diffs)) if diffs else None
 
 
 def aggregate(
