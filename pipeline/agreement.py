@@ -230,19 +230,19 @@ def versus_majority(units: dict[Unit, dict[str, int]], annotator: str, majority:
     """One annotator (a judge, an import) against the human majority on the units both labelled.
 
     The intervals count comparisons, not pairs: the pairs of one K-wise ranking agree or disagree together, so the
-    agreement's Wilson interval takes each comparison's share of agreeing pairs as one (fractional) trial, and the
-    kappa's bootstrap draws whole comparisons. For K = 2 both are the plain per-pair intervals."""
+    agreement's Wilson interval is that of the per-pair agreement as if from as many trials as there are
+    comparisons (the most the pairs can be worth: it contains the estimate and is never narrower than per-pair),
+    and the kappa's bootstrap draws whole comparisons. For K = 2 both are the plain per-pair intervals."""
     shared = [u for u in units if annotator in units[u] and u in majority]
     mine = [units[u][annotator] for u in shared]
     theirs = [majority[u] for u in shared]
-    agree = [a == b for a, b in zip(mine, theirs, strict=True)]
-    groups = _groups(u[0] for u in shared)
-    shares = sum(sum(agree[i] for i in group) / len(group) for group in groups)
+    hits = sum(a == b for a, b in zip(mine, theirs, strict=True))
+    comparisons = len({u[0] for u in shared})
     return VersusMajority(
         annotator=annotator,
         units=len(shared),
-        agreement=sum(agree) / len(shared) if shared else None,
-        agreement_ci=wilson_interval(shares, len(groups)),
+        agreement=hits / len(shared) if shared else None,
+        agreement_ci=wilson_interval(hits / len(shared) * comparisons, comparisons) if shared else None,
         kappa=cohen_kappa(mine, theirs),
         kappa_ci=bootstrap_kappa_interval(mine, theirs, clusters=[u[0] for u in shared]),
     )

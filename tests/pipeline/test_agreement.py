@@ -87,3 +87,12 @@ def test_intervals_against_the_majority_count_comparisons_not_their_pairs() -> N
     shared = sorted(units)
     per_pair = bootstrap_kappa_interval([units[u]["judge"] for u in shared], [majority[u] for u in shared])
     assert result.kappa_ci[1] - result.kappa_ci[0] > 1.2 * (per_pair[1] - per_pair[0])
+
+    # comparisons of different widths: the interval still holds its estimate (one 8-way agreed on all 28 pairs,
+    # four pairs disagreed)
+    mixed = [Label(100, h, list(range(1, 9))) for h in ("ann", "bob", "judge")]
+    for cid in range(101, 105):
+        mixed += [Label(cid, h, [1, 2]) for h in ("ann", "bob")] + [Label(cid, "judge", [2, 1])]
+    units = unit_labels(mixed)
+    result = versus_majority(units, "judge", majority_labels(units, {"ann", "bob"}))
+    assert result.agreement == 28 / 32 and result.agreement_ci[0] < 28 / 32 < result.agreement_ci[1]
