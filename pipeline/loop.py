@@ -3,8 +3,8 @@
 Round *n* starts from the policy of round *n-1* (round 0 is ``--policy``) and:
 
 1. **generate**: K answers for the next slice of training prompts (round *n* takes slice *n*; prompts are reused
-   when they run out), stored under the generator ``round-<n-1>`` (the policy that wrote them; with ``--dir``
-   other than ``rounds``, names are prefixed with its folder name: see ``round_name``);
+   when they run out), stored under the generator ``round-<n-1>`` (the policy that wrote them; a second loop in
+   the same store prefixes its names with its folder's name: see ``loop_prefix``);
 2. **compare**: all pairs of those answers become the comparisons of batch ``round-<n>``, open to humans in the app
    (``--overlap``) like any batch;
 3. **label**: each ``--rule`` annotator and each ``--judge`` (LLM judge) ranks the batch; human rankings already in
@@ -108,16 +108,46 @@ def current_round(settings: LoopSettings) -> RoundState:
     return RoundState(number + 1, state.steps["policy"]["path"])
 
 
-def round_name(directory: Path, number: int) -> str:
-    """Round *n*'s batch, and the generator of the policy it produced: ``round-<n>``, prefixed with the loop's
-    folder name unless it is the default ``rounds``, so that two loops in one store (``--dir rounds-ppo``) neither
-    share batches nor file two different models' answers under one generator.
+LOOP_FILE = "loop.json"  # in the loop's folder: the prefix of its batch and generator names, fixed at its start
 
-    >>> round_name(Path("rounds"), 2), round_name(Path("runs/rounds-ppo"), 0)
+
+def round_name(prefix: str, number: int) -> str:
+    """Round *n*'s batch, and the generator of the policy it produced.
+
+    >>> round_name("", 2), round_name("rounds-ppo", 0)
     ('round-2', 'rounds-ppo:round-0')
     """
-    name = f"round-{number}"
-    return name if directory.name == "rounds" else f"{directory.name}:{name}"
+    return f"{prefix}:round-{number}" if prefix else f"round-{number}"
+
+
+def loop_prefix(session: Session, directory: Path) -> str:
+    """The prefix of this loop's names, chosen when it starts and kept in ``<dir>/loop.json``, so that two loops in
+    one store (``--dir rounds-ppo``, or ``exp2/rounds``) neither share batches nor file two models' answers under
+    one generator. A loop keeps the names it started with: one begun before the file existed (round folders, no
+    file) has none, as then; a new one has none if no loop in the store has used the plain names yet, else its
+    folder's name (made unique in the store)."""
+    from db.models import Comparison
+
+    file = directory / LOOP_FILE
+    if file.is_file():
+        return str(json.loads(file.read_text())["prefix"])
+    started = any((p / "state.json").is_file() for p in directory.glob("round-*"))
+
+    def taken(prefix: str) -> bool:
+        first = round_name(prefix, 1)
+        return session.scalar(select(Comparison.id).where(Comparison.batch == first).limit(1)) is not None
+
+    prefix = ""
+    if not started and taken(""):
+        base = re.sub(r"[^A-Za-z0-9._-]+", "-", directory.resolve().name).strip("-") or "loop"
+        base = "loop-eval" if base == "eval" else base
+        prefix, n = base, 1
+        while taken(prefix):
+            n += 1
+            prefix = f"{base}-{n}"
+    directory.mkdir(parents=True, exist_ok=True)
+    file.write_text(json.dumps({"prefix": prefix}) + "\n")
+    return prefix
 
 
 def _slice(session: Session, number: int, size: int) -> list[int]:
@@ -140,12 +170,14 @@ def run_round(sessions: sessionmaker[Session], settings: LoopSettings, say: Say 
         raise UserError(f"--algorithm must be dpo or ppo, not {settings.algorithm!r}")
     if not settings.rules and not settings.judges and "human" not in settings.sources:
         raise UserError("a round needs labels: give --rule and/or --judge, or include human rankings")
+    with sessions() as session:
+        prefix = loop_prefix(session, settings.directory)
     state = current_round(settings)
     n = state.round
     folder = settings.directory / f"round-{n}"
     path = folder / "state.json"
-    batch = round_name(settings.directory, n)
-    writer, written_by = round_name(settings.directory, n - 1), batch
+    batch = round_name(prefix, n)
+    writer, written_by = round_name(prefix, n - 1), batch
     say(f"round {n}: from {state.policy_in}" + (f" (resuming after {', '.join(state.steps)})" if state.steps else ""))
     _save(path, state)
 
@@ -190,7 +222,7 @@ def run_round(sessions: sessionmaker[Session], settings: LoopSettings, say: Say 
     def do_export() -> dict[str, Any]:
         out = folder / "prefs"
         report = export(sessions, ExportOptions(str(out), sources=settings.sources,
-                                                batches=tuple(round_name(settings.directory, i) for i in range(1, n + 1)),
+                                                batches=tuple(round_name(prefix, i) for i in range(1, n + 1)),
                                                 overwrite=True))
         return {"run": report.run_id, "path": str(out), "summary": report.summary()}
 
