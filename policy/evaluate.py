@@ -237,7 +237,9 @@ def _check_loadable(session: Session, options: GenerateOptions, flag: str) -> No
     as its stored answers (a hub id would be fetched, which fails offline with a network traceback)."""
     if options.backend == "openai" or Path(options.policy).is_dir():
         return
-    if session.scalar(select(Response.id).where(Response.generator == options.policy).limit(1)) is not None:
+    others = select(Response.id).where(Response.generator == options.policy).where(
+        Response.gen_params["policy"].as_string().is_distinct_from(options.policy))  # not this model's own answers
+    if session.scalar(others.limit(1)) is not None:
         raise UserError(f"{flag} {options.policy!r} is not a model folder, but the store has answers from generator "
                         f"{options.policy!r}: to compare with them, pass {flag} {STORED}{options.policy}")
 

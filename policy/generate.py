@@ -90,7 +90,7 @@ def check_generator(session: Session, name: str, identity: str, options: Generat
         select(model, policy, func.min(Response.run_id)).where(Response.generator == name).group_by(model, policy)
     ).all()
     for stored_model, stored_policy, run_id in found:
-        if stored_model == identity or (stored_model is None and stored_policy == options.policy):
+        if stored_model == identity or (stored_model is None and _same_policy(stored_policy, options.policy)):
             continue
         source = (f"model {stored_model}" if stored_model else f"policy {stored_policy}" if stored_policy
                   else "an import")
@@ -115,6 +115,13 @@ def check_generator(session: Session, name: str, identity: str, options: Generat
                     f"{stored[0]}, top_p {stored[1]}, max_new_tokens {stored[2]}, not {wanted[0]}, {wanted[1]}, "
                     f"{wanted[2]}"
                 )
+
+
+def _same_policy(stored: str | None, policy: str) -> bool:
+    """The same policy string, or two spellings of one local folder (``models/dpo`` and ``./models/dpo``)."""
+    if stored is None:
+        return False
+    return stored == policy or (Path(stored).is_dir() and Path(stored).resolve() == Path(policy).resolve())
 
 
 def prompts_to_do(session: Session, generator: str, n: int, split: str | None, limit: int | None,

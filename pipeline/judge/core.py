@@ -201,7 +201,7 @@ class Job:
     closed: bool = False  # handed to the recorder (a late answer of another order must not count it twice)
 
     def __post_init__(self) -> None:
-        if self.config.reference and self.case.reference is None:  # recorded, so `--retry-failed` can come back
+        if self.config.reference and not self.case.reference:  # recorded, so `--retry-failed` can come back
             self.failure = (f"no reference answer from generator {self.config.reference!r} to this prompt (import "
                             "one, then judge run --retry-failed)")
         self.orders = orders_for(self.case, self.config)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import re
 import signal
 import threading
 from dataclasses import dataclass, replace
@@ -40,7 +41,8 @@ def add_judge(session: Session, name: str, config: JudgeConfig, *, principles_fi
         config = replace(config, principles=path.read_text(encoding="utf-8").strip())
     if "principles" in template.text and not config.principles:
         raise UserError(f"template {config.template!r} uses principles: pass --principles FILE")
-    if config.reference and "reference" not in template.text:
+    if config.reference and not re.search(r"\{\{-?\s*reference\b|\{reference\}|\breference\s*%\}|if\s+reference\b",
+                                          template.text):
         raise UserError(f"--reference {config.reference}: template {config.template!r} does not show a reference "
                         "(use a shipped one, or {{ reference }} in yours)")
     if config.kind == "logprob":

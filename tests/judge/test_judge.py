@@ -272,6 +272,9 @@ def test_a_reference_guided_judge_sees_the_reference_answer(sessions, fake, tmp_
     assert "Worked solution 2." in "\n".join(m["content"] for m in fake.model.bodies[-1]["messages"])
 
     plain = tmp_path / "plain.j2"
-    plain.write_text("[user]\n{{ conversation }} {{ response_a }} {{ response_b }}\n")
-    with pytest.raises(UserError, match="does not show a reference"):
+    plain.write_text("[user]\nNo reference here. {{ conversation }} {{ response_a }} {{ response_b }}\n")
+    with pytest.raises(UserError, match="does not show a reference"):  # the word alone is not the variable
         make_judge(sessions, fake, name="blind", reference="ref", template=str(plain))
+    mine = tmp_path / "mine.txt"
+    mine.write_text("[user]\n{conversation}\nReference: {reference}\nA: {response_a}\nB: {response_b}\n")
+    make_judge(sessions, fake, name="formatted", reference="ref", template=str(mine), kind="pairwise")

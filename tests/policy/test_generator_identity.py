@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from db.models import Response
 from db.prompts import NewPrompt, ensure_prompts
+from pipeline.errors import UserError
 from pipeline.llm.identity import model_identity
 from policy.generate import GenerateOptions, GeneratorConflict, generate
 from tests.conftest import Cli
@@ -110,3 +111,30 @@ def test_the_judge_cache_tells_a_retrained_local_judge_from_its_copy_and_its_old
     assert run("same-weights") == (0, 4)  # the same model under another judge name: the cache answers
     _retrain(folder)
     assert run("retrained") == (4, 0)  # same path, other weights: not the first judge's answers
+
+
+def test_own_answers_are_not_taken_for_someone_elses(sessions, tiny_lm_dir: Path, tmp_path: Path,  # noqa: ANN001
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hub id's own earlier answers (stored under its name) do not trigger the stored: hint, and legacy answers
+    (no model identity) match their folder however it is spelt."""
+    from db.prompts import NewResponse, ensure_responses
+    from policy.evaluate import _check_loadable
+    from policy.generate import check_generator
+
+    with sessions.begin() as session:
+        [(pid, _)] = ensure_prompts(session, [NewPrompt([{"role": "user", "content": "Hi?"}])], test_fraction=0)
+        ensure_responses(session, [NewResponse(pid, "mine", "org-model", {"policy": "org-model"}),
+                                   NewResponse(pid, "imported", "ref", {})])
+    with sessions() as session:
+        _check_loadable(session, GenerateOptions("org-model"), "--policy")  # its own answers: no hint
+        with pytest.raises(UserError, match="pass --baseline stored:ref"):
+            _check_loadable(session, GenerateOptions("ref"), "--baseline")
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_lm_dir, tmp_path / "models" / "old")
+    with sessions.begin() as session:
+        ensure_responses(session, [NewResponse(pid, "legacy", "old", {"policy": "./models/old"})])
+    with sessions() as session:
+        check_generator(session, "old", model_identity("transformers", "models/old"), GenerateOptions("models/old"))
+        with pytest.raises(GeneratorConflict):
+            check_generator(session, "old", model_identity("transformers", "models/old"), GenerateOptions("other"))
