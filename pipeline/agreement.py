@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -269,3 +269,58 @@ def pairwise_kappas(units: dict[Unit, dict[str, int]], annotators: Sequence[str]
         out.append(PairKappa(first, second, len(shared), sum(x == y for x, y in zip(a, b, strict=True)) / len(shared),
                              cohen_kappa(a, b)))
     return out
+
+
+# --- gold (honeypot) comparisons -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GoldAccuracy:
+    annotator: str
+    answered: int  # gold comparisons the annotator ranked (skips are no answer)
+    pairs: int  # response pairs the gold ranking decides, on those comparisons
+    agreed: int  # of which the annotator ordered the same way (a tie where the gold prefers one is a miss)
+    accuracy: float | None  # agreed / pairs
+    accuracy_ci: tuple[float, float] | None  # 95% Wilson, counting comparisons (as ``versus_majority``)
+
+
+def versus_gold(labels: Iterable[Label], gold: Mapping[int, Sequence[int]],
+                sources: Mapping[int, str] | None = None) -> list[GoldAccuracy]:
+    """Each annotator against the gold rankings of the comparisons they ranked, lowest accuracy first.
+
+    Only the pairs the gold ranking decides are scored (where it ties, either answer is right). The interval counts
+    each comparison once, as ``versus_majority`` does: the pairs of one K-wise ranking are not independent. A label
+    by ``sources[comparison]`` (the annotator whose ranking became that gold answer) is not counted: it is no test
+    of them. Every annotator in ``labels`` gets a row (answered 0 when they met no gold).
+
+    >>> gold = {1: [1, 2], 2: [1, 2, 3]}
+    >>> rows = [Label(1, "ann", [1, 2]), Label(2, "ann", [1, 3, 2]), Label(1, "bob", [2, 1]), Label(3, "bob", [1, 2])]
+    >>> [(g.annotator, g.answered, g.pairs, g.agreed, round(g.accuracy, 3)) for g in versus_gold(rows, gold)]
+    [('bob', 1, 1, 0, 0.0), ('ann', 2, 4, 3, 0.75)]
+    >>> versus_gold(rows, gold, {1: "bob"})[1]
+    GoldAccuracy(annotator='bob', answered=0, pairs=0, agreed=0, accuracy=None, accuracy_ci=None)
+    """
+    sources = sources or {}
+    answered: Counter[str] = Counter()
+    pairs: Counter[str] = Counter()
+    agreed: Counter[str] = Counter()
+    everyone: set[str] = set()
+    for label in labels:
+        everyone.add(label.annotator)
+        key = gold.get(label.comparison_id)
+        if key is None or sources.get(label.comparison_id) == label.annotator:
+            continue
+        decided = {pair: value for pair, value in pair_labels(key).items() if value != 0}
+        if not decided:
+            continue
+        mine = pair_labels(label.ranks)
+        answered[label.annotator] += 1
+        pairs[label.annotator] += len(decided)
+        agreed[label.annotator] += sum(mine[pair] == value for pair, value in decided.items())
+    result = []
+    for name in sorted(everyone):
+        n, hits, comparisons = pairs[name], agreed[name], answered[name]
+        share = hits / n if n else None
+        result.append(GoldAccuracy(name, comparisons, n, hits, share,
+                                   wilson_interval(share * comparisons, comparisons) if share is not None else None))
+    return sorted(result, key=lambda g: (g.accuracy is None, g.accuracy or 0.0, g.annotator))

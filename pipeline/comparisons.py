@@ -170,7 +170,7 @@ class BatchChange:
     summary: str
 
 
-def _known_batch(session: Session, batch: str) -> None:
+def require_batch(session: Session, batch: str) -> None:
     if batch_exists(session, batch):
         return
     names = list(session.scalars(select(Comparison.batch).distinct().order_by(Comparison.batch).limit(11)))
@@ -187,7 +187,7 @@ def change_batch(session: Session, batch: str, action: str, overlap: int | None 
     ``comparisons`` run. Raises UserError for an unknown batch or a bad overlap."""
     if action not in ("retire", "reopen", "set-overlap"):
         raise ValueError(f"unknown batch action {action!r}")
-    _known_batch(session, batch)
+    require_batch(session, batch)
     config: dict[str, object] = {"batch": batch, "action": action}
     if action == "set-overlap":
         _check_overlap(session, batch, overlap)

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.annotators import create_annotator, get_annotator_by_name
 from db.comparisons import NewRanking, add_rankings_if_absent
+from db.gold import is_gold
 from db.judging import load_cases, pending_comparison_ids
 from db.runs import finish_run, start_run
 from pipeline.errors import UserError
@@ -74,6 +75,8 @@ def run_rule(sessions: sessionmaker[Session], name: str, spec: str, batch: str) 
             annotator = create_annotator(session, name, kind="rule", config={"rule": spec})
         elif annotator.kind != "rule":
             raise UserError(f"annotator {name!r} is a {annotator.kind!r}, not a rule")
+        elif is_gold(annotator):  # a rule's rankings there would become gold answers
+            raise UserError(f"annotator {name!r} holds the gold answers (rlhf comparisons gold): name the rule otherwise")
         elif annotator.config.get("rule", spec) != spec:
             raise UserError(f"rule annotator {name!r} applies {annotator.config['rule']!r}, not {spec!r}")
         ids = pending_comparison_ids(session, annotator.id, batch)

@@ -1,7 +1,8 @@
-"""``rlhf comparisons create|list|retire|reopen|set-overlap``."""
+"""``rlhf comparisons create|list|retire|reopen|set-overlap|gold``."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,6 +12,8 @@ from db.queue import MAX_K
 from db.stats import batch_summaries
 from pipeline.cli.context import DbOption, console, examples, open_store, state, sub_app
 from pipeline.comparisons import change_batch, create_comparisons
+from pipeline.errors import UserError
+from pipeline.gold import mark_gold_from_annotator, mark_gold_from_file
 
 comparisons_app = sub_app("Comparisons: the K-way ranking tasks that humans and judges label.")
 
@@ -116,6 +119,40 @@ def set_overlap(
     _change(ctx, db, batch, "set-overlap", overlap)
 
 
+def gold(
+    ctx: typer.Context,
+    batch: Annotated[str | None, typer.Option(
+        "--batch", help="The batch whose comparisons to mark (with --file: every row's comparison must be in it).",
+    )] = None,
+    from_annotator: Annotated[str | None, typer.Option(
+        "--from-annotator", help="Take the gold answers from this annotator's rankings of the batch (an expert, an "
+                                 "import).",
+    )] = None,
+    file: Annotated[Path | None, typer.Option(
+        "--file", help='JSONL, a row per comparison: {"response_ids": [12, 57], "ranks": [1, 2]} or {"prompt": ..., '
+                       '"responses": [text, ...], "ranks": [...]} (ranks in the row\'s order, 1 = best).',
+    )] = None,
+    db: DbOption = None,
+) -> None:
+    """Mark comparisons as gold (honeypots): their known correct ranking, to measure annotators against.
+
+    Gold comparisons stay in their batch and are given to humans like any other (nothing on the page tells them
+    apart); `rlhf report agreement` shows each human's accuracy on them, `rlhf export --min-gold-accuracy` leaves out
+    the unreliable, and the gold answers are no training pairs unless `--include-gold`. A bad row, or a comparison
+    already gold with another answer, marks nothing.
+    """
+    if (from_annotator is None) == (file is None):
+        raise UserError("give either --from-annotator NAME (with --batch) or --file FILE")
+    if from_annotator is not None and batch is None:
+        raise UserError("--from-annotator needs --batch: the batch whose rankings become gold")
+    with open_store(ctx, db) as store, store.sessions.begin() as session:
+        if file is not None:
+            report = mark_gold_from_file(session, file, batch)
+        else:
+            report = mark_gold_from_annotator(session, batch or "", from_annotator or "")
+    console.print(f"{report.summary} [run {report.run_id}]", markup=False, highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     comparisons_app.command(
         "create",
@@ -131,4 +168,8 @@ def register(app: typer.Typer) -> None:
     comparisons_app.command(
         "set-overlap", epilog=examples("rlhf comparisons set-overlap --batch b1 5", "rlhf comparisons set-overlap --batch b1 0"),
     )(set_overlap)
+    comparisons_app.command(
+        "gold", epilog=examples("rlhf comparisons gold --batch b1 --from-annotator expert",
+                                "rlhf comparisons gold --file gold.jsonl --batch b1"),
+    )(gold)
     app.add_typer(comparisons_app, name="comparisons")
