@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.annotators import AnnotatorError, create_annotator, get_annotator_by_name
 from db.labeling_stats import annotator_activity, human_rankings, label_distribution
 from db.stats import batch_summaries
+from pipeline.agreement import GoldAccuracy
 from pipeline.report import agreement_report, tables
 from pipeline.comparisons import TooWideForHumans, create_comparisons
 from pipeline.errors import UserError
@@ -63,18 +64,21 @@ class AdminApp:
                 if chosen is None or b.batch == chosen
             ]
         )
+        with self.reads.begin() as session:  # the same report as `rlhf report agreement`
+            report = agreement_report(session, (chosen,) if chosen else ())
+        # Accuracy on the gold comparisons (rlhf comparisons gold), when the selection has any
+        gold = {g.annotator: g for g in report.gold}
         people = pd.DataFrame(
             [
                 {
                     "annotator": a.name, "role": a.role, "active": a.active, "ranked": a.ranked, "skipped": a.skipped,
                     "today": a.today, "median s/item": a.median_seconds, "p90 s/item": a.p90_seconds,
                     "last": a.last_at.strftime("%Y-%m-%d %H:%M") if a.last_at else "",
+                    **(_gold_columns(gold.get(a.name)) if report.gold_items else {}),
                 }
                 for a in activity
             ]
         )
-        with self.reads.begin() as session:  # the same report as `rlhf report agreement`
-            report = agreement_report(session, (chosen,) if chosen else ())
         pairwise, alpha, majority = report.human_pairwise, report.human_alpha, report.humans_vs_others
         agreement_md = (
             f"**Overlapping comparisons**: {pairwise.comparisons} ({pairwise.units} response pairs, "
@@ -147,6 +151,14 @@ class AdminApp:
             except UserError as exc:
                 return f"Not created: {exc}"
             return f"Batch {report.batch!r}: {report.created} new comparisons ({report.existing} already existed)."
+
+
+def _gold_columns(gold: GoldAccuracy | None) -> dict[str, Any]:
+    """A human's accuracy on gold comparisons, as `rlhf report agreement` writes it: "87.5% [55%, 98%]"."""
+    if gold is None or gold.accuracy is None:
+        return {"gold answered": gold.answered if gold else 0, "gold accuracy [95%]": ""}
+    low, high = gold.accuracy_ci or (gold.accuracy, gold.accuracy)
+    return {"gold answered": gold.answered, "gold accuracy [95%]": f"{gold.accuracy:.1%} [{low:.0%}, {high:.0%}]"}
 
 
 def _bar(frame: pd.DataFrame, x: str, y: str) -> Any:

@@ -4,6 +4,8 @@
   alpha; each human against the majority of the others (who is off?).
 - Human-AI: every judge (and imported annotator) against the human majority: agreement and kappa with 95%
   intervals (Wilson; bootstrap over response pairs).
+- Gold: each human against the gold answers of the comparisons marked gold (``rlhf comparisons gold``): answered,
+  pairwise accuracy with a 95% Wilson interval counting comparisons. The gold answers are in no other table.
 - Bias: how often the response shown first wins (humans and judges; 1/K is unbiased), each judge's position
   consistency (the same verdict in both orders), how often the longer response wins, ties and failures.
 Computed from the store by pure functions in ``pipeline.agreement``; printed as tables and written as HTML with
@@ -23,8 +25,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.bulk import chunks
+from db.gold import gold_annotator
 from db.models import Annotator, Comparison, Ranking, Response
 from pipeline.agreement import (
+    GoldAccuracy,
     Label,
     MajorityAgreement,
     PairKappa,
@@ -37,6 +41,7 @@ from pipeline.agreement import (
     pairwise_agreement,
     pairwise_kappas,
     unit_labels,
+    versus_gold,
     versus_majority,
     wilson_interval,
 )
@@ -54,6 +59,7 @@ class Row:
     shown_order: list[int] | None
     details: dict[str, Any] | None
     response_ids: list[int]
+    gold: bool = False  # a gold answer (db.gold), not a label
 
 
 @dataclass
@@ -98,6 +104,8 @@ class AgreementReport:
     humans_vs_others: list[MajorityAgreement]
     versus_humans: list[VersusMajority]
     bias: list[Bias] = field(default_factory=list)
+    gold: list[GoldAccuracy] = field(default_factory=list)  # every human, lowest accuracy first
+    gold_items: int = 0  # comparisons with a gold answer
 
 
 def load_rows(session: Session, batches: tuple[str, ...] = ()) -> tuple[list[Row], dict[int, int]]:
@@ -111,7 +119,8 @@ def load_rows(session: Session, batches: tuple[str, ...] = ()) -> tuple[list[Row
     )
     if batches:
         query = query.where(Comparison.batch.in_(batches))
-    rows = [Row(*r) for r in session.execute(query)]
+    gold = gold_annotator(session)
+    rows = [Row(*r, gold=gold is not None and r.name == gold.name) for r in session.execute(query)]
     lengths: dict[int, int] = {}
     for part in chunks(sorted({rid for r in rows for rid in r.response_ids}), 900):
         lengths.update(session.execute(select(Response.id, Response.text).where(Response.id.in_(part))).all())
@@ -119,6 +128,8 @@ def load_rows(session: Session, batches: tuple[str, ...] = ()) -> tuple[list[Row
 
 
 def build_report(rows: list[Row], lengths: dict[int, int], batches: tuple[str, ...] = ()) -> AgreementReport:
+    gold = {r.comparison_id: r for r in rows if r.gold and r.ranks}
+    rows = [r for r in rows if not r.gold]
     ranked = [r for r in rows if not r.skipped and r.ranks]
     labels = [Label(r.comparison_id, r.annotator, r.ranks) for r in ranked]  # type: ignore[arg-type]
     human_names = sorted({r.annotator for r in ranked if r.kind == "human"})
@@ -135,7 +146,16 @@ def build_report(rows: list[Row], lengths: dict[int, int], batches: tuple[str, .
         humans_vs_others=agreement_with_majority(human_labels),
         versus_humans=[versus_majority(units, name, majority) for name in others],
         bias=_bias(rows, lengths),
+        gold=versus_gold(human_labels, {cid: r.ranks or [] for cid, r in gold.items()}, _gold_sources(gold))
+        if gold else [],
+        gold_items=len(gold),
     )
+
+
+def _gold_sources(gold: dict[int, Row]) -> dict[int, str]:
+    """comparison -> the annotator whose ranking became its gold answer (``db.gold``), where one did."""
+    sources = {cid: ((r.details or {}).get("gold") or {}).get("from_annotator") for cid, r in gold.items()}
+    return {cid: name for cid, name in sources.items() if name}
 
 
 def _bias(rows: list[Row], lengths: dict[int, int]) -> list[Bias]:
@@ -240,6 +260,11 @@ def tables(report: AgreementReport) -> list[tuple[str, list[str], list[list[str]
     if report.humans_vs_others:
         out.append(("Each human against the majority of the others (lowest first)", ["annotator", "pairs", "agreement"],
                     [[m.annotator, str(m.units), _pct(m.agreement)] for m in report.humans_vs_others]))
+    if report.gold_items:
+        out.append((f"Each human against the gold answers ({report.gold_items} gold comparisons; lowest first, 95% "
+                    "intervals)", ["annotator", "gold answered", "pairs", "agreed", "accuracy"],
+                    [[g.annotator, str(g.answered), str(g.pairs), str(g.agreed), _pct(g.accuracy, g.accuracy_ci)]
+                     for g in report.gold]))
     if report.versus_humans:
         out.append(("Judges and imports against the human majority (95% intervals)",
                     ["annotator", "pairs", "agreement", "kappa"],

@@ -3,6 +3,7 @@ processes sharing one database (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import httpx
@@ -10,10 +11,12 @@ import pytest
 from sqlalchemy import select
 
 from db import make_engine
-from db.models import Annotator, Comparison, Ranking
+from db.models import Annotator, Comparison, Ranking, Response
 from labeling_app.api_client import ApiError, LabelingClient
 from labeling_app.auth import COOKIE
 from labeling_app.settings import LabelingSettings
+from pipeline.gold import mark_gold_from_file
+from tests.helpers import write_jsonl
 from tests.labeling.conftest import PASSWORD, LiveServer, seed, start_server
 
 
@@ -179,3 +182,44 @@ def test_two_app_processes_share_one_database(db_url: str) -> None:
         two.stop()
         for engine in engines:
             engine.dispose()
+
+
+def _anonymous(html: str, texts: list[str]) -> str:
+    """The view with what differs between any two items taken out: ids, the prompt's number, the response texts."""
+    html = re.sub(r'data-item="\d+" data-responses="[\d,]+"', 'data-item="I" data-responses="R"', html)
+    html = re.sub(r"Question number \d+", "Question number N", html)
+    html = re.sub(r"Comparison \d+:", "Comparison C:", html)
+    for n, text in enumerate(texts):
+        html = html.replace(text, f"TEXT{n}")
+    return html
+
+
+def test_a_gold_item_looks_like_any_other_and_the_admin_sees_gold_accuracy(live: LiveServer, tmp_path) -> None:  # noqa: ANN001
+    gold_item, plain_item = seed(live.sessions, [["alpha one", "beta one"], ["alpha two", "beta two"]],
+                                 people={"ann": "annotator", "bob": "annotator", "boss": "admin"})
+    with live.sessions.begin() as session:
+        alpha_one = min(session.get(Comparison, gold_item).response_ids)  # "alpha one": the gold answer prefers it
+        rows = write_jsonl(tmp_path / "gold.jsonl", [{"response_ids": [alpha_one, alpha_one + 1], "ranks": [1, 2]}])
+        assert mark_gold_from_file(session, rows, "b1").marked == 1
+    ann, bob, boss = LabelingClient(live.url), LabelingClient(live.url), LabelingClient(live.url)
+    for client, name in ((ann, "ann"), (bob, "bob"), (boss, "boss")):
+        client.login(name, PASSWORD)
+    on_gold, on_plain = ann.next_item(), bob.next_item()  # overlap 1: ann's lease keeps the first item from bob
+    assert (on_gold.item_id, on_plain.item_id) == (gold_item, plain_item)
+    with live.sessions() as session:
+        texts = {r.id: r.text for r in session.scalars(select(Response))}
+    [gold_html], [plain_html] = on_gold.outputs, on_plain.outputs
+    assert "gold" not in gold_html.lower()
+    # the same page, byte for byte, once the ids and texts are set aside (progress, buttons, attributes and all)
+    assert _anonymous(gold_html, [texts[i] for i in on_gold.response_ids]) == _anonymous(
+        plain_html, [texts[i] for i in on_plain.response_ids])
+
+    ann.submit(gold_item, on_gold.response_ids, [2 if texts[i] == "alpha one" else 1 for i in on_gold.response_ids])
+    [people] = [o for o in boss.call("refresh", ["All batches"], prefix="/admin")
+                if isinstance(o, dict) and "annotator" in o.get("headers", []) and "today" in o["headers"]]
+    table = {row[people["headers"].index("annotator")]: dict(zip(people["headers"], row, strict=True))
+             for row in people["data"]}
+    assert (table["ann"]["gold answered"], table["ann"]["gold accuracy [95%]"]) == (1, "0.0% [0%, 79%]")
+    assert (table["bob"]["gold answered"], table["bob"]["gold accuracy [95%]"]) == (0, "")
+    for client in (ann, bob, boss):
+        client.close()

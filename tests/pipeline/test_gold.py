@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from db.annotators import create_annotator, get_annotator_by_name
@@ -13,6 +14,7 @@ from db.comparisons import NewComparison, ensure_comparisons
 from db.models import Annotator, Comparison, Ranking, Response
 from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
 from db.queue import lease_next, load_item, submit_ranking
+from pipeline.report import agreement_report
 from tests.conftest import Cli
 from tests.helpers import flat, snapshot, write_jsonl
 
@@ -155,3 +157,27 @@ def test_gold_from_a_file_all_or_nothing_with_every_bad_line_named(cli: Cli, ses
     assert (f"line 1: comparison {ids[6]} is already gold with ranks [1, 2] (in its response order), not [2, 1]"
             in flat(refused.output))
     assert snapshot(engine) == before
+
+
+def test_accuracy_on_gold_for_a_careful_and_a_careless_annotator(cli: Cli, sessions, tmp_path: Path) -> None:  # noqa: ANN001
+    _labelled(cli, sessions)
+    with sessions() as session:
+        report = agreement_report(session)
+    gold = {g.annotator: g for g in report.gold}
+    assert report.gold_items == 6
+    assert [g.annotator for g in report.gold] == ["careless", "careful", "eve"]  # lowest first; eve's own don't count
+    careful, careless, eve = gold["careful"], gold["careless"], gold["eve"]
+    assert (careful.answered, careful.pairs, careful.agreed, careful.accuracy) == (6, 8, 7, 0.875)
+    assert (careless.answered, careless.pairs, careless.agreed, careless.accuracy) == (6, 8, 3, 0.375)
+    # Wilson at 6 comparisons (not 8 pairs): the 3-way comparison's pairs are one draw
+    assert careful.accuracy_ci == pytest.approx((0.4754, 0.9818), abs=1e-4)
+    assert careless.accuracy_ci == pytest.approx((0.1174, 0.7302), abs=1e-4)
+    assert (eve.answered, eve.accuracy) == (0, None)
+    # the gold answers are no annotator of their own in the other tables
+    assert "gold" not in {v.annotator for v in report.versus_humans} | {b.who for b in report.bias}
+
+    shown = flat(cli("report", "agreement", "--out", str(tmp_path / "report.html")).output)
+    assert "Each human against the gold answers (6 gold comparisons" in shown
+    assert "careless │ 6 │ 8 │ 3 │ 37.5% [12%, 73%]" in shown and "careful │ 6 │ 8 │ 7 │ 87.5% [48%, 98%]" in shown
+    html = (tmp_path / "report.html").read_text()
+    assert "<td>careless</td><td>6</td><td>8</td><td>3</td><td>37.5% [12%, 73%]</td>" in html
