@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.bulk import chunks
@@ -20,6 +20,9 @@ class Selection:
     include: tuple[str, ...] = ()  # only these annotators (names), when given
     exclude: tuple[str, ...] = ()
     batches: tuple[str, ...] = ()  # only comparisons of these batches, when given
+    # The gold annotator (db.gold): its rankings are read whatever the kinds and names chosen, marked ``gold``, for
+    # the caller to leave out (and count) or keep.
+    gold_annotator_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class VoteRow:
     run_id: int | None
     all_bad: bool = False  # the annotator marked every response bad (the ranks still order them)
     comment: str | None = None
+    gold: bool = False  # a gold answer (db.gold), not a label
 
 
 @dataclass(frozen=True)
@@ -65,20 +69,28 @@ def count_comparisons(session: Session, selection: Selection) -> int:
 
 def _votes(session: Session, comparison_ids: Sequence[int], selection: Selection) -> dict[int, list[VoteRow]]:
     query = (
-        select(Ranking.id, Ranking.comparison_id, Annotator.name, Annotator.kind, Ranking.ranks, Ranking.probabilities,
+        select(Ranking.id, Ranking.comparison_id, Annotator.id, Annotator.name, Annotator.kind, Ranking.ranks,
+               Ranking.probabilities,
                Ranking.scores, Ranking.run_id, Ranking.all_bad, Ranking.comment)
         .join(Annotator, Annotator.id == Ranking.annotator_id)
-        .where(Ranking.comparison_id.in_(list(comparison_ids)), ~Ranking.skipped, Annotator.kind.in_(selection.kinds))
+        .where(Ranking.comparison_id.in_(list(comparison_ids)), ~Ranking.skipped)
         .order_by(Ranking.comparison_id, Annotator.name)
     )
+    chosen = [Annotator.kind.in_(selection.kinds)]
     if selection.include:
-        query = query.where(Annotator.name.in_(selection.include))
+        chosen.append(Annotator.name.in_(selection.include))
     if selection.exclude:
-        query = query.where(Annotator.name.not_in(selection.exclude))
+        chosen.append(Annotator.name.not_in(selection.exclude))
+    gold = selection.gold_annotator_id
+    if gold is not None:
+        query = query.where(or_(and_(*chosen, Annotator.id != gold), Annotator.id == gold))
+    else:
+        query = query.where(*chosen)
     grouped: dict[int, list[VoteRow]] = {}
-    for rid, cid, name, kind, ranks, probabilities, scores, run_id, all_bad, comment in session.execute(query):
+    for rid, cid, annotator_id, name, kind, ranks, probabilities, scores, run_id, all_bad, comment in \
+            session.execute(query):
         grouped.setdefault(cid, []).append(
-            VoteRow(rid, name, kind, ranks, probabilities, scores, run_id, bool(all_bad), comment)
+            VoteRow(rid, name, kind, ranks, probabilities, scores, run_id, bool(all_bad), comment, annotator_id == gold)
         )
     return grouped
 

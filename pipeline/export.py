@@ -16,17 +16,19 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.exporting import Selection, count_comparisons, iter_comparisons, mark_exported, response_texts
+from db.gold import gold_annotator
 from db.models import utcnow
 from db.runs import finish_run, start_run
 from pipeline.aggregate import METHODS, Vote, aggregate
 from pipeline.errors import UserError
+from pipeline.gold import below_gold_accuracy, gold_accuracies
 
 SOURCES = ("human", "ai", "import", "rule")
 FORMATS = ("conversational", "standard")
@@ -52,6 +54,9 @@ class ExportOptions:
     margin: bool = False  # add a ``margin`` column (TRL's RewardTrainer adds it to the loss)
     jsonl: bool = False  # also keep train.jsonl / test.jsonl beside the dataset
     overwrite: bool = False
+    include_gold: bool = False  # the gold answers (rlhf comparisons gold) as votes too; never by default
+    min_gold_accuracy: float | None = None  # leave out humans less accurate than this on gold comparisons ...
+    min_gold_items: int = 5  # ... among those who answered at least this many of them
 
     def validate(self) -> ExportOptions:
         unknown = [s for s in self.sources if s not in SOURCES]
@@ -65,6 +70,10 @@ class ExportOptions:
             raise UserError("--min-agreement must be within [0, 1] and --min-votes at least 1")
         if self.unanimous and self.disputed:
             raise UserError("--unanimous and --disputed exclude each other")
+        if self.min_gold_accuracy is not None and not 0.0 <= self.min_gold_accuracy <= 1.0:
+            raise UserError(f"--min-gold-accuracy must be within [0, 1], got {self.min_gold_accuracy}")
+        if self.min_gold_items < 1:
+            raise UserError(f"--min-gold-items must be at least 1, got {self.min_gold_items}")
         return self
 
 
@@ -76,6 +85,10 @@ class ExportReport:
     rankings: int = 0
     pairs: dict[str, int] | None = None
     all_bad_left_out: int = 0  # comparisons left out by drop_all_bad
+    gold_left_out: int = 0  # gold answers on the selected comparisons not taken as votes (no include_gold)
+    # Humans below min_gold_accuracy: name -> (gold comparisons answered, accuracy); and their rankings left out
+    below_gold: dict[str, tuple[int, float]] = field(default_factory=dict)
+    below_gold_left_out: int = 0
     fingerprint: str = ""
     seconds: float = 0.0
 
@@ -86,6 +99,12 @@ class ExportReport:
     def summary(self) -> str:
         splits = ", ".join(f"{n} {split}" for split, n in (self.pairs or {}).items())
         left_out = (f"; {self.all_bad_left_out} comparison(s) left out as all bad" if self.all_bad_left_out else "")
+        if self.below_gold:
+            who = ", ".join(f"{name} {accuracy:.1%} on {n} gold" for name, (n, accuracy) in self.below_gold.items())
+            left_out += (f"; {self.below_gold_left_out} ranking(s) of {len(self.below_gold)} annotator(s) below the "
+                         f"gold accuracy left out ({who})")
+        if self.gold_left_out:
+            left_out += f"; {self.gold_left_out} gold answer(s) left out (--include-gold takes them)"
         return (f"{self.total_pairs} pairs ({splits}) from {self.rankings} rankings of {self.comparisons} comparisons"
                 f"{left_out}, fingerprint {self.fingerprint[:12]}")
 
@@ -164,11 +183,20 @@ def export(
         raise UserError(f"--out {out} is inside {existing}, which is a file, not a directory")
     if out.exists() and any(out.iterdir()) and not options.overwrite:
         raise UserError(f"{out} exists and is not empty (pass --overwrite to replace it)")
+    report = ExportReport(out_dir=str(out))
+    with sessions() as session:
+        gold = gold_annotator(session)
+        if options.min_gold_accuracy is not None:
+            if gold is None:
+                raise UserError("--min-gold-accuracy: no comparison is gold yet, so there is nothing to measure "
+                                "annotators by (mark some with `rlhf comparisons gold`)")
+            below = below_gold_accuracy(gold_accuracies(session), options.min_gold_accuracy, options.min_gold_items)
+            report.below_gold = {g.annotator: (g.answered, g.accuracy or 0.0)
+                                 for g in sorted(below, key=lambda g: g.annotator)}
     selection = Selection(kinds=options.sources, include=options.include, exclude=options.exclude,
-                          batches=options.batches)
+                          batches=options.batches, gold_annotator_id=gold.id if gold is not None else None)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".rlhf-export-", dir=out.parent))
-    report = ExportReport(out_dir=str(out))
     used: str | None = None
     try:
         counts, digest, parents, used = _write_rows(
@@ -190,6 +218,9 @@ def export(
             report.seconds = round(time.perf_counter() - started, 3)
             manifest = {"run_id": run.id, "fingerprint": digest, "pairs": counts, "comparisons": report.comparisons,
                         "rankings": report.rankings, "all_bad_left_out": report.all_bad_left_out,
+                        "gold_left_out": report.gold_left_out, "below_gold_left_out": report.below_gold_left_out,
+                        "below_gold_accuracy": {name: {"gold_answered": n, "accuracy": round(accuracy, 6)}
+                                                for name, (n, accuracy) in report.below_gold.items()},
                         "selection": config}
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
             metrics = {**manifest, "seconds": report.seconds, "summary": report.summary(),
@@ -245,6 +276,9 @@ def _write_rows(
             for page in iter_comparisons(session, selection, page=page_size):
                 texts = response_texts(session, [rid for c in page for rid in c.response_ids])
                 for comparison in page:
+                    comparison = _voters(comparison, options, report)
+                    if not comparison.votes:
+                        continue
                     if options.drop_all_bad and mostly_all_bad(comparison.votes):
                         report.all_bad_left_out += 1
                         continue
@@ -277,6 +311,20 @@ def _write_rows(
             writer.close()
         used_handle.close()
     return counts, digest.hexdigest(), parents, used_handle.name
+
+
+def _voters(comparison: Any, options: ExportOptions, report: ExportReport) -> Any:
+    """The comparison with only the votes that count: no gold answers (unless ``include_gold``), none of the humans
+    below the gold accuracy; what is left out is counted in ``report``."""
+    kept = []
+    for vote in comparison.votes:
+        if vote.gold and not options.include_gold:
+            report.gold_left_out += 1
+        elif vote.kind == "human" and vote.annotator in report.below_gold:
+            report.below_gold_left_out += 1
+        else:
+            kept.append(vote)
+    return comparison if len(kept) == len(comparison.votes) else replace(comparison, votes=kept)
 
 
 BATCH_ROWS = 1000  # rows per Arrow record batch: fixed, so the file's bytes do not depend on the paging

@@ -30,6 +30,15 @@ def export_cmd(
     drop_all_bad: Annotated[bool, typer.Option(
         "--drop-all-bad", help="Leave out comparisons that at least half of their selected voters marked all bad.",
     )] = False,
+    min_gold_accuracy: Annotated[float | None, typer.Option(
+        help="Leave out the rankings of humans whose accuracy on gold comparisons is below this (0-1).",
+    )] = None,
+    min_gold_items: Annotated[int, typer.Option(
+        help="--min-gold-accuracy judges only humans who answered at least this many gold comparisons.",
+    )] = 5,
+    include_gold: Annotated[bool, typer.Option(
+        "--include-gold", help="Also take the gold answers (rlhf comparisons gold) as votes; left out by default.",
+    )] = False,
     format: Annotated[str, typer.Option(help="conversational (message lists) or standard (strings).")] = "conversational",  # noqa: A002
     margin: Annotated[bool, typer.Option("--margin", help="Add a margin column (RewardTrainer uses it).")] = False,
     jsonl: Annotated[bool, typer.Option("--jsonl", help="Also write train.jsonl and test.jsonl.")] = False,
@@ -40,13 +49,15 @@ def export_cmd(
 
     Pairs come from every K-wise ranking (ties give none), combined across annotators; train/test follow each
     prompt's stable split. Each pair carries how many of its voters marked all responses bad (`all_bad`) and their
-    comments. The same selection gives byte-identical files.
+    comments. Gold answers are no votes unless `--include-gold`; `--min-gold-accuracy` leaves out humans who fail
+    the gold comparisons. The same selection gives byte-identical files.
     """
     options = ExportOptions(
         out_dir=out, sources=_split_csv([sources]), include=_split_csv(annotator), exclude=_split_csv(exclude),
         batches=_split_csv(batch), method=aggregate, min_agreement=min_agreement, min_votes=min_votes,
         unanimous=unanimous, disputed=disputed, ties=ties, drop_all_bad=drop_all_bad, format=format, margin=margin,
-        jsonl=jsonl, overwrite=overwrite,
+        jsonl=jsonl, overwrite=overwrite, include_gold=include_gold, min_gold_accuracy=min_gold_accuracy,
+        min_gold_items=min_gold_items,
     )
     with open_store(ctx, db) as store, progress_bar("export", unit_bytes=False) as on_progress:
         report = export(store.sessions, options, on_progress=on_progress)
@@ -61,6 +72,7 @@ def register(app: typer.Typer) -> None:
             "rlhf export --out data/prefs",
             "rlhf export --out data/humans --sources human --min-votes 2 --unanimous",
             "rlhf export --out data/clean --drop-all-bad",
+            "rlhf export --out data/reliable --min-gold-accuracy 0.8 --min-gold-items 10",
             "rlhf export --out data/soft --aggregate soft --format standard --jsonl",
         ),
     )(export_cmd)

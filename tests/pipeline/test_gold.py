@@ -3,9 +3,12 @@ human's accuracy on them in the agreement report, and the export leaving out the
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+import datasets
 import pytest
 from sqlalchemy import select
 
@@ -14,6 +17,8 @@ from db.comparisons import NewComparison, ensure_comparisons
 from db.models import Annotator, Comparison, Ranking, Response
 from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
 from db.queue import lease_next, load_item, submit_ranking
+from pipeline.errors import UserError
+from pipeline.export import ExportOptions, export
 from pipeline.report import agreement_report
 from tests.conftest import Cli
 from tests.helpers import flat, snapshot, write_jsonl
@@ -181,3 +186,54 @@ def test_accuracy_on_gold_for_a_careful_and_a_careless_annotator(cli: Cli, sessi
     assert "careless │ 6 │ 8 │ 3 │ 37.5% [12%, 73%]" in shown and "careful │ 6 │ 8 │ 7 │ 87.5% [48%, 98%]" in shown
     html = (tmp_path / "report.html").read_text()
     assert "<td>careless</td><td>6</td><td>8</td><td>3</td><td>37.5% [12%, 73%]</td>" in html
+
+
+def _files(path: Path) -> dict[str, str]:
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file() and p.name != "export_manifest.json"}
+
+
+def _voters(out: Path) -> tuple[set[str], set[int]]:
+    data = datasets.load_from_disk(str(out))
+    rows = [row for split in data.values() for row in split]
+    return {a for row in rows for a in row["annotators"]}, {i for row in rows for i in row["ranking_ids"]}
+
+
+def test_export_leaves_out_unreliable_annotators_and_the_gold_answers(cli: Cli, sessions, tmp_path: Path) -> None:  # noqa: ANN001
+    _seed(sessions)
+    with pytest.raises(UserError, match="no comparison is gold yet"):
+        export(sessions, ExportOptions(out_dir=str(tmp_path / "none"), min_gold_accuracy=0.6))
+    cli("comparisons", "gold", "--batch", "b1", "--from-annotator", "eve")
+    for name in ("careful", "careless"):
+        _rank(sessions, name)
+    with sessions() as session:
+        gold_ids = set(session.scalars(select(Ranking.id).join(Annotator).where(Annotator.name == "gold")))
+
+    plain = export(sessions, ExportOptions(out_dir=str(tmp_path / "plain")))
+    assert (plain.rankings, plain.total_pairs, plain.gold_left_out, plain.below_gold) == (22, 10, 6, {})
+    voters, cited = _voters(tmp_path / "plain")
+    assert voters == {"eve", "careful", "careless"} and not cited & gold_ids
+    assert "6 gold answer(s) left out (--include-gold takes them)" in plain.summary()
+
+    result = cli("export", "--out", str(tmp_path / "reliable"), "--min-gold-accuracy", "0.6")
+    assert ("14 rankings of 8 comparisons; 8 ranking(s) of 1 annotator(s) below the gold accuracy left out "
+            "(careless 37.5% on 6 gold); 6 gold answer(s) left out") in flat(result.output)
+    assert _voters(tmp_path / "reliable")[0] == {"eve", "careful"}
+    manifest = json.loads((tmp_path / "reliable" / "export_manifest.json").read_text())
+    assert manifest["below_gold_accuracy"] == {"careless": {"gold_answered": 6, "accuracy": 0.375}}
+    assert (manifest["below_gold_left_out"], manifest["gold_left_out"], manifest["rankings"]) == (8, 6, 14)
+    assert manifest["pairs"]["train"] + manifest["pairs"]["test"] == 9  # prompt 5's (mid, worst): eve against careful
+    cli("export", "--out", str(tmp_path / "again"), "--min-gold-accuracy", "0.6")
+    assert _files(tmp_path / "reliable") == _files(tmp_path / "again")
+
+    # six gold answers are fewer than 7: careless is not judged
+    lenient = export(sessions, ExportOptions(out_dir=str(tmp_path / "lenient"), min_gold_accuracy=0.6,
+                                             min_gold_items=7))
+    assert (lenient.rankings, lenient.below_gold, lenient.below_gold_left_out) == (22, {}, 0)
+    # the gold answers only when asked, whatever the sources
+    with_gold = export(sessions, ExportOptions(out_dir=str(tmp_path / "with-gold"), sources=("human",),
+                                               include_gold=True))
+    voters, cited = _voters(tmp_path / "with-gold")
+    assert (with_gold.rankings, with_gold.gold_left_out) == (28, 0) and "gold" in voters and gold_ids <= cited
+    with pytest.raises(UserError, match="--min-gold-accuracy must be within"):
+        export(sessions, ExportOptions(out_dir=str(tmp_path / "bad"), min_gold_accuracy=80))
