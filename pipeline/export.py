@@ -46,7 +46,7 @@ class ExportOptions:
     method: str = "majority"  # majority | bt | soft
     min_agreement: float = 0.5
     min_votes: int = 1
-    unanimous: bool = False  # gold: only pairs every voter agrees on (>= 2 voters)
+    unanimous: bool = False  # only pairs every voter agrees on (>= 2 voters)
     disputed: bool = False  # only pairs some voter disagrees with (for review)
     ties: bool = False  # keep tie records (chosen/rejected in id order, tie=true)
     drop_all_bad: bool = False  # leave out comparisons at least half of whose selected voters marked all bad

@@ -24,7 +24,7 @@ def export_cmd(
     aggregate: Annotated[str, typer.Option(help="majority, bt (Bradley-Terry) or soft (label in [0, 1]).")] = "majority",
     min_agreement: Annotated[float, typer.Option(help="majority: share of votes the winner needs.")] = 0.5,
     min_votes: Annotated[int, typer.Option(help="Only pairs with at least this many votes.")] = 1,
-    unanimous: Annotated[bool, typer.Option("--unanimous", help="Gold pairs only: every voter agrees (>= 2).")] = False,
+    unanimous: Annotated[bool, typer.Option("--unanimous", help="Only pairs every voter agrees on (>= 2 voters).")] = False,
     disputed: Annotated[bool, typer.Option("--disputed", help="Only pairs some voter disagrees with.")] = False,
     ties: Annotated[bool, typer.Option("--ties", help="Keep tie records (tie=true).")] = False,
     drop_all_bad: Annotated[bool, typer.Option(
