@@ -253,6 +253,41 @@ def evaluate(
          f"[run {report.run_id}]" + (f"; report in {out}" if out else ""))
 
 
+def best_of_n(
+    ctx: typer.Context,
+    policy: Annotated[str, typer.Option(help="The policy to improve: a local path or HF id.")],
+    out: Annotated[str, typer.Option(help="Directory for the fine-tuned policy.")],
+    reward: Annotated[list[str], typer.Option("--reward", help="rm:DIR or rule:SPEC (repeatable; summed).")],
+    reward_weight: Annotated[list[float] | None, typer.Option("--reward-weight",
+                                                              help="One weight per --reward.")] = None,
+    n: Annotated[int, typer.Option("--n", min=2, help="Samples per prompt; the best one is kept.")] = 4,
+    split: Annotated[str, typer.Option("--prompts", help="The split of prompts to sample.")] = "train",
+    limit: Annotated[int | None, typer.Option(help="At most this many prompts.")] = None,
+    min_reward: Annotated[float | None, typer.Option(help="Leave out prompts whose best sample scores lower.")] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling (1: all tokens).")] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens per sample.")] = 128,
+    epochs: Annotated[float, typer.Option(help="Fine-tuning epochs over the chosen answers.")] = 1.0,
+    learning_rate: Annotated[float, typer.Option(help="Fine-tuning learning rate.")] = 2e-5,
+    batch_size: Annotated[int, typer.Option(help="Fine-tuning batch size.")] = 16,
+    seed: Annotated[int, typer.Option(help="Sampling and training seed.")] = 0,
+    backend: BackendOption = "transformers",
+    db: DbOption = None,
+) -> None:
+    """Rejection-sampling fine-tuning: n samples per prompt (stored), the reward picks the best, the policy is
+    fine-tuned on them (TRL SFTTrainer); recorded as a run."""
+    from policy.best_of_n import run_best_of_n
+    from policy.generate import GenerateOptions
+
+    options = GenerateOptions(policy, n=n, backend=backend, split=split, limit=limit, temperature=temperature,
+                              top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
+    with open_store(ctx, db) as store:
+        report = run_best_of_n(store.sessions, policy, reward, out, options=options, reward_weights=reward_weight,
+                               min_reward=min_reward, epochs=epochs, learning_rate=learning_rate,
+                               batch_size=batch_size, seed=seed)
+    _say(f"{out}: {report.summary()} [run {report.run_id}]")
+
+
 def leaderboard(
     ctx: typer.Context,
     generator: Annotated[list[str], typer.Option("--generator", help="A policy's stored answers, by generator name "
@@ -339,6 +374,9 @@ def register(app: typer.Typer) -> None:
     app.command("eval", epilog=examples(
         "rlhf eval --policy models/dpo --baseline models/toy --judge rule:contains:indeed --judge rm:models/rm",
         "rlhf eval --policy models/dpo --baseline models/toy --judge gpt4o --out reports/dpo"))(evaluate)
+    app.command("best-of-n", epilog=examples(
+        "rlhf best-of-n --policy models/toy --reward rm:models/rm --n 8 --out models/bon",
+        "rlhf best-of-n --policy models/toy --reward rule:contains:indeed --n 4 --limit 200 --out models/bon"))(best_of_n)
     app.command("leaderboard", epilog=examples(
         "rlhf leaderboard --generator round-0 --generator round-1 --generator round-2 --judge rm:models/rm",
         "rlhf leaderboard --generator dpo --generator ppo --generator toy --judge gpt4o --out reports/board"))(leaderboard)
