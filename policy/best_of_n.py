@@ -61,7 +61,7 @@ class Sample:
 
 
 def samples_of(session: Session, generator: str, identity: str, prompt_ids: Sequence[int], n: int) -> list[Sample]:
-    """The first ``n`` stored samples of this model (its identity) for each prompt."""
+    """The first ``n`` stored samples of this model (its identity) for each prompt, in prompt order."""
     found: dict[int, list[Sample]] = {}
     for part in chunks(list(prompt_ids)):
         rows = session.execute(
@@ -126,16 +126,18 @@ def run_best_of_n(sessions: sessionmaker[Session], policy: str, rewards: Sequenc
     if not rewards:
         raise UserError("at least one --reward: rm:DIR or rule:SPEC")
     started = time.perf_counter()
-    options = replace(options, policy=policy)
-    generated = generate(sessions, options)
-    identity = model_identity(options.backend, policy, options.base_url)
-    with sessions() as session:
+    with sessions() as session:  # the prompts, fixed first: a re-run samples and uses the same ones
         query = select(Prompt.id).order_by(Prompt.id)
         if options.split:
             query = query.where(Prompt.split == options.split)
         if options.limit is not None:
             query = query.limit(options.limit)
-        samples = samples_of(session, options.generator_name(), identity, list(session.scalars(query)), options.n)
+        prompt_ids = list(session.scalars(query))
+    options = replace(options, policy=policy, prompt_ids=tuple(prompt_ids))
+    generate(sessions, options)
+    identity = model_identity(options.backend, policy, options.base_url)
+    with sessions() as session:
+        samples = samples_of(session, options.generator_name(), identity, prompt_ids, options.n)
     if not samples:
         raise UserError(f"no samples of {policy} for the prompts of split {options.split!r}")
     scores = weighted_rewards(rewards, reward_weights, samples)
@@ -143,13 +145,16 @@ def run_best_of_n(sessions: sessionmaker[Session], policy: str, rewards: Sequenc
     if not chosen:
         raise UserError(f"no prompt's best sample reaches --min-reward {min_reward}")
     reward_dirs = [spec.partition(":")[2] for spec in rewards if spec.startswith("rm:")]
+    with sessions() as session:  # the runs that stored the chosen samples (one or several generate runs)
+        sources = {r for part in chunks([s.response_id for s, _ in chosen]) for r in session.scalars(
+            select(Response.run_id).where(Response.id.in_(list(part))).distinct()) if r is not None}
     config = {"policy": policy, "rewards": list(rewards), "reward_weights": list(reward_weights or []),
               "min_reward": min_reward, "n": options.n, "split": options.split, "limit": options.limit,
               "temperature": options.temperature, "top_p": options.top_p, "max_new_tokens": options.max_new_tokens,
               "seed": seed, "epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size,
               "max_length": max_length, "out": str(Path(out_dir).resolve()), **sft_overrides}
     with recorded_run(sessions, "best-of-n", config,
-                      parents=[generated.run_id, run_of(policy), *(run_of(d) for d in reward_dirs)],
+                      parents=[*sorted(sources), run_of(policy), *(run_of(d) for d in reward_dirs)],
                       name=f"best-of-n {Path(out_dir).name}", output_path=str(Path(out_dir).resolve())) as run_id:
         rows = [{"prompt": s.messages, "completion": [{"role": "assistant", "content": s.text}]} for s, _ in chosen]
         metrics = sft(policy, rows, out_dir, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,

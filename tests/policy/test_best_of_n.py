@@ -68,3 +68,20 @@ def cli_sessions(cli: Cli):  # noqa: ANN201
     from db import make_engine, make_session_factory
 
     return make_session_factory(make_engine(cli.db_url))()
+
+
+def test_a_rerun_uses_the_stored_samples_of_the_same_prompts(project: tuple[Cli, Path]) -> None:
+    """The first 6 train prompts already have 4 samples each (the test above): a best of 2 on them generates
+    nothing and names, as its parent, the run that stored the samples it chose."""
+    from db.models import Response
+
+    cli, root = project
+    with cli_sessions(cli) as session:
+        before = session.query(Response).count()
+        first_generation = session.scalars(select(Run.id).where(Run.kind == "generate").order_by(Run.id)).first()
+    cli("best-of-n", "--policy", "toy", "--reward", f"rule:{toy.RULE}", "--n", "2", "--limit", "6", "--out", "bon2",
+        "--max-new-tokens", "32")
+    with cli_sessions(cli) as session:
+        assert session.query(Response).count() == before
+        run = session.get(Run, json.loads((root / "bon2" / "rlhf_best_of_n.json").read_text())["run_id"])
+        assert first_generation in run.inputs and run.metrics["prompts"] == 6 and run.metrics["samples"] == 12
