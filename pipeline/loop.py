@@ -120,31 +120,41 @@ def round_name(prefix: str, number: int) -> str:
     return f"{prefix}:round-{number}" if prefix else f"round-{number}"
 
 
-def loop_prefix(session: Session, directory: Path) -> str:
-    """The prefix of this loop's names, chosen when it starts and kept in ``<dir>/loop.json``, so that two loops in
-    one store (``--dir rounds-ppo``, or ``exp2/rounds``) neither share batches nor file two models' answers under
-    one generator. A loop keeps the names it started with: one begun before the file existed (round folders, no
-    file) has none, as then; a new one has none if no loop in the store has used the plain names yet, else its
-    folder's name (made unique in the store)."""
+def loop_prefix(sessions: sessionmaker[Session], directory: Path) -> str:
+    """The prefix of this loop's names, chosen when it starts and kept in ``<dir>/loop.json`` and in the store (a
+    ``loop`` run), so that two loops in one store (``--dir rounds-ppo``, or ``exp2/rounds``) neither share batches
+    nor file two models' answers under one generator. A loop keeps the names it started with: one begun before the
+    file existed (round folders, no file) keeps the names its first round's batch has; a new one has none if no
+    loop in the store has claimed the plain names yet, else its folder's name (made unique in the store)."""
     from db.models import Comparison
 
     file = directory / LOOP_FILE
     if file.is_file():
         return str(json.loads(file.read_text())["prefix"])
-    started = any((p / "state.json").is_file() for p in directory.glob("round-*"))
+    where = str(directory.resolve())
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", directory.resolve().name).strip("-") or "loop"
+    base = "loop-eval" if base == "eval" else base
+    with sessions.begin() as session:
 
-    def taken(prefix: str) -> bool:
-        first = round_name(prefix, 1)
-        return session.scalar(select(Comparison.id).where(Comparison.batch == first).limit(1)) is not None
+        def batch_exists(prefix: str) -> bool:
+            return session.scalar(select(Comparison.id).where(Comparison.batch == round_name(prefix, 1))
+                                  .limit(1)) is not None
 
-    prefix = ""
-    if not started and taken(""):
-        base = re.sub(r"[^A-Za-z0-9._-]+", "-", directory.resolve().name).strip("-") or "loop"
-        base = "loop-eval" if base == "eval" else base
-        prefix, n = base, 1
-        while taken(prefix):
-            n += 1
-            prefix = f"{base}-{n}"
+        claims = {str(c.get("prefix")): str(c.get("directory"))  # prefix -> the folder of the loop that took it
+                  for c in session.scalars(select(Run.config).where(Run.kind == "loop").order_by(Run.id))}
+        mine = [prefix for prefix, folder in claims.items() if folder == where]
+        if mine:  # this folder's loop claimed its names before (its loop.json was lost)
+            prefix = mine[0]
+        elif any((p / "state.json").is_file() for p in directory.glob("round-*")):  # begun before loop.json
+            prefix = base if batch_exists(base) else ""
+        else:
+            prefix, n = "", 1
+            while batch_exists(prefix) or prefix in claims:
+                prefix = base if n == 1 else f"{base}-{n}"
+                n += 1
+        if prefix not in claims:
+            run = start_run(session, "loop", {"prefix": prefix, "directory": where}, name=f"loop {where}")
+            finish_run(session, run, {"summary": f"names {round_name(prefix, 1)}, ... for {where}"})
     directory.mkdir(parents=True, exist_ok=True)
     file.write_text(json.dumps({"prefix": prefix}) + "\n")
     return prefix
@@ -170,8 +180,7 @@ def run_round(sessions: sessionmaker[Session], settings: LoopSettings, say: Say 
         raise UserError(f"--algorithm must be dpo or ppo, not {settings.algorithm!r}")
     if not settings.rules and not settings.judges and "human" not in settings.sources:
         raise UserError("a round needs labels: give --rule and/or --judge, or include human rankings")
-    with sessions() as session:
-        prefix = loop_prefix(session, settings.directory)
+    prefix = loop_prefix(sessions, settings.directory)
     state = current_round(settings)
     n = state.round
     folder = settings.directory / f"round-{n}"

@@ -1,5 +1,6 @@
-"""`rlhf loop`'s batch and generator names: fixed when a loop starts (kept in <dir>/loop.json), plain for the first
-loop in a store and for loops begun before the file existed, prefixed and unique in the store for any other."""
+"""`rlhf loop`'s batch and generator names: fixed when a loop starts (kept in <dir>/loop.json and claimed in the
+store by a `loop` run), plain for the first loop in a store, prefixed and unique in the store for any other, and
+kept as they were for loops begun before the file existed."""
 
 from __future__ import annotations
 
@@ -13,25 +14,34 @@ from pipeline.loop import LOOP_FILE, loop_prefix, round_name
 
 def _batch(sessions, name: str) -> None:  # noqa: ANN001
     with sessions.begin() as session:
-        [(pid, _)] = ensure_prompts(session, [NewPrompt([{"role": "user", "content": f"for {name}"}])], test_fraction=0)
+        [(pid, _)] = ensure_prompts(session, [NewPrompt([{"role": "user", "content": f"for {name}"}])],
+                                    test_fraction=0)
         ids = tuple(r for r, _ in ensure_responses(session, [NewResponse(pid, t, "g") for t in ("a", "b")]))
         ensure_comparisons(session, [NewComparison(pid, ids, name, 0)])
 
 
+def _legacy(folder: Path) -> Path:
+    (folder / "round-1").mkdir(parents=True)
+    (folder / "round-1" / "state.json").write_text("{}")
+    return folder
+
+
 def test_the_first_loop_keeps_plain_names_and_others_get_their_own(sessions, tmp_path: Path) -> None:  # noqa: ANN001
-    with sessions() as session:
-        assert loop_prefix(session, tmp_path / "rounds") == ""
+    assert loop_prefix(sessions, tmp_path / "rounds") == ""
     assert json.loads((tmp_path / "rounds" / LOOP_FILE).read_text()) == {"prefix": ""}
+    # claimed in the store before any batch exists: a second loop started meanwhile does not take the plain names
+    assert loop_prefix(sessions, tmp_path / "rounds-ppo") == "rounds-ppo"
     _batch(sessions, round_name("", 1))  # the first loop ran its round 1
-    with sessions() as session:
-        assert loop_prefix(session, tmp_path / "rounds") == ""  # kept, not recomputed
-        assert loop_prefix(session, tmp_path / "rounds-ppo") == "rounds-ppo"
-        assert loop_prefix(session, tmp_path / "eval") == "loop-eval"  # never an eval: batch
+    assert loop_prefix(sessions, tmp_path / "rounds") == ""  # kept, not recomputed
+    assert loop_prefix(sessions, tmp_path / "eval") == "loop-eval"  # never an eval: batch
     _batch(sessions, round_name("rounds", 1))
-    with sessions() as session:
-        assert loop_prefix(session, tmp_path / "exp2" / "rounds") == "rounds-2"  # another folder named rounds
-        legacy = tmp_path / "old"
-        (legacy / "round-1").mkdir(parents=True)
-        (legacy / "round-1" / "state.json").write_text("{}")
-        assert loop_prefix(session, legacy) == ""  # begun before loop.json: the names it already used
+    assert loop_prefix(sessions, tmp_path / "exp2" / "rounds") == "rounds-2"  # another folder named rounds
+    (tmp_path / "rounds" / LOOP_FILE).unlink()  # the file lost: the store still knows this folder's names
+    assert loop_prefix(sessions, tmp_path / "rounds") == ""
+
+
+def test_loops_begun_before_the_file_keep_their_names(sessions, tmp_path: Path) -> None:  # noqa: ANN001
+    assert loop_prefix(sessions, _legacy(tmp_path / "old")) == ""  # older releases: plain names
+    _batch(sessions, round_name("runs", 1))  # one release prefixed a folder's name
+    assert loop_prefix(sessions, _legacy(tmp_path / "runs")) == "runs"
     assert round_name("rounds-ppo", 0) == "rounds-ppo:round-0"
