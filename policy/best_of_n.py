@@ -78,7 +78,8 @@ def samples_of(session: Session, generator: str, identity: str, prompt_ids: Sequ
     return [s for pid in prompt_ids for s in found.get(pid, [])]
 
 
-def choose(samples: Sequence[Sample], rewards: Sequence[float], min_reward: float | None = None) -> list[tuple[Sample, float]]:
+def choose(samples: Sequence[Sample], rewards: Sequence[float],
+           min_reward: float | None = None) -> list[tuple[Sample, float]]:
     """The best sample of each prompt (the first among equals), in prompt order; below ``min_reward`` none.
 
     >>> s = [Sample(1, [], 10, "a"), Sample(1, [], 11, "b"), Sample(2, [], 20, "c")]

@@ -36,7 +36,7 @@ from db.bulk import chunks as id_chunks
 from db.comparisons import NewComparison, ensure_comparisons
 from db.exporting import EVAL_BATCH_PREFIX
 from db.models import Annotator, Comparison, Prompt, Ranking, Response, Run
-from db.runs import finish_run, start_run
+from db.runs import fail_run, finish_run, start_run
 from pipeline.agreement import wilson_interval
 from pipeline.errors import UserError
 from policy.generate import GenerateOptions, GeneratorConflict, generate
@@ -115,7 +115,8 @@ class EvalReport:
     def summary(self) -> str:
         head = "; ".join(r.line(self.policy, self.baseline) for r in self.results)
         kl = "" if self.kl is None else f"; KL({self.policy} || {self.baseline}) ~ {self.kl:.2f} nats/answer"
-        missing = f" ({self.without_answers} more without an answer from both, left out)" if self.without_answers else ""
+        missing = (f" ({self.without_answers} more without an answer from both, left out)" if self.without_answers
+                   else "")
         return (f"{head}; mean length {self.mean_length_a:.0f} vs {self.mean_length_b:.0f} characters{kl} "
                 f"on {self.prompts} prompts{missing}")
 
@@ -435,47 +436,53 @@ def evaluate_policies(sessions: sessionmaker[Session], options: EvalOptions, *,
                                           "baseline_name": b_name}, inputs=sorted(parents),
                         name=f"eval {a_name} vs {b_name}", output_path=options.out)
         run_id = run.id
-    started = time.perf_counter()
-    for generate_options, flag, name_flag in sides:
-        if stored[flag] is not None:
-            continue
-        if on_progress:
-            on_progress(f"answers from {generate_options.generator_name()}")
-        try:
-            generate(sessions, replace(generate_options, prompt_ids=tuple(prompt_ids), same_sampling=True))
-        except GeneratorConflict as exc:
-            raise UserError(f"{exc}: give this eval's answers another name with {name_flag} NAME") from None
-    with sessions.begin() as session:
-        pairings = _pairings(session, prompt_ids, a_name, b_name)
-    if not pairings:
-        raise UserError(f"none of the {len(prompt_ids)} prompts has an answer from both {a_name!r} and {b_name!r}")
-    results = []
-    for judge in options.judges:
-        if on_progress:
-            on_progress(f"judging with {judge}")
-        results.append(score_with(sessions, judge, pairings, f"{EVAL_BATCH_PREFIX}{a_name}:vs:{b_name}", run_id,
-                                  **(judge_kwargs or {})).result())
-    kl = None
-    if options.kl and options.backend == "transformers" and not any(stored.values()):
-        if on_progress:
-            on_progress("KL estimate")
-        kl = kl_estimate(options.policy, options.baseline, pairings)
-    n = max(len(pairings), 1)
-    report = EvalReport(
-        policy=a_name, baseline=b_name, prompts=len(pairings), results=results,
-        mean_length_a=sum(len(p.a_text) for p in pairings) / n, mean_length_b=sum(len(p.b_text) for p in pairings) / n,
-        kl=kl, seconds=round(time.perf_counter() - started, 1), run_id=run_id,
-        examples=[{"prompt": p.messages[-1]["content"], a_name: p.a_text, b_name: p.b_text} for p in pairings[:5]],
-        without_answers=len(prompt_ids) - len(pairings),
-    )
-    if options.out:
-        write_report(report, Path(options.out))
-    with sessions.begin() as session:
-        metrics = {"results": [asdict(r) for r in results], "prompts": report.prompts, "kl": kl,
-                   "mean_length_a": report.mean_length_a, "mean_length_b": report.mean_length_b,
-                   "seconds": report.seconds, "summary": report.summary()}
-        finish_run(session, session.get(Run, run_id), metrics)
-    return report
+    try:
+        started = time.perf_counter()
+        for generate_options, flag, name_flag in sides:
+            if stored[flag] is not None:
+                continue
+            if on_progress:
+                on_progress(f"answers from {generate_options.generator_name()}")
+            try:
+                generate(sessions, replace(generate_options, prompt_ids=tuple(prompt_ids), same_sampling=True))
+            except GeneratorConflict as exc:
+                raise UserError(f"{exc}: give this eval's answers another name with {name_flag} NAME") from None
+        with sessions.begin() as session:
+            pairings = _pairings(session, prompt_ids, a_name, b_name)
+        if not pairings:
+            raise UserError(f"none of the {len(prompt_ids)} prompts has an answer from both {a_name!r} and {b_name!r}")
+        results = []
+        for judge in options.judges:
+            if on_progress:
+                on_progress(f"judging with {judge}")
+            results.append(score_with(sessions, judge, pairings, f"{EVAL_BATCH_PREFIX}{a_name}:vs:{b_name}", run_id,
+                                      **(judge_kwargs or {})).result())
+        kl = None
+        if options.kl and options.backend == "transformers" and not any(stored.values()):
+            if on_progress:
+                on_progress("KL estimate")
+            kl = kl_estimate(options.policy, options.baseline, pairings)
+        n = max(len(pairings), 1)
+        report = EvalReport(
+            policy=a_name, baseline=b_name, prompts=len(pairings), results=results,
+            mean_length_a=sum(len(p.a_text) for p in pairings) / n, mean_length_b=sum(len(p.b_text) for p in pairings) / n,
+            kl=kl, seconds=round(time.perf_counter() - started, 1), run_id=run_id,
+            examples=[{"prompt": p.messages[-1]["content"], a_name: p.a_text, b_name: p.b_text} for p in pairings[:5]],
+            without_answers=len(prompt_ids) - len(pairings),
+        )
+        if options.out:
+            write_report(report, Path(options.out))
+        with sessions.begin() as session:
+            metrics = {"results": [asdict(r) for r in results], "prompts": report.prompts, "kl": kl,
+                       "mean_length_a": report.mean_length_a, "mean_length_b": report.mean_length_b,
+                       "seconds": report.seconds, "summary": report.summary()}
+            finish_run(session, session.get(Run, run_id), metrics)
+        return report
+    except BaseException as exc:  # the run says why it stopped, instead of staying 'running'
+        with sessions.begin() as session:
+            fail_run(session, session.get(Run, run_id), "interrupted" if isinstance(exc, KeyboardInterrupt)
+                     else str(exc)[:2000])
+        raise
 
 
 def write_report(report: EvalReport, out: Path) -> None:

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.bulk import chunks
 from db.exporting import EVAL_BATCH_PREFIX
 from db.models import Response, Run
-from db.runs import finish_run, start_run
+from db.runs import fail_run, finish_run, start_run
 from pipeline.errors import UserError
 from policy.evaluate import _pairings, _prompt_ids, score_with
 
@@ -42,9 +42,9 @@ ELO = 400 / math.log(10)  # Bradley-Terry strength (natural log odds) to Elo poi
 @dataclass
 class Standing:
     generator: str
-    rating: float
-    low: float
-    high: float
+    rating: float | None  # None: no judged game (the judge gave no verdict on any of them)
+    low: float | None
+    high: float | None
     games: int
     wins: int
     ties: int
@@ -70,7 +70,7 @@ class LeaderboardReport:
     def summary(self) -> str:
         parts = []
         for board in self.boards:
-            order = ", ".join(f"{s.generator} {s.rating:.0f}" for s in board.standings)
+            order = ", ".join(f"{s.generator} {elo_text(s.rating)}" for s in board.standings)
             parts.append(f"{board.judge}: {order}")
         return "; ".join(parts) + f" ({len(self.generators)} policies, {self.prompts} prompts)"
 
@@ -124,9 +124,10 @@ def _board(label: str, names: list[str], games: list[tuple[int, int, int, float]
         column = {1.0: 0, 0.5: 1, 0.0: 2}[o]
         tally[i, column] += 1
         tally[j, 2 - column] += 1
-    standings = [Standing(names[i], float(point[i]), float(low[i]), float(high[i]), int(played[i].sum()),
-                          *map(int, tally[i])) for i in range(n)]
-    standings.sort(key=lambda s: -s.rating)
+    standings = [Standing(names[i], *((float(point[i]), float(low[i]), float(high[i])) if played[i].sum()
+                                      else (None, None, None)), int(played[i].sum()), *map(int, tally[i]))
+                 for i in range(n)]
+    standings.sort(key=lambda s: -s.rating if s.rating is not None else float("inf"))
     rates = {names[i]: {names[j]: (float(score[i, j] / played[i, j]) if played[i, j] else None)
                         for j in range(n) if j != i} for i in range(n)}
     return JudgeBoard(label, standings, rates, unjudged)
@@ -154,7 +155,31 @@ def leaderboard(sessions: sessionmaker[Session], generators: Sequence[str], judg
     with sessions() as session:
         pairings = {(i, j): _pairings(session, prompt_ids, names[i], names[j])
                     for i, j in itertools.combinations(range(len(names)), 2)}
+    alone = [name for k, name in enumerate(names) if not any(found for pair, found in pairings.items() if k in pair)]
+    if alone:
+        with sessions.begin() as session:
+            fail_run(session, session.get(Run, run_id), f"no shared prompts: {', '.join(alone)}")
+        raise UserError(f"{', '.join(alone)} answered none of the prompts the others answered: nothing to compare")
     covered = {p.prompt_id for found in pairings.values() for p in found}
+    try:
+        boards = _judge_all(sessions, names, judges, pairings, run_id, reps, seed, on_progress, judge_kwargs)
+    except BaseException as exc:
+        with sessions.begin() as session:
+            fail_run(session, session.get(Run, run_id), "interrupted" if isinstance(exc, KeyboardInterrupt)
+                     else str(exc)[:2000])
+        raise
+    report = LeaderboardReport(names, len(covered), boards, round(time.perf_counter() - started, 1), run_id)
+    if out:
+        write_report(report, Path(out))
+    with sessions.begin() as session:
+        finish_run(session, session.get(Run, run_id), {"boards": [asdict(b) for b in boards], "prompts": len(covered),
+                                                        "seconds": report.seconds, "summary": report.summary()})
+    return report
+
+
+def _judge_all(sessions: sessionmaker[Session], names: list[str], judges: Sequence[str],
+               pairings: dict[tuple[int, int], list[Any]], run_id: int, reps: int, seed: int,
+               on_progress: Callable[[str], None] | None, judge_kwargs: dict[str, Any] | None) -> list[JudgeBoard]:
     scorers: dict[str, Any] = {}
     boards = []
     for judge in judges:
@@ -169,13 +194,7 @@ def leaderboard(sessions: sessionmaker[Session], generators: Sequence[str], judg
             label, unjudged = scored.label, unjudged + scored.unjudged
             games += [(p.prompt_id, i, j, o) for p, o in zip(scored.pairings, scored.outcomes(), strict=True)]
         boards.append(_board(label, names, games, unjudged, reps, seed))
-    report = LeaderboardReport(names, len(covered), boards, round(time.perf_counter() - started, 1), run_id)
-    if out:
-        write_report(report, Path(out))
-    with sessions.begin() as session:
-        finish_run(session, session.get(Run, run_id), {"boards": [asdict(b) for b in boards], "prompts": len(covered),
-                                                        "seconds": report.seconds, "summary": report.summary()})
-    return report
+    return boards
 
 
 def _answer_runs(session: Session, names: list[str], prompt_ids: list[int], split: str | None) -> set[int]:
@@ -199,8 +218,9 @@ def write_report(report: LeaderboardReport, out: Path) -> None:
     (out / "leaderboard.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
     lines = [f"# Leaderboard: {len(report.generators)} policies on {report.prompts} prompts", ""]
     for board in report.boards:
-        lines += [f"## {board.judge}", "", "| policy | rating | 95% interval | games | W / T / L |", "|---|---|---|---|---|"]
-        lines += [f"| {s.generator} | {s.rating:.0f} | [{s.low:.0f}, {s.high:.0f}] | {s.games} | "
+        lines += [f"## {board.judge}", "", "| policy | rating | 95% interval | games | W / T / L |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {s.generator} | {elo_text(s.rating)} | {interval_text(s)} | {s.games} | "
                   f"{s.wins} / {s.ties} / {s.losses} |" for s in board.standings]
         order = [s.generator for s in board.standings]
         lines += ["", "Win rate of the row against the column:", "", "| | " + " | ".join(order) + " |",
@@ -212,6 +232,14 @@ def write_report(report: LeaderboardReport, out: Path) -> None:
             lines.append(f"\n{board.unjudged} games the judge gave no verdict on were left out.")
         lines.append("")
     (out / "leaderboard.md").write_text("\n".join(lines))
+
+
+def elo_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
+
+
+def interval_text(standing: Standing) -> str:
+    return "n/a" if standing.low is None else f"[{standing.low:.0f}, {standing.high:.0f}]"
 
 
 def _pct(value: float | None) -> str:

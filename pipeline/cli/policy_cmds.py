@@ -300,6 +300,7 @@ def leaderboard(
 ) -> None:
     """Several policies ranked together from their stored answers: every pair judged on shared held-out prompts,
     Bradley-Terry ratings (Elo scale, 95% intervals) and the win-rate matrix, per judge."""
+    from policy.leaderboard import elo_text, interval_text
     from policy.leaderboard import leaderboard as run_leaderboard
 
     with open_store(ctx, db) as store:
@@ -311,7 +312,7 @@ def leaderboard(
                       title=f"{board.judge} on {report.prompts} prompts")
         for s in board.standings:
             rates = board.win_rates[s.generator]
-            table.add_row(s.generator, f"{s.rating:.0f}", f"[{s.low:.0f}, {s.high:.0f}]", str(s.games),
+            table.add_row(s.generator, elo_text(s.rating), interval_text(s), str(s.games),
                           f"{s.wins} / {s.ties} / {s.losses}",
                           *("-" if g == s.generator else "n/a" if rates[g] is None else f"{rates[g]:.0%}" for g in order))
         console.print(table)
@@ -376,10 +377,12 @@ def register(app: typer.Typer) -> None:
         "rlhf eval --policy models/dpo --baseline models/toy --judge gpt4o --out reports/dpo"))(evaluate)
     app.command("best-of-n", epilog=examples(
         "rlhf best-of-n --policy models/toy --reward rm:models/rm --n 8 --out models/bon",
-        "rlhf best-of-n --policy models/toy --reward rule:contains:indeed --n 4 --limit 200 --out models/bon"))(best_of_n)
+        "rlhf best-of-n --policy models/toy --reward rule:contains:indeed --n 4 --limit 200 --out models/bon",
+    ))(best_of_n)
     app.command("leaderboard", epilog=examples(
         "rlhf leaderboard --generator round-0 --generator round-1 --generator round-2 --judge rm:models/rm",
-        "rlhf leaderboard --generator dpo --generator ppo --generator toy --judge gpt4o --out reports/board"))(leaderboard)
+        "rlhf leaderboard --generator dpo --generator ppo --generator toy --judge gpt4o --out reports/board",
+    ))(leaderboard)
     rule_app.command("run", epilog=examples("rlhf rule run indeed --batch b1 --rule contains:indeed"))(rule_run)
     app.add_typer(rule_app, name="rule")
     from pipeline.cli.model_cmds import models_app

@@ -108,6 +108,12 @@ def test_eval_against_stored_reference_answers(cli: Cli, tiny_lm_dir, sessions) 
     named = cli("eval", "--policy", str(tiny_lm_dir), "--baseline", "stored:ref", "--baseline-name", "x",
                 "--judge", "rule:longer", expect=1)
     assert "--baseline-name does not apply to --baseline stored:ref" in flat(named.output)
+    unknown = cli("eval", "--policy", str(tiny_lm_dir), "--baseline", "stored:ref", "--judge", "nobody",
+                  "--max-new-tokens", "4", expect=1)  # fails after its run began: the run says so
+    assert "no judge named 'nobody'" in flat(unknown.output)
+    with sessions() as session:
+        last = session.scalars(select(Run).where(Run.kind == "eval").order_by(Run.id.desc())).first()
+        assert last.status == "failed" and "no judge named 'nobody'" in last.error
 
 
 def test_the_length_controlled_win_rate_discounts_a_judge_that_likes_length() -> None:

@@ -81,3 +81,22 @@ def test_cli_and_errors(cli: Cli, sessions) -> None:  # noqa: ANN001
                                                   expect=1).output)
     assert "generator 'ghost' has no stored answers" in flat(cli(
         "leaderboard", "--generator", "best", "--generator", "ghost", "--judge", "rule:longer", expect=1).output)
+
+
+def test_no_shared_prompts_is_an_error_and_no_judged_game_no_rating(sessions) -> None:  # noqa: ANN001
+    from policy.leaderboard import _board
+
+    _answers(sessions)
+    with sessions.begin() as session:
+        [(pid, _)] = ensure_prompts(session, [NewPrompt([{"role": "user", "content": "Only mine?"}], split="test")],
+                                    test_fraction=1.0)
+        ensure_responses(session, [NewResponse(pid, "lonely answer", "lonely")])
+    with pytest.raises(UserError, match="lonely answered none of the prompts the others answered"):
+        leaderboard(sessions, ["best", "lonely"], ["rule:longer"], reps=10)
+    with sessions() as session:
+        assert session.scalars(select(Run.status).where(Run.kind == "leaderboard")).one() == "failed"
+
+    board = _board("j", ["a", "b", "ghost"], [(1, 0, 1, 1.0), (2, 0, 1, 0.5)], 3, reps=20, seed=0)
+    ghost = next(s for s in board.standings if s.generator == "ghost")
+    assert (ghost.rating, ghost.low, ghost.games) == (None, None, 0) and board.standings[-1] is ghost
+    assert board.win_rates["ghost"]["a"] is None and board.unjudged == 3
