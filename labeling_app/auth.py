@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,13 +41,14 @@ class LoginThrottle:
     """Refuses logins after too many failures in a window (per process, in memory), counted per name *and* client
     address: a stranger who types someone's name wrong five times locks out only themselves, not that person. A
     guess spread over many addresses still meets a ceiling per name (``spread`` times the attempts in the window).
-    Behind a proxy every client has the proxy's address, which is the per-name behaviour."""
+    Behind a proxy every client has the proxy's address, which is the per-name behaviour. Memory is bounded: past
+    ``keep`` keys the least recently failed are forgotten, one per new key (constant time, no scan)."""
 
-    def __init__(self, attempts: int, window: float, lockout: float, *, spread: int = 20) -> None:
-        self.attempts, self.window, self.lockout, self.spread = attempts, window, lockout, spread
-        self.failures: dict[tuple[str, str], deque[float]] = defaultdict(deque)
-        self.by_name: dict[str, deque[float]] = defaultdict(deque)
-        self.locked_until: dict[tuple[str, str], float] = {}
+    def __init__(self, attempts: int, window: float, lockout: float, *, spread: int = 20, keep: int = 10_000) -> None:
+        self.attempts, self.window, self.lockout, self.spread, self.keep = attempts, window, lockout, spread, keep
+        self.failures: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+        self.by_name: OrderedDict[str, deque[float]] = OrderedDict()
+        self.locked_until: OrderedDict[tuple[str, str], float] = OrderedDict()
         self.lock = threading.Lock()
 
     def blocked(self, name: str, client: str = "") -> bool:
@@ -55,36 +56,40 @@ class LoginThrottle:
         with self.lock:
             if self.locked_until.get((name, client), 0.0) > now:
                 return True
-            return len(self._recent(self.by_name, name, now)) >= self.attempts * self.spread
+            recent = self.by_name.get(name)
+            return recent is not None and len(self._trim(recent, now)) >= self.attempts * self.spread
 
     def failed(self, name: str, client: str = "") -> None:
         now = time.monotonic()
         with self.lock:
-            if len(self.failures) > 10_000:  # bounded memory: forget keys with no recent failure
-                self._prune(now)
-            recent = self._recent(self.failures, (name, client), now)
-            recent.append(now)
-            self._recent(self.by_name, name, now).append(now)
+            recent = self._touch(self.failures, (name, client), now)
+            self._touch(self.by_name, name, now)
             if len(recent) >= self.attempts:
                 self.locked_until[(name, client)] = now + self.lockout
+                self.locked_until.move_to_end((name, client))
+                while len(self.locked_until) > self.keep:
+                    self.locked_until.popitem(last=False)
                 recent.clear()
 
     def succeeded(self, name: str, client: str = "") -> None:
         with self.lock:
             self.failures.pop((name, client), None)
 
-    def _recent(self, table: dict, key: object, now: float) -> deque[float]:  # type: ignore[type-arg]
-        recent = table[key]
+    def _touch(self, table: OrderedDict, key: object, now: float) -> deque[float]:  # type: ignore[type-arg]
+        """The key's failures in the window with this one added; the key becomes the most recent."""
+        recent = table.get(key)
+        if recent is None:
+            recent = table[key] = deque()
+            while len(table) > self.keep:
+                table.popitem(last=False)
+        table.move_to_end(key)
+        self._trim(recent, now).append(now)
+        return recent
+
+    def _trim(self, recent: deque[float], now: float) -> deque[float]:
         while recent and recent[0] < now - self.window:
             recent.popleft()
         return recent
-
-    def _prune(self, now: float) -> None:
-        for table in (self.failures, self.by_name):
-            for key in [k for k, v in table.items() if not v or v[-1] < now - self.window]:
-                del table[key]
-        for key in [k for k, until in self.locked_until.items() if until <= now]:
-            del self.locked_until[key]
 
 
 class Authenticator:
