@@ -144,14 +144,29 @@ def _int_or_none(value: Any) -> int | None:
         raise FormError("bad number") from None
 
 
+MAX_DIGITS = 9  # a strength is one digit; more than this is no number the queue could accept
+
+
 def _whole_or_none(value: Any) -> int | None:
-    """A whole number (or its digits), never a rounded one: 2.5 is no strength."""
+    """A whole number (or its ASCII digits, at most MAX_DIGITS, an optional minus first), never a rounded one: 2.5
+    is no strength. ``str.isdigit`` would pass "²" and thousands of digits, on which ``int`` raises.
+
+    >>> _whole_or_none(" 3 "), _whole_or_none("-2"), _whole_or_none(2)
+    (3, -2, 2)
+    >>> _whole_or_none("²")
+    Traceback (most recent call last):
+    ...
+    labeling_app.view.FormError: bad number
+    """
     if value in (None, ""):
         return None
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**MAX_DIGITS:
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        digits = text[1:] if text.startswith("-") else text
+        if digits.isascii() and digits.isdecimal() and len(digits) <= MAX_DIGITS:
+            return int(text)
     raise FormError("bad number")
 
 
@@ -169,7 +184,7 @@ def parse_form(raw: str | None) -> Form:
     """
     try:
         data = json.loads(raw or "{}")
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON, or a number of more digits than Python converts (4300)
         raise FormError("not JSON") from None
     if not isinstance(data, dict):
         raise FormError("not an object")

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from db import make_engine
 from db.models import Annotator, Comparison, Ranking, Response
-from labeling_app.api_client import ApiError, LabelingClient
+from labeling_app.api_client import ApiError, LabelingClient, form
 from labeling_app.auth import COOKIE
 from labeling_app.settings import LabelingSettings
 from pipeline.gold import mark_gold_from_file
@@ -144,6 +144,14 @@ def test_a_project_that_requires_strengths_refuses_a_pair_without_one(sqlite_db_
         assert "strength must be 3 (much better), 2 (better) or 1 (slightly better), got 7" in refused.message
         refused = ann.submit(first, shown.response_ids, [1, 1], strength=2)
         assert "a tie has no strength" in refused.message
+        # digits Python's int() refuses (a superscript, 5,000 of them, a JSON number too long to convert): the
+        # form is refused with the page's message, not a server error
+        for odd in ("²", "9" * 5000):
+            refused = ann.submit(first, shown.response_ids, [2, 1], strength=odd)  # type: ignore[arg-type]
+            assert refused.message == "The form could not be read: reload the page." and refused.item_id == first
+        too_long = form(first, shown.response_ids, [2, 1]).replace('"strength": null', '"strength": ' + "9" * 5000)
+        [page] = ann.call("submit", [too_long, "All batches"])
+        assert "The form could not be read: reload the page." in page and f'data-item="{first}"' in page
         with live.sessions() as session:
             assert session.scalars(select(Ranking)).all() == []
         saved = ann.submit(first, shown.response_ids, [2, 1], strength=2)
