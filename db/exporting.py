@@ -11,6 +11,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.bulk import chunks
+from db.gold import gold_keys
 from db.models import Annotator, Comparison, Prompt, Ranking, Response
 
 
@@ -37,6 +38,7 @@ class VoteRow:
     all_bad: bool = False  # the annotator marked every response bad (the ranks still order them)
     comment: str | None = None
     gold: bool = False  # a gold answer (db.gold), not a label
+    gold_source: str | None = None  # a gold answer's: the annotator whose ranking of this comparison it copies
 
 
 @dataclass(frozen=True)
@@ -86,11 +88,15 @@ def _votes(session: Session, comparison_ids: Sequence[int], selection: Selection
         query = query.where(or_(and_(*chosen, Annotator.id != gold), Annotator.id == gold))
     else:
         query = query.where(*chosen)
+    sources = ({cid: key.source for cid, key in gold_keys(session, comparison_ids).items()} if gold is not None
+               else {})
     grouped: dict[int, list[VoteRow]] = {}
     for rid, cid, annotator_id, name, kind, ranks, probabilities, scores, run_id, all_bad, comment in \
             session.execute(query):
+        is_gold = annotator_id == gold
         grouped.setdefault(cid, []).append(
-            VoteRow(rid, name, kind, ranks, probabilities, scores, run_id, bool(all_bad), comment, annotator_id == gold)
+            VoteRow(rid, name, kind, ranks, probabilities, scores, run_id, bool(all_bad), comment, is_gold,
+                    sources.get(cid) if is_gold else None)
         )
     return grouped
 

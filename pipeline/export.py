@@ -86,6 +86,8 @@ class ExportReport:
     pairs: dict[str, int] | None = None
     all_bad_left_out: int = 0  # comparisons left out by drop_all_bad
     gold_left_out: int = 0  # gold answers on the selected comparisons not taken as votes (no include_gold)
+    # include_gold: gold answers copied from a ranking that is a vote of the same comparison, so not counted again
+    gold_copies_left_out: int = 0
     # Humans below min_gold_accuracy: name -> (gold comparisons answered, accuracy); and their rankings left out
     below_gold: dict[str, tuple[int, float]] = field(default_factory=dict)
     below_gold_left_out: int = 0
@@ -105,6 +107,9 @@ class ExportReport:
                          f"gold accuracy left out ({who})")
         if self.gold_left_out:
             left_out += f"; {self.gold_left_out} gold answer(s) left out (--include-gold takes them)"
+        if self.gold_copies_left_out:
+            left_out += (f"; {self.gold_copies_left_out} gold answer(s) not counted twice (the ranking they were taken "
+                         "from is a vote)")
         return (f"{self.total_pairs} pairs ({splits}) from {self.rankings} rankings of {self.comparisons} comparisons"
                 f"{left_out}, fingerprint {self.fingerprint[:12]}")
 
@@ -218,7 +223,8 @@ def export(
             report.seconds = round(time.perf_counter() - started, 3)
             manifest = {"run_id": run.id, "fingerprint": digest, "pairs": counts, "comparisons": report.comparisons,
                         "rankings": report.rankings, "all_bad_left_out": report.all_bad_left_out,
-                        "gold_left_out": report.gold_left_out, "below_gold_left_out": report.below_gold_left_out,
+                        "gold_left_out": report.gold_left_out, "gold_copies_left_out": report.gold_copies_left_out,
+                        "below_gold_left_out": report.below_gold_left_out,
                         "below_gold_accuracy": {name: {"gold_answered": n, "accuracy": round(accuracy, 6)}
                                                 for name, (n, accuracy) in report.below_gold.items()},
                         "selection": config}
@@ -315,7 +321,10 @@ def _write_rows(
 
 def _voters(comparison: Any, options: ExportOptions, report: ExportReport) -> Any:
     """The comparison with only the votes that count: no gold answers (unless ``include_gold``), none of the humans
-    below the gold accuracy; what is left out is counted in ``report``."""
+    below the gold accuracy; what is left out is counted in ``report``.
+
+    A gold answer taken from an annotator's ranking (``rlhf comparisons gold --from-annotator``) is a copy of it:
+    where that ranking is itself a vote here, the gold answer is left out, so the expert counts once."""
     kept = []
     for vote in comparison.votes:
         if vote.gold and not options.include_gold:
@@ -324,6 +333,11 @@ def _voters(comparison: Any, options: ExportOptions, report: ExportReport) -> An
             report.below_gold_left_out += 1
         else:
             kept.append(vote)
+    voters = {vote.annotator for vote in kept if not vote.gold}
+    copy = [vote.gold and vote.gold_source in voters for vote in kept]
+    if any(copy):
+        report.gold_copies_left_out += sum(copy)
+        kept = [vote for vote, copied in zip(kept, copy, strict=True) if not copied]
     return comparison if len(kept) == len(comparison.votes) else replace(comparison, votes=kept)
 
 

@@ -37,7 +37,8 @@ def export_cmd(
         help="--min-gold-accuracy judges only humans who answered at least this many gold comparisons.",
     )] = 5,
     include_gold: Annotated[bool, typer.Option(
-        "--include-gold", help="Also take the gold answers (rlhf comparisons gold) as votes; left out by default.",
+        "--include-gold", help="Also take the gold answers (rlhf comparisons gold) as votes; left out by default. "
+                               "One taken from a ranking that is itself a vote is not counted twice.",
     )] = False,
     format: Annotated[str, typer.Option(help="conversational (message lists) or standard (strings).")] = "conversational",  # noqa: A002
     margin: Annotated[bool, typer.Option("--margin", help="Add a margin column (RewardTrainer uses it).")] = False,

@@ -230,10 +230,18 @@ def test_export_leaves_out_unreliable_annotators_and_the_gold_answers(cli: Cli, 
     lenient = export(sessions, ExportOptions(out_dir=str(tmp_path / "lenient"), min_gold_accuracy=0.6,
                                              min_gold_items=7))
     assert (lenient.rankings, lenient.below_gold, lenient.below_gold_left_out) == (22, {}, 0)
-    # the gold answers only when asked, whatever the sources
+    # the gold answers only when asked, whatever the sources; a gold answer copied from eve's ranking is not a
+    # second vote of hers where her ranking is a vote
     with_gold = export(sessions, ExportOptions(out_dir=str(tmp_path / "with-gold"), sources=("human",),
                                                include_gold=True))
     voters, cited = _voters(tmp_path / "with-gold")
-    assert (with_gold.rankings, with_gold.gold_left_out) == (28, 0) and "gold" in voters and gold_ids <= cited
+    assert (with_gold.rankings, with_gold.gold_left_out, with_gold.gold_copies_left_out) == (22, 0, 6)
+    assert voters == {"eve", "careful", "careless"} and not cited & gold_ids
+    assert "6 gold answer(s) not counted twice (the ranking they were taken from is a vote)" in with_gold.summary()
+    without_eve = export(sessions, ExportOptions(out_dir=str(tmp_path / "without-eve"), exclude=("eve",),
+                                                 include_gold=True))
+    voters, cited = _voters(tmp_path / "without-eve")
+    assert (without_eve.rankings, without_eve.gold_copies_left_out) == (22, 0)
+    assert voters == {"gold", "careful", "careless"} and gold_ids <= cited
     with pytest.raises(UserError, match="--min-gold-accuracy must be within"):
         export(sessions, ExportOptions(out_dir=str(tmp_path / "bad"), min_gold_accuracy=80))
