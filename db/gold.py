@@ -103,6 +103,15 @@ def store_gold(session: Session, gold: Annotator, answers: dict[int, tuple[list[
     return len(answers)
 
 
+def gold_run_ids(session: Session) -> list[int]:
+    """The runs that stored the gold answers (``rlhf comparisons gold``): the lineage of anything measured by them."""
+    gold = gold_annotator(session)
+    if gold is None:
+        return []
+    query = select(Ranking.run_id).where(Ranking.annotator_id == gold.id, Ranking.run_id.is_not(None)).distinct()
+    return sorted(session.scalars(query))
+
+
 def gold_counts_by_batch(session: Session) -> dict[str, int]:
     """batch -> how many of its comparisons are gold."""
     gold = gold_annotator(session)

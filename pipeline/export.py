@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.exporting import Selection, count_comparisons, iter_comparisons, mark_exported, response_texts
-from db.gold import gold_annotator
+from db.gold import gold_annotator, gold_run_ids
 from db.models import utcnow
 from db.runs import finish_run, start_run
 from pipeline.aggregate import METHODS, Vote, aggregate
@@ -189,6 +189,7 @@ def export(
     if out.exists() and any(out.iterdir()) and not options.overwrite:
         raise UserError(f"{out} exists and is not empty (pass --overwrite to replace it)")
     report = ExportReport(out_dir=str(out))
+    judged_by: list[int] = []  # the gold runs whose answers decided whose rankings are left out (lineage)
     with sessions() as session:
         gold = gold_annotator(session)
         if options.min_gold_accuracy is not None:
@@ -198,6 +199,7 @@ def export(
             below = below_gold_accuracy(gold_accuracies(session), options.min_gold_accuracy, options.min_gold_items)
             report.below_gold = {g.annotator: (g.answered, g.accuracy or 0.0)
                                  for g in sorted(below, key=lambda g: g.annotator)}
+            judged_by = gold_run_ids(session)
     selection = Selection(kinds=options.sources, include=options.include, exclude=options.exclude,
                           batches=options.batches, gold_annotator_id=gold.id if gold is not None else None)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -217,8 +219,8 @@ def export(
         _build_dataset(staging, options, digest)
         config = {**asdict(options), "out_dir": str(out.resolve())}
         with sessions.begin() as session:
-            run = start_run(session, "export", config, inputs=sorted(parents), name=f"export {out.name}",
-                            output_path=str(out.resolve()))
+            run = start_run(session, "export", config, inputs=sorted(parents | set(judged_by)),
+                            name=f"export {out.name}", output_path=str(out.resolve()))
             report.run_id = run.id
             report.seconds = round(time.perf_counter() - started, 3)
             manifest = {"run_id": run.id, "fingerprint": digest, "pairs": counts, "comparisons": report.comparisons,

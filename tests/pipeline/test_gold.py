@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from db.annotators import create_annotator, get_annotator_by_name
 from db.comparisons import NewComparison, ensure_comparisons
-from db.models import Annotator, Comparison, Ranking, Response
+from db.models import Annotator, Comparison, Ranking, Response, Run
 from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
 from db.queue import lease_next, load_item, submit_ranking
 from pipeline.errors import UserError
@@ -225,6 +225,11 @@ def test_export_leaves_out_unreliable_annotators_and_the_gold_answers(cli: Cli, 
     assert manifest["pairs"]["train"] + manifest["pairs"]["test"] == 9  # prompt 5's (mid, worst): eve against careful
     cli("export", "--out", str(tmp_path / "again"), "--min-gold-accuracy", "0.6")
     assert _files(tmp_path / "reliable") == _files(tmp_path / "again")
+    # lineage: the gold run whose answers decided who was left out is a parent of the filtered export, not of others
+    with sessions() as session:
+        [gold_run] = session.scalars(select(Run.id).where(Run.kind == "gold"))
+        assert gold_run in session.get(Run, manifest["run_id"]).inputs
+        assert gold_run not in session.get(Run, plain.run_id).inputs
 
     # six gold answers are fewer than 7: careless is not judged
     lenient = export(sessions, ExportOptions(out_dir=str(tmp_path / "lenient"), min_gold_accuracy=0.6,
