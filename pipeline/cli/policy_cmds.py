@@ -21,6 +21,8 @@ from pipeline.cli.context import (
 
 BackendOption = Annotated[str, typer.Option(
     help="transformers (in-process, CPU or GPU), vllm (in-process, GPU) or openai (any OpenAI-compatible endpoint).")]
+RewardOption = Annotated[list[str], typer.Option("--reward", help="rm:DIR or rule:SPEC (repeatable; summed).")]
+RewardWeightOption = Annotated[list[float] | None, typer.Option("--reward-weight", help="One weight per --reward.")]
 
 
 def _say(text: str) -> None:
@@ -171,9 +173,8 @@ def _online(algorithm: str):  # noqa: ANN202
         ctx: typer.Context,
         policy: Annotated[str, typer.Option(help="The starting policy: local path or HF id.")],
         out: Annotated[str, typer.Option(help="Directory for the trained policy.")],
-        reward: Annotated[list[str], typer.Option("--reward", help="rm:DIR or rule:SPEC (repeatable; summed).")],
-        reward_weight: Annotated[list[float] | None, typer.Option("--reward-weight",
-                                                                  help="One weight per --reward.")] = None,
+        reward: RewardOption,
+        reward_weight: RewardWeightOption = None,
         prompts: Annotated[str, typer.Option(help="store:SPLIT or a JSONL file.")] = "store:train",
         max_steps: Annotated[int | None, typer.Option(help="Training steps (default 100).")] = None,
         num_generations: Annotated[int | None, typer.Option(help="Completions per prompt (default 4).")] = None,
@@ -257,9 +258,8 @@ def best_of_n(
     ctx: typer.Context,
     policy: Annotated[str, typer.Option(help="The policy to improve: a local path or HF id.")],
     out: Annotated[str, typer.Option(help="Directory for the fine-tuned policy.")],
-    reward: Annotated[list[str], typer.Option("--reward", help="rm:DIR or rule:SPEC (repeatable; summed).")],
-    reward_weight: Annotated[list[float] | None, typer.Option("--reward-weight",
-                                                              help="One weight per --reward.")] = None,
+    reward: RewardOption,
+    reward_weight: RewardWeightOption = None,
     n: Annotated[int, typer.Option("--n", min=2, help="Samples per prompt; the best one is kept.")] = 4,
     split: Annotated[str, typer.Option("--prompts", help="The split of prompts to sample.")] = "train",
     limit: Annotated[int | None, typer.Option(help="At most this many prompts.")] = None,
