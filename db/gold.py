@@ -3,8 +3,9 @@
 A gold ranking is an ordinary ``Ranking`` by one dedicated annotator, ``gold``, of kind ``rule`` whose config says
 ``{"gold": true}`` (the flag, not the name alone, makes it gold: an older annotator that happens to be called
 ``gold`` is never taken for it). So no table of its own: one gold ranking per comparison by the rankings' unique
-(comparison, annotator); the labelling queue counts only human rankings, so a gold comparison is given out exactly
-like any other; readers that must not take the gold answers for labels (exports, agreement reports) leave this
+(comparison, annotator); the labelling queue counts only human rankings, so the gold answer takes none of the
+comparison's overlap, and it gives each gold comparison to every human, spread among their other items
+(``db.queue``); readers that must not take the gold answers for labels (exports, agreement reports) leave this
 annotator out. ``details["gold"]`` says where the answer came from (an annotator's ranking, or a file's line).
 """
 
@@ -14,8 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Boolean, func, select
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
 
 from db.annotators import AnnotatorError, create_annotator, get_annotator_by_name
 from db.models import Annotator, Comparison, Ranking, utcnow
@@ -26,6 +29,37 @@ GOLD_FLAG = "gold"  # the key in the annotator's config
 
 def is_gold(annotator: Annotator | None) -> bool:
     return annotator is not None and annotator.kind == "rule" and (annotator.config or {}).get(GOLD_FLAG) is True
+
+
+class _says_gold(FunctionElement[bool]):
+    """``is_gold``'s flag in SQL: the config holds JSON ``true`` under GOLD_FLAG. Written per backend because the
+    JSON accessors differ (SQLite's json_extract gives 1 for both true and 1; PostgreSQL's cast to boolean fails
+    on a string)."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "says_gold"
+
+
+@compiles(_says_gold, "postgresql")
+def _says_gold_postgresql(element: _says_gold, compiler: Any, **kw: Any) -> str:
+    return f"(({compiler.process(element.clauses, **kw)} -> '{GOLD_FLAG}') = 'true'::jsonb)"
+
+
+@compiles(_says_gold, "sqlite")
+def _says_gold_sqlite(element: _says_gold, compiler: Any, **kw: Any) -> str:
+    return f"(json_type({compiler.process(element.clauses, **kw)}, '$.{GOLD_FLAG}') = 'true')"
+
+
+def gold_annotator_id_sql() -> Any:
+    """``gold_annotator``'s id as an uncorrelated scalar subquery (NULL when nothing was ever marked gold), for
+    statements built once, such as the labelling queue's."""
+    return (
+        select(Annotator.id)
+        .where(Annotator.name == GOLD_NAME, Annotator.kind == "rule", _says_gold(Annotator.config))
+        .correlate(None)
+        .scalar_subquery()
+    )
 
 
 def gold_annotator(session: Session) -> Annotator | None:

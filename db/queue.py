@@ -7,6 +7,11 @@ Rules, all enforced here on the server (the browser is never trusted):
 - A lease expires (``lease`` after it was given or last renewed): the slot returns to the pool, so a closed tab or
   a crash loses nothing and doubles nothing. The same annotator gets the item back if it is still free.
 - Partly labelled comparisons are handed out first, so that items reach their overlap rather than all starting.
+- Gold comparisons (``db.gold``) are checks of the annotators, so every human gets each of them once, whatever its
+  overlap: they take no slot, and a complete one is still given to those who have not answered it (their rankings
+  complete it at its overlap as any, so gold never holds a batch open). Each annotator meets them spread among
+  their other items, not first: a gold comparison falls due once the annotator is ``gold_turn`` of the way through
+  their items (a fraction fixed per annotator and comparison), and what is left when the rest runs out comes last.
 
 The app's hot path (``take_lease``, ``record_ranking``, ``page_data``) runs plain SQL statements on
 the session's connection and returns plain values: one page costs about a dozen short statements and no ORM object.
@@ -40,6 +45,7 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
+    or_,
     select,
     true,
     update,
@@ -58,6 +64,7 @@ from db.comparisons import (
     queue_status,
     strength_scores,
 )
+from db.gold import gold_annotator_id_sql
 from db.models import JSONType, Assignment, Comparison, Prompt, Ranking, Response, UTCDateTime
 
 DEFAULT_LEASE = timedelta(minutes=30)
@@ -89,8 +96,24 @@ CID = bindparam("cid", type_=Integer())
 OPEN = literal_column("'open'", String())
 
 
+GOLD = gold_annotator_id_sql()  # the gold annotator's id (NULL while nothing is gold)
+GOLD_STATUSES = ("open", "complete")  # a gold comparison is given out in these (past its overlap too)
+
+
 def _answered(comparison_id, annotator_id):  # noqa: ANN001, ANN202
     return exists().where(Ranking.comparison_id == comparison_id, Ranking.annotator_id == annotator_id)
+
+
+def _gold(comparison_id):  # noqa: ANN001, ANN202
+    """The comparison is gold: the gold annotator ranked it (a probe of the rankings' unique index)."""
+    answer = aliased(Ranking)  # never correlated with a ``rankings`` the enclosing statement reads
+    return exists().where(answer.comparison_id == comparison_id, answer.annotator_id == GOLD)
+
+
+def _gold_ids():  # noqa: ANN202
+    """The gold comparisons' ids, from the gold annotator's rankings (few): what a look for gold starts from."""
+    answer = aliased(Ranking)
+    return select(answer.comparison_id).where(answer.annotator_id == GOLD)
 
 
 def _taken_slots():  # noqa: ANN202
@@ -110,19 +133,23 @@ def _taken_slots():  # noqa: ANN202
     return Comparison.human_ranked + leased
 
 
-def _eligible(batched: bool):  # noqa: ANN202
-    """Comparisons ME may be given now: open, wanting humans, not answered by ME, not leased to ME, a slot free."""
+def _eligible(batched: bool, gold: bool = False):  # noqa: ANN202
+    """Comparisons ME may be given now: wanting humans, not answered by ME, not leased to ME, and either regular
+    (not gold), open, with a slot free; or (``gold``) gold, open or complete, with no slot to wait for."""
     mine = exists().where(
         Assignment.comparison_id == Comparison.id, Assignment.annotator_id == ME, Assignment.expires_at > NOW
     )
     conditions = [
-        Comparison.status == OPEN,
         Comparison.required_overlap > 0,
         Comparison.k <= MAX_K,
         ~_answered(Comparison.id, ME),
         ~mine,
-        _taken_slots() < Comparison.required_overlap,
     ]
+    if gold:
+        conditions += [Comparison.id.in_(_gold_ids()),
+                       Comparison.status.in_([literal_column(f"'{status}'", String()) for status in GOLD_STATUSES])]
+    else:
+        conditions += [Comparison.status == OPEN, ~_gold(Comparison.id), _taken_slots() < Comparison.required_overlap]
     if batched:
         conditions.append(Comparison.batch == BATCH)
     return and_(*conditions)
@@ -150,7 +177,7 @@ def _current(batched: bool):  # noqa: ANN202
         .where(
             Assignment.annotator_id == ME,
             Assignment.expires_at > NOW,
-            Comparison.status == "open",
+            or_(Comparison.status == "open", and_(Comparison.status == "complete", _gold(Comparison.id))),
             ~_answered(Assignment.comparison_id, Assignment.annotator_id),
         )
         .order_by(Assignment.leased_at.desc(), Assignment.id.desc())
@@ -178,6 +205,11 @@ _FRESH = {
     for b in (False, True)
 }
 _RECOUNT = select(_taken_slots()).where(Comparison.id == CID)
+# The gold comparisons ME has not had: few, and no slot to lock (everyone gets each), so no row lock.
+_GOLD_LEFT = {
+    b: select(Comparison.id, Comparison.response_ids).where(_eligible(b, gold=True)).order_by(Comparison.id)
+    for b in (False, True)
+}
 # Is anything still free, locks aside? (Plain read: other transactions' row locks do not hide rows from it.)
 _ANY_ELIGIBLE = {b: select(Comparison.id).where(_eligible(b)).limit(1) for b in (False, True)}
 LOCKED_RETRIES = 40  # x 25 ms: how long to wait for other transactions' row locks before saying "no work"
@@ -185,7 +217,7 @@ _CLAIM = (
     select(
         Comparison.response_ids, Comparison.k, Comparison.status, Comparison.required_overlap,
         Assignment.id.label("assignment_id"), Assignment.shown_order, Assignment.leased_at, Assignment.expires_at,
-        _answered(Comparison.id, ME).label("answered"),
+        _answered(Comparison.id, ME).label("answered"), _gold(Comparison.id).label("gold"),
     )
     .outerjoin(Assignment, and_(Assignment.comparison_id == Comparison.id, Assignment.annotator_id == ME))
     .where(Comparison.id == CID)
@@ -204,7 +236,11 @@ _END_LEASE = update(Assignment).where(Assignment.id == bindparam("aid", type_=In
 )
 _INSERT_RANKING = insert(Ranking).returning(Ranking.id)
 _ONE_ANSWER = re.compile(r"uq_rankings_comparison_id_annotator_id|rankings\.comparison_id, rankings\.annotator_id")
-_LOCK_COMPARISON = select(Comparison.id, Comparison.required_overlap).where(Comparison.id == CID).with_for_update()
+_LOCK_COMPARISON = (
+    select(Comparison.id, Comparison.required_overlap, _gold(Comparison.id).label("gold"))
+    .where(Comparison.id == CID)
+    .with_for_update(of=Comparison)
+)
 _LAST_ANSWER = (
     select(Ranking.id, Ranking.comparison_id, Ranking.skipped, Ranking.exported_at)
     .where(Ranking.annotator_id == ME)
@@ -245,6 +281,16 @@ class Lease:
     shown_order: list[int]
     leased_at: datetime
     expires_at: datetime
+
+
+def gold_turn(comparison_id: int, annotator_id: int) -> float:
+    """How far through their items (a fraction in [0, 1), fixed per comparison and annotator) this annotator gets
+    this gold comparison: spread at random, so the checks are neither the first items nor the same for everyone.
+
+    >>> gold_turn(7, 1) == gold_turn(7, 1), 0 <= gold_turn(7, 1) < 1, gold_turn(7, 1) != gold_turn(7, 2)
+    (True, True, True)
+    """
+    return random.Random(f"gold:{comparison_id}:{annotator_id}").random()
 
 
 def shown_order_for(comparison: _HasResponses, annotator_id: int) -> list[int]:
@@ -309,21 +355,21 @@ def _pick(conn: Connection, annotator_id: int, now: datetime, batch: str | None,
         return comparison
 
 
-_LEASES: dict[tuple[str, bool], Any] = {}
+_LEASES: dict[tuple[str, bool, bool], Any] = {}
 
 
-def _lease_statement(dialect: str, batched: bool) -> Any:
+def _lease_statement(dialect: str, batched: bool, gold: bool = False) -> Any:
     """INSERT a lease on comparison CID if it is still eligible, or renew this annotator's expired one (keeping its
     shown order); RETURNING the lease, or nothing when the comparison was taken meanwhile. One statement.
 
     The eligibility check is not redundant on PostgreSQL: under READ COMMITTED the pick ran on its statement's
     snapshot, which may predate a lease or a ranking committed just before it got the row lock; this statement
     takes a new snapshot while the lock is held."""
-    key = (dialect, batched)
+    key = (dialect, batched, gold)
     if key not in _LEASES:
         insert_ = {"postgresql": pg_insert, "sqlite": sqlite_insert}[dialect]
         values = select(CID, ME, NOW, bindparam("expires", type_=UTCDateTime()), bindparam("order", type_=JSONType))
-        still_eligible = exists().where(_eligible(batched), Comparison.id == CID)
+        still_eligible = exists().where(_eligible(batched, gold), Comparison.id == CID)
         statement = insert_(Assignment).from_select(
             ["comparison_id", "annotator_id", "leased_at", "expires_at", "shown_order"], values.where(still_eligible)
         )
@@ -341,14 +387,18 @@ def _lease_of(row: Row) -> Lease:
 
 def take_lease(
     session: Session, annotator: _Who, now: datetime, *, batch: str | None = None, lease: timedelta = DEFAULT_LEASE,
-    started_first: bool = True,
+    started_first: bool = True, sizes: tuple[int, int] | None = None,
 ) -> Lease | None:
     """The annotator's current lease (renewed when half gone), else a new lease on the next free comparison.
 
     Plain SQL on the session's connection, no ORM objects: this runs on every page the labelling app serves.
     ``lease_next`` is the same for callers that want the ``Assignment``. ``started_first=False`` skips the look for
     partly done comparisons, which can only find one when some open comparison wants two or more humans (a caller
-    that knows the batch's ``max_overlap`` is at most 1 saves that query)."""
+    that knows the batch's ``max_overlap`` is at most 1 saves that query).
+
+    A gold comparison the annotator has not had comes first once it is due: when their answers are at least its
+    ``gold_turn`` of their answers plus what is left for them (``progress``; ``sizes`` saves its scan of the batch,
+    as there). The gold ones still left when nothing else is come last, in turn order."""
     if annotator.kind != "human" or not annotator.active:
         raise QueueError("only active human annotators receive work")
     session.flush()
@@ -360,6 +410,12 @@ def take_lease(
             conn.execute(_RENEW, {"aid": held.assignment_id, "expires": now + lease})
             held = Lease(held.assignment_id, held.comparison_id, held.shown_order, held.leased_at, now + lease)
         return held
+    golds = sorted(conn.execute(_GOLD_LEFT[batch is not None], _params(annotator.id, now, batch)).all(),
+                   key=lambda gold: gold_turn(gold.id, annotator.id))
+    if golds and gold_turn(golds[0].id, annotator.id) <= _how_far(session, annotator.id, now, batch, sizes):
+        held = _lease_gold(conn, annotator.id, now, batch, lease, golds[:1])
+        if held is not None:
+            return held
     statement = _lease_statement(conn.dialect.name, batch is not None)
     skipped: list[int] = []
     while (comparison := _pick(conn, annotator.id, now, batch, skipped, started_first)) is not None:
@@ -369,6 +425,27 @@ def take_lease(
         if row is not None:
             return _lease_of(row)
         skipped.append(comparison.id)  # PostgreSQL: taken by another transaction meanwhile
+    return _lease_gold(conn, annotator.id, now, batch, lease, golds)  # nothing else is left for this annotator
+
+
+def _how_far(session: Session, annotator_id: int, now: datetime, batch: str | None,
+             sizes: tuple[int, int] | None) -> float:
+    """How far through their items the annotator is: their answers / (their answers + what is left for them)."""
+    mine = progress(session, annotator_id, now, batch=batch, sizes=sizes)
+    total = mine.done_in_batch + mine.remaining
+    return mine.done_in_batch / total if total else 1.0
+
+
+def _lease_gold(conn: Connection, annotator_id: int, now: datetime, batch: str | None, lease: timedelta,
+                golds: list[Row]) -> Lease | None:
+    """A lease on the first of these gold comparisons still eligible (one may have been retired meanwhile)."""
+    statement = _lease_statement(conn.dialect.name, batch is not None, gold=True)
+    for gold in golds:
+        params = _params(annotator_id, now, batch, cid=gold.id, expires=now + lease,
+                         order=shown_order_for(gold, annotator_id))
+        row = conn.execute(statement, params).first()
+        if row is not None:
+            return _lease_of(row)
     return None
 
 
@@ -426,9 +503,9 @@ def _claim(conn: Connection, annotator_id: int, comparison_id: int, now: datetim
         raise QueueError(f"comparison {comparison_id} is not assigned to you")
     if row.answered:
         raise QueueError(f"you have already answered comparison {comparison_id}")
-    if row.status != "open":
+    if row.status != "open" and not (row.gold and row.status in GOLD_STATUSES):
         raise QueueError(f"comparison {comparison_id} is closed")
-    if row.expires_at <= now:
+    if row.expires_at <= now and not row.gold:  # gold has no slot another annotator could have taken
         taken = conn.execute(_RECOUNT, {"cid": comparison_id, "me": annotator_id, "now": now}).scalar() or 0
         if taken >= row.required_overlap:
             raise QueueError("your lease on this item expired and it went to another annotator; it was not saved")
@@ -657,7 +734,7 @@ def undo_last(session: Session, annotator: _Who, now: datetime, *, lease: timede
     # The comparison's row lock first, as a submit takes it: the recount below must see any ranking committed by a
     # submit that held it (PostgreSQL re-reads only the locked row after a lock wait, not the subquery's snapshot).
     locked = conn.execute(_LOCK_COMPARISON, {"cid": comparison_id}).one()
-    if last.skipped:
+    if last.skipped and not locked.gold:  # everyone gets a gold comparison: a skip of one takes no one's place
         taken = conn.execute(_RECOUNT, {"cid": comparison_id, "me": annotator.id, "now": now}).scalar() or 0
         if taken >= locked.required_overlap:
             raise QueueError(f"comparison {comparison_id} went to another annotator after your skip; "
@@ -689,7 +766,7 @@ class Progress:
     done_today: int  # rankings and skips since 00:00 UTC
     done_in_batch: int  # this annotator's rankings and skips in the batch (all batches when none is chosen)
     batch_size: int  # comparisons in the batch that want human labels
-    remaining: int  # comparisons this annotator could still be given
+    remaining: int  # comparisons this annotator could still be given (gold ones past their overlap included)
 
 
 def _flag(condition):  # noqa: ANN001, ANN202
@@ -699,15 +776,27 @@ def _flag(condition):  # noqa: ANN001, ANN202
 _GIVABLE = and_(Comparison.status == "open", Comparison.required_overlap > 0, Comparison.k <= MAX_K)
 
 
+def _gold_past_overlap(batched: bool):  # noqa: ANN202
+    """How many gold comparisons that reached their overlap (complete) ME has not answered: still given to ME."""
+    gold = aliased(Comparison)
+    mine = aliased(Ranking)
+    query = select(func.count(gold.id)).where(
+        gold.id.in_(_gold_ids()), gold.status == "complete", gold.required_overlap > 0, gold.k <= MAX_K,
+        ~exists().where(mine.comparison_id == gold.id, mine.annotator_id == ME),
+    )
+    return (query.where(gold.batch == BATCH) if batched else query).scalar_subquery()
+
+
 def _mine(batched: bool):  # noqa: ANN202
-    """(this annotator's answers in the batch, of which on still-givable comparisons, answers since midnight)."""
+    """(this annotator's answers in the batch, of which on still-givable comparisons, answers since midnight, gold
+    comparisons past their overlap still to give them)."""
     today = aliased(Ranking)
     since_midnight = (
         select(func.count(today.id)).where(today.annotator_id == ME, today.created_at >= NOW).scalar_subquery()
     )
     query = (
         select(func.count(Ranking.id).label("done"), _flag(_GIVABLE).label("answered_open"),
-               since_midnight.label("today"))
+               since_midnight.label("today"), _gold_past_overlap(batched).label("gold_left"))
         .join(Comparison, Comparison.id == Ranking.comparison_id)
         .where(Ranking.annotator_id == ME)
     )
@@ -756,8 +845,9 @@ def _progress(row: Any, sizes: tuple[int, int]) -> Progress:
         done_in_batch=int(row.done),
         batch_size=batch_size,
         # Open comparisons minus those this annotator answered (others' unexpired leases are not subtracted:
-        # they are transient, and counting them would cost a scan of every open comparison on every page).
-        remaining=max(0, open_total - int(row.answered_open)),
+        # they are transient, and counting them would cost a scan of every open comparison on every page), plus
+        # the complete gold comparisons still to give them.
+        remaining=max(0, open_total - int(row.answered_open)) + int(row.gold_left or 0),
     )
 
 
@@ -776,7 +866,8 @@ def progress(
 def _page(batched: bool):  # noqa: ANN202
     mine = _MINE[batched].subquery()
     return (
-        select(Prompt.messages, Response.id, Response.text, mine.c.done, mine.c.answered_open, mine.c.today)
+        select(Prompt.messages, Response.id, Response.text, mine.c.done, mine.c.answered_open, mine.c.today,
+               mine.c.gold_left)
         .join_from(Comparison, Prompt, Prompt.id == Comparison.prompt_id)
         .join(Response, Response.prompt_id == Prompt.id)
         .join(mine, true())

@@ -101,10 +101,10 @@ class AnnotatorApp:
                 shape = self._batch_shape(session, chosen)
                 # With every open comparison wanting one human, none can be partly done: skip that look (a batch
                 # made with a larger overlap is seen within SIZES_SECONDS; until then only the order differs).
+                sizes = (shape.size, shape.open)
                 leased = take_lease(session, annotator, now, batch=chosen, lease=self.settings.lease,
-                                    started_first=shape.max_overlap > 1)
-                shown, p = page_data(session, annotator.id, leased, now, batch=chosen,
-                                     sizes=(shape.size, shape.open))
+                                    started_first=shape.max_overlap > 1, sizes=sizes)
+                shown, p = page_data(session, annotator.id, leased, now, batch=chosen, sizes=sizes)
         except QueueError as exc:
             if error is not None:  # not even the page could be shown
                 raise gr.Error(str(exc)) from None

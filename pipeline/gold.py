@@ -4,8 +4,9 @@ human's accuracy on them, which ``rlhf report agreement`` shows and ``rlhf expor
 A gold answer comes from a trusted annotator's rankings of a batch (an expert, an import) or from a JSONL file
 naming each comparison by its response ids or by its prompt and response texts. Either way it is all or nothing:
 one bad row (or a comparison already gold with another answer) stores nothing, and every bad row is reported with
-its line. The gold comparisons stay in their batch and are given to humans like any other (``db.gold``); their
-answers are never labels unless an export asks for them.
+its line. The gold comparisons stay in their batch; the labelling queue gives each to every human, whatever its
+overlap, spread among their other items (``db.queue``); their answers are never labels unless an export asks for
+them.
 """
 
 from __future__ import annotations
@@ -170,20 +171,18 @@ def _store(session: Session, answers: list[_Answer], config: dict[str, Any], nam
     summary = f"{len(new)} comparison(s) marked gold ({already} already were)"
     if tied:
         summary += f", {tied} ranking(s) with every response tied left out"
-    spread = "; ".join(_spread(session, batch) for batch in sorted({a.batch for a in answers}))
-    summary = f"{summary}; {spread}"
+    shares = "; ".join(_share(session, batch) for batch in sorted({a.batch for a in answers}))
+    summary = f"{summary}; {shares}"
     finish_run(session, run, {"marked": len(new), "already": already, "tied": tied, "summary": summary})
     return GoldReport(len(new), already, tied, run.id, summary)
 
 
-def _spread(session: Session, batch: str) -> str:
-    """Where the batch's gold comparisons sit in id order, the order the queue gives out fresh items."""
+def _share(session: Session, batch: str) -> str:
+    """How many of the batch's comparisons are gold (the queue spreads them among each annotator's items, so where
+    they sit in the batch does not matter)."""
     ids = list(session.scalars(select(Comparison.id).where(Comparison.batch == batch, Comparison.status != "retired")
                                .order_by(Comparison.id)))
-    marked = set(gold_keys(session, ids))
-    positions = [n for n, cid in enumerate(ids, start=1) if cid in marked]
-    where = f", at positions {positions[0]}-{positions[-1]} in id order (the queue's order)" if positions else ""
-    return f"batch {batch}: {len(positions)} of {len(ids)} comparisons gold{where}"
+    return f"batch {batch}: {len(gold_keys(session, ids))} of {len(ids)} comparisons gold, each given to every human"
 
 
 def mark_gold_from_annotator(session: Session, batch: str, annotator: str) -> GoldReport:

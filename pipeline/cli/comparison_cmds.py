@@ -136,8 +136,8 @@ def gold(
 ) -> None:
     """Mark comparisons as gold (honeypots): their known correct ranking, to measure annotators against.
 
-    Gold comparisons stay in their batch and are given to humans like any other (nothing on the page tells them
-    apart); `rlhf report agreement` shows each human's accuracy on them, `rlhf export --min-gold-accuracy` leaves out
+    Gold comparisons stay in their batch; every human gets each of them, whatever the overlap, spread among their
+    other items (nothing on the page tells them apart); `rlhf report agreement` shows each human's accuracy on them, `rlhf export --min-gold-accuracy` leaves out
     the unreliable, and the gold answers are no training pairs unless `--include-gold`. A bad row, or a comparison
     already gold with another answer, marks nothing.
     """

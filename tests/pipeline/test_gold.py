@@ -1,5 +1,6 @@
-"""Gold (honeypot) comparisons: marked from an expert's rankings or a file, given out like any other item, each
-human's accuracy on them in the agreement report, and the export leaving out the unreliable (and the gold answers)."""
+"""Gold (honeypot) comparisons: marked from an expert's rankings or a file, given to every human among their other
+items, each human's accuracy on them in the agreement report, and the export leaving out the unreliable (and the gold
+answers)."""
 
 from __future__ import annotations
 
@@ -75,11 +76,11 @@ def _labelled(cli: Cli, sessions) -> dict[int, int]:  # noqa: ANN001
     return ids
 
 
-def test_gold_from_an_expert_is_given_to_humans_like_any_other_item(cli: Cli, sessions) -> None:  # noqa: ANN001
+def test_gold_from_an_expert_is_given_to_every_human(cli: Cli, sessions) -> None:  # noqa: ANN001
     ids = _seed(sessions)
     marked = cli("comparisons", "gold", "--batch", "b1", "--from-annotator", "eve")
-    assert ("6 comparison(s) marked gold (0 already were); batch b1: 6 of 8 comparisons gold, at positions 1-6 in id "
-            "order") in flat(marked.output)
+    assert ("6 comparison(s) marked gold (0 already were); batch b1: 6 of 8 comparisons gold, each given to every "
+            "human") in flat(marked.output)
     with sessions() as session:
         gold = session.scalars(select(Annotator).where(Annotator.name == "gold")).one()
         assert gold.kind == "rule" and gold.config == {"gold": True}
@@ -95,12 +96,18 @@ def test_gold_from_an_expert_is_given_to_humans_like_any_other_item(cli: Cli, se
         assert {session.get(Comparison, ids[n]).human_ranked for n in range(6)} == {1}
     again = cli("comparisons", "gold", "--batch", "b1", "--from-annotator", "eve")
     assert "0 comparison(s) marked gold (6 already were)" in again.output
-    # humans get the gold items through the queue, up to the overlap and no further
-    assert sorted(_rank(sessions, "careful")) == sorted(ids.values())
-    assert sorted(_rank(sessions, "careless")) == sorted(ids.values())
-    assert sorted(_rank(sessions, "dan")) == [ids[6], ids[7]]  # the gold ones already have their 3 humans
+    # every human gets every gold item through the queue, past its overlap too (dan comes after the gold ones have
+    # their 3 humans), and not as their first items
+    gold = {ids[n] for n in range(6)}
+    orders = {name: _rank(sessions, name) for name in ("careful", "careless", "dan")}
+    for name, order in orders.items():
+        assert sorted(order) == sorted(ids.values()), name
+        assert set(order[:6]) != gold, (name, order)
     with sessions() as session:
-        assert {(c.human_ranked, c.status) for c in session.scalars(select(Comparison))} == {(3, "complete")}
+        assert {c.id: (c.human_ranked, c.status) for c in session.scalars(select(Comparison))} == {
+            **{cid: (4, "complete") for cid in gold}, ids[6]: (3, "complete"), ids[7]: (3, "complete")}
+    listed = flat(cli("comparisons", "list").output)
+    assert "│ b1 │ 2-3 │ 3 │ 8 │ 8 │ 0 │ 0 │ 30 │ 0 │" in listed, listed
     refused = cli("rule", "run", "gold", "--batch", "b1", "--rule", "shorter", expect=1)  # its rankings would be gold
     assert "annotator 'gold' holds the gold answers" in flat(refused.output)
     refused = cli("comparisons", "gold", "--batch", "b1", "--from-annotator", "nobody", expect=1)
@@ -145,8 +152,7 @@ def test_gold_from_a_file_all_or_nothing_with_every_bad_line_named(cli: Cli, ses
     other_batch = cli("comparisons", "gold", "--file", str(good), "--batch", "b2", expect=1)
     assert "no batch named 'b2'" in flat(other_batch.output)
     marked = cli("comparisons", "gold", "--file", str(good), "--batch", "b1")
-    assert "2 comparison(s) marked gold (0 already were); batch b1: 2 of 8 comparisons gold, at positions 7-8" in flat(
-        marked.output)
+    assert "2 comparison(s) marked gold (0 already were); batch b1: 2 of 8 comparisons gold" in flat(marked.output)
     with sessions() as session:
         gold = session.scalars(select(Ranking).join(Annotator).where(Annotator.name == "gold")
                                .order_by(Ranking.comparison_id)).all()
