@@ -221,7 +221,7 @@ _CLAIM = (
     )
     .outerjoin(Assignment, and_(Assignment.comparison_id == Comparison.id, Assignment.annotator_id == ME))
     .where(Comparison.id == CID)
-    .with_for_update(of=Comparison)
+    .with_for_update(of=Comparison, key_share=True)  # FOR NO KEY UPDATE: a lease insert's key check does not wait
 )
 # After a ranking is stored or taken back: recount the comparison's human rankings; complete once they reach the
 # overlap, open again when an undo takes one back (other statuses, e.g. retired, stay).
@@ -239,7 +239,7 @@ _ONE_ANSWER = re.compile(r"uq_rankings_comparison_id_annotator_id|rankings\.comp
 _LOCK_COMPARISON = (
     select(Comparison.id, Comparison.required_overlap, _gold(Comparison.id).label("gold"))
     .where(Comparison.id == CID)
-    .with_for_update(of=Comparison)
+    .with_for_update(of=Comparison, key_share=True)  # FOR NO KEY UPDATE: a lease insert's key check does not wait
 )
 _LAST_ANSWER = (
     select(Ranking.id, Ranking.comparison_id, Ranking.skipped, Ranking.exported_at)
@@ -457,6 +457,27 @@ def lease_next(
     if held is None:
         return None
     return session.get(Assignment, held.assignment_id, populate_existing=True)
+
+
+# One of ME's leases by its id, with the canonical order for a lease stored before shown orders were kept.
+_MY_LEASE = (
+    select(Assignment.id, Assignment.comparison_id, Assignment.shown_order, Assignment.leased_at,
+           Assignment.expires_at, Comparison.response_ids)
+    .join(Comparison, Comparison.id == Assignment.comparison_id)
+    .where(Assignment.id == bindparam("aid", type_=Integer()), Assignment.annotator_id == ME)
+)
+
+
+def my_lease(session: Session, annotator_id: int, assignment_id: int) -> Lease | None:
+    """The annotator's lease ``assignment_id`` (live or expired: a submit's own checks judge that), None when no
+    lease of theirs has that id. The labelling page names its item by the lease, never by the comparison: a
+    comparison id would tell an annotator which items are out of order (gold)."""
+    session.flush()
+    row = session.connection().execute(_MY_LEASE, {"aid": assignment_id, "me": annotator_id}).first()
+    if row is None:
+        return None
+    order = list(row.shown_order or row.response_ids)
+    return Lease(row.id, row.comparison_id, order, row.leased_at, row.expires_at)
 
 
 _PROMPT = select(Prompt).where(Prompt.id == bindparam("pid", type_=Integer()))

@@ -181,3 +181,50 @@ def test_an_annotator_merely_called_gold_marks_nothing_gold(write_sessions) -> N
         add_rankings_if_absent(session, [NewRanking(cid, impostor.id, dict(zip(ids, [1, 2], strict=True)))])
         assert _rank_next(session, "ann", T0) == cid
         assert _rank_next(session, "bob", T0) is None  # its one human is enough: not gold
+
+
+def test_two_annotators_crossing_gold_items_do_not_deadlock(write_sessions) -> None:  # noqa: ANN001
+    """ann submits gold g1 and is then due g2 while bob submits g2 and is then due g1, at the same time. A submit
+    holds its comparison's row lock to the commit, and a lease insert checks its foreign key on that row: with FOR
+    UPDATE the two waited on each other and PostgreSQL aborted one submit (a deadlock); FOR NO KEY UPDATE lets the
+    key check pass."""
+    import threading
+
+    from sqlalchemy import insert
+
+    from db.models import Assignment
+    from db.queue import shown_order_for
+
+    _, gold = _batch(write_sessions, 3, overlap=1, gold=2)
+    g1, g2 = sorted(gold)
+    with write_sessions.begin() as session:
+        for name, cid in (("ann", g1), ("bob", g2)):
+            order = shown_order_for(session.get(Comparison, cid), _person(session, name).id)
+            session.execute(insert(Assignment).values(comparison_id=cid, annotator_id=_person(session, name).id,
+                                                      leased_at=T0, expires_at=T0 + timedelta(minutes=30),
+                                                      shown_order=order))
+    both_submitted = threading.Barrier(2)
+    outcome: dict[str, object] = {}
+    now = T0 + timedelta(minutes=1)
+
+    def work(name: str, mine: int) -> None:
+        try:
+            with write_sessions.begin() as session:
+                me = _person(session, name)
+                order = session.get(Comparison, mine).response_ids
+                record_ranking(session, me, mine, {rid: n for n, rid in enumerate(order, 1)}, now)
+                try:  # both row locks held: now each wants the other's item
+                    both_submitted.wait(timeout=1)
+                except threading.BrokenBarrierError:
+                    pass  # SQLite: write transactions take turns (BEGIN IMMEDIATE), so the other waits its turn
+                held = take_lease(session, me, now, batch="b1")
+                outcome[name] = held.comparison_id if held else None
+        except Exception as exc:  # noqa: BLE001 - the deadlock surfaces as the driver's error
+            outcome[name] = exc
+
+    threads = [threading.Thread(target=work, args=(name, cid)) for name, cid in (("ann", g1), ("bob", g2))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcome == {"ann": g2, "bob": g1}
