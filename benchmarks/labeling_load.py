@@ -147,8 +147,8 @@ class OurClient:
 
     def one(self) -> None:
         shown = self.item
-        self.item = self.client.submit(shown.item_id, shown.response_ids, [1, 2], active_ms=1000)
-        if self.item.item_id is None:
+        self.item = self.client.submit(shown.item, shown.positions, [1, 2], active_ms=1000)
+        if self.item.item is None:
             raise RuntimeError("ran out of comparisons: seed more")
 
 

@@ -1,8 +1,10 @@
 """The annotator's page: one comparison at a time, K responses side by side, ranked with the keyboard or the mouse.
 
 Every handler starts from the logged-in user (``request.username``, which Gradio takes from our login cookie) and
-re-reads them from the database; what the browser sends (the item id, the response ids, the ranks) is only a claim
-that ``db.queue`` checks against the annotator's lease. Each event is one short transaction (SQLite serialises
+re-reads them from the database; what the browser sends (the item's handle, the shown positions, the ranks) is only a
+claim that ``db.queue`` checks against the annotator's lease. The page names no database row (``labeling_app.view``):
+the handle is the annotator's own lease, mapped back here to its comparison and shown order; queue messages that
+name a comparison are reworded (``_unnamed``). Each event is one short transaction (SQLite serialises
 writers) of plain SQL statements: who is asking, the action, the next lease and the page's data; the HTML is built
 after the commit. Read-only work also ends in COMMIT (``sessions.begin()``), never ROLLBACK: on PostgreSQL a ROLLBACK
 makes psycopg drop every prepared statement of the connection, and the queue's statements were then planned afresh
@@ -11,6 +13,7 @@ on half of the pages.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -25,9 +28,11 @@ from db.annotators import AnnotatorRef, annotator_ref
 from db.queue import (
     MAX_K,
     BatchShape,
+    Lease,
     QueueError,
     batch_shape,
     batches_with_work,
+    my_lease,
     page_data,
     record_ranking,
     record_skip,
@@ -36,7 +41,7 @@ from db.queue import (
 )
 from labeling_app.render import render_markdown
 from labeling_app.settings import LabelingSettings
-from labeling_app.view import FormError, ProgressView, ShownItem, item_html, message_html, parse_form
+from labeling_app.view import Form, FormError, ProgressView, ShownItem, item_html, message_html, parse_form
 
 ALL_BATCHES = "All batches"
 SIZES_SECONDS = 5.0  # how stale the batch totals on the page may be (they cost a scan of the batch)
@@ -51,6 +56,31 @@ KEYS_HELP = (
 )
 # Before each event the browser packs the annotator's choices into the hidden form field (keyboard.js).
 PACK_FORM = "(form, batch) => [window.rlhf ? window.rlhf.form() : form, batch]"
+_COMPARISON_ID = re.compile(r"\bcomparison \d+")
+
+
+def _unnamed(message: str) -> str:
+    """A queue message as the annotator reads it: no comparison id (ids would give the gold items away).
+
+    >>> _unnamed("you have already answered comparison 17")
+    'you have already answered this item'
+    """
+    return _COMPARISON_ID.sub("this item", message)
+
+
+def _lease(session: Session, annotator: AnnotatorRef, form: Form) -> Lease:
+    """The caller's own lease the form's handle names (another annotator's is refused like no lease at all)."""
+    held = my_lease(session, annotator.id, form.handle) if form.handle is not None else None
+    if held is None:
+        raise QueueError("this item is not assigned to you: reload the page")
+    return held
+
+
+def _ranks_by_response(held: Lease, form: Form) -> dict[int, int | None]:
+    """The form's ranks per shown position -> per response id, through the lease's shown order."""
+    if sorted(form.positions) != list(range(len(held.shown_order))):
+        raise QueueError("the ranking does not match the responses shown: reload the page")
+    return {held.shown_order[pos]: rank for pos, rank in zip(form.positions, form.ranks, strict=True)}
 
 
 class AnnotatorApp:
@@ -107,14 +137,15 @@ class AnnotatorApp:
                 shown, p = page_data(session, annotator.id, leased, now, batch=chosen, sizes=sizes)
         except QueueError as exc:
             if error is not None:  # not even the page could be shown
-                raise gr.Error(str(exc)) from None
-            return self._page(request, batch, None, str(exc))
+                raise gr.Error(_unnamed(str(exc))) from None
+            return self._page(request, batch, None, _unnamed(str(exc)))
         if shown is None and kind != "error":
             done, kind = (f"{done} " if done else "") + "Nothing left for you here. Thank you!", "done"
         elif not done and shown is not None:
-            done = f"Comparison {shown.comparison_id}: rank all {len(shown.responses)} responses."
+            done = f"Rank all {len(shown.responses)} responses."
         return item_html(
-            ShownItem(shown.comparison_id, shown.messages, shown.responses) if shown is not None else None,
+            ShownItem(leased.assignment_id, shown.messages, [text for _, text in shown.responses])
+            if shown is not None and leased is not None else None,
             ProgressView(p.done_today, p.done_in_batch, p.batch_size, p.remaining,
                          f"batch {chosen}" if chosen else "all batches"),
             self.settings.skip_reasons,
@@ -132,18 +163,19 @@ class AnnotatorApp:
             parsed = parse_form(form)
         except FormError:
             return self._page(request, batch, None, "The form could not be read: reload the page.")
-        if parsed.comparison_id is None:
+        if parsed.handle is None:
             return self._page(request, batch, None, "There is no item to submit.")
-        if len(parsed.ranks) != len(parsed.response_ids):
+        if len(parsed.ranks) != len(parsed.positions):
             return self._page(request, batch, None, "The ranking does not match the responses shown: reload the page.")
 
         def action(session: Session, annotator: AnnotatorRef, now: datetime) -> str:
+            held = _lease(session, annotator, parsed)
             record_ranking(
-                session, annotator, parsed.comparison_id, dict(zip(parsed.response_ids, parsed.ranks, strict=True)),
+                session, annotator, held.comparison_id, _ranks_by_response(held, parsed),
                 now, all_bad=parsed.all_bad, comment=parsed.comment, active_ms=parsed.active_ms,
                 strength=parsed.strength, require_strength=self.settings.require_strength,
             )
-            return f"Saved comparison {parsed.comparison_id}."
+            return "Saved."
 
         return self._page(request, batch, action)
 
@@ -152,22 +184,23 @@ class AnnotatorApp:
             parsed = parse_form(form)
         except FormError:
             return self._page(request, batch, None, "The form could not be read: reload the page.")
-        if parsed.comparison_id is None:
+        if parsed.handle is None:
             return self._page(request, batch, None, "There is no item to skip.")
         if parsed.skip_reason.strip() == "Other":
             return self._page(request, batch, None, "Write the reason in “Other reason”, then press Enter.")
 
         def action(session: Session, annotator: AnnotatorRef, now: datetime) -> str:
-            record_skip(session, annotator, parsed.comparison_id, parsed.skip_reason, now,
+            held = _lease(session, annotator, parsed)
+            record_skip(session, annotator, held.comparison_id, parsed.skip_reason, now,
                         comment=parsed.comment, active_ms=parsed.active_ms)
-            return f"Skipped comparison {parsed.comparison_id}."
+            return "Skipped."
 
         return self._page(request, batch, action)
 
     def undo(self, form: str, batch: str | None, request: gr.Request) -> str:
         def action(session: Session, annotator: AnnotatorRef, now: datetime) -> str:
-            comparison_id = undo_last(session, annotator, now, lease=self.settings.lease)
-            return f"Undone: comparison {comparison_id} is back."
+            undo_last(session, annotator, now, lease=self.settings.lease)
+            return "Undone: your last item is back."
 
         return self._page(request, batch, action)
 

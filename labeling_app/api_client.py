@@ -2,7 +2,8 @@
 
 For load tests (``benchmarks/labeling_load.py``), integration tests and scripted annotators. It speaks Gradio's
 REST protocol (``POST /gradio_api/call/<api>`` then read the result stream) with the login cookie, so every call
-goes through the same server-side checks as the browser.
+goes through the same server-side checks as the browser. It sees what an annotator sees: an item is named by its
+handle (the annotator's lease on it) and its responses by their shown positions, never by database ids.
 """
 
 from __future__ import annotations
@@ -31,31 +32,32 @@ class ApiError(RuntimeError):
 class Shown:
     """What the annotator's page shows after a call."""
 
-    item_id: int | None
-    response_ids: list[int]
+    item: int | None  # the item's handle (not a comparison id), None when nothing is shown
+    positions: list[int]  # the responses' shown positions, 0..K-1
     message: str
     outputs: list[Any]
 
 
 def _shown(outputs: list[Any]) -> Shown:
-    """[view HTML] -> what is on screen: the item, its responses in shown order, the message."""
+    """[view HTML] -> what is on screen: the item's handle, its responses' positions, the message."""
     [view] = outputs
     match = _ITEM.search(view)
     message = _MESSAGE.search(view)
     return Shown(
-        item_id=int(match.group(1)) if match and match.group(1) else None,
-        response_ids=[int(x) for x in match.group(2).split(",") if x] if match else [],
+        item=int(match.group(1)) if match and match.group(1) else None,
+        positions=[int(x) for x in match.group(2).split(",") if x] if match else [],
         message=html.unescape(_TAGS.sub("", message.group(1))).strip() if message else "",
         outputs=outputs,
     )
 
 
-def form(item_id: int | str | None, response_ids: list[int], ranks: list[int | None] | None = None, *,
+def form(item: int | str | None, positions: list[int], ranks: list[int | None] | None = None, *,
          all_bad: bool = False, comment: str = "", active_ms: int | None = None, skip_reason: str = "",
          strength: int | None = None) -> str:
-    """The JSON form the page sends with submit, skip and undo."""
+    """The JSON form the page sends with submit, skip and undo: ``ranks[i]`` is the rank of shown position
+    ``positions[i]``."""
     return json.dumps({
-        "item": "" if item_id is None else str(item_id), "responses": response_ids, "ranks": ranks or [],
+        "item": "" if item is None else str(item), "responses": positions, "ranks": ranks or [],
         "all_bad": all_bad, "comment": comment, "active_ms": active_ms, "skip_reason": skip_reason,
         "strength": strength,
     })
@@ -100,16 +102,16 @@ class LabelingClient:
         return _shown(self.call("next_item", [batch]))
 
     def submit(
-        self, item_id: int | str, response_ids: list[int], ranks: list[int | None], *, all_bad: bool = False,
+        self, item: int | str, positions: list[int], ranks: list[int | None], *, all_bad: bool = False,
         comment: str = "", active_ms: int | None = None, batch: str = ALL_BATCHES, strength: int | None = None,
     ) -> Shown:
         """``strength``: a pair's 3 (much better), 2 (better) or 1 (slightly better); None for none."""
-        payload = form(item_id, response_ids, ranks, all_bad=all_bad, comment=comment, active_ms=active_ms,
+        payload = form(item, positions, ranks, all_bad=all_bad, comment=comment, active_ms=active_ms,
                        strength=strength)
         return _shown(self.call("submit", [payload, batch]))
 
-    def skip(self, item_id: int | str, reason: str, *, comment: str = "", batch: str = ALL_BATCHES) -> Shown:
-        return _shown(self.call("skip", [form(item_id, [], skip_reason=reason, comment=comment), batch]))
+    def skip(self, item: int | str, reason: str, *, comment: str = "", batch: str = ALL_BATCHES) -> Shown:
+        return _shown(self.call("skip", [form(item, [], skip_reason=reason, comment=comment), batch]))
 
     def undo(self, batch: str = ALL_BATCHES) -> Shown:
         return _shown(self.call("undo", [form(None, []), batch]))

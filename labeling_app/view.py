@@ -1,5 +1,9 @@
 """The annotator's item view as one HTML fragment, and the form the browser sends back (pure functions).
 
+The page never names a database row: the item is named by an opaque handle (the id of the annotator's lease on
+it, which only grows) and its responses by their shown positions 0..K-1. Comparison ids would give gold items away:
+the queue hands them out of id order.
+
 One fragment (prompt, K response cards with their rank buttons, all-bad, comment, skip reasons, progress) keeps the
 Gradio event to one input and two outputs whatever K is: each extra output costs Gradio a component rebuild per
 event, which is what bounded throughput when every card was its own component. ``static/keyboard.js`` holds the
@@ -22,9 +26,9 @@ LETTERS = "ABCDEFGH"
 
 @dataclass(frozen=True)
 class ShownItem:
-    comparison_id: int
+    handle: int  # the annotator's lease on the item (db.queue.Lease.assignment_id), not the comparison id
     messages: list[dict[str, str]]
-    responses: list[tuple[int, str]]  # (response id, text) in this annotator's shown order
+    responses: list[str]  # the texts, in this annotator's shown order
 
 
 @dataclass(frozen=True)
@@ -72,8 +76,8 @@ def _strength_bar(required: bool) -> str:
 
 def item_html(item: ShownItem | None, progress: ProgressView, skip_reasons: Sequence[str], message: str,
               *, require_strength: bool = False) -> str:
-    """The whole view, message first. ``data-item``/``data-responses`` tell the browser (and API clients) what is
-    shown; the same item rendered again (after an error) keeps the annotator's choices (keyboard.js repaints them).
+    """The whole view, message first. ``data-item`` (the item's handle) and ``data-responses`` (the shown positions
+    0..K-1) tell the browser (and API clients) what is shown; the same item rendered again (after an error) keeps the annotator's choices (keyboard.js repaints them).
     A pair also gets the strength choices (``require_strength``: marked required)."""
     if item is None:
         return (
@@ -82,7 +86,7 @@ def item_html(item: ShownItem | None, progress: ProgressView, skip_reasons: Sequ
         )
     k = len(item.responses)
     cards = []
-    for pos, (_, text) in enumerate(item.responses):
+    for pos, text in enumerate(item.responses):
         letter = LETTERS[pos]
         buttons = "".join(
             f'<button type="button" class="rlhf-rank" data-pos="{pos}" data-rank="{r}" '
@@ -101,9 +105,9 @@ def item_html(item: ShownItem | None, progress: ProgressView, skip_reasons: Sequ
         f"<kbd>{n}</kbd> {escape(reason)}</button>"
         for n, reason in enumerate(skip_reasons, start=1)
     )
-    ids = ",".join(str(rid) for rid, _ in item.responses)
+    positions = ",".join(str(pos) for pos in range(k))
     return (
-        f'<div id="rlhf-view-inner" data-item="{item.comparison_id}" data-responses="{ids}" data-k="{k}">'
+        f'<div id="rlhf-view-inner" data-item="{item.handle}" data-responses="{positions}" data-k="{k}">'
         f"{message}{_progress(progress)}"
         f'<div id="rlhf-prompt">{render_conversation(item.messages)}</div>'
         f'<div class="rlhf-cards" id="rlhf-responses" style="--rlhf-k: {k}">{"".join(cards)}</div>'
@@ -119,9 +123,9 @@ def item_html(item: ShownItem | None, progress: ProgressView, skip_reasons: Sequ
 
 @dataclass(frozen=True)
 class Form:
-    comparison_id: int | None
-    response_ids: list[int]
-    ranks: list[int | None]  # per shown position
+    handle: int | None  # the item's handle as the page showed it (the annotator's lease id)
+    positions: list[int]  # the shown positions the ranks are for (0..K-1)
+    ranks: list[int | None]  # per entry of ``positions``
     all_bad: bool = False
     comment: str = ""
     active_ms: int | None = None
@@ -133,15 +137,30 @@ class FormError(ValueError):
     pass
 
 
+MAX_NUMBER = 2**62  # no handle, position, rank or time in milliseconds is this large; SQLite's INTEGER is 64-bit
+
+
 def _int_or_none(value: Any) -> int | None:
+    """A number of the form, or None; FormError for anything else, a JSON ``Infinity`` or ``1e999`` included.
+
+    >>> _int_or_none("7"), _int_or_none(None)
+    (7, None)
+    >>> _int_or_none(float("inf"))
+    Traceback (most recent call last):
+    ...
+    labeling_app.view.FormError: bad number
+    """
     if value in (None, ""):
         return None
     if isinstance(value, bool):
         raise FormError("bad number")
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):  # int(inf) raises OverflowError
         raise FormError("bad number") from None
+    if abs(number) >= MAX_NUMBER:
+        raise FormError("bad number")
+    return number
 
 
 MAX_DIGITS = 9  # a strength is one digit; more than this is no number the queue could accept
@@ -173,9 +192,9 @@ def _whole_or_none(value: Any) -> int | None:
 def parse_form(raw: str | None) -> Form:
     """The browser's (or an API client's) form: JSON, untrusted, checked field by field.
 
-    >>> parse_form('{"item": "7", "responses": [3, 4], "ranks": [2, null], "comment": "ok"}')
-    Form(comparison_id=7, response_ids=[3, 4], ranks=[2, None], all_bad=False, comment='ok', active_ms=None, skip_reason='', strength=None)
-    >>> parse_form('{"item": "7", "responses": [3, 4], "ranks": [2, 1], "strength": 3}').strength
+    >>> parse_form('{"item": "7", "responses": [0, 1], "ranks": [2, null], "comment": "ok"}')
+    Form(handle=7, positions=[0, 1], ranks=[2, None], all_bad=False, comment='ok', active_ms=None, skip_reason='', strength=None)
+    >>> parse_form('{"item": "7", "responses": [0, 1], "ranks": [2, 1], "strength": 3}').strength
     3
     >>> parse_form('{"item": "x"}')
     Traceback (most recent call last):
@@ -197,8 +216,8 @@ def parse_form(raw: str | None) -> Form:
     if not isinstance(comment, str) or not isinstance(reason, str):
         raise FormError("bad text")
     return Form(
-        comparison_id=_int_or_none(data.get("item")),
-        response_ids=[int(_int_or_none(r) or 0) for r in responses],
+        handle=_int_or_none(data.get("item")),
+        positions=[int(_int_or_none(r) or 0) for r in responses],
         ranks=[_int_or_none(r) for r in ranks],
         all_bad=data.get("all_bad") is True,
         comment=comment[:5000],

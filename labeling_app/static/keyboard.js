@@ -1,12 +1,13 @@
 // The annotator's page in the browser: ranking with keys or clicks, the active-time clock, and the form sent with
-// each event (window.rlhf.form(), packed by the event's js hook). The server checks everything it receives.
+// each event (window.rlhf.form(), packed by the event's js hook). The server checks everything it receives. The item
+// is named by an opaque handle (data-item) and its responses by their shown positions (data-responses), not by ids.
 (() => {
   const IDLE_MS = __IDLE_MS__;
   const SKIP_REASONS = __SKIP_REASONS__;
   const TICK_MS = 100;
   const STRENGTH_KEYS = { m: 3, b: 2, l: 1 };  // a pair's strength: much better, better, slightly better
   const LETTERS = "ABCDEFGH";
-  const activeMs = {};  // item id -> milliseconds of activity while it was on screen
+  const activeMs = {};  // item handle -> milliseconds of activity while it was on screen
   let lastActivity = Date.now();
   const state = { item: "", ranks: [], selected: 0, allBad: false, comment: "", other: "", reason: "", skipMode: false,
                   strength: null };

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import immediate, make_engine, make_session_factory, sqlite_url
 from db.annotators import create_annotator
 from db.comparisons import NewComparison, ensure_comparisons
+from db.models import Assignment
 from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
 from labeling_app.settings import LabelingSettings
 
@@ -99,6 +100,14 @@ def seed(sessions: sessionmaker[Session], items: list[list[str]], *, overlap: in
         for name, role in (people or {}).items():
             create_annotator(session, name, role=role, password=PASSWORD)
     return ids
+
+
+def leased(sessions: sessionmaker[Session], handle: int | str | None) -> Assignment:
+    """The lease behind a page's item handle, as the server maps it back: its comparison and shown order."""
+    with sessions() as session:
+        assignment = session.get(Assignment, int(handle or 0))
+        assert assignment is not None, f"no lease {handle!r}"
+        return assignment
 
 
 @pytest.fixture(scope="session")

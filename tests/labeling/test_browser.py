@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from db.models import Assignment, LoginSession, Ranking
 from labeling_app.api_client import LabelingClient
-from tests.labeling.conftest import PASSWORD, LiveServer, seed
+from tests.labeling.conftest import PASSWORD, LiveServer, leased, seed
 
 pytestmark = pytest.mark.browser
 VIEW = "#rlhf-view-inner"
@@ -33,7 +33,13 @@ def login(page, live: LiveServer, name: str, password: str = PASSWORD, *, keyboa
 
 
 def item_id(page) -> str:  # noqa: ANN001
+    """The item's handle as the page holds it (the annotator's lease, not the comparison)."""
     return page.eval_on_selector(VIEW, "el => el.dataset.item")
+
+
+def comparison_on(page, live: LiveServer) -> int:  # noqa: ANN001
+    """The comparison behind the item on the page, as the server maps the handle back."""
+    return leased(live.sessions, item_id(page)).comparison_id
 
 
 def wait_message(page, pattern: str) -> str:  # noqa: ANN001
@@ -79,7 +85,7 @@ def test_rank_with_the_mouse(live: LiveServer, new_page) -> None:  # noqa: ANN00
     [cid] = seed(live.sessions, [["first answer", "second answer"]], people={"ann": "annotator"})
     page = new_page()
     login(page, live, "ann")
-    assert item_id(page) == str(cid)
+    assert comparison_on(page, live) == cid
     assert "Question number 0" in page.inner_text("#rlhf-prompt")
     page.get_by_text("Guidelines").click()
     page.wait_for_function("() => document.querySelector('#rlhf-guidelines').innerText.includes('Prefer helpful')")
@@ -107,7 +113,7 @@ def test_twenty_items_with_the_keyboard_alone(live: LiveServer, new_page) -> Non
     pressed: dict[int, list[str]] = {}
     current = item_id(page)
     for n in range(20):
-        cid = int(current)
+        cid = comparison_on(page, live)
         k = len(shown_order(live, cid, "kim"))
         keys = ["2", "1"] if k == 2 else ["1", "=", "2"]  # K=3: A and B tied first (with "="), C second
         page.keyboard.press("ArrowRight")  # move around first: the selection must come back to A
@@ -169,13 +175,14 @@ def test_a_pair_with_its_strength_from_the_keyboard_a_tie_without_and_undo(live:
     page = new_page()
     login(page, live, "ann")
     assert all(words in page.inner_text("#rlhf-keys") for words in ("much better", "slightly better", "optional"))
-    assert item_id(page) == str(first)
+    assert comparison_on(page, live) == first
+    handle = item_id(page)
     for key in ("2", "1", "m"):  # B first, and much better
         page.keyboard.press(key)
     assert "How much better is B than A?" in page.inner_text("#rlhf-strength")
     assert page.get_attribute(".rlhf-strength-choice[data-strength='3']", "aria-pressed") == "true"
     page.keyboard.press("Enter")
-    wait_item_change(page, str(first))
+    wait_item_change(page, handle)
     [ranking] = rankings(live, "ann")
     order = shown_order(live, first, "ann")
     assert dict(zip(sorted(order), ranking.scores, strict=True)) == {order[1]: 3.0, order[0]: 0.0}
@@ -188,7 +195,7 @@ def test_a_pair_with_its_strength_from_the_keyboard_a_tie_without_and_undo(live:
     assert tie.comparison_id == second and tie.ranks == [1, 1] and tie.scores is None
     page.keyboard.press("u")  # undo: the pair comes back with nothing chosen
     wait_message(page, "Undone")
-    assert item_id(page) == str(second) and len(rankings(live, "ann")) == 1
+    assert comparison_on(page, live) == second and len(rankings(live, "ann")) == 1
     for key in ("1", "2", "l", "l", "b", "Enter"):  # A first; slightly better, cleared, then better
         page.keyboard.press(key)
     wait_message(page, "Nothing left")
@@ -232,7 +239,7 @@ def test_wrong_password_refused_and_logout_ends_the_session(live: LiveServer, ne
         assert session.scalar(select(func.count(LoginSession.id))) == 0
 
 
-def test_tampering_with_the_comparison_id_is_refused(live: LiveServer, new_page) -> None:  # noqa: ANN001
+def test_tampering_with_the_item_handle_is_refused(live: LiveServer, new_page) -> None:  # noqa: ANN001
     seed(live.sessions, [["a", "b"], ["c", "d"]], people={"ann": "annotator", "bob": "annotator"})
     bob = LabelingClient(live.url)
     bob.login("bob", PASSWORD)
@@ -240,14 +247,14 @@ def test_tampering_with_the_comparison_id_is_refused(live: LiveServer, new_page)
     page = new_page()
     login(page, live, "ann")
     mine = item_id(page)
-    assert mine != str(theirs.item_id)
-    # 1. an API call with ann's cookie naming bob's comparison
+    assert mine != str(theirs.item)
+    # 1. an API call with ann's cookie naming bob's lease (or the comparison on her own screen)
     api = LabelingClient(live.url, client=None)
     api.http.cookies.update({c["name"]: c["value"] for c in page.context.cookies()})
-    refused = api.submit(theirs.item_id, theirs.response_ids, [1, 2])
+    refused = api.submit(theirs.item, theirs.positions, [1, 2])
     assert "not assigned to you" in refused.message
     # 2. the hidden field rewritten in the page
-    page.eval_on_selector(VIEW, "(el, v) => { el.dataset.item = v; }", str(theirs.item_id))
+    page.eval_on_selector(VIEW, "(el, v) => { el.dataset.item = v; }", str(theirs.item))
     for key in ("1", "2", "Enter"):
         page.keyboard.press(key)
     assert "not assigned to you" in wait_message(page, "not assigned")
@@ -262,7 +269,7 @@ def test_overlap_two_each_gets_it_once_and_a_third_does_not(live: LiveServer, ne
     for name in ("ann", "bob"):
         page = new_page()
         login(page, live, name)
-        assert item_id(page) == str(cid)
+        assert comparison_on(page, live) == cid
         for key in ("1", "2", "Enter"):
             page.keyboard.press(key)
         wait_message(page, "Nothing left")
@@ -297,9 +304,10 @@ def test_admin_sees_progress_and_agreement_and_others_cannot(live: LiveServer, n
         client = LabelingClient(live.url)
         client.login(name, PASSWORD)
         shown = client.next_item()
-        while shown.item_id is not None:  # both prefer the response with the lower id: full agreement
-            ranks = [1 if r == min(shown.response_ids) else 2 for r in shown.response_ids]
-            shown = client.submit(shown.item_id, shown.response_ids, ranks, active_ms=3000)
+        while shown.item is not None:  # both prefer the response with the lower id: full agreement
+            order = leased(live.sessions, shown.item).shown_order
+            ranks = [1 if r == min(order) else 2 for r in order]
+            shown = client.submit(shown.item, shown.positions, ranks, active_ms=3000)
         client.close()
     annotator = new_page()
     login(annotator, live, "ann")

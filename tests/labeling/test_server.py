@@ -17,7 +17,7 @@ from labeling_app.auth import COOKIE
 from labeling_app.settings import LabelingSettings
 from pipeline.gold import mark_gold_from_file
 from tests.helpers import write_jsonl
-from tests.labeling.conftest import PASSWORD, LiveServer, seed, start_server
+from tests.labeling.conftest import PASSWORD, LiveServer, leased, seed, start_server
 
 
 def test_login_sets_an_httponly_cookie_and_refuses_strangers(live: LiveServer) -> None:
@@ -88,7 +88,7 @@ def test_deactivating_an_annotator_ends_their_session(live: LiveServer) -> None:
     seed(live.sessions, [["a", "b"]], people={"ann": "annotator"})
     client = LabelingClient(live.url)
     client.login("ann", PASSWORD)
-    assert client.next_item().item_id is not None
+    assert client.next_item().item is not None
     with live.sessions.begin() as session:
         session.scalars(select(Annotator).where(Annotator.name == "ann")).one().active = False
     import time
@@ -137,31 +137,32 @@ def test_a_project_that_requires_strengths_refuses_a_pair_without_one(sqlite_db_
         ann = LabelingClient(live.url)
         ann.login("ann", PASSWORD)
         shown = ann.next_item()
-        assert shown.item_id == first and "(required)" in shown.outputs[0]
-        refused = ann.submit(first, shown.response_ids, [2, 1])
-        assert "say how much better the preferred response is" in refused.message and refused.item_id == first
-        refused = ann.submit(first, shown.response_ids, [2, 1], strength=7)
+        handle, order = shown.item, leased(live.sessions, shown.item).shown_order
+        assert leased(live.sessions, handle).comparison_id == first and "(required)" in shown.outputs[0]
+        refused = ann.submit(handle, shown.positions, [2, 1])
+        assert "say how much better the preferred response is" in refused.message and refused.item == handle
+        refused = ann.submit(handle, shown.positions, [2, 1], strength=7)
         assert "strength must be 3 (much better), 2 (better) or 1 (slightly better), got 7" in refused.message
-        refused = ann.submit(first, shown.response_ids, [1, 1], strength=2)
+        refused = ann.submit(handle, shown.positions, [1, 1], strength=2)
         assert "a tie has no strength" in refused.message
         # digits Python's int() refuses (a superscript, 5,000 of them, a JSON number too long to convert): the
         # form is refused with the page's message, not a server error
         for odd in ("²", "9" * 5000):
-            refused = ann.submit(first, shown.response_ids, [2, 1], strength=odd)  # type: ignore[arg-type]
-            assert refused.message == "The form could not be read: reload the page." and refused.item_id == first
-        too_long = form(first, shown.response_ids, [2, 1]).replace('"strength": null', '"strength": ' + "9" * 5000)
+            refused = ann.submit(handle, shown.positions, [2, 1], strength=odd)  # type: ignore[arg-type]
+            assert refused.message == "The form could not be read: reload the page." and refused.item == handle
+        too_long = form(handle, shown.positions, [2, 1]).replace('"strength": null', '"strength": ' + "9" * 5000)
         [page] = ann.call("submit", [too_long, "All batches"])
-        assert "The form could not be read: reload the page." in page and f'data-item="{first}"' in page
+        assert "The form could not be read: reload the page." in page and f'data-item="{handle}"' in page
         with live.sessions() as session:
             assert session.scalars(select(Ranking)).all() == []
-        saved = ann.submit(first, shown.response_ids, [2, 1], strength=2)
-        assert saved.message.startswith(f"Saved comparison {first}.") and saved.item_id == second
-        ann.submit(second, saved.response_ids, [1, 1])  # a tie needs no strength
+        saved = ann.submit(handle, shown.positions, [2, 1], strength=2)
+        assert saved.message.startswith("Saved.") and leased(live.sessions, saved.item).comparison_id == second
+        ann.submit(saved.item, saved.positions, [1, 1])  # a tie needs no strength
         with live.sessions() as session:
             stored = {r.comparison_id: r for r in session.scalars(select(Ranking))}
             ids = session.get(Comparison, first).response_ids
-        assert dict(zip(ids, stored[first].scores, strict=True)) == {shown.response_ids[1]: 2.0,
-                                                                     shown.response_ids[0]: 0.0}
+        # B (shown second) was preferred, by 2 (better): its response gets the score, whatever its id
+        assert dict(zip(ids, stored[first].scores, strict=True)) == {order[1]: 2.0, order[0]: 0.0}
         assert stored[second].ranks == [1, 1] and stored[second].scores is None
         boss = LabelingClient(live.url)
         boss.login("boss", PASSWORD)
@@ -188,14 +189,15 @@ def test_two_app_processes_share_one_database(db_url: str) -> None:
         bob.login("bob", PASSWORD)
         cat.login("cat", PASSWORD)
         first, second = ann.next_item(), bob.next_item()
-        assert first.item_id == second.item_id == cid
-        assert cat.next_item().item_id is None  # both slots are leased, on different servers
-        ann.submit(cid, first.response_ids, [1, 2])
+        assert leased(one.sessions, first.item).comparison_id == leased(one.sessions, second.item).comparison_id == cid
+        assert first.item != second.item  # each their own lease
+        assert cat.next_item().item is None  # both slots are leased, on different servers
+        ann.submit(first.item, first.positions, [1, 2])
         # ann's cookie, taken to the other server
         roaming = LabelingClient(two.url)
         roaming.http.cookies.update(ann.http.cookies)
-        assert roaming.next_item().item_id is None  # she already answered it, whichever server asks
-        bob.submit(cid, second.response_ids, [2, 1])
+        assert roaming.next_item().item is None  # she already answered it, whichever server asks
+        bob.submit(second.item, second.positions, [2, 1])
         with one.sessions() as session:
             assert session.scalar(select(Ranking.id).where(Ranking.comparison_id == cid).limit(1)) is not None
             assert len(session.scalars(select(Ranking)).all()) == 2
@@ -209,10 +211,9 @@ def test_two_app_processes_share_one_database(db_url: str) -> None:
 
 
 def _anonymous(html: str, texts: list[str]) -> str:
-    """The view with what differs between any two items taken out: ids, the prompt's number, the response texts."""
-    html = re.sub(r'data-item="\d+" data-responses="[\d,]+"', 'data-item="I" data-responses="R"', html)
+    """The view with what differs between any two items taken out: the handle, the prompt's number, the texts."""
+    html = re.sub(r'data-item="\d+"', 'data-item="I"', html)
     html = re.sub(r"Question number \d+", "Question number N", html)
-    html = re.sub(r"Comparison \d+:", "Comparison C:", html)
     for n, text in enumerate(texts):
         html = html.replace(text, f"TEXT{n}")
     return html
@@ -231,16 +232,18 @@ def test_a_gold_item_looks_like_any_other_and_the_admin_sees_gold_accuracy(live:
     # a gold item is not due at an annotator's very start: ann gets the plain one (overlap 1, so her lease keeps it
     # from bob), and bob, with nothing else left, the gold one
     on_plain, on_gold = ann.next_item(), bob.next_item()
-    assert (on_gold.item_id, on_plain.item_id) == (gold_item, plain_item)
+    gold_lease, plain_lease = leased(live.sessions, on_gold.item), leased(live.sessions, on_plain.item)
+    assert (gold_lease.comparison_id, plain_lease.comparison_id) == (gold_item, plain_item)
     with live.sessions() as session:
         texts = {r.id: r.text for r in session.scalars(select(Response))}
     [gold_html], [plain_html] = on_gold.outputs, on_plain.outputs
     assert "gold" not in gold_html.lower()
-    # the same page, byte for byte, once the ids and texts are set aside (progress, buttons, attributes and all)
-    assert _anonymous(gold_html, [texts[i] for i in on_gold.response_ids]) == _anonymous(
-        plain_html, [texts[i] for i in on_plain.response_ids])
+    # the same page, byte for byte, once the handle and texts are set aside (progress, buttons, attributes and all)
+    assert _anonymous(gold_html, [texts[i] for i in gold_lease.shown_order]) == _anonymous(
+        plain_html, [texts[i] for i in plain_lease.shown_order])
 
-    bob.submit(gold_item, on_gold.response_ids, [2 if texts[i] == "alpha one" else 1 for i in on_gold.response_ids])
+    bob.submit(on_gold.item, on_gold.positions,
+               [2 if texts[i] == "alpha one" else 1 for i in gold_lease.shown_order])
     [people] = [o for o in boss.call("refresh", ["All batches"], prefix="/admin")
                 if isinstance(o, dict) and "annotator" in o.get("headers", []) and "today" in o["headers"]]
     table = {row[people["headers"].index("annotator")]: dict(zip(people["headers"], row, strict=True))
