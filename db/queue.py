@@ -65,7 +65,7 @@ from db.comparisons import (
     strength_scores,
 )
 from db.gold import gold_annotator_id_sql
-from db.models import JSONType, Assignment, Comparison, Prompt, Ranking, Response, UTCDateTime
+from db.models import JSONType, Annotator, Assignment, Comparison, Prompt, Ranking, Response, UTCDateTime
 
 DEFAULT_LEASE = timedelta(minutes=30)
 MAX_K = 8  # the widest comparison the app lays out
@@ -207,7 +207,8 @@ _FRESH = {
 _RECOUNT = select(_taken_slots()).where(Comparison.id == CID)
 # The gold comparisons ME has not had: few, and no slot to lock (everyone gets each), so no row lock.
 _GOLD_LEFT = {
-    b: select(Comparison.id, Comparison.response_ids).where(_eligible(b, gold=True)).order_by(Comparison.id)
+    b: select(Comparison.id, Comparison.response_ids, Comparison.required_overlap).where(_eligible(b, gold=True))
+    .order_by(Comparison.id)
     for b in (False, True)
 }
 # Is anything still free, locks aside? (Plain read: other transactions' row locks do not hide rows from it.)
@@ -412,7 +413,8 @@ def take_lease(
         return held
     golds = sorted(conn.execute(_GOLD_LEFT[batch is not None], _params(annotator.id, now, batch)).all(),
                    key=lambda gold: gold_turn(gold.id, annotator.id))
-    if golds and gold_turn(golds[0].id, annotator.id) <= _how_far(session, annotator.id, now, batch, sizes):
+    if golds and gold_turn(golds[0].id, annotator.id) <= _how_far(session, annotator.id, now, batch, sizes,
+                                                                  golds[0].required_overlap):
         held = _lease_gold(conn, annotator.id, now, batch, lease, golds[:1])
         if held is not None:
             return held
@@ -428,11 +430,20 @@ def take_lease(
     return _lease_gold(conn, annotator.id, now, batch, lease, golds)  # nothing else is left for this annotator
 
 
+_HUMANS = select(func.count(Annotator.id)).where(Annotator.kind == "human", Annotator.active.is_(True))
+
+
 def _how_far(session: Session, annotator_id: int, now: datetime, batch: str | None,
-             sizes: tuple[int, int] | None) -> float:
-    """How far through their items the annotator is: their answers / (their answers + what is left for them)."""
+             sizes: tuple[int, int] | None, overlap: int) -> float:
+    """How far through their items the annotator is: their answers / (their answers + their share of what is
+    left). Each item left goes to ``overlap`` of the team's humans, so this annotator can expect about
+    overlap / humans of it (all of it when they work alone); counting all of it put a large team's gold at the
+    end of everyone's work. The team is the store's active humans (a small table; a batch's own workers would
+    need a scan of its rankings on every page): where not all of them work on the batch, gold comes earlier."""
     mine = progress(session, annotator_id, now, batch=batch, sizes=sizes)
-    total = mine.done_in_batch + mine.remaining
+    humans = session.connection().execute(_HUMANS).scalar() or 1
+    share = min(1.0, max(overlap, 1) / humans)
+    total = mine.done_in_batch + mine.remaining * share
     return mine.done_in_batch / total if total else 1.0
 
 

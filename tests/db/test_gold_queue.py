@@ -228,3 +228,37 @@ def test_two_annotators_crossing_gold_items_do_not_deadlock(write_sessions) -> N
     for thread in threads:
         thread.join()
     assert outcome == {"ann": g2, "bob": g1}
+
+
+def test_a_large_team_meets_gold_through_its_work_not_at_the_end(write_sessions, monkeypatch) -> None:  # noqa: ANN001
+    """8 annotators at overlap 1 over 80 pairs, 8 of them gold: each gets about 9 regular items. Counting every item
+    left as theirs put gold at the end of everyone's work (one annotator's last 7 of 29 were gold); with their share
+    of it, gold is spread: most annotators meet some in the first half of their items, and none ends on a run of
+    gold."""
+    import tests.db.test_gold_queue as here
+
+    team = [f"p{i}" for i in range(8)]
+    monkeypatch.setattr(here, "TEAM", team)
+    _, gold = _batch(write_sessions, 80, overlap=1, gold=8)
+    orders: dict[str, list[int]] = {name: [] for name in team}
+    now, busy = T0, set(team)
+    while busy:
+        for name in team:
+            if name in busy:
+                now += timedelta(seconds=1)
+                with write_sessions.begin() as session:
+                    got = _rank_next(session, name, now)
+                if got is None:
+                    busy.discard(name)
+                else:
+                    orders[name].append(got)
+    early = 0
+    for order in orders.values():
+        positions = [n for n, cid in enumerate(order) if cid in gold]
+        assert len(positions) == 8  # every gold item, to everyone
+        early += any(p < len(order) / 2 for p in positions)
+        tail = 0
+        while tail < len(order) and order[len(order) - 1 - tail] in gold:
+            tail += 1
+        assert tail <= 4, (order, gold)
+    assert early >= 6
