@@ -240,18 +240,8 @@ def test_a_large_team_meets_gold_through_its_work_not_at_the_end(write_sessions,
     team = [f"p{i}" for i in range(8)]
     monkeypatch.setattr(here, "TEAM", team)
     _, gold = _batch(write_sessions, 80, overlap=1, gold=8)
-    orders: dict[str, list[int]] = {name: [] for name in team}
-    now, busy = T0, set(team)
-    while busy:
-        for name in team:
-            if name in busy:
-                now += timedelta(seconds=1)
-                with write_sessions.begin() as session:
-                    got = _rank_next(session, name, now)
-                if got is None:
-                    busy.discard(name)
-                else:
-                    orders[name].append(got)
+    orders = _work_in_turns(write_sessions)  # TEAM is the 8 here
+    assert set(orders) == set(team)
     early = 0
     for order in orders.values():
         positions = [n for n, cid in enumerate(order) if cid in gold]
