@@ -30,6 +30,7 @@ from db.models import Prompt, Response
 from pipeline.errors import UserError
 from pipeline.lineage import finish_recorded, recorded_run
 from pipeline.llm.identity import model_identity
+from policy.evaluate import split_prompt_ids
 from policy.generate import GenerateOptions, generate
 
 
@@ -128,12 +129,7 @@ def run_best_of_n(sessions: sessionmaker[Session], policy: str, rewards: Sequenc
         raise UserError("at least one --reward: rm:DIR or rule:SPEC")
     started = time.perf_counter()
     with sessions() as session:  # the prompts, fixed first: a re-run samples and uses the same ones
-        query = select(Prompt.id).order_by(Prompt.id)
-        if options.split:
-            query = query.where(Prompt.split == options.split)
-        if options.limit is not None:
-            query = query.limit(options.limit)
-        prompt_ids = list(session.scalars(query))
+        prompt_ids = split_prompt_ids(session, options.split, options.limit)
     options = replace(options, policy=policy, prompt_ids=tuple(prompt_ids))
     generate(sessions, options)
     identity = model_identity(options.backend, policy, options.base_url)

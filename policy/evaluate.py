@@ -36,9 +36,9 @@ from db.bulk import chunks as id_chunks
 from db.comparisons import NewComparison, ensure_comparisons
 from db.exporting import EVAL_BATCH_PREFIX
 from db.models import Annotator, Comparison, Prompt, Ranking, Response, Run
-from db.runs import fail_run, finish_run, start_run
 from pipeline.agreement import wilson_interval
 from pipeline.errors import UserError
+from pipeline.lineage import finish_recorded, recorded_run
 from policy.generate import GenerateOptions, GeneratorConflict, generate
 from policy.stage import run_of
 
@@ -205,7 +205,7 @@ class Pairing:
     b_text: str
 
 
-def _pairings(session: Session, prompt_ids: list[int], a: str, b: str) -> list[Pairing]:
+def pairings_of(session: Session, prompt_ids: list[int], a: str, b: str) -> list[Pairing]:
     """The first answer of each policy to each prompt (lowest id: stable across evals)."""
     rows = session.execute(
         select(Response.prompt_id, Response.generator, Response.id, Response.text)
@@ -245,9 +245,9 @@ def _check_loadable(session: Session, options: GenerateOptions, flag: str) -> No
                         f"{options.policy!r}: to compare with them, pass {flag} {STORED}{options.policy}")
 
 
-def _stored_runs(session: Session, generator: str, prompt_ids: list[int], split: str | None) -> set[int]:
-    """The runs that stored ``generator``'s answers to these prompts (the eval's parents); an error when it has
-    none of them."""
+def stored_runs(session: Session, generator: str, prompt_ids: list[int], split: str | None) -> set[int]:
+    """The runs that stored ``generator``'s answers to these prompts (an eval's or a leaderboard's parents); an
+    error when it has none of them."""
     runs: set[int | None] = set()
     found = False
     for part in id_chunks(prompt_ids):
@@ -257,11 +257,12 @@ def _stored_runs(session: Session, generator: str, prompt_ids: list[int], split:
         runs.update(r for (r,) in rows)
     if not found:
         raise UserError(f"generator {generator!r} has no stored answers to the {len(prompt_ids)} prompts of split "
-                        f"{split!r} (see `rlhf status`)")
+                        f"{split!r} (see `rlhf status`; `rlhf generate --policy MODEL --generator NAME` stores them)")
     return {r for r in runs if r is not None and session.get(Run, r) is not None}
 
 
-def _prompt_ids(session: Session, split: str | None, limit: int | None) -> list[int]:
+def split_prompt_ids(session: Session, split: str | None, limit: int | None) -> list[int]:
+    """The ids of the split's prompts (all prompts when None), in id order, at most ``limit``."""
     query = select(Prompt.id).order_by(Prompt.id)
     if split:
         query = query.where(Prompt.split == split)
@@ -423,20 +424,18 @@ def evaluate_policies(sessions: sessionmaker[Session], options: EvalOptions, *,
         raise UserError(f"both policies would be stored as generator {a_name!r}: name them with --policy-name / "
                         "--baseline-name")
     with sessions.begin() as session:
-        prompt_ids = _prompt_ids(session, options.split, options.limit)
+        prompt_ids = split_prompt_ids(session, options.split, options.limit)
         if not prompt_ids:
             raise UserError(f"no prompts in split {options.split!r}")
         for generate_options, flag, _ in sides:
             if stored[flag] is None:
                 _check_loadable(session, generate_options, flag)
-        parents = {r for r in (run_of(options.policy), run_of(options.baseline)) if r and session.get(Run, r)}
+        parents = [run_of(options.policy), run_of(options.baseline)]
         for name in filter(None, stored.values()):
-            parents |= _stored_runs(session, name, prompt_ids, options.split)
-        run = start_run(session, "eval", {**asdict(options), "api_key": None, "policy_name": a_name,
-                                          "baseline_name": b_name}, inputs=sorted(parents),
-                        name=f"eval {a_name} vs {b_name}", output_path=options.out)
-        run_id = run.id
-    try:
+            parents += sorted(stored_runs(session, name, prompt_ids, options.split))
+    config = {**asdict(options), "api_key": None, "policy_name": a_name, "baseline_name": b_name}
+    with recorded_run(sessions, "eval", config, parents=parents, name=f"eval {a_name} vs {b_name}",
+                      output_path=options.out) as run_id:  # failed with the reason if anything below raises
         started = time.perf_counter()
         for generate_options, flag, name_flag in sides:
             if stored[flag] is not None:
@@ -448,7 +447,7 @@ def evaluate_policies(sessions: sessionmaker[Session], options: EvalOptions, *,
             except GeneratorConflict as exc:
                 raise UserError(f"{exc}: give this eval's answers another name with {name_flag} NAME") from None
         with sessions.begin() as session:
-            pairings = _pairings(session, prompt_ids, a_name, b_name)
+            pairings = pairings_of(session, prompt_ids, a_name, b_name)
         if not pairings:
             raise UserError(f"none of the {len(prompt_ids)} prompts has an answer from both {a_name!r} and {b_name!r}")
         results = []
@@ -472,17 +471,10 @@ def evaluate_policies(sessions: sessionmaker[Session], options: EvalOptions, *,
         )
         if options.out:
             write_report(report, Path(options.out))
-        with sessions.begin() as session:
-            metrics = {"results": [asdict(r) for r in results], "prompts": report.prompts, "kl": kl,
-                       "mean_length_a": report.mean_length_a, "mean_length_b": report.mean_length_b,
-                       "seconds": report.seconds, "summary": report.summary()}
-            finish_run(session, session.get(Run, run_id), metrics)
-        return report
-    except BaseException as exc:  # the run says why it stopped, instead of staying 'running'
-        with sessions.begin() as session:
-            fail_run(session, session.get(Run, run_id), "interrupted" if isinstance(exc, KeyboardInterrupt)
-                     else str(exc)[:2000])
-        raise
+    finish_recorded(sessions, run_id, {"results": [asdict(r) for r in results], "prompts": report.prompts, "kl": kl,
+                                       "mean_length_a": report.mean_length_a, "mean_length_b": report.mean_length_b,
+                                       "seconds": report.seconds, "summary": report.summary()})
+    return report
 
 
 def write_report(report: EvalReport, out: Path) -> None:

@@ -26,15 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.bulk import chunks
 from db.exporting import EVAL_BATCH_PREFIX
-from db.models import Response, Run
-from db.runs import fail_run, finish_run, start_run
 from pipeline.errors import UserError
-from policy.evaluate import _pairings, _prompt_ids, score_with
+from pipeline.lineage import finish_recorded, recorded_run
+from policy.evaluate import pairings_of, score_with, split_prompt_ids, stored_runs
 
 ELO = 400 / math.log(10)  # Bradley-Terry strength (natural log odds) to Elo points
 
@@ -144,41 +141,31 @@ def leaderboard(sessions: sessionmaker[Session], generators: Sequence[str], judg
         raise UserError("at least one --judge: rm:DIR, rule:SPEC or a judge name")
     started = time.perf_counter()
     with sessions.begin() as session:
-        prompt_ids = _prompt_ids(session, split, limit)
+        prompt_ids = split_prompt_ids(session, split, limit)
         if not prompt_ids:
             raise UserError(f"no prompts in split {split!r}")
-        parents = _answer_runs(session, names, prompt_ids, split)
-        run = start_run(session, "leaderboard", {"generators": names, "judges": list(judges), "split": split,
-                                                 "limit": limit, "reps": reps, "seed": seed},
-                        inputs=sorted(parents), name=f"leaderboard {' '.join(names)}", output_path=out)
-        run_id = run.id
-    with sessions() as session:
-        pairings = {(i, j): _pairings(session, prompt_ids, names[i], names[j])
-                    for i, j in itertools.combinations(range(len(names)), 2)}
-    alone = [name for k, name in enumerate(names) if not any(found for pair, found in pairings.items() if k in pair)]
-    if alone:
-        with sessions.begin() as session:
-            fail_run(session, session.get(Run, run_id), f"no shared prompts: {', '.join(alone)}")
-        raise UserError(f"{', '.join(alone)} answered none of the prompts the others answered: nothing to compare")
-    covered = {p.prompt_id for found in pairings.values() for p in found}
-    try:
+        parents = [r for name in names for r in sorted(stored_runs(session, name, prompt_ids, split))]
+    config = {"generators": names, "judges": list(judges), "split": split, "limit": limit, "reps": reps, "seed": seed}
+    with recorded_run(sessions, "leaderboard", config, parents=parents, name=f"leaderboard {' '.join(names)}",
+                      output_path=out) as run_id:  # failed with the reason if anything below raises
+        with sessions() as session:
+            pairings = {(i, j): pairings_of(session, prompt_ids, names[i], names[j])
+                        for i, j in itertools.combinations(range(len(names)), 2)}
+        alone = [name for k, name in enumerate(names) if not any(found for pair, found in pairings.items() if k in pair)]
+        if alone:
+            raise UserError(f"{', '.join(alone)} answered none of the prompts the others answered: nothing to compare")
+        covered = {p.prompt_id for found in pairings.values() for p in found}
         boards = _judge_all(sessions, names, judges, pairings, run_id, reps, seed, on_progress, judge_kwargs)
-    except BaseException as exc:
-        with sessions.begin() as session:
-            fail_run(session, session.get(Run, run_id), "interrupted" if isinstance(exc, KeyboardInterrupt)
-                     else str(exc)[:2000])
-        raise
-    report = LeaderboardReport(names, len(covered), boards, round(time.perf_counter() - started, 1), run_id)
-    if out:
-        write_report(report, Path(out))
-    with sessions.begin() as session:
-        finish_run(session, session.get(Run, run_id), {"boards": [asdict(b) for b in boards], "prompts": len(covered),
-                                                        "seconds": report.seconds, "summary": report.summary()})
+        report = LeaderboardReport(names, len(covered), boards, round(time.perf_counter() - started, 1), run_id)
+        if out:
+            write_report(report, Path(out))
+    finish_recorded(sessions, run_id, {"boards": [asdict(b) for b in boards], "prompts": len(covered),
+                                       "seconds": report.seconds, "summary": report.summary()})
     return report
 
 
 def _judge_all(sessions: sessionmaker[Session], names: list[str], judges: Sequence[str],
-               pairings: dict[tuple[int, int], list[Any]], run_id: int, reps: int, seed: int,
+               pairings: dict[tuple[int, int], list[Any]], run_id: int | None, reps: int, seed: int,
                on_progress: Callable[[str], None] | None, judge_kwargs: dict[str, Any] | None) -> list[JudgeBoard]:
     scorers: dict[str, Any] = {}
     boards = []
@@ -195,22 +182,6 @@ def _judge_all(sessions: sessionmaker[Session], names: list[str], judges: Sequen
             games += [(p.prompt_id, i, j, o) for p, o in zip(scored.pairings, scored.outcomes(), strict=True)]
         boards.append(_board(label, names, games, unjudged, reps, seed))
     return boards
-
-
-def _answer_runs(session: Session, names: list[str], prompt_ids: list[int], split: str | None) -> set[int]:
-    """The runs that stored the generators' answers to these prompts; an error for a generator without any."""
-    runs: set[int] = set()
-    for name in names:
-        found = False
-        for part in chunks(prompt_ids):
-            rows = session.execute(select(Response.run_id).where(Response.generator == name,
-                                                                 Response.prompt_id.in_(list(part))).distinct()).all()
-            found = found or bool(rows)
-            runs.update(r for (r,) in rows if r is not None)
-        if not found:
-            raise UserError(f"generator {name!r} has no stored answers to the prompts of split {split!r} "
-                            "(`rlhf generate --policy MODEL --generator NAME` puts them there)")
-    return {r for r in runs if session.get(Run, r) is not None}
 
 
 def write_report(report: LeaderboardReport, out: Path) -> None:

@@ -12,7 +12,7 @@ from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
 from db.runs import start_run
 from pipeline.errors import UserError
 from pipeline.export import ExportOptions, export
-from policy.evaluate import _pairings, judge_with_llm, judge_with_rule, win_rate
+from policy.evaluate import judge_with_llm, judge_with_rule, pairings_of, win_rate
 from tests.conftest import Cli
 from tests.helpers import flat
 
@@ -28,7 +28,7 @@ def test_an_llm_judge_prefers_the_better_policy_in_both_orders(cli: Cli, session
                  for i, pid in enumerate(prompts)]
         ensure_responses(session, better + worse)
         run_id = start_run(session, "eval", {}).id
-        pairings = _pairings(session, prompts, "new", "old")
+        pairings = pairings_of(session, prompts, "new", "old")
     result = judge_with_llm(sessions, "gj", pairings, "eval:new:vs:old", run_id)
     # prompt 0: identical texts would tie; the others differ: 9 of the remaining 11 are won (i % 4 != 0)
     assert (result.n, result.unjudged) == (12, 0)
