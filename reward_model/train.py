@@ -23,6 +23,7 @@ from trl import RewardConfig, RewardTrainer
 from pipeline.config_options import make_config
 from pipeline.errors import UserError
 from pipeline.hf_utils import load_tokenizer, resume_from
+from pipeline.lineage import is_main_process
 from reward_model.data import load_pairs, tokenize_pairs, without_ties
 
 RM_CARD = "rlhf_rm.json"  # written beside the model: how to render inputs when scoring
@@ -229,7 +230,8 @@ def train_reward_model(data: str | Path, out_dir: str | Path, config: RMConfig, 
     members = max(1, config.ensemble)
     if members == 1:
         fit = _fit(config, dataset, lengths, tokenizer, out, resume=resume, callbacks=callbacks)
-        (out / RM_CARD).write_text(json.dumps(card, indent=2) + "\n")
+        if is_main_process():  # another rank writing it late would drop the run id rank 0 stamps into it
+            (out / RM_CARD).write_text(json.dumps(card, indent=2) + "\n")
         fits = [fit]
     else:
         fits = []
@@ -245,8 +247,9 @@ def train_reward_model(data: str | Path, out_dir: str | Path, config: RMConfig, 
             fit = _fit(member, dataset, lengths, tokenizer, folder, resume=resume, callbacks=callbacks)
             done.write_text(json.dumps({**card, "seed": member.seed, "fit": fit}, indent=2) + "\n")
             fits.append(fit)
-        (out / RM_CARD).write_text(json.dumps({**card, "members": [f"member-{i + 1}" for i in range(members)]},
-                                              indent=2) + "\n")
+        if is_main_process():
+            (out / RM_CARD).write_text(json.dumps({**card, "members": [f"member-{i + 1}" for i in range(members)]},
+                                                  indent=2) + "\n")
     seconds = sum(f["seconds"] for f in fits)
     pairs_seen = sum(min(f["pairs_seen"], stats["pairs"] * config.num_train_epochs) for f in fits)
     losses = [f["loss"] for f in fits if not math.isnan(f["loss"])]
