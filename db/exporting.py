@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from db.bulk import chunks
 from db.gold import gold_keys
+from db.review import verdicts
 from db.models import Annotator, Comparison, Prompt, Ranking, Response
 
 
@@ -24,6 +25,9 @@ class Selection:
     # The gold annotator (db.gold): its rankings are read whatever the kinds and names chosen, marked ``gold``, for
     # the caller to leave out (and count) or keep.
     gold_annotator_id: int | None = None
+    # The adjudicator (db.review): its verdicts on disputes are read likewise, whatever the kinds and names chosen,
+    # marked ``verdict``, for the caller to take in place of the comparison's votes, or to leave out.
+    adjudicator_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class VoteRow:
     comment: str | None = None
     gold: bool = False  # a gold answer (db.gold), not a label
     gold_source: str | None = None  # a gold answer's: the annotator whose ranking of this comparison it copies
+    verdict: bool = False  # a reviewer's verdict on a dispute (db.review); ``annotator`` is "adjudication:REVIEWER"
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,8 @@ def _votes(session: Session, comparison_ids: Sequence[int], selection: Selection
     if selection.exclude:
         chosen.append(Annotator.name.not_in(selection.exclude))
     gold = selection.gold_annotator_id
+    if selection.adjudicator_id is not None:  # read on their own below, with the reviewer's name
+        chosen.append(Annotator.id != selection.adjudicator_id)
     if gold is not None:
         query = query.where(or_(and_(*chosen, Annotator.id != gold), Annotator.id == gold))
     else:
@@ -98,6 +105,15 @@ def _votes(session: Session, comparison_ids: Sequence[int], selection: Selection
             VoteRow(rid, name, kind, ranks, probabilities, scores, run_id, bool(all_bad), comment, is_gold,
                     sources.get(cid) if is_gold else None)
         )
+    if selection.adjudicator_id is not None:
+        ids = {cid: rid for cid, rid in session.execute(
+            select(Ranking.comparison_id, Ranking.id).where(Ranking.comparison_id.in_(list(comparison_ids)),
+                                                            Ranking.annotator_id == selection.adjudicator_id))}
+        for cid, verdict in verdicts(session, list(ids)).items():
+            grouped.setdefault(cid, []).append(
+                VoteRow(ids[cid], f"adjudication:{verdict.reviewer}", "rule", verdict.ranks, None, None, None,
+                        comment=verdict.note, verdict=True)
+            )
     return grouped
 
 

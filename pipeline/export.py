@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.exporting import Selection, count_comparisons, iter_comparisons, mark_exported, response_texts
 from db.gold import gold_annotator, gold_run_ids
+from db.review import adjudicator
 from db.models import utcnow
 from db.runs import finish_run, start_run
 from pipeline.aggregate import METHODS, Vote, aggregate
@@ -57,6 +58,9 @@ class ExportOptions:
     include_gold: bool = False  # the gold answers (rlhf comparisons gold) as votes too; never by default
     min_gold_accuracy: float | None = None  # leave out humans less accurate than this on gold comparisons ...
     min_gold_items: int = 5  # ... among those who answered at least this many of them
+    # A reviewer's verdict on a dispute (rlhf review) is the comparison's label, in place of its votes; False: the
+    # votes as they are, verdicts unused. Only where humans are among the sources (verdicts settle human disputes).
+    adjudicated: bool = True
 
     def validate(self) -> ExportOptions:
         unknown = [s for s in self.sources if s not in SOURCES]
@@ -91,6 +95,7 @@ class ExportReport:
     # Humans below min_gold_accuracy: name -> (gold comparisons answered, accuracy); and their rankings left out
     below_gold: dict[str, tuple[int, float]] = field(default_factory=dict)
     below_gold_left_out: int = 0
+    adjudicated: int = 0  # comparisons whose reviewer's verdict replaced their votes
     fingerprint: str = ""
     seconds: float = 0.0
 
@@ -107,6 +112,8 @@ class ExportReport:
                          f"gold accuracy left out ({who})")
         if self.gold_left_out:
             left_out += f"; {self.gold_left_out} gold answer(s) left out (--include-gold takes them)"
+        if self.adjudicated:
+            left_out += f"; {self.adjudicated} dispute(s) labelled by their reviewer's verdict"
         if self.gold_copies_left_out:
             left_out += (f"; {self.gold_copies_left_out} gold answer(s) not counted twice (the ranking they were taken "
                          "from is a vote)")
@@ -148,7 +155,11 @@ def _features(options: ExportOptions) -> Any:
     return datasets.Features(columns)
 
 
-def _keep(pair: Any, options: ExportOptions) -> bool:
+def _keep(pair: Any, options: ExportOptions, *, verdict: bool = False) -> bool:
+    """The agreement filters; a reviewer's verdict stands for the votes it settled (``--min-votes`` does not count
+    it as one vote), and it settled a disagreement, so ``--unanimous`` leaves it out."""
+    if verdict:
+        return not options.unanimous and not options.disputed
     if pair.votes < options.min_votes:
         return False
     if options.unanimous and (pair.votes < 2 or pair.agreement < 1.0):
@@ -192,6 +203,7 @@ def export(
     judged_by: list[int] = []  # the gold runs whose answers decided whose rankings are left out (lineage)
     with sessions() as session:
         gold = gold_annotator(session)
+        judge = adjudicator(session)
         if options.min_gold_accuracy is not None:
             if gold is None:
                 raise UserError("--min-gold-accuracy: no comparison is gold yet, so there is nothing to measure "
@@ -201,7 +213,8 @@ def export(
                                  for g in sorted(below, key=lambda g: g.annotator)}
             judged_by = gold_run_ids(session)
     selection = Selection(kinds=options.sources, include=options.include, exclude=options.exclude,
-                          batches=options.batches, gold_annotator_id=gold.id if gold is not None else None)
+                          batches=options.batches, gold_annotator_id=gold.id if gold is not None else None,
+                          adjudicator_id=judge.id if judge is not None else None)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".rlhf-export-", dir=out.parent))
     used: str | None = None
@@ -226,6 +239,7 @@ def export(
             manifest = {"run_id": run.id, "fingerprint": digest, "pairs": counts, "comparisons": report.comparisons,
                         "rankings": report.rankings, "all_bad_left_out": report.all_bad_left_out,
                         "gold_left_out": report.gold_left_out, "gold_copies_left_out": report.gold_copies_left_out,
+                        "adjudicated": report.adjudicated,
                         "below_gold_left_out": report.below_gold_left_out,
                         "below_gold_accuracy": {name: {"gold_answered": n, "accuracy": round(accuracy, 6)}
                                                 for name, (n, accuracy) in report.below_gold.items()},
@@ -340,6 +354,14 @@ def _voters(comparison: Any, options: ExportOptions, report: ExportReport) -> An
     if any(copy):
         report.gold_copies_left_out += sum(copy)
         kept = [vote for vote, copied in zip(kept, copy, strict=True) if not copied]
+    verdict = next((vote for vote in kept if vote.verdict), None)
+    if verdict is not None:
+        # The reviewer settled the dispute among these humans: their verdict is the label, alone. It settles only
+        # a selection that holds some of those human votes (an export of judges' labels keeps the judges').
+        kept = [vote for vote in kept if not vote.verdict]
+        if options.adjudicated and any(vote.kind == "human" and not vote.gold for vote in kept):
+            report.adjudicated += 1
+            kept = [verdict]
     return comparison if len(kept) == len(comparison.votes) else replace(comparison, votes=kept)
 
 
@@ -372,7 +394,8 @@ def _append_pairs(
     """Aggregate one comparison and append its kept pairs to the split's columns; returns those pairs."""
     votes = [Vote(v.annotator, v.kind, v.ranks, v.probabilities, v.scores, v.ranking_id) for v in comparison.votes]
     pairs = [p for p in aggregate(comparison.response_ids, votes, method=options.method,
-                                  min_agreement=options.min_agreement, ties=options.ties) if _keep(p, options)]
+                                  min_agreement=options.min_agreement, ties=options.ties)
+             if _keep(p, options, verdict=any(v.verdict for v in comparison.votes))]
     if not pairs:
         return pairs
     standard = options.format == "standard"

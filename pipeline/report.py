@@ -6,6 +6,8 @@
   intervals (Wilson; bootstrap over response pairs).
 - Gold: each human against the gold answers of the comparisons marked gold (``rlhf comparisons gold``): answered,
   pairwise accuracy with a 95% Wilson interval counting comparisons. The gold answers are in no other table.
+- Disputes: each human against the reviewers' verdicts (``rlhf review``), how often their ranking was upheld. The
+  verdicts are in no other table either.
 - Bias: how often the response shown first wins (humans and judges; 1/K is unbiased), each judge's position
   consistency (the same verdict in both orders), how often the longer response wins, ties and failures.
 Computed from the store by pure functions in ``pipeline.agreement``; printed as tables and written as HTML with
@@ -26,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from db.bulk import chunks
 from db.gold import gold_annotator
+from db.review import adjudicator
 from db.models import Annotator, Comparison, Ranking, Response
 from pipeline.agreement import (
     GoldAccuracy,
@@ -60,6 +63,7 @@ class Row:
     details: dict[str, Any] | None
     response_ids: list[int]
     gold: bool = False  # a gold answer (db.gold), not a label
+    verdict: bool = False  # a reviewer's verdict on a dispute (db.review), not a label
 
 
 @dataclass
@@ -106,6 +110,8 @@ class AgreementReport:
     bias: list[Bias] = field(default_factory=list)
     gold: list[GoldAccuracy] = field(default_factory=list)  # every human, lowest accuracy first
     gold_items: int = 0  # comparisons with a gold answer
+    upheld: list[GoldAccuracy] = field(default_factory=list)  # every human against the verdicts, lowest first
+    verdict_items: int = 0  # disputes with a reviewer's verdict
 
 
 def load_rows(session: Session, batches: tuple[str, ...] = ()) -> tuple[list[Row], dict[int, int]]:
@@ -120,7 +126,9 @@ def load_rows(session: Session, batches: tuple[str, ...] = ()) -> tuple[list[Row
     if batches:
         query = query.where(Comparison.batch.in_(batches))
     gold = gold_annotator(session)
-    rows = [Row(*r, gold=gold is not None and r.name == gold.name) for r in session.execute(query)]
+    judge = adjudicator(session)
+    rows = [Row(*r, gold=gold is not None and r.name == gold.name, verdict=judge is not None and r.name == judge.name)
+            for r in session.execute(query)]
     lengths: dict[int, int] = {}
     for part in chunks(sorted({rid for r in rows for rid in r.response_ids}), 900):
         lengths.update(session.execute(select(Response.id, Response.text).where(Response.id.in_(part))).all())
@@ -129,7 +137,8 @@ def load_rows(session: Session, batches: tuple[str, ...] = ()) -> tuple[list[Row
 
 def build_report(rows: list[Row], lengths: dict[int, int], batches: tuple[str, ...] = ()) -> AgreementReport:
     gold = {r.comparison_id: r for r in rows if r.gold and r.ranks}
-    rows = [r for r in rows if not r.gold]
+    verdicts = {r.comparison_id: r.ranks for r in rows if r.verdict and r.ranks}
+    rows = [r for r in rows if not r.gold and not r.verdict]
     ranked = [r for r in rows if not r.skipped and r.ranks]
     labels = [Label(r.comparison_id, r.annotator, r.ranks) for r in ranked]  # type: ignore[arg-type]
     human_names = sorted({r.annotator for r in ranked if r.kind == "human"})
@@ -149,6 +158,9 @@ def build_report(rows: list[Row], lengths: dict[int, int], batches: tuple[str, .
         gold=versus_gold(human_labels, {cid: r.ranks or [] for cid, r in gold.items()}, _gold_sources(gold))
         if gold else [],
         gold_items=len(gold),
+        # Not "accuracy": a verdict is asked for only where humans disagree, so nobody is upheld on every dispute
+        upheld=versus_gold(human_labels, verdicts) if verdicts else [],
+        verdict_items=len(verdicts),
     )
 
 
@@ -265,6 +277,12 @@ def tables(report: AgreementReport) -> list[tuple[str, list[str], list[list[str]
                     "intervals)", ["annotator", "gold answered", "pairs", "agreed", "accuracy"],
                     [[g.annotator, str(g.answered), str(g.pairs), str(g.agreed), _pct(g.accuracy, g.accuracy_ci)]
                      for g in report.gold]))
+    if report.verdict_items:
+        out.append((f"Each human's rankings of disputes against the reviewers' verdicts ({report.verdict_items} "
+                    "verdicts; upheld share of the pairs a verdict decides, lowest first, 95% intervals)",
+                    ["annotator", "disputes", "pairs", "upheld", "share upheld"],
+                    [[g.annotator, str(g.answered), str(g.pairs), str(g.agreed), _pct(g.accuracy, g.accuracy_ci)]
+                     for g in report.upheld if g.answered]))
     if report.versus_humans:
         out.append(("Judges and imports against the human majority (95% intervals)",
                     ["annotator", "pairs", "agreement", "kappa"],

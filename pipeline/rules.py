@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.annotators import create_annotator, get_annotator_by_name
 from db.comparisons import NewRanking, add_rankings_if_absent
 from db.gold import is_gold
+from db.review import is_adjudicator
 from db.judging import load_cases, pending_comparison_ids
 from db.runs import finish_run, start_run
 from pipeline.errors import UserError
@@ -77,6 +78,8 @@ def run_rule(sessions: sessionmaker[Session], name: str, spec: str, batch: str) 
             raise UserError(f"annotator {name!r} is a {annotator.kind!r}, not a rule")
         elif is_gold(annotator):  # a rule's rankings there would become gold answers
             raise UserError(f"annotator {name!r} holds the gold answers (rlhf comparisons gold): name the rule otherwise")
+        elif is_adjudicator(annotator):  # ... or verdicts on disputes
+            raise UserError(f"annotator {name!r} holds the reviewers' verdicts (rlhf review): name the rule otherwise")
         elif annotator.config.get("rule", spec) != spec:
             raise UserError(f"rule annotator {name!r} applies {annotator.config['rule']!r}, not {spec!r}")
         ids = pending_comparison_ids(session, annotator.id, batch)

@@ -69,12 +69,13 @@ def _register() -> None:
         model_cmds,
         policy_cmds,
         report_cmds,
+        review_cmds,
         rm_cmds,
         store_cmds,
     )
 
-    for module in (store_cmds, import_cmds, annotator_cmds, comparison_cmds, label_cmds, judge_cmds, export_cmds,
-                   report_cmds, rm_cmds, model_cmds, policy_cmds, demo_cmds):
+    for module in (store_cmds, import_cmds, annotator_cmds, comparison_cmds, label_cmds, judge_cmds, review_cmds,
+                   export_cmds, report_cmds, rm_cmds, model_cmds, policy_cmds, demo_cmds):
         module.register(app)
 
 

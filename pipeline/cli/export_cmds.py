@@ -25,7 +25,13 @@ def export_cmd(
     min_agreement: Annotated[float, typer.Option(help="majority: share of votes the winner needs.")] = 0.5,
     min_votes: Annotated[int, typer.Option(help="Only pairs with at least this many votes.")] = 1,
     unanimous: Annotated[bool, typer.Option("--unanimous", help="Only pairs every voter agrees on (>= 2 voters).")] = False,
-    disputed: Annotated[bool, typer.Option("--disputed", help="Only pairs some voter disagrees with.")] = False,
+    disputed: Annotated[bool, typer.Option(
+        "--disputed", help="Only pairs some voter disagrees with (not those a reviewer has settled).",
+    )] = False,
+    adjudicated: Annotated[bool, typer.Option(
+        "--adjudicated/--no-adjudicated", help="Label a dispute by its reviewer's verdict (rlhf review), in place of "
+                                               "its votes; --no-adjudicated: the votes as they are.",
+    )] = True,
     ties: Annotated[bool, typer.Option("--ties", help="Keep tie records (tie=true).")] = False,
     drop_all_bad: Annotated[bool, typer.Option(
         "--drop-all-bad", help="Leave out comparisons that at least half of their selected voters marked all bad.",
@@ -51,14 +57,15 @@ def export_cmd(
     Pairs come from every K-wise ranking (ties give none), combined across annotators; train/test follow each
     prompt's stable split. Each pair carries how many of its voters marked all responses bad (`all_bad`) and their
     comments. Gold answers are no votes unless `--include-gold`; `--min-gold-accuracy` leaves out humans who fail
-    the gold comparisons. The same selection gives byte-identical files.
+    the gold comparisons. A dispute a reviewer settled (`rlhf review`) is labelled by the verdict alone. The same
+    selection gives byte-identical files.
     """
     options = ExportOptions(
         out_dir=out, sources=_split_csv([sources]), include=_split_csv(annotator), exclude=_split_csv(exclude),
         batches=_split_csv(batch), method=aggregate, min_agreement=min_agreement, min_votes=min_votes,
         unanimous=unanimous, disputed=disputed, ties=ties, drop_all_bad=drop_all_bad, format=format, margin=margin,
         jsonl=jsonl, overwrite=overwrite, include_gold=include_gold, min_gold_accuracy=min_gold_accuracy,
-        min_gold_items=min_gold_items,
+        min_gold_items=min_gold_items, adjudicated=adjudicated,
     )
     with open_store(ctx, db) as store, progress_bar("export", unit_bytes=False) as on_progress:
         report = export(store.sessions, options, on_progress=on_progress)
