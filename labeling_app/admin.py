@@ -171,7 +171,7 @@ def build_admin_app(
 ) -> gr.Blocks:
     handlers = AdminApp(sessions, settings, clock, reads)
     with gr.Blocks(title=f"Admin · {settings.title}") as blocks:
-        gr.HTML('<div class="rlhf-header"><b>Admin</b><span><a href="/">Labelling</a> · <a href="/logout">Log out</a>'
+        gr.HTML('<div class="rlhf-header"><b>Admin</b><span><a href="/">Labelling</a> · <a href="/review/">Review</a> · <a href="/logout">Log out</a>'
                 "</span></div>")
         with gr.Row():
             batch = gr.Dropdown(choices=[ALL], value=ALL, label="Batch", elem_id="admin-batch")

@@ -39,6 +39,7 @@ from db.queue import (
     take_lease,
     undo_last,
 )
+from db.review import REVIEW_ROLES
 from labeling_app.render import render_markdown
 from labeling_app.settings import LabelingSettings
 from labeling_app.view import Form, FormError, ProgressView, ShownItem, item_html, message_html, parse_form
@@ -212,7 +213,8 @@ class AnnotatorApp:
     def header(self, request: gr.Request) -> str:
         with self.reads.begin() as session:
             annotator = self._user(session, request)
-            admin = ' · <a href="/admin/">Admin</a>' if annotator.role == "admin" else ""
+            admin = (' · <a href="/review/">Review</a>' if annotator.role in REVIEW_ROLES else "") + (
+                ' · <a href="/admin/">Admin</a>' if annotator.role == "admin" else "")
             return (
                 f'<div class="rlhf-header"><b>{escape(self.settings.title)}</b>'
                 f'<span>Logged in as <b id="rlhf-user">{escape(annotator.name)}</b>{admin} · '

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from db.annotators import authenticate
+from db.review import REVIEW_ROLES
 from db.login_sessions import annotator_for_token, close_session, open_session
 from labeling_app.settings import LabelingSettings
 
@@ -137,12 +138,14 @@ class Authenticator:
         hit, user = self.cached(token)
         return user if hit else await run_in_threadpool(self.lookup, token)
 
-    def dependency(self, *, admin: bool) -> Callable:
-        """Gradio's ``auth_dependency``: the user's name, or None (401) when not logged in (or not an admin)."""
+    def dependency(self, *, admin: bool = False, roles: tuple[str, ...] | None = None) -> Callable:
+        """Gradio's ``auth_dependency``: the user's name, or None (401) when not logged in (or not an admin, or
+        of none of ``roles``)."""
+        allowed = ("admin",) if admin else roles
 
         async def name_of(request: Request) -> str | None:
             user = await self.user(request)
-            if user is None or (admin and user.role != "admin"):
+            if user is None or (allowed is not None and user.role not in allowed):
                 return None
             return user.name
 
@@ -249,10 +252,11 @@ def add_auth_routes(
 
 
 class LoginGate:
-    """A page load without a valid login goes to the login page; a non-admin on /admin gets a 403 page.
+    """A page load without a valid login goes to the login page; a non-admin on /admin gets a 403 page, and so does
+    someone who is neither a reviewer nor an admin on /review.
 
     Plain ASGI (not ``BaseHTTPMiddleware``, which buffers every response through extra tasks and slows Gradio's
-    event streams); only GET requests for the two pages are looked at, everything else passes straight through.
+    event streams); only GET requests for the three pages are looked at, everything else passes straight through.
     """
 
     def __init__(self, app: Any, auth: Authenticator) -> None:
@@ -261,7 +265,7 @@ class LoginGate:
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or scope.get("method") != "GET" or path not in ("/", "/admin/"):
+        if scope["type"] != "http" or scope.get("method") != "GET" or path not in ("/", "/admin/", "/review/"):
             await self.app(scope, receive, send)
             return
         user = await self.auth.user(Request(scope))
@@ -271,6 +275,12 @@ class LoginGate:
             response = HTMLResponse(
                 "<!doctype html><title>Admins only</title>"
                 "<p>This page is for admins only. <a href='/'>Back to labelling</a></p>",
+                status_code=403,
+            )
+        elif path.startswith("/review") and user.role not in REVIEW_ROLES:
+            response = HTMLResponse(
+                "<!doctype html><title>Reviewers only</title>"
+                "<p>This page is for reviewers and admins. <a href='/'>Back to labelling</a></p>",
                 status_code=403,
             )
         else:

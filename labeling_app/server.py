@@ -1,5 +1,6 @@
-"""The labelling server: login routes, the annotator app at ``/`` and the admin app at ``/admin``, on one FastAPI
-application served by uvicorn. Any number of these processes can share one PostgreSQL database."""
+"""The labelling server: login routes, the annotator app at ``/``, the admin app at ``/admin`` and the reviewers'
+app at ``/review``, on one FastAPI application served by uvicorn. Any number of these processes can share one
+PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from sqlalchemy import Engine
 
 from db import immediate, make_session_factory
 from db.models import utcnow
+from db.review import REVIEW_ROLES
 from labeling_app.admin import build_admin_app
 from labeling_app.annotate import build_app
 from labeling_app.auth import Authenticator, add_auth_routes
+from labeling_app.review import build_review_app
 from labeling_app.settings import LabelingSettings
 
 STATIC = Path(__file__).with_name("static")
@@ -56,6 +59,10 @@ def create_server(
     def admin_slash() -> RedirectResponse:
         return RedirectResponse("/admin/", status_code=307)
 
+    @app.get("/review", include_in_schema=False)
+    def review_slash() -> RedirectResponse:
+        return RedirectResponse("/review/", status_code=307)
+
     add_auth_routes(app, writes, auth, settings, clock)
     css = (STATIC / "style.css").read_text(encoding="utf-8")
     # System fonts: the default theme fetches web fonts, which an offline or locked-down network cannot serve.
@@ -64,6 +71,9 @@ def create_server(
     admin = build_admin_app(writes, settings, clock, reads)
     gr.mount_gradio_app(app, admin.queue(default_concurrency_limit=4), path="/admin",
                         auth_dependency=auth.dependency(admin=True), **common)
+    review = build_review_app(writes, settings, clock, reads)
+    gr.mount_gradio_app(app, review.queue(default_concurrency_limit=4), path="/review",
+                        auth_dependency=auth.dependency(roles=REVIEW_ROLES), **common)
     annotator = build_app(writes, settings, clock, reads)
     gr.mount_gradio_app(app, annotator.queue(default_concurrency_limit=None), path="/",
                         auth_dependency=auth.dependency(admin=False), head=_head(settings), **common)

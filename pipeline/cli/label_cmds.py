@@ -11,7 +11,8 @@ import typer
 from pipeline.cli.context import DbOption, console, display_url, examples, open_store, state, sub_app
 from pipeline.errors import UserError
 
-label_app = sub_app("Human labelling in the browser: annotators rank, admins watch progress and agreement.")
+label_app = sub_app("Human labelling in the browser: annotators rank, reviewers settle disputes, admins watch "
+                    "progress and agreement.")
 
 
 def _guidelines(value: str, root: Path) -> str:
@@ -36,7 +37,8 @@ def serve(
     lease_minutes: Annotated[float | None, typer.Option(help="Minutes an item stays reserved for its annotator.")] = None,
     db: DbOption = None,
 ) -> None:
-    """Serve the labelling app: log in with `rlhf annotators add` accounts; admins also get `/admin`.
+    """Serve the labelling app: log in with `rlhf annotators add` accounts; reviewers also get `/review` (disputes),
+    admins `/admin` and `/review`.
 
     Several processes can serve one PostgreSQL database (logins and the queue live in the database).
     """
@@ -57,7 +59,7 @@ def serve(
     bind_host, bind_port = host or section.host, port or section.port
     with open_store(ctx, db) as store:
         console.print(f"labelling app for {display_url(store.url)} on http://{bind_host}:{bind_port}/ "
-                      f"(admins: /admin); Ctrl-C to stop", markup=False)
+                      f"(reviewers: /review, admins: /admin); Ctrl-C to stop", markup=False)
         run_server(store.engine, settings, bind_host, bind_port)
 
 

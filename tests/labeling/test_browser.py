@@ -334,3 +334,63 @@ def test_admin_sees_progress_and_agreement_and_others_cannot(live: LiveServer, n
     admin.wait_for_function("() => document.querySelector('#admin-annotator-result').innerText.includes('Added')",
                             timeout=20_000)
     LabelingClient(live.url).login("dana", "dana's long password")
+
+
+def _rank_all(live: LiveServer, name: str, prefer_higher: set[int]) -> None:
+    """``name`` ranks every item they are given: the lower response id first, or the higher on these comparisons."""
+    client = LabelingClient(live.url)
+    client.login(name, PASSWORD)
+    shown = client.next_item()
+    while shown.item is not None:
+        lease = leased(live.sessions, shown.item)
+        best = max(lease.shown_order) if lease.comparison_id in prefer_higher else min(lease.shown_order)
+        shown = client.submit(shown.item, shown.positions, [1 if r == best else 2 for r in lease.shown_order])
+    client.close()
+
+
+def test_a_reviewer_settles_disputes_with_the_keyboard_and_others_cannot(live: LiveServer, new_page) -> None:  # noqa: ANN001
+    ids = seed(live.sessions, [["plain a", "plain b"], ['<img src=x onerror="alert(1)"> b', "c"], ["e", "f"]],
+               overlap=2, people={"ann": "annotator", "bob": "annotator", "rev": "reviewer"})
+    _rank_all(live, "ann", set())
+    _rank_all(live, "bob", {ids[0], ids[1]})  # bob disagrees with ann on the first two, agrees on the third
+    annotator = new_page()
+    login(annotator, live, "ann")
+    assert annotator.locator("a[href='/review/']").count() == 0
+    response = annotator.goto(live.url + "/review")
+    assert response.status == 403 and "reviewers and admins" in annotator.inner_text("body")
+    assert annotator.request.get(live.url + "/review/config").status == 401
+
+    page = new_page()
+    login(page, live, "rev")
+    assert page.locator("a[href='/review/']").count() == 1
+    page.goto(live.url + "/review/")
+    page.wait_for_function("() => document.querySelector('#review-votes') && "
+                           "document.querySelector('#review-votes').innerText.includes('bob')", timeout=30_000)
+    assert page.inner_text("#review-left") == "2"
+    votes = page.inner_text("#review-votes")
+    assert "ann\tA > B" in votes and "bob\tB > A" in votes
+    order = page.locator("#review-order textarea, #review-order input").first
+    order.fill("B > A")
+    order.press("Enter")
+    page.wait_for_function("() => document.querySelector('#rlhf-message').innerText.includes('Saved: B > A')",
+                           timeout=20_000)
+    assert page.inner_text("#review-left") == "1"
+    with live.sessions() as session:
+        verdicts = {r.comparison_id: r.ranks for r in session.scalars(
+            select(Ranking).join(Ranking.annotator).where(Ranking.annotator.has(name="adjudication")))}
+    assert verdicts == {ids[0]: [2, 1]}
+    # The second dispute: the response's HTML is shown as text, never run; a bad order is refused with its reason
+    assert '<img src=x onerror="alert(1)"> b' in page.inner_text("#review-responses")
+    order.fill("A > C")
+    page.click("#review-save")
+    page.wait_for_function("() => document.querySelector('#rlhf-message').innerText.includes('names C')",
+                           timeout=20_000)
+    page.locator("#review-note textarea, #review-note input").first.fill("both are fine")
+    order.fill("A = B")
+    page.click("#review-save")
+    page.wait_for_function("() => document.querySelector('#review-none')", timeout=20_000)
+    with live.sessions() as session:
+        tie = session.scalars(select(Ranking).where(Ranking.comparison_id == ids[1],
+                                                    Ranking.annotator.has(name="adjudication"))).one()
+    assert tie.ranks == [1, 1] and tie.comment == "both are fine" and tie.details["adjudication"]["reviewer"] == "rev"
+    assert page.dialogs == [] and annotator.dialogs == []
