@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import exists, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.annotators import AnnotatorError, create_annotator, get_annotator_by_name
@@ -275,10 +276,14 @@ def record_verdict(
             raise ReviewError(f"the verdict on comparison {comparison_id} is in an export already and cannot change")
         existing.ranks, existing.details, existing.comment = ranks, details, text
         existing.created_at, existing.run_id = now, run_id
+        session.flush()
     else:
-        session.add(Ranking(comparison_id=comparison_id, annotator_id=judge.id, ranks=ranks, skipped=False,
-                            comment=text, details=details, run_id=run_id, created_at=now))
-    session.flush()
+        try:
+            with session.begin_nested():  # a verdict another reviewer stored since this one read: theirs stands
+                session.add(Ranking(comparison_id=comparison_id, annotator_id=judge.id, ranks=ranks, skipped=False,
+                                    comment=text, details=details, run_id=run_id, created_at=now))
+        except IntegrityError:
+            raise ReviewError(f"another reviewer gave a verdict on comparison {comparison_id} meanwhile") from None
     return Verdict(ranks, reviewer.name, text, take_from, now, False)
 
 

@@ -4,6 +4,7 @@ export's label (and not a vote anywhere else), locked once exported, and how oft
 from __future__ import annotations
 
 import re
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from db.comparisons import NewComparison, ensure_comparisons
 from db.models import Comparison, Ranking, Response
 from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
 from db.queue import lease_next, load_item, submit_ranking
-from db.review import ReviewError, dispute_ids, load_dispute, record_verdict
+from db.review import ReviewError, dispute_ids, ensure_adjudicator, load_dispute, record_verdict, verdicts
 from pipeline.report import agreement_report
 from pipeline.review import parse_order
 from tests.conftest import Cli
@@ -188,3 +189,59 @@ def test_agreement_report_shows_how_often_each_human_was_upheld(cli: Cli, sessio
     assert "adjudication" not in {b.who for b in report.bias}  # the verdicts are no labels in the other tables
     text = flat(cli("report", "agreement").output)
     assert "against the reviewers' verdicts (2 verdicts" in text
+
+
+def test_two_reviewers_on_one_dispute_the_first_verdict_stands(sessions) -> None:  # noqa: ANN001
+    """The review page's save (labeling_app.review) when another reviewer decided the shown dispute meanwhile; and
+    the store's unique verdict when two saves race past that check."""
+    from types import SimpleNamespace
+
+    from labeling_app.review import ReviewApp, Shown
+    from labeling_app.settings import LabelingSettings
+
+    ids = _seed(sessions)
+    with sessions.begin() as session:
+        create_annotator(session, "erin", password="a long password", role="admin")
+    app = ReviewApp(sessions, LabelingSettings(), lambda: NOW)
+    carol, erin = SimpleNamespace(username="carol"), SimpleNamespace(username="erin")
+    first = app.show(None, carol)
+    assert first[2] == Shown(ids[0], False) and app.show(None, erin)[2] == Shown(ids[0], False)
+    saved = app.save("B > A", "", "", None, first[2], carol)
+    assert "Saved: B &gt; A" in saved[0] and saved[2] == Shown(ids[4], False)
+    late = app.save("A > B", "", "", None, Shown(ids[0], False), erin)
+    assert "carol gave a verdict on that dispute meanwhile (B &gt; A); it stands" in late[0]
+    refused = app.save("A > B", "bob", "", None, Shown(ids[4], False), erin)  # both ways at once: same item again
+    assert "not both" in refused[0] and refused[2] == Shown(ids[4], False) and refused[3] == "A > B"
+    with sessions() as session:
+        assert {cid: v.ranks for cid, v in verdicts(session).items()} == {ids[0]: [2, 1]}
+
+
+def test_two_verdicts_saved_at_once_the_second_is_refused(db_url: str, sessions) -> None:  # noqa: ANN001
+    """PostgreSQL: both saves read no verdict; the second insert waits for the first's, then is refused by the
+    store's one verdict per comparison, with a message (not a crash), and the first stands."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite serialises the two whole transactions")
+    ids = _seed(sessions)
+    with sessions.begin() as session:
+        create_annotator(session, "erin", password="a long password", role="admin")
+        ensure_adjudicator(session)
+    inserted, outcome = threading.Event(), {}
+
+    def first() -> None:
+        with sessions.begin() as session:
+            record_verdict(session, get_annotator_by_name(session, "carol"), ids[4], take_from="alice", now=NOW)
+            inserted.set()
+            threading.Event().wait(0.5)  # hold the uncommitted verdict a moment
+
+    worker = threading.Thread(target=first)
+    worker.start()
+    inserted.wait(10)
+    try:
+        with sessions.begin() as session:
+            record_verdict(session, get_annotator_by_name(session, "erin"), ids[4], take_from="bob", now=NOW)
+    except ReviewError as exc:
+        outcome["error"] = str(exc)
+    worker.join()
+    assert "meanwhile" in outcome.get("error", ""), outcome
+    with sessions() as session:
+        assert verdicts(session)[ids[4]].reviewer == "carol"
