@@ -60,17 +60,30 @@ def store_prompts(sessions: sessionmaker[Session], split: str | None, limit: int
     return found
 
 
-def file_prompts(path: str | Path) -> list[list[dict[str, str]]]:
-    """Prompts from a JSONL file of ``{"prompt": str}`` or ``{"messages": [...]}`` rows."""
-    from reward_model.data import messages_of, read_jsonl
+def file_prompts(path: str | Path, *, max_errors: int = 10) -> list[list[dict[str, str]]]:
+    """Prompts from a file of ``{"prompt": str | [messages]}`` or ``{"messages": [...]}`` rows (JSON Lines, gzipped
+    or not, a JSON array, Parquet, a ``datasets`` directory), read as ``rlhf import prompts`` reads them: a bad row
+    is a UserError that names its line and field ("prompts.jsonl line 2: field 'prompt': missing ..."), every bad
+    row up to ``max_errors`` of them."""
+    from pipeline.ingest.formats import FieldError, parse_prompt_row
+    from pipeline.ingest.readers import read_rows
 
-    rows = read_jsonl(Path(path))
-    found = []
-    for n, row in enumerate(rows, start=1):
-        value = row.get("messages", row.get("prompt"))
-        if not value:
-            raise UserError(f"{path} line {n}: expected a non-empty 'prompt' or 'messages'")
-        found.append(messages_of(value))
+    found, errors = [], []
+    for row in read_rows(path):
+        if row.error is not None:
+            errors.append(f"{row.where}: {row.error}")
+        else:
+            try:
+                found.append(parse_prompt_row(row.data or {}).messages)
+            except FieldError as exc:
+                errors.append(f"{row.where}: {exc}")
+        if len(errors) >= max_errors:
+            break
+    if errors:
+        more = " (stopped there)" if len(errors) >= max_errors else ""
+        raise UserError("bad prompt rows:\n" + "\n".join(errors) + more)
+    if not found:
+        raise UserError(f"{path}: no prompts (the file is empty)")
     return found
 
 
