@@ -228,21 +228,45 @@ def chat_ids(rendered: Any) -> list[int]:
 
 
 class HFRollout:
-    """Sampling with ``generate`` from the policy being trained (left-padded prompts, pure sampling)."""
+    """Sampling with ``generate`` from the policy being trained (left-padded prompts, pure sampling).
+
+    PPO's ratio needs the tokens to be drawn from exactly the distribution it scores (``response_logprobs``: softmax
+    of logits / temperature). ``generate`` otherwise starts from the checkpoint's own ``generation_config.json``
+    (Qwen2.5-Instruct ships repetition_penalty 1.05; others min_p, no_repeat_ngram_size, top_k 20, extra EOS ids ...),
+    whose processors would bend the sampling distribution away from the scored one and bias every ratio. So the
+    model's defaults are set aside for the call and only ``sampling_config`` applies."""
 
     def __init__(self, tokenizer: Any, config: PPOConfig) -> None:
         self.tokenizer, self.config = tokenizer, config
+        self.generation_config = sampling_config(tokenizer, config)
 
     def generate(self, policy: nn.Module, batch: Any) -> torch.Tensor:
-        with torch.no_grad():
-            return policy.generate(
-                **batch, max_new_tokens=self.config.response_length, do_sample=True,
-                temperature=self.config.temperature, top_k=0, top_p=1.0, pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=self.tokenizer.eos_token_id,
-            )
+        from transformers import GenerationConfig
+
+        own = policy.generation_config
+        policy.generation_config = GenerationConfig()  # generate() fills every unset field from the model's config
+        try:
+            with torch.no_grad():
+                return policy.generate(**batch, generation_config=self.generation_config)
+        finally:
+            policy.generation_config = own  # saved with the trained policy, for its users
 
     def sync(self, policy: nn.Module) -> None:
         pass  # generate uses the live weights
+
+
+def sampling_config(tokenizer: Any, config: PPOConfig) -> Any:
+    """Plain sampling at ``config.temperature``: no top-k / top-p / min-p cut, no penalties, stopping only at the
+    tokenizer's EOS (the one ``_response_mask`` looks for) or after ``response_length`` tokens."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
+        do_sample=True, temperature=config.temperature, top_k=0, top_p=1.0, min_p=0.0, typical_p=1.0,
+        epsilon_cutoff=0.0, eta_cutoff=0.0, repetition_penalty=1.0, encoder_repetition_penalty=1.0,
+        no_repeat_ngram_size=0, min_length=0, min_new_tokens=0, num_beams=1, renormalize_logits=False,
+        max_new_tokens=config.response_length, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
 
 
 class VLLMRollout:
@@ -274,7 +298,11 @@ class VLLMRollout:
                        enable_prefix_caching=True, seed=config.seed + accelerator.process_index,
                        max_model_len=config.max_prompt_length + config.response_length,
                        distributed_executor_backend="external_launcher", max_num_batched_tokens=4096)
-        self.params = SamplingParams(temperature=config.temperature, top_p=1.0, top_k=-1,
+        # Plain sampling, as HFRollout's (a SamplingParams of our own keeps the model's generation_config defaults
+        # out); EOS: only the tokenizer's (``_response_mask``'s), not the extra ids a generation_config may list.
+        self.params = SamplingParams(temperature=config.temperature, top_p=1.0, top_k=-1, min_p=0.0,
+                                     repetition_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0,
+                                     ignore_eos=True, stop_token_ids=[tokenizer.eos_token_id], min_tokens=0,
                                      max_tokens=config.response_length)
 
     def generate(self, policy: nn.Module, batch: Any) -> torch.Tensor:
