@@ -17,7 +17,7 @@ from db.runs import finish_run, start_run
 from pipeline.config_options import settings_of
 from pipeline.errors import UserError
 from pipeline.lineage import finish_recorded, recorded_run
-from reward_model.data import load_pairs
+from reward_model.data import load_pairs, without_ties
 from reward_model.evaluate import EvalReport, evaluate, write_report
 from reward_model.scoring import RewardScorer
 from reward_model.train import RM_CARD, RMConfig, TrainReport, export_run_of, train_reward_model
@@ -30,12 +30,14 @@ def _card(model_dir: str | Path) -> dict[str, Any]:
 
 def run_train(sessions: sessionmaker[Session], data: str, out_dir: str, config: RMConfig, *,
               resume: bool = False, callbacks: list[Any] | None = None) -> TrainReport:
-    """Train (see ``reward_model.train``) as an ``rm`` run whose input is the export's run (recorded by rank 0 only
-    under ``accelerate launch``)."""
+    """Train (see ``reward_model.train``) as an ``rm`` run whose inputs are the export's run and the run that made
+    the base model, when it is one of ours (recorded by rank 0 only under ``accelerate launch``)."""
+    from policy.stage import run_of  # the model cards of every stage are listed there
+
     settings = settings_of(config)
     with recorded_run(sessions, "rm", {"data": str(Path(data).resolve()), "out": str(Path(out_dir).resolve()),
                                        "resume": resume, **settings},
-                      parents=[export_run_of(data)], name=f"rm {Path(out_dir).name}",
+                      parents=[export_run_of(data), run_of(config.base_model)], name=f"rm {Path(out_dir).name}",
                       output_path=str(Path(out_dir).resolve())) as run_id:
         report = train_reward_model(data, out_dir, config, resume=resume, callbacks=callbacks)
     if run_id is None:
@@ -50,8 +52,13 @@ def run_train(sessions: sessionmaker[Session], data: str, out_dir: str, config: 
 def run_eval(sessions: sessionmaker[Session] | None, model_dir: str, data: str, *, split: str = "test",
              out: str | None = None, batch_size: int = 32) -> tuple[EvalReport, int | None]:
     """Evaluate on an export's split or a pairs JSONL (nothing imported); recorded as ``rm-eval`` when a store is
-    given."""
+    given. An empty split (or one of ties only) is refused: accuracy on no pairs means nothing."""
     dataset = load_pairs(data, split)
+    pairs, ties = without_ties(dataset)
+    if len(pairs) == 0:
+        left_out = f" ({ties} ties left out: a tie has no right answer)" if ties else ""
+        where = f"{data}: the {split!r} split" if Path(data).is_dir() else f"{data}"
+        raise UserError(f"{where} has no pairs to evaluate on{left_out}")
     scorer = RewardScorer(model_dir, batch_size=batch_size)
     started = time.perf_counter()
     report = evaluate(scorer, dataset)

@@ -12,7 +12,6 @@ import torch
 from safetensors.torch import load_file
 from sqlalchemy import func, select
 
-from db import make_engine, make_session_factory, sqlite_url
 from db.models import ResponseScore, Run
 from pipeline.errors import UserError
 from pipeline.export import ExportOptions, export
@@ -22,19 +21,6 @@ from reward_model.stage import run_eval, run_score_store, run_train, score_file
 from reward_model.train import RM_CARD, default_config
 from tests.conftest import Cli
 from tests.helpers import flat, write_jsonl
-from tests.pipeline.test_export import _store
-
-
-@pytest.fixture
-def store(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201
-    path = tmp_path / "rm.db"
-    shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
-    engine = make_engine(sqlite_url(path))
-    sessions = make_session_factory(engine)
-    _store(sessions)
-    export(sessions, ExportOptions(out_dir=str(tmp_path / "data"), margin=True))
-    yield sessions, tmp_path / "data", sqlite_url(path)
-    engine.dispose()
 
 
 def test_the_context_is_cut_from_the_left_and_the_response_kept(tiny_lm_dir: Path) -> None:
