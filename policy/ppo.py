@@ -19,10 +19,12 @@ The pieces are pure functions on tensors, unit-tested in tests/policy/test_ppo_m
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -344,8 +346,14 @@ Scorer = Callable[[Sequence[Any], Sequence[str]], list[float]]
 
 
 def train_ppo(policy_path: str, scorer: Scorer, prompts: Sequence[list[dict[str, str]]], out_dir: str | Path,
-              config: PPOConfig, *, resume: bool = False, log: Callable[[dict[str, float]], None] | None = None) -> PPOReport:
-    """Optimise the policy at ``policy_path`` against ``scorer`` on ``prompts``; save it in ``out_dir``."""
+              config: PPOConfig, *, resume: bool = False, log: Callable[[dict[str, float]], None] | None = None,
+              reward: dict[str, Any] | None = None) -> PPOReport:
+    """Optimise the policy at ``policy_path`` against ``scorer`` on ``prompts``; save it in ``out_dir``.
+
+    Checkpoints (``out_dir/checkpoints/update-N``) carry a fingerprint of the run (``run_fingerprint``); ``resume``
+    continues from the latest one only if the fingerprint matches, and a fresh run refuses an ``out_dir`` that
+    already holds checkpoints (so that a later ``--resume`` cannot pick up another run's). ``reward`` says what the
+    scorer is (``reward_identity``), for the fingerprint."""
     from accelerate import Accelerator
     from transformers import AutoModelForCausalLM
 
@@ -353,6 +361,15 @@ def train_ppo(policy_path: str, scorer: Scorer, prompts: Sequence[list[dict[str,
     if not prompts:
         raise UserError("PPO needs prompts")
     out = Path(out_dir)
+    checkpoints = out / "checkpoints"
+    fingerprint = run_fingerprint(policy_path, reward if reward is not None else scorer_identity(scorer), prompts,
+                                  config)
+    latest = _latest_checkpoint(checkpoints)
+    if latest is not None and not resume:
+        raise UserError(f"{out} already holds PPO checkpoints (up to {latest.name}) of an earlier run: pass --resume "
+                        f"to continue that run, or use a new --out (or delete {checkpoints})")
+    if latest is not None:
+        _check_same_run(latest, fingerprint)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     random.seed(config.seed + accelerator.process_index)
     torch.manual_seed(config.seed + accelerator.process_index)
@@ -365,8 +382,7 @@ def train_ppo(policy_path: str, scorer: Scorer, prompts: Sequence[list[dict[str,
     kl_control = AdaptiveKL(config.kl_coef, config.target_kl, config.kl_horizon) if config.adaptive_kl else None
     kl_coef = config.kl_coef
     start, history = 0, []
-    checkpoints = out / "checkpoints"
-    if resume and (latest := _latest_checkpoint(checkpoints)) is not None:
+    if latest is not None:
         accelerator.load_state(str(latest))
         saved = json.loads((latest / "ppo_state.json").read_text())
         start, history, kl_coef = saved["update"], saved["history"], saved["kl_coef"]
@@ -441,7 +457,7 @@ def train_ppo(policy_path: str, scorer: Scorer, prompts: Sequence[list[dict[str,
         if log is not None and accelerator.is_main_process:
             log(record)
         if (update + 1) % config.save_every == 0 or update + 1 == config.updates:
-            _checkpoint(accelerator, checkpoints / f"update-{update + 1}", update + 1, history, kl_coef)
+            _checkpoint(accelerator, checkpoints / f"update-{update + 1}", update + 1, history, kl_coef, fingerprint)
     seconds = time.perf_counter() - started
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -463,15 +479,91 @@ def _response_mask(responses: torch.Tensor, eos_token_id: int) -> tuple[torch.Te
     return (positions <= first.unsqueeze(1)).float(), finished
 
 
-def _checkpoint(accelerator: Any, folder: Path, update: int, history: list[dict[str, float]], kl_coef: float) -> None:
+def _checkpoint(accelerator: Any, folder: Path, update: int, history: list[dict[str, float]], kl_coef: float,
+                fingerprint: dict[str, Any]) -> None:
     accelerator.save_state(str(folder))
     if accelerator.is_main_process:
-        (folder / "ppo_state.json").write_text(json.dumps({"update": update, "history": history, "kl_coef": kl_coef}))
+        (folder / "ppo_state.json").write_text(json.dumps({"update": update, "history": history, "kl_coef": kl_coef,
+                                                           "run": fingerprint}))
 
 
 def _latest_checkpoint(folder: Path) -> Path | None:
     found = sorted(folder.glob("update-*"), key=lambda p: int(p.name.split("-")[1])) if folder.exists() else []
     return found[-1] if found else None
+
+
+# --- which run a checkpoint belongs to --------------------------------------------------------------------------
+
+# Settings that may change between a run and its resumption: how long it runs, how often it saves, which engine
+# samples. Every other PPOConfig field is part of the run's identity.
+RESUMABLE_SETTINGS = ("updates", "save_every", "rollout", "vllm_gpu_memory_utilization")
+
+
+def run_fingerprint(policy_path: str, reward: dict[str, Any], prompts: Sequence[Any], config: PPOConfig
+                    ) -> dict[str, Any]:
+    """What makes a PPO run this run: the starting policy (its weights' signature when it is a directory), the
+    reward, the prompts (a hash of their contents) and the settings outside ``RESUMABLE_SETTINGS``. Each entry is
+    ``{"id": compared, "shown": for messages}`` so that a moved or copied model directory still matches."""
+    text = json.dumps(list(prompts), sort_keys=True, ensure_ascii=False)
+    settings = {k: v for k, v in config_json(config).items() if k not in RESUMABLE_SETTINGS}
+    return {
+        "policy": {"id": directory_signature(policy_path) if Path(policy_path).is_dir() else policy_path,
+                   "shown": str(Path(policy_path).resolve()) if Path(policy_path).is_dir() else policy_path},
+        "reward": reward,
+        "prompts": {"id": hashlib.sha256(text.encode()).hexdigest(), "shown": f"{len(prompts)} prompts"},
+        "settings": {"id": settings, "shown": settings},
+    }
+
+
+def reward_identity(spec: str, model_dir: str | None) -> dict[str, Any]:
+    """The fingerprint's reward entry for ``rm:DIR`` / ``rule:SPEC``: a model by its weights, a rule by its spec."""
+    if model_dir is None:
+        return {"id": spec, "shown": spec}
+    return {"id": directory_signature(model_dir), "shown": f"{spec} ({Path(model_dir).resolve()})"}
+
+
+def scorer_identity(scorer: Scorer) -> dict[str, Any]:
+    """A best guess for a scorer handed in as a bare callable: its qualified name and, for a function, its code."""
+    name = f"{getattr(scorer, '__module__', '')}.{getattr(scorer, '__qualname__', type(scorer).__qualname__)}"
+    code = getattr(scorer, "__code__", None)
+    digest = hashlib.sha256(code.co_code + repr(code.co_consts).encode()).hexdigest()[:16] if code else ""
+    return {"id": f"{name}:{digest}", "shown": name}
+
+
+def directory_signature(folder: str | Path, sample: int = 1 << 20) -> str:
+    """A cheap content signature of a model directory: config.json, and each weight file's name, size and first
+    and last ``sample`` bytes (a retrained model differs there; hashing whole multi-GB files would take minutes)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).iterdir()):
+        if path.name == "config.json" or path.suffix in (".safetensors", ".bin", ".pt", ".pth"):
+            size = path.stat().st_size
+            digest.update(f"{path.name}:{size}".encode())
+            with path.open("rb") as handle:
+                digest.update(handle.read(sample))
+                if size > sample:
+                    handle.seek(max(sample, size - sample))
+                    digest.update(handle.read(sample))
+    return digest.hexdigest()
+
+
+def _check_same_run(checkpoint: Path, fingerprint: dict[str, Any]) -> None:
+    saved = json.loads((checkpoint / "ppo_state.json").read_text()).get("run")
+    if saved is None:
+        warnings.warn(f"{checkpoint} predates run fingerprints: resuming it without checking that it belongs to "
+                      "this run (same policy, reward, prompts and settings)", stacklevel=3)
+        return
+    differences = []
+    for key in ("policy", "reward", "prompts"):
+        if saved[key]["id"] != fingerprint[key]["id"]:
+            was, now = saved[key]["shown"], fingerprint[key]["shown"]
+            differences.append(f"{key} (checkpoint: {was}, now: {now}{'' if was != now else ', changed contents'})")
+    was, now = saved["settings"]["id"], fingerprint["settings"]["id"]
+    changed = [f"{k} {was.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
+    if changed:
+        differences.append(f"settings ({', '.join(changed)})")
+    if differences:
+        raise UserError(f"{checkpoint} belongs to another PPO run; these differ: {'; '.join(differences)}. Resume "
+                        f"with what that run used, or start a new run with a new --out")
 
 
 def config_json(config: PPOConfig) -> dict[str, Any]:

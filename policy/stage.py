@@ -110,14 +110,15 @@ def run_ppo(sessions: sessionmaker[Session], policy: str, reward: str, prompts: 
             out_dir: str, config: Any, *, prompt_source: str, resume: bool = False,
             log: Callable[[dict[str, float]], None] | None = None) -> Any:
     """PPO against ``reward`` (``rm:DIR`` or ``rule:SPEC``, or a bare reward-model directory)."""
-    from policy.ppo import config_json, train_ppo
+    from policy.ppo import config_json, reward_identity, train_ppo
 
     scorer, reward_dir = reward_scorer(reward, uncertainty_penalty=config.rm_uncertainty_penalty)
     with recorded_run(sessions, "ppo", {"policy": policy, "reward": reward, "prompts": prompt_source,
                                     "out": str(Path(out_dir).resolve()), "resume": resume, **config_json(config)},
                   parents=[run_of(reward_dir), run_of(policy)], name=f"ppo {Path(out_dir).name}",
                   output_path=str(Path(out_dir).resolve())) as run_id:
-        report = train_ppo(policy, scorer, prompts, out_dir, config, resume=resume, log=log)
+        report = train_ppo(policy, scorer, prompts, out_dir, config, resume=resume, log=log,
+                           reward=reward_identity(reward, reward_dir))
     report.run_id = run_id
     _stamp(out_dir, "ppo", run_id, {"base_policy": policy, "reward": reward, "config": config_json(config)})
     last = report.history[-1]
