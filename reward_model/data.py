@@ -88,7 +88,10 @@ class Encoder:
 
 
 def load_pairs(path: str | Path, split: str = "train") -> Any:
-    """An export directory (``rlhf export``) or a JSON Lines file of pairs in any ``rlhf import pairs`` form."""
+    """An export directory (``rlhf export``) or a JSON Lines file of pairs in any ``rlhf import pairs`` form.
+
+    A file's ``margin`` (or ``score_chosen`` - ``score_rejected``) becomes the ``margin`` column, as an export's
+    ``--margin`` writes it (the reward model's loss uses it); a row without one gets 0, the plain loss."""
     import datasets
 
     path = Path(path)
@@ -105,6 +108,7 @@ def load_pairs(path: str | Path, split: str = "train") -> Any:
     from pipeline.ingest.readers import read_rows
 
     rows = []
+    margins: list[float | None] = []
     for row in read_rows(path):
         if row.error is not None:
             raise UserError(f"{row.where}: {row.error}")
@@ -113,9 +117,35 @@ def load_pairs(path: str | Path, split: str = "train") -> Any:
         except FieldError as exc:
             raise UserError(f"{row.where}: {exc}") from None
         rows.append({"prompt": pair.prompt.messages, "chosen": pair.chosen, "rejected": pair.rejected})
+        margins.append(pair.scores[0] - pair.scores[1] if pair.scores is not None else None)
     if not rows:
         raise UserError(f"{path}: no pairs")
+    if any(m is not None for m in margins):
+        rows = [{**r, "margin": m or 0.0} for r, m in zip(rows, margins, strict=True)]
     return datasets.Dataset.from_list(rows)
+
+
+def read_scoring_rows(path: str | Path) -> list[tuple[dict[str, Any], list[dict[str, str]], str]]:
+    """(row, prompt messages, response) for each row of a file of ``{prompt | messages, response}`` (any form
+    ``rlhf import responses`` reads with one ``response``). A bad row is a UserError naming its line and field."""
+    from pipeline.ingest.formats import FieldError, parse_responses_row
+    from pipeline.ingest.readers import read_rows
+
+    found = []
+    for row in read_rows(path):
+        if row.error is not None:
+            raise UserError(f"{row.where}: {row.error}")
+        data = row.data or {}
+        try:
+            if data.get("response") is None:
+                raise FieldError("response", "missing (one response per row)")
+            parsed = parse_responses_row(data)
+        except FieldError as exc:
+            raise UserError(f"{row.where}: {exc}") from None
+        found.append((data, parsed.prompt.messages, parsed.responses[0].text))
+    if not found:
+        raise UserError(f"{path}: no rows to score")
+    return found
 
 
 def without_ties(dataset: Any) -> tuple[Any, int]:

@@ -132,17 +132,15 @@ def run_score_store(sessions: sessionmaker[Session], model_dir: str, *, split: s
 
 
 def score_file(model_dir: str, source: Path, target: Path, *, batch_size: int = 32) -> int:
-    """Add a ``reward`` field to each JSON line with a prompt (or messages) and a response."""
-    from reward_model.data import read_jsonl
+    """Add a ``reward`` field to each row (JSON line) with a prompt (or messages) and a response. Every row is
+    checked before the model is loaded; a bad one is named by line and field, and nothing is written."""
+    from reward_model.data import read_scoring_rows
 
-    rows = read_jsonl(source)
-    for n, row in enumerate(rows, start=1):
-        if ("prompt" not in row and "messages" not in row) or "response" not in row:
-            raise UserError(f"{source} line {n}: expected 'prompt' (or 'messages') and 'response'")
+    rows = read_scoring_rows(source)
     scorer = RewardScorer(model_dir, batch_size=batch_size)
-    rewards = scorer.score([row.get("messages", row.get("prompt")) for row in rows], [row["response"] for row in rows])
+    rewards = scorer.score([messages for _, messages, _ in rows], [response for _, _, response in rows])
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.open("w", encoding="utf-8") as handle:
-        for row, reward in zip(rows, rewards, strict=True):
-            handle.write(json.dumps({**row, "reward": reward}, ensure_ascii=False) + "\n")
+        for (row, _, _), reward in zip(rows, rewards, strict=True):
+            handle.write(json.dumps({**row, "reward": reward}, ensure_ascii=False, default=str) + "\n")
     return len(rows)
