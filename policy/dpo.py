@@ -7,8 +7,10 @@
   fit ``max_length`` (TRL keeps the start and so cuts the answers, or drops the pair when the prompt alone is too
   long). Only an answer that alone exceeds the budget is cut, at its end.
 - **Reference log-probs computed once**: precomputed before training (no reference forward per step, no second
-  model in memory), and **cached on disk** under a key made of the tokenized data and a hash of the reference
-  weights, so a second run on the same export and base (another beta, another loss, more epochs) skips the pass.
+  model in memory), and **cached on disk** under a key made of the tokenized data, a hash of the reference
+  weights and the settings the reference values depend on (``ld_alpha``, truncation, precision: see
+  ``PipelineDPOTrainer.ref_cache_key``), so a second run on the same export and base (another beta, another loss,
+  more epochs) skips the pass.
   The pass itself walks the pairs in length order (less padding).
 - **Compact output layer on CPU** (``compact_lm_head_on_cpu``): TRL's fused LM head skips the prompt positions only
   on GPUs; we make it do so on CPU too.
@@ -225,8 +227,23 @@ class PipelineDPOTrainer(DPOTrainer):
         if self._signature_columns is not None and "soft_target" not in self._signature_columns:
             self._signature_columns = [*self._signature_columns, "soft_target"]
 
+    def ref_cache_key(self, dataset: Any, batch_size: int) -> str:
+        """The cache entry's name: a hash of everything ``compute_ref_log_probs`` reads besides the pairs' order: the
+        tokenized pairs, the reference weights (with LoRA, the adapter-free model's hash covers the adapter too),
+        ``ld_alpha`` (it weights the tokens past the shorter answer), how the collator cuts and pads
+        (``max_length``, ``truncation_mode``, ``pad_to_multiple_of``), the autocast precision, the batch size
+        (padding) and TRL's version (its forward)."""
+        import trl
+
+        args = self.args
+        settings = {"data": data_digest(dataset), "reference": self._precompute_model_hash, "ld_alpha": self.ld_alpha,
+                    "max_length": args.max_length, "truncation_mode": args.truncation_mode,
+                    "pad_to_multiple_of": args.pad_to_multiple_of, "bf16": bool(args.bf16), "fp16": bool(args.fp16),
+                    "batch_size": batch_size, "trl": trl.__version__}
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
+
     def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
-        key = hashlib.sha256(f"{data_digest(dataset)}:{self._precompute_model_hash}".encode()).hexdigest()[:32]
+        key = self.ref_cache_key(dataset, batch_size)
         path = self._ref_cache / f"{key}.parquet"
         if path.is_file():
             import pyarrow.parquet as pq
