@@ -367,6 +367,29 @@ class _WithSoftTargets:
         return batch
 
 
+def _refuse_what_soft_labels_ignore(config: DPOStageConfig, model: Any, soft_pairs: int) -> None:
+    """Soft labels are learnt with our own sigmoid cross-entropy (``_soft_sigmoid_loss``), which implements none
+    of TRL's variations of the sigmoid loss; an option that asks for one is refused rather than silently dropped."""
+    text_config = model.config.get_text_config()
+    coefficient = config.router_aux_loss_coef
+    if coefficient is None:
+        coefficient = getattr(text_config, "router_aux_loss_coef", 0.0)
+    ignored = [
+        name for name, set_ in (
+            ("ld_alpha", config.ld_alpha is not None),
+            ("f_divergence_type", config.f_divergence_type != "reverse_kl"),
+            ("loss_weights", config.loss_weights is not None and list(config.loss_weights) != [1.0]),
+            ("use_weighting", bool(config.use_weighting)),
+            ("the MoE auxiliary loss (--set router_aux_loss_coef=0 turns it off)",
+             hasattr(text_config, "output_router_logits") and coefficient != 0.0),
+        ) if set_
+    ]
+    if ignored:
+        raise UserError(f"soft labels ({soft_pairs} pairs with a score below 1) are learnt with a plain sigmoid "
+                        f"cross-entropy that does not apply {', '.join(ignored)}; pass --hard-labels to train on the "
+                        "hard labels with TRL's loss, or leave these options at their defaults")
+
+
 # --- the stage ----------------------------------------------------------------------------------------------------
 
 
@@ -418,7 +441,10 @@ def train_dpo(data: str | Path, out_dir: str | Path, config: DPOStageConfig, *, 
     dataset, stats = tokenize_pairs(pairs, tokenizer, config.max_length)
     if len(dataset) == 0:
         raise UserError(f"{data}: no training pairs")
-    soft = config.soft_labels and "soft_target" in dataset.column_names and min(dataset["soft_target"]) < 1.0
+    soft = (config.soft_labels and "soft_target" in dataset.column_names and min(dataset["soft_target"]) < 1.0
+            and losses == ["sigmoid"] and config.precompute_ref_log_probs)  # as _compute_loss decides
+    if soft:
+        _refuse_what_soft_labels_ignore(config, model, sum(t < 1.0 for t in dataset["soft_target"]))
     if not soft and "soft_target" in dataset.column_names:
         dataset = dataset.remove_columns(["soft_target"])
     peft_config = None
