@@ -144,7 +144,11 @@ def length_controlled(outcomes: Sequence[float], length_gaps: Sequence[float], *
     """The win rate A would have if its answers were as long as B's: AlpacaEval 2's length control in its simplest
     form. The outcome (1 win, 0.5 tie, 0 loss) is regressed on ``tanh(gap / sd(gap))`` (gap: A's length minus B's,
     characters) by logistic regression, lightly ridged so that a clean sweep stays finite, and read at gap 0:
-    sigmoid(intercept). 95% percentile bootstrap over the prompts. None under 10 prompts or without length spread.
+    sigmoid(intercept). 95% percentile bootstrap over the prompts, widened to hold the point estimate (a percentile
+    interval of a skewed statistic need not); when every prompt had the same outcome (a sweep, all ties) every
+    resample is that same sweep and the bootstrap collapses (12 wins: 0.971 [0.966, 0.971]), while the length can
+    explain nothing there, so the interval is then the raw win rate's Wilson interval (12 wins: [0.757, 1.000]).
+    None under 10 prompts or without length spread.
 
     A judge that prefers longer answers (by degrees, as judges do) gives a policy that only got longer about 50%;
     one that prefers the better answer whatever its length keeps its win rate.
@@ -168,10 +172,13 @@ def length_controlled(outcomes: Sequence[float], length_gaps: Sequence[float], *
                 break
         return float(1 / (1 + np.exp(-weights[0])))
 
-    rng = np.random.default_rng(seed)
-    boots = [fit(rng.integers(0, len(y), len(y))) for _ in range(reps)]
-    low, high = np.percentile(boots, [2.5, 97.5])
-    return fit(np.arange(len(y))), float(low), float(high)
+    rate = fit(np.arange(len(y)))
+    if np.all(y == y[0]):
+        low, high = wilson_interval(float(y.sum()), len(y))  # type: ignore[misc]
+    else:
+        rng = np.random.default_rng(seed)
+        low, high = np.percentile([fit(rng.integers(0, len(y), len(y))) for _ in range(reps)], [2.5, 97.5])
+    return rate, float(min(low, rate)), float(max(high, rate))
 
 
 RIDGE = 0.1  # the logistic fit's L2 penalty (on intercept and slope): keeps a sweep finite, little else

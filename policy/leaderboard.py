@@ -5,9 +5,11 @@ by how much, without comparing every pair by eye. Each judge (``rm:DIR``, ``rule
 compares every pair of the generators on every prompt that both answered (their first answer, as ``rlhf eval``
 does; an LLM judge in both orders, through the store, under ``eval:`` batches that exports leave out). Then:
 
-- **ratings**: Bradley-Terry strengths fitted to all those games at once (``choix``, a tie half a win each way),
-  on the Elo scale (400 points: 10 to 1 odds) and centred on 1000, with 95% intervals from a bootstrap over the
-  prompts, so that a policy's rating uses its games against every other policy, transitively;
+- **ratings**: Bradley-Terry strengths fitted to all those games at once (a tie half a win each way, and a prior
+  of half a win each way per pair that played, so that a sweep gives a finite rating that grows with the number of
+  games), on the Elo scale (400 points: 10 to 1 odds) and centred on 1000, so that a policy's rating uses its
+  games against every other policy, transitively; with 95% intervals (``intervals``) that stay honest when a
+  pair's games all went one way;
 - **the win-rate matrix**: each generator's win rate against each other (a tie counts half).
 
 Answers come from the store: ``rlhf generate`` (or ``rlhf eval``) puts them there, imports too. Recorded as a
@@ -72,28 +74,96 @@ class LeaderboardReport:
         return "; ".join(parts) + f" ({len(self.generators)} policies, {self.prompts} prompts)"
 
 
-def ratings(n: int, games: Sequence[tuple[int, int, float]]) -> np.ndarray:
+PRIOR = 0.5  # pseudo-wins each way per pair that played (Jeffreys' prior on the pair's win rate)
+
+
+def ratings(n: int, games: Sequence[tuple[int, int, float]], *, prior: float = PRIOR) -> np.ndarray:
     """Elo-scale Bradley-Terry ratings (mean 1000) of ``n`` players from (i, j, outcome for i) games; a tie is half
-    a win each way, and a little regularisation keeps a player who won everything finite.
+    a win each way, and ``prior`` wins each way are added to every pair that played, so a player who won everything
+    stays finite (20 wins of 20: odds of 20.5 to 0.5, 41 to 1, about 640 points apart).
 
     >>> r = ratings(3, [(0, 1, 1.0)] * 6 + [(1, 2, 1.0)] * 6 + [(0, 2, 0.5)] * 2)
     >>> bool(r[0] > r[1] > r[2]), round(float(r.mean()))
     (True, 1000)
+    >>> r = ratings(2, [(0, 1, 1.0)] * 20); round(float(r[0] - r[1]))
+    639
     """
-    import choix
-
-    data: list[tuple[int, int]] = []
+    wins = np.zeros((n, n))
     for i, j, outcome in games:
-        if outcome == 1.0:
-            data += [(i, j)] * 2
-        elif outcome == 0.0:
-            data += [(j, i)] * 2
-        else:
-            data += [(i, j), (j, i)]
-    if not data:
+        wins[i, j] += outcome
+        wins[j, i] += 1 - outcome
+    if not games:
         return np.full(n, 1000.0)
-    strengths = np.asarray(choix.opt_pairwise(n, data, alpha=0.01))
+    played = (wins + wins.T) > 0
+    return _elo(bradley_terry(wins + prior * played))
+
+
+def _elo(strengths: np.ndarray) -> np.ndarray:
     return 1000.0 + ELO * (strengths - strengths.mean())
+
+
+def bradley_terry(wins: np.ndarray, alpha: float = 0.01) -> np.ndarray:
+    """Log-strengths s maximising sum over i, j of wins[i, j] log sigmoid(s_i - s_j), minus alpha |s|^2 / 2 (which
+    only matters for players with no games linking them), by Newton's method. ``wins`` may be fractional.
+
+    >>> s = bradley_terry(np.array([[0.0, 3.0], [1.0, 0.0]]), alpha=0.0); round(float(s[0] - s[1]), 4)  # log 3
+    1.0986
+    """
+    games = wins + wins.T
+    strengths = np.zeros(len(wins))
+    for _ in range(200):
+        p = 1 / (1 + np.exp(strengths[None, :] - strengths[:, None]))  # p[i, j]: chance that i beats j
+        gradient = (wins - games * p).sum(1) - alpha * strengths
+        curvature = games * p * (1 - p)
+        step = np.linalg.lstsq(np.diag(curvature.sum(1) + alpha) - curvature, gradient, rcond=None)[0]
+        step *= min(1.0, 4.0 / max(np.abs(step).max(), 1e-12))  # damped: Newton can overshoot from far away
+        strengths += step
+        if np.abs(step).max() < 1e-10:
+            break
+    return strengths
+
+
+def intervals(n: int, games: Sequence[tuple[int, int, int, float]], *, reps: int, seed: int, prior: float = PRIOR,
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """95% intervals of the ratings from (prompt id, i, j, outcome for i) games: the hull of two.
+
+    - a percentile bootstrap over the prompts (the games on one prompt are drawn together: a hard prompt is hard
+      for every pair), each sample fitted as ``ratings`` fits;
+    - a posterior draw: each pair's win rate from Beta(wins + prior, losses + prior) (ties half each way; the same
+      half win each way as the fit's prior, i.e. Jeffreys' interval), its games' weight fitted as one board.
+
+    The bootstrap alone collapses to zero width when a pair's games all went one way (every resample is the same
+    sweep: "20 wins of 20: 1559 [1559, 1559]"), which is exactly when a team most needs to know how sure it is;
+    the posterior keeps such a pair's interval near Jeffreys' (20 of 20: a win rate in [0.88, 1.00]). Where the
+    games are mixed both are about the binomial spread and the hull is only a little wider than either.
+    """
+    rng = np.random.default_rng(seed)
+    by_prompt: dict[int, list[tuple[int, int, float]]] = {}
+    for pid, i, j, o in games:
+        by_prompt.setdefault(pid, []).append((i, j, o))
+    groups = list(by_prompt.values())
+    if not groups:
+        return np.full(n, 1000.0), np.full(n, 1000.0)
+    boots = [ratings(n, [g for k in rng.integers(0, len(groups), len(groups)) for g in groups[k]], prior=prior)
+             for _ in range(reps)]
+    scored, played = np.zeros((n, n)), np.zeros((n, n))
+    for _, i, j, o in games:
+        scored[i, j] += o
+        scored[j, i] += 1 - o
+        played[i, j] += 1
+        played[j, i] += 1
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n) if played[i, j]]
+    draws = []
+    for _ in range(reps):
+        wins = np.zeros((n, n))
+        for i, j in pairs:
+            rate = rng.beta(scored[i, j] + prior, scored[j, i] + prior)
+            weight = played[i, j] + 2 * prior
+            wins[i, j], wins[j, i] = weight * rate, weight * (1 - rate)
+        draws.append(_elo(bradley_terry(wins)))
+    low = np.minimum(np.percentile(boots, 2.5, axis=0), np.percentile(draws, 2.5, axis=0))
+    high = np.maximum(np.percentile(boots, 97.5, axis=0), np.percentile(draws, 97.5, axis=0))
+    return low, high
 
 
 def _board(label: str, names: list[str], games: list[tuple[int, int, int, float]], unjudged: int, reps: int,
@@ -102,14 +172,8 @@ def _board(label: str, names: list[str], games: list[tuple[int, int, int, float]
     n = len(names)
     plain = [(i, j, o) for _, i, j, o in games]
     point = ratings(n, plain)
-    by_prompt: dict[int, list[tuple[int, int, float]]] = {}
-    for pid, i, j, o in games:
-        by_prompt.setdefault(pid, []).append((i, j, o))
-    groups = list(by_prompt.values())
-    rng = np.random.default_rng(seed)
-    boots = np.array([ratings(n, [g for k in rng.integers(0, len(groups), len(groups)) for g in groups[k]])
-                      for _ in range(reps)]) if groups else np.full((1, n), 1000.0)
-    low, high = np.percentile(boots, 2.5, axis=0), np.percentile(boots, 97.5, axis=0)
+    low, high = intervals(n, games, reps=reps, seed=seed)
+    low, high = np.minimum(low, point), np.maximum(high, point)
     score = np.zeros((n, n))
     played = np.zeros((n, n))
     tally = np.zeros((n, 3), dtype=int)  # wins, ties, losses
