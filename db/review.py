@@ -68,7 +68,7 @@ def check_reviewer(session: Session, name: str) -> Annotator:
         raise ReviewError(f"no annotator named {name!r}")
     if person.kind != "human" or not person.active or person.role not in REVIEW_ROLES:
         raise ReviewError(f"{name!r} cannot adjudicate: that takes an active human annotator with the role "
-                          f"{' or '.join(REVIEW_ROLES)} (`rlhf annotator add NAME --role reviewer`)")
+                          f"{' or '.join(REVIEW_ROLES)} (`rlhf annotators add NAME --role reviewer`)")
     return person
 
 
