@@ -42,6 +42,9 @@ def opt(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+TARGET_KL, KL_HORIZON = 6.0, 10000  # the adaptive controller's defaults (Ziegler et al. 2019)
+
+
 @dataclass
 class PPOConfig:
     learning_rate: float = opt(1e-5, "Adam learning rate (policy and value head)")
@@ -53,8 +56,10 @@ class PPOConfig:
     temperature: float = opt(1.0, "sampling temperature (log-probs use the same)")
     kl_coef: float = opt(0.05, "initial KL penalty coefficient")
     adaptive_kl: bool = opt(False, "adapt kl_coef towards target_kl (Ziegler et al.)")
-    target_kl: float = opt(6.0, "adaptive KL: target KL per sequence (nats)")
-    kl_horizon: int = opt(10000, "adaptive KL: horizon in sequences")
+    target_kl: float | None = opt(None, f"adaptive KL: target KL per sequence (nats; {TARGET_KL} when not set); "
+                                        "only with adaptive_kl")
+    kl_horizon: int | None = opt(None, f"adaptive KL: horizon in sequences ({KL_HORIZON} when not set); "
+                                       "only with adaptive_kl")
     gamma: float = opt(1.0, "discount")
     lam: float = opt(0.95, "GAE lambda")
     cliprange: float = opt(0.2, "policy ratio clip")
@@ -80,6 +85,13 @@ class PPOConfig:
             raise UserError("updates, ppo_epochs, response_length and mini_batch_size must be >= 1")
         if self.rm_uncertainty_penalty < 0:
             raise UserError("rm_uncertainty_penalty must be >= 0")
+        steering = [name for name in ("target_kl", "kl_horizon") if getattr(self, name) is not None]
+        if steering and not self.adaptive_kl:  # it was silently ignored: the run kept kl_coef throughout
+            raise UserError(f"{' and '.join(steering)} only steer the adaptive KL controller, which is off: turn it on "
+                            f"(--adaptive-kl, adaptive_kl = true) or leave {' and '.join(steering)} out (the KL "
+                            "coefficient then stays at kl_coef)")
+        if (self.target_kl is not None and self.target_kl <= 0) or (self.kl_horizon is not None and self.kl_horizon < 1):
+            raise UserError("target_kl must be > 0 and kl_horizon >= 1")
         return self
 
 
@@ -178,6 +190,14 @@ class AdaptiveKL:
     def update(self, current_kl: float, n_sequences: int) -> None:
         error = min(max(current_kl / self.target - 1, -0.2), 0.2)
         self.value *= 1 + error * n_sequences / self.horizon
+
+
+def kl_controller(config: PPOConfig) -> AdaptiveKL | None:
+    """The adaptive controller for ``adaptive_kl`` (None: a fixed ``kl_coef``)."""
+    if not config.adaptive_kl:
+        return None
+    return AdaptiveKL(config.kl_coef, TARGET_KL if config.target_kl is None else config.target_kl,
+                      KL_HORIZON if config.kl_horizon is None else config.kl_horizon)
 
 
 def entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -379,7 +399,7 @@ def train_ppo(policy_path: str, scorer: Scorer, prompts: Sequence[list[dict[str,
     model = ActorCritic(policy)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, eps=1e-5)
     model, optimizer = accelerator.prepare(model, optimizer)
-    kl_control = AdaptiveKL(config.kl_coef, config.target_kl, config.kl_horizon) if config.adaptive_kl else None
+    kl_control = kl_controller(config)
     kl_coef = config.kl_coef
     start, history = 0, []
     if latest is not None:
