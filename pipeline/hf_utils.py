@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +42,30 @@ def resume_from(output_dir: str | Path, resume: bool) -> bool | None:
     and ``output_dir`` has one; otherwise None, a fresh start."""
     folder = Path(output_dir)
     return True if resume and folder.exists() and any(folder.glob("checkpoint-*")) else None
+
+
+class LengthGroupedOrder:
+    """A training sampler: batches of similar lengths (``transformers``' ``get_length_grouped_indices``) in an
+    order drawn from ``seed + epoch``. The Trainer calls ``set_epoch`` before each epoch, the resumed one too, so a
+    run resumed in any epoch sees exactly the batches an uninterrupted run sees (a generator seeded once drew each
+    epoch's order from its state, which a resumed run does not replay: some pairs came twice, others never)."""
+
+    def __init__(self, batch_size: int, lengths: Sequence[int], seed: int) -> None:
+        self.batch_size = batch_size
+        self.lengths = list(lengths)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        import torch
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))

@@ -44,7 +44,7 @@ from trl import DPOConfig, DPOTrainer
 
 from pipeline.config_options import make_config
 from pipeline.errors import UserError
-from pipeline.hf_utils import load_tokenizer, resume_from
+from pipeline.hf_utils import LengthGroupedOrder, load_tokenizer, resume_from
 from reward_model.data import messages_of, plain_conversation, text_of
 
 DPO_CARD = "rlhf_dpo.json"
@@ -315,13 +315,8 @@ class PipelineDPOTrainer(DPOTrainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if not self._group or dataset is None:
             return super()._get_train_sampler(train_dataset)
-        from transformers.trainer_pt_utils import LengthGroupedSampler
-
-        lengths = _pair_lengths(dataset)
-        generator = torch.Generator()
-        generator.manual_seed(self.args.seed)
-        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                    lengths=lengths, generator=generator)
+        return LengthGroupedOrder(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                  _pair_lengths(dataset), self.args.seed)
 
     def _compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
         targets = inputs.pop("soft_target", None)

@@ -22,7 +22,7 @@ from trl import RewardConfig, RewardTrainer
 
 from pipeline.config_options import make_config
 from pipeline.errors import UserError
-from pipeline.hf_utils import load_tokenizer, resume_from
+from pipeline.hf_utils import LengthGroupedOrder, load_tokenizer, resume_from
 from pipeline.lineage import is_main_process
 from reward_model.data import load_pairs, tokenize_pairs, without_ties
 
@@ -104,15 +104,8 @@ class LengthGroupedRewardTrainer(RewardTrainer):
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         if self._lengths is None:
             return super()._get_train_sampler(train_dataset)
-        import torch
-        from transformers.trainer_pt_utils import LengthGroupedSampler
-
-        generator = torch.Generator()
-        generator.manual_seed(self.args.seed)
-        return LengthGroupedSampler(
-            self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=self._lengths,
-            generator=generator,
-        )
+        return LengthGroupedOrder(self.args.train_batch_size * self.args.gradient_accumulation_steps, self._lengths,
+                                  self.args.seed)
 
 
 def head_parameters(model: Any) -> list[Any]:
