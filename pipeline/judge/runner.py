@@ -198,7 +198,9 @@ def answer_from_cache(session: Session, jobs: list[Job], model: str) -> tuple[li
             hits += 1
             if job.accept(index, key, Completion.from_json(answer)):
                 frontier.append((job, index))  # the cached answer had no verdict: is the retry cached too?
-    return needed, hits
+    # A job whose one order used up its attempts in the cache is finished (a failure) even though its other order
+    # is not cached: asking for that order would be a call nobody waits for, and a job nobody closes.
+    return [item for item in needed if not item[0].done], hits
 
 
 def _ranking_row(ctx: JudgeContext, job: Job, run_id: int | None) -> dict[str, Any]:
@@ -321,7 +323,8 @@ class _Online:
                 return
             _, _, key, request = item
             if all(job.done for job, _ in self.pending.get(key, [])):
-                self.pending.pop(key, None)
+                for job, _ in self.pending.pop(key, []):
+                    await self._closed(job)  # done but never closed would leave open_jobs above 0 forever
                 continue
             if self.stop.is_set():
                 for job, _ in self.pending.pop(key, []):

@@ -1,0 +1,63 @@
+"""The judge when things go wrong: shared caches, interrupted retries, failed writes, odd answers, dead endpoints.
+
+Every run here goes through the real ``openai`` client to the fake model on loopback, on SQLite and PostgreSQL.
+A run that could hang is run in a thread with a deadline, so that a regression fails instead of blocking the suite.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from sqlalchemy import select
+
+from db.models import Annotator, Ranking
+from pipeline.judge.service import RunOptions, run_judge
+from pipeline.llm.limits import RetryPolicy
+from tests.judge.conftest import make_judge, seed_pairs
+
+FAST_RETRIES = RetryPolicy(base_delay=0.01, max_delay=0.05)
+
+
+def run_within(seconds: float, sessions, name: str, options: RunOptions, **kwargs: Any):  # noqa: ANN001, ANN201
+    """run_judge in a thread; fails the test (instead of hanging it) when the run is not over in ``seconds``."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["report"] = run_judge(sessions, name, options, policy=kwargs.pop("policy", FAST_RETRIES), **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"judge run {name} on {options.batch} still running after {seconds} s (hung)"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["report"]
+
+
+def _rankings(sessions, name: str = "judge") -> list[Ranking]:  # noqa: ANN001
+    with sessions() as session:
+        return list(session.scalars(
+            select(Ranking).join(Annotator, Annotator.id == Ranking.annotator_id).where(Annotator.name == name)
+            .order_by(Ranking.comparison_id)
+        ))
+
+
+def test_a_judge_sharing_the_cache_with_a_failed_order_finishes(sessions, fake) -> None:
+    """Two judges with the same model, endpoint and template share the cache. j1's first order had no verdict
+    (attempts used up); j2 finds that in the cache while its other order is not cached: a failure, not a hang."""
+    seed_pairs(sessions, 2)
+    make_judge(sessions, fake, name="j1", max_parse_retries=0, concurrency=1)
+    make_judge(sessions, fake, name="j2", max_parse_retries=0, concurrency=1)
+    fake.model.faults.append("garbage")
+    first = run_within(20, sessions, "j1", RunOptions(batch="b1", limit=1))
+    assert (first.ranked, first.failed) == (0, 1)
+    before = fake.model.calls
+    second = run_within(20, sessions, "j2", RunOptions(batch="b1"))
+    assert (second.ranked, second.failed, second.unfinished) == (1, 1, 0)
+    assert fake.model.calls - before == 2  # only the other comparison's orders: nothing asked for the failed one
+    [failed, ranked] = _rankings(sessions, "j2")
+    assert failed.skipped and "rather not say" in failed.skip_reason and not ranked.skipped
