@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, and_, case, func, literal, or_, select, update
+from sqlalchemy import Integer, and_, case, delete, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.bulk import chunks, insert_returning_ids, resolve
 from db.content import response_key
-from db.models import Annotator, Assignment, Comparison, Ranking, utcnow
+from db.models import Annotator, Assignment, BatchMember, Comparison, Ranking, utcnow
 
 
 @dataclass(frozen=True)
@@ -331,3 +331,23 @@ def _follow_human_counts(session: Session, batch: str) -> None:
         .values(status=queue_status(Comparison.human_ranked))
         .execution_options(synchronize_session=False)
     )
+
+
+def batch_members(session: Session, batch: str | None = None) -> dict[str, list[str]]:
+    """batch -> the names of the humans it is routed to (``rlhf comparisons assign``), for this batch or all;
+    a batch routed to everyone is not in the result."""
+    query = (select(BatchMember.batch, Annotator.name).join(Annotator, Annotator.id == BatchMember.annotator_id)
+             .order_by(BatchMember.batch, Annotator.name))
+    if batch is not None:
+        query = query.where(BatchMember.batch == batch)
+    members: dict[str, list[str]] = {}
+    for name_of_batch, name in session.execute(query):
+        members.setdefault(name_of_batch, []).append(name)
+    return members
+
+
+def set_batch_members(session: Session, batch: str, annotator_ids: Sequence[int]) -> None:
+    """Route the batch to exactly these annotators (none: to everyone again)."""
+    session.execute(delete(BatchMember).where(BatchMember.batch == batch))
+    session.add_all(BatchMember(batch=batch, annotator_id=aid) for aid in sorted(set(annotator_ids)))
+    session.flush()

@@ -206,6 +206,19 @@ class Comparison(Base):
     prompt: Mapped[Prompt] = relationship()
 
 
+class BatchMember(Base):
+    """A human a batch is routed to. A batch with members is given only to them; a batch without any, to every
+    human (``rlhf comparisons assign``). Keyed by the batch's name, as comparisons carry it."""
+
+    __tablename__ = "batch_members"
+    __table_args__ = (UniqueConstraint("batch", "annotator_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    batch: Mapped[str] = mapped_column(String(200))
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Ranking(Base):
     """One annotator's judgment of one comparison: ranks (1 = best, equal = tie) or a skip with its reason."""
 

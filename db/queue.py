@@ -65,7 +65,17 @@ from db.comparisons import (
     strength_scores,
 )
 from db.gold import gold_annotator_id_sql
-from db.models import JSONType, Annotator, Assignment, Comparison, Prompt, Ranking, Response, UTCDateTime
+from db.models import (
+    JSONType,
+    Annotator,
+    Assignment,
+    BatchMember,
+    Comparison,
+    Prompt,
+    Ranking,
+    Response,
+    UTCDateTime,
+)
 
 DEFAULT_LEASE = timedelta(minutes=30)
 MAX_K = 8  # the widest comparison the app lays out
@@ -98,6 +108,14 @@ OPEN = literal_column("'open'", String())
 
 GOLD = gold_annotator_id_sql()  # the gold annotator's id (NULL while nothing is gold)
 GOLD_STATUSES = ("open", "complete")  # a gold comparison is given out in these (past its overlap too)
+
+
+def _visible(batch):  # noqa: ANN001, ANN202
+    """ME may be given this batch's comparisons: the batch has no members (everyone's), or ME is one of them
+    (``rlhf comparisons assign``). Probes of batch_members' unique (batch, annotator) index."""
+    member, mine = aliased(BatchMember), aliased(BatchMember)
+    return or_(~exists().where(member.batch == batch),
+               exists().where(mine.batch == batch, mine.annotator_id == ME))
 
 
 def _answered(comparison_id, annotator_id):  # noqa: ANN001, ANN202
@@ -134,7 +152,8 @@ def _taken_slots():  # noqa: ANN202
 
 
 def _eligible(batched: bool, gold: bool = False):  # noqa: ANN202
-    """Comparisons ME may be given now: wanting humans, not answered by ME, not leased to ME, and either regular
+    """Comparisons ME may be given now: wanting humans, of a batch routed to ME or to everyone, not answered by ME,
+    not leased to ME, and either regular
     (not gold), open, with a slot free; or (``gold``) gold, open or complete, with no slot to wait for."""
     mine = exists().where(
         Assignment.comparison_id == Comparison.id, Assignment.annotator_id == ME, Assignment.expires_at > NOW
@@ -144,6 +163,7 @@ def _eligible(batched: bool, gold: bool = False):  # noqa: ANN202
         Comparison.k <= MAX_K,
         ~_answered(Comparison.id, ME),
         ~mine,
+        _visible(Comparison.batch),
     ]
     if gold:
         conditions += [Comparison.id.in_(_gold_ids()),
@@ -431,6 +451,10 @@ def take_lease(
 
 
 _HUMANS = select(func.count(Annotator.id)).where(Annotator.kind == "human", Annotator.active.is_(True))
+_MEMBERS = (  # the active humans a batch is routed to (0: it is everyone's)
+    select(func.count(BatchMember.id)).join(Annotator, Annotator.id == BatchMember.annotator_id)
+    .where(BatchMember.batch == BATCH, Annotator.active.is_(True))
+)
 
 
 def _how_far(session: Session, annotator_id: int, now: datetime, batch: str | None,
@@ -439,9 +463,12 @@ def _how_far(session: Session, annotator_id: int, now: datetime, batch: str | No
     left). Each item left goes to ``overlap`` of the team's humans, so this annotator can expect about
     overlap / humans of it (all of it when they work alone); counting all of it put a large team's gold at the
     end of everyone's work. The team is the store's active humans (a small table; a batch's own workers would
-    need a scan of its rankings on every page): where not all of them work on the batch, gold comes earlier."""
+    need a scan of its rankings on every page): where not all of them work on the batch, gold comes earlier. A batch
+    routed to named annotators (``rlhf comparisons assign``) has them as its team."""
     mine = progress(session, annotator_id, now, batch=batch, sizes=sizes)
-    humans = session.connection().execute(_HUMANS).scalar() or 1
+    conn = session.connection()
+    members = conn.execute(_MEMBERS, {"batch": batch}).scalar() if batch is not None else 0
+    humans = members or conn.execute(_HUMANS).scalar() or 1
     share = min(1.0, max(overlap, 1) / humans)
     total = mine.done_in_batch + mine.remaining * share
     return mine.done_in_batch / total if total else 1.0
@@ -814,7 +841,7 @@ def _gold_past_overlap(batched: bool):  # noqa: ANN202
     mine = aliased(Ranking)
     query = select(func.count(gold.id)).where(
         gold.id.in_(_gold_ids()), gold.status == "complete", gold.required_overlap > 0, gold.k <= MAX_K,
-        ~exists().where(mine.comparison_id == gold.id, mine.annotator_id == ME),
+        ~exists().where(mine.comparison_id == gold.id, mine.annotator_id == ME), _visible(gold.batch),
     )
     return (query.where(gold.batch == BATCH) if batched else query).scalar_subquery()
 
@@ -827,7 +854,8 @@ def _mine(batched: bool):  # noqa: ANN202
         select(func.count(today.id)).where(today.annotator_id == ME, today.created_at >= NOW).scalar_subquery()
     )
     query = (
-        select(func.count(Ranking.id).label("done"), _flag(_GIVABLE).label("answered_open"),
+        select(func.count(Ranking.id).label("done"),
+               _flag(and_(_GIVABLE, _visible(Comparison.batch))).label("answered_open"),
                since_midnight.label("today"), _gold_past_overlap(batched).label("gold_left"))
         .join(Comparison, Comparison.id == Ranking.comparison_id)
         .where(Ranking.annotator_id == ME)
@@ -835,16 +863,32 @@ def _mine(batched: bool):  # noqa: ANN202
     return query.where(Comparison.batch == BATCH) if batched else query
 
 
-def _sizes(batched: bool):  # noqa: ANN202
+def _sizes(batched: bool, visible: bool):  # noqa: ANN202
     query = select(
         _flag(and_(Comparison.required_overlap > 0, Comparison.status != "retired")), _flag(_GIVABLE),
         func.coalesce(func.max(case((_GIVABLE, Comparison.required_overlap), else_=0)), 0),
     )
+    if visible:  # only the batches routed to ME or to everyone
+        query = query.where(_visible(Comparison.batch))
     return query.where(Comparison.batch == BATCH) if batched else query
 
 
 _MINE = {b: _mine(b) for b in (False, True)}
-_SIZES = {b: _sizes(b) for b in (False, True)}
+_SIZES = {(b, v): _sizes(b, v) for b in (False, True) for v in (False, True)}
+# The batches routed to named annotators that ME is not one of: they are left out of ME's queue and counts.
+_MEMBER = aliased(BatchMember)
+_HIDDEN = (
+    select(BatchMember.batch)
+    .where(~exists().where(_MEMBER.batch == BatchMember.batch, _MEMBER.annotator_id == ME))
+    .distinct()
+    .order_by(BatchMember.batch)
+)
+
+
+def hidden_batches(session: Session, annotator_id: int) -> tuple[str, ...]:
+    """The batches routed to named annotators that this one is not among (none while no batch is routed): what
+    their queue and counts leave out. A small table; callers that cache counts key them by it."""
+    return tuple(session.connection().execute(_HIDDEN, {"me": annotator_id}).scalars())
 
 
 @dataclass(frozen=True)
@@ -854,15 +898,19 @@ class BatchShape:
     max_overlap: int  # the largest overlap among the open ones (0 when none)
 
 
-def batch_shape(session: Session, batch: str | None = None) -> BatchShape:
-    """One scan of the batch's comparisons (all batches when None)."""
-    row = session.connection().execute(_SIZES[batch is not None], {"batch": batch} if batch else {}).one()
+def batch_shape(session: Session, batch: str | None = None, annotator_id: int | None = None) -> BatchShape:
+    """One scan of the batch's comparisons (all batches when None); with ``annotator_id``, only of the batches
+    routed to them or to everyone."""
+    params: dict[str, object] = {"me": annotator_id}
+    if batch:
+        params["batch"] = batch
+    row = session.connection().execute(_SIZES[batch is not None, annotator_id is not None], params).one()
     return BatchShape(int(row[0]), int(row[1]), int(row[2]))
 
 
-def batch_sizes(session: Session, batch: str | None = None) -> tuple[int, int]:
+def batch_sizes(session: Session, batch: str | None = None, annotator_id: int | None = None) -> tuple[int, int]:
     """(comparisons wanting human labels, of which still open): one scan of the batch's comparisons."""
-    shape = batch_shape(session, batch)
+    shape = batch_shape(session, batch, annotator_id)
     return shape.size, shape.open
 
 
@@ -892,7 +940,7 @@ def progress(
     session.flush()
     params = _params(annotator_id, _midnight(now), batch)
     row = session.connection().execute(_MINE[batch is not None], params).one()
-    return _progress(row, sizes if sizes is not None else batch_sizes(session, batch))
+    return _progress(row, sizes if sizes is not None else batch_sizes(session, batch, annotator_id))
 
 
 def _page(batched: bool):  # noqa: ANN202
@@ -926,15 +974,18 @@ def page_data(
     if not rows or len(texts) != len(order):
         raise QueueError(f"comparison {held.comparison_id} cannot be shown: its responses are missing")
     view = ItemView(held.comparison_id, list(rows[0].messages), [(i, texts[i]) for i in order])
-    return view, _progress(rows[0], sizes if sizes is not None else batch_sizes(session, batch))
+    return view, _progress(rows[0], sizes if sizes is not None else batch_sizes(session, batch, annotator_id))
 
 
-def batches_with_work(session: Session) -> list[str]:
-    """Batch names with comparisons the queue can give humans (open, wanting humans, at most MAX_K responses)."""
+def batches_with_work(session: Session, annotator_id: int | None = None) -> list[str]:
+    """Batch names with comparisons the queue can give humans (open, wanting humans, at most MAX_K responses);
+    with ``annotator_id``, of the batches routed to them or to everyone."""
     query = (
         select(Comparison.batch)
         .where(_GIVABLE)
         .group_by(Comparison.batch)
         .order_by(Comparison.batch)
     )
-    return list(session.scalars(query))
+    if annotator_id is not None:
+        query = query.where(_visible(Comparison.batch))
+    return list(session.scalars(query, {"me": annotator_id}))

@@ -16,11 +16,12 @@ import pandas as pd
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.annotators import AnnotatorError, create_annotator, get_annotator_by_name
+from db.comparisons import batch_members
 from db.labeling_stats import annotator_activity, human_rankings, label_distribution
 from db.stats import batch_summaries
 from pipeline.agreement import GoldAccuracy
 from pipeline.report import agreement_report, tables
-from pipeline.comparisons import TooWideForHumans, create_comparisons
+from pipeline.comparisons import TooWideForHumans, create_comparisons, route_batch
 from pipeline.errors import UserError
 from labeling_app.settings import LabelingSettings
 
@@ -50,6 +51,7 @@ class AdminApp:
         with self.reads.begin() as session:
             self._admin(session, request)
             batches = batch_summaries(session)
+            members = batch_members(session)
             rows = human_rankings(session, chosen)
             activity = annotator_activity(session, rows, self.clock())
             distribution = label_distribution(session, rows)
@@ -59,6 +61,7 @@ class AdminApp:
                     "batch": b.batch, "comparisons": b.comparisons, "k": b.k_max, "overlap": b.required_overlap,
                     "complete": b.covered, "complete %": round(100 * b.covered / b.comparisons, 1) if b.comparisons else 0,
                     "human rankings": b.human_rankings, "skips": b.skipped, "AI rankings": b.ai_rankings,
+                    "annotators": ", ".join(members[b.batch]) if b.batch in members else "everyone",
                 }
                 for b in batches
                 if chosen is None or b.batch == chosen
@@ -135,22 +138,27 @@ class AdminApp:
             return f"Added {created.role} {created.name!r}."
 
     def add_batch(self, batch: str, k: float, overlap: float, strategy: str, generators: str, split: str,
-                  request: gr.Request) -> str:
-        with self.sessions.begin() as session:
-            self._admin(session, request)
-            try:
+                  members: str, request: gr.Request) -> str:
+        """Create the batch and, when annotators are named, route it to them: all or nothing (a refusal rolls the
+        whole transaction back)."""
+        names = [m.strip() for m in (members or "").split(",") if m.strip()]
+        try:
+            with self.sessions.begin() as session:
+                self._admin(session, request)
                 report = create_comparisons(
                     session, batch=(batch or "").strip(), k=int(k), overlap=int(overlap), strategy=strategy,  # type: ignore[arg-type]
                     generators=[g.strip() for g in (generators or "").split(",") if g.strip()],
                     split=None if split == "all" else split,
                 )
-            except TooWideForHumans as exc:  # its message names the CLI's options; say it with this page's fields
-                return (f"Not created: K responses {exc.k} is more than the labelling page shows at once "
-                        f"({exc.limit}): choose {exc.limit} or less for human labels, or Overlap (humans) 0 for a "
-                        "batch that only judges label.")
-            except UserError as exc:
-                return f"Not created: {exc}"
-            return f"Batch {report.batch!r}: {report.created} new comparisons ({report.existing} already existed)."
+                routing = route_batch(session, report.batch, names) if names else None
+        except TooWideForHumans as exc:  # its message names the CLI's options; say it with this page's fields
+            return (f"Not created: K responses {exc.k} is more than the labelling page shows at once "
+                    f"({exc.limit}): choose {exc.limit} or less for human labels, or Overlap (humans) 0 for a "
+                    "batch that only judges label.")
+        except UserError as exc:
+            return f"Not created: {exc}"
+        routed = f" {routing.summary.split(': ', 1)[1].capitalize()}." if routing is not None else ""
+        return f"Batch {report.batch!r}: {report.created} new comparisons ({report.existing} already existed).{routed}"
 
 
 def _gold_columns(gold: GoldAccuracy | None) -> dict[str, Any]:
@@ -216,6 +224,8 @@ def build_admin_app(
                     new_strategy = gr.Radio(["all-pairs", "random"], value="all-pairs", label="Strategy")
                     new_generators = gr.Textbox(label="Only these generators (comma-separated, optional)")
                     new_split = gr.Radio(["all", "train", "test"], value="all", label="Prompts")
+                    new_members = gr.Textbox(label="Only these annotators (comma-separated; empty: everyone)",
+                                             elem_id="admin-new-members")
                     add_batch = gr.Button("Create batch", elem_id="admin-add-batch")
                     batch_result = gr.Markdown(elem_id="admin-batch-result")
         outputs = [batch, progress, people, done_plot, agreement, per_annotator, majority_plot, distribution,
@@ -225,6 +235,6 @@ def build_admin_app(
         batch.input(handlers.refresh, [batch], outputs, api_name=False)
         add_person.click(handlers.add_annotator, [new_name, new_role, new_password], person_result,
                          api_name="add_annotator")
-        add_batch.click(handlers.add_batch, [new_batch, new_k, new_overlap, new_strategy, new_generators, new_split],
-                        batch_result, api_name="add_batch")
+        add_batch.click(handlers.add_batch, [new_batch, new_k, new_overlap, new_strategy, new_generators, new_split,
+                                             new_members], batch_result, api_name="add_batch")
     return blocks

@@ -32,6 +32,7 @@ from db.queue import (
     QueueError,
     batch_shape,
     batches_with_work,
+    hidden_batches,
     my_lease,
     page_data,
     record_ranking,
@@ -95,19 +96,22 @@ class AnnotatorApp:
         self.reads = reads or sessions  # read-only work: no write lock taken on SQLite
         self.settings = settings
         self.clock = clock
-        self._sizes: dict[str | None, tuple[float, BatchShape]] = {}  # batch -> (expiry, shape)
+        # (batch, batches hidden from the annotator) -> (expiry, shape): annotators who see the same batches share it
+        self._sizes: dict[tuple[str | None, tuple[str, ...]], tuple[float, BatchShape]] = {}
         self._sizes_lock = threading.Lock()
 
-    def _batch_shape(self, session: Session, batch: str | None) -> BatchShape:
-        """The batch's sizes and largest overlap, recomputed at most every SIZES_SECONDS (a scan of the batch)."""
+    def _batch_shape(self, session: Session, batch: str | None, annotator_id: int) -> BatchShape:
+        """The batch's sizes and largest overlap as this annotator's queue sees them (without the batches routed to
+        others), recomputed at most every SIZES_SECONDS (a scan of the batch)."""
+        key = (batch, hidden_batches(session, annotator_id))
         now = time.monotonic()
         with self._sizes_lock:
-            hit = self._sizes.get(batch)
+            hit = self._sizes.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
-        shape = batch_shape(session, batch)
+        shape = batch_shape(session, batch, annotator_id)
         with self._sizes_lock:
-            self._sizes[batch] = (now + SIZES_SECONDS, shape)
+            self._sizes[key] = (now + SIZES_SECONDS, shape)
         return shape
 
     @staticmethod
@@ -129,7 +133,7 @@ class AnnotatorApp:
                 now = self.clock()  # once the transaction (and on SQLite the write lock) is held
                 if action is not None and error is None:
                     done = action(session, annotator, now)
-                shape = self._batch_shape(session, chosen)
+                shape = self._batch_shape(session, chosen, annotator.id)
                 # With every open comparison wanting one human, none can be partly done: skip that look (a batch
                 # made with a larger overlap is seen within SIZES_SECONDS; until then only the order differs).
                 sizes = (shape.size, shape.open)
@@ -207,8 +211,8 @@ class AnnotatorApp:
 
     def batches(self, request: gr.Request) -> Any:
         with self.reads.begin() as session:
-            self._user(session, request)
-            return gr.update(choices=[ALL_BATCHES, *batches_with_work(session)])
+            annotator = self._user(session, request)
+            return gr.update(choices=[ALL_BATCHES, *batches_with_work(session, annotator.id)])
 
     def header(self, request: gr.Request) -> str:
         with self.reads.begin() as session:

@@ -1,5 +1,5 @@
-"""``rlhf comparisons create``: K-way labelling tasks from the responses of each prompt; ``retire``, ``reopen`` and
-``set-overlap``: a batch managed after it was created.
+"""``rlhf comparisons create``: K-way labelling tasks from the responses of each prompt; ``retire``, ``reopen``,
+``set-overlap`` and ``assign`` (route to named annotators): a batch managed after it was created.
 
 Planning is a pure function (which response sets to compare); the store skips sets that already exist, so running
 the command again, or with another batch name, never duplicates a comparison. Responses to one prompt with the same
@@ -27,9 +27,11 @@ from db.comparisons import (
     ensure_comparisons,
     reopen_batch,
     retire_batch,
+    set_batch_members,
     set_batch_overlap,
 )
-from db.models import Comparison, utcnow
+from db.annotators import get_annotator_by_name
+from db.models import Annotator, BatchMember, Comparison, utcnow
 from db.exporting import EVAL_BATCH_PREFIX
 from db.maintenance import refresh_statistics
 from db.prompts import distinct_response_ids_by_prompt
@@ -226,3 +228,62 @@ def _check_overlap(session: Session, batch: str, overlap: int | None) -> None:
     if overlap > 0 and widest > MAX_K:  # the queue would never show them (`create` refuses such batches too)
         raise UserError(f"batch {batch!r} has comparisons of {widest} responses, more than the labelling app shows "
                         f"at once ({MAX_K}): humans cannot label them, so its overlap can only be 0")
+
+
+@dataclass(frozen=True)
+class Routing:
+    batch: str
+    members: list[str]  # empty: everyone
+    run_id: int
+    summary: str
+
+
+def route_batch(session: Session, batch: str, names: Sequence[str], mode: str = "set") -> Routing:
+    """Route a batch to named humans (``set``: exactly these; ``add``/``remove``: change the current members;
+    ``everyone``: no members, every human gets it), recorded as a ``comparisons`` run. Only the labelling queue
+    reads the members: judges and exports are unchanged. Leases already given keep running (to their end)."""
+    if mode not in ("set", "add", "remove", "everyone"):
+        raise ValueError(f"unknown routing {mode!r}")
+    require_batch(session, batch)
+    if mode != "everyone" and not names:
+        raise UserError("name the annotators with --annotator NAME (repeatable), or pass --everyone")
+    if mode == "everyone" and names:
+        raise UserError("--everyone routes the batch to every human: it takes no --annotator")
+    people = {}
+    for name in names:
+        person = get_annotator_by_name(session, name)
+        if person is None:
+            raise UserError(f"no annotator named {name!r} (see `rlhf annotators list`)")
+        if person.kind != "human":
+            raise UserError(f"{name!r} is a {person.kind!r} annotator: batches are routed to humans (judges and "
+                            "rules rank any batch they are run on)")
+        people[person.name] = person.id
+    current = {row.name: row.id for row in session.execute(
+        select(Annotator.name, Annotator.id).join(BatchMember, BatchMember.annotator_id == Annotator.id)
+        .where(BatchMember.batch == batch))}
+    if mode == "set":
+        wanted = people
+    elif mode == "add":
+        wanted = {**current, **people}
+    elif mode == "remove":
+        missing = sorted(set(people) - set(current))
+        if missing:
+            raise UserError(f"batch {batch!r} is not routed to {', '.join(missing)}")
+        wanted = {name: aid for name, aid in current.items() if name not in people}
+    else:
+        wanted = {}
+    run = start_run(session, "comparisons", {"batch": batch, "action": "assign", "mode": mode, "names": list(names)},
+                    inputs=batch_run_ids(session, batch), name=f"comparisons assign {batch}")
+    set_batch_members(session, batch, list(wanted.values()))
+    members = sorted(wanted)
+    if members:
+        summary = f"batch {batch}: routed to {len(members)} annotator(s): {', '.join(members)}"
+        widest = session.scalar(select(func.max(Comparison.required_overlap)).where(
+            Comparison.batch == batch, Comparison.status == "open")) or 0
+        if widest > len(members):
+            summary += (f" (its overlap is {widest}, more than its {len(members)} annotator(s): open comparisons "
+                        "cannot complete until more are added or `rlhf comparisons set-overlap` lowers it)")
+    else:
+        summary = f"batch {batch}: routed to every human"
+    finish_run(session, run, {"members": members, "summary": summary})
+    return Routing(batch, members, run.id, summary)

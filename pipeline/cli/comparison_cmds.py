@@ -1,4 +1,4 @@
-"""``rlhf comparisons create|list|retire|reopen|set-overlap|gold``."""
+"""``rlhf comparisons create|list|retire|reopen|set-overlap|assign|gold``."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from db.comparisons import batch_members
 from db.queue import MAX_K
 from db.stats import batch_summaries
 from pipeline.cli.context import DbOption, console, examples, open_store, state, sub_app
-from pipeline.comparisons import change_batch, create_comparisons
+from pipeline.comparisons import change_batch, create_comparisons, route_batch
 from pipeline.errors import UserError
 from pipeline.gold import mark_gold_from_annotator, mark_gold_from_file
 
@@ -69,18 +70,22 @@ def create(
 
 
 def list_(ctx: typer.Context, db: DbOption = None) -> None:
-    """List the batches: K, the overlap wanted, comparisons done / open / retired, human rankings.
+    """List the batches: K, the overlap wanted, comparisons done / open / retired, human rankings, and who labels
+    them (everyone, or the annotators a batch is routed to with `rlhf comparisons assign`).
 
     Done: complete, or wanting no humans (a judges-only batch); open: still wanting humans; retired: given to no one
     and exported by no one.
     """
     with open_store(ctx, db) as store, store.sessions() as session:
         batches = batch_summaries(session)
-    table = Table("batch", "k", "overlap", "comparisons", "done", "open", "retired", "human rankings", "skips")
+        members = batch_members(session)
+    table = Table("batch", "k", "overlap", "comparisons", "done", "open", "retired", "human rankings", "skips",
+                  "annotators")
     for b in batches:
         k = str(b.k_min) if b.k_min == b.k_max else f"{b.k_min}-{b.k_max}"
+        who = ", ".join(members[b.batch]) if b.batch in members else "everyone"
         table.add_row(b.batch, k, str(b.required_overlap), str(b.comparisons), str(b.done), str(b.open),
-                      str(b.retired), str(b.human_ranked), str(b.skipped))
+                      str(b.retired), str(b.human_ranked), str(b.skipped), who)
     console.print(table)
     console.print(f"{len(batches)} batch(es)")
 
@@ -117,6 +122,29 @@ def set_overlap(
     completes those that already have enough rankings (0: humans no longer get the batch).
     """
     _change(ctx, db, batch, "set-overlap", overlap)
+
+
+def assign(
+    ctx: typer.Context,
+    batch: BatchOpt,
+    annotator: Annotated[list[str] | None, typer.Option(
+        "--annotator", help="A human to route the batch to (repeatable).")] = None,
+    add: Annotated[bool, typer.Option("--add", help="Add these to the batch's annotators instead of replacing them.")] = False,
+    remove: Annotated[bool, typer.Option("--remove", help="Take these off the batch's annotators.")] = False,
+    everyone: Annotated[bool, typer.Option("--everyone", help="Route the batch to every human again.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Route a batch to named annotators: only they are given its comparisons (a batch nobody is assigned to goes to
+    every human). The overlap still says how many of them rank each comparison.
+
+    Judges, rules and exports are unchanged; a lease already given runs to its end. `rlhf comparisons list` shows
+    who labels each batch."""
+    if sum([add, remove, everyone]) > 1:
+        raise UserError("choose one of --add, --remove and --everyone")
+    mode = "add" if add else "remove" if remove else "everyone" if everyone else "set"
+    with open_store(ctx, db) as store, store.sessions.begin() as session:
+        routing = route_batch(session, batch, annotator or [], mode)
+    console.print(f"{routing.summary} [run {routing.run_id}]", markup=False, highlight=False)
 
 
 def gold(
@@ -168,6 +196,11 @@ def register(app: typer.Typer) -> None:
     comparisons_app.command(
         "set-overlap", epilog=examples("rlhf comparisons set-overlap --batch b1 5", "rlhf comparisons set-overlap --batch b1 0"),
     )(set_overlap)
+    comparisons_app.command(
+        "assign", epilog=examples("rlhf comparisons assign --batch medical --annotator dr_a --annotator dr_b",
+                                  "rlhf comparisons assign --batch medical --add --annotator dr_c",
+                                  "rlhf comparisons assign --batch medical --everyone"),
+    )(assign)
     comparisons_app.command(
         "gold", epilog=examples("rlhf comparisons gold --batch b1 --from-annotator expert",
                                 "rlhf comparisons gold --file gold.jsonl --batch b1"),

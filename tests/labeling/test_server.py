@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from db import make_engine
+from db.comparisons import batch_members
 from db.models import Annotator, Comparison, Ranking, Response
 from labeling_app.api_client import ApiError, LabelingClient, form
 from labeling_app.auth import COOKIE
@@ -117,13 +118,19 @@ def test_the_admin_cannot_create_a_batch_too_wide_for_the_labelling_page(live: L
     seed(live.sessions, [[f"answer {j}" for j in range(9)]], overlap=0, batch="judges", people={"boss": "admin"})
     boss = LabelingClient(live.url)
     boss.login("boss", PASSWORD)
-    [refused] = boss.call("add_batch", ["wide", 9, 1, "all-pairs", "", "all"], prefix="/admin")
+    [refused] = boss.call("add_batch", ["wide", 9, 1, "all-pairs", "", "all", ""], prefix="/admin")
     assert refused == ("Not created: K responses 9 is more than the labelling page shows at once (8): choose 8 or less "
                        "for human labels, or Overlap (humans) 0 for a batch that only judges label.")
-    [created] = boss.call("add_batch", ["eights", 8, 1, "all-pairs", "", "all"], prefix="/admin")
-    assert created == "Batch 'eights': 9 new comparisons (0 already existed)."
+    # Routed to someone who does not exist: nothing is created (the batch and its routing are one transaction)
+    [unrouted] = boss.call("add_batch", ["eights", 8, 1, "all-pairs", "", "all", "boss, nobody"], prefix="/admin")
+    assert unrouted.startswith("Not created: no annotator named 'nobody'")
+    with live.sessions() as session:
+        assert set(session.scalars(select(Comparison.batch))) == {"judges"}
+    [created] = boss.call("add_batch", ["eights", 8, 1, "all-pairs", "", "all", "boss"], prefix="/admin")
+    assert created.startswith("Batch 'eights': 9 new comparisons (0 already existed). Routed to 1 annotator(s): boss")
     with live.sessions() as session:
         assert set(session.scalars(select(Comparison.batch))) == {"judges", "eights"}
+        assert batch_members(session) == {"eights": ["boss"]}
     boss.close()
 
 

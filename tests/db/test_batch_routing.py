@@ -1,0 +1,116 @@
+"""Batches routed to named annotators (``rlhf comparisons assign``), as the labelling queue and page see them
+(SQLite and PostgreSQL): only the members are given a routed batch's comparisons, and everyone's counts, batch list
+and gold timing follow what they may be given."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from types import SimpleNamespace
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import immediate, make_session_factory
+from db.annotators import annotator_ref, create_annotator
+from db.comparisons import NewComparison, batch_members, ensure_comparisons
+from db.models import Comparison
+from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
+from db.queue import batches_with_work, progress, record_ranking, take_lease
+from labeling_app.annotate import AnnotatorApp
+from labeling_app.settings import LabelingSettings
+from pipeline.comparisons import route_batch
+from tests.conftest import Cli
+from tests.helpers import flat
+
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
+
+
+def _setup(sessions: sessionmaker[Session]) -> dict[str, list[int]]:
+    """Batch ``general`` (3 pairs) for everyone, ``medical`` (4 pairs, overlap 2) to be routed to dr_a and dr_b;
+    humans ann, dr_a, dr_b and a rule annotator."""
+    ids: dict[str, list[int]] = {}
+    with sessions.begin() as session:
+        for batch, n, overlap in (("general", 3, 1), ("medical", 4, 2)):
+            for i in range(n):
+                [(pid, _)] = ensure_prompts(session, [NewPrompt([{"role": "user", "content": f"{batch} Q{i}?"}])],
+                                            test_fraction=0)
+                rids = tuple(r for r, _ in ensure_responses(session, [NewResponse(pid, f"answer {j}", f"m{j}")
+                                                                      for j in range(2)]))
+                [(cid, _)] = ensure_comparisons(session, [NewComparison(pid, rids, batch, overlap)])
+                ids.setdefault(batch, []).append(cid)
+        for name in ("ann", "dr_a", "dr_b"):
+            create_annotator(session, name, password="a long password")
+        create_annotator(session, "shorter", kind="rule", config={"rule": "shorter"})
+    return ids
+
+
+def _work(sessions: sessionmaker[Session], name: str) -> list[int]:
+    """Everything the queue gives ``name``, ranked as it comes; returns the comparisons."""
+    got = []
+    while True:
+        with sessions.begin() as session:
+            who = annotator_ref(session, name)
+            held = take_lease(session, who, T0)
+            if held is None:
+                return got
+            ids = session.get(Comparison, held.comparison_id).response_ids
+            record_ranking(session, who, held.comparison_id, {ids[0]: 1, ids[1]: 2}, T0)
+            got.append(held.comparison_id)
+
+
+def test_a_routed_batch_goes_only_to_its_annotators(cli: Cli, sessions) -> None:  # noqa: ANN001
+    ids = _setup(sessions)
+    out = flat(cli("comparisons", "assign", "--batch", "medical", "--annotator", "dr_a", "--annotator", "dr_b").output)
+    assert "batch medical: routed to 2 annotator(s): dr_a, dr_b" in out
+    assert re.search(r"medical .* dr_a, dr_b", flat(cli("comparisons", "list").output))
+    with sessions() as session:
+        ann, dr_a = annotator_ref(session, "ann"), annotator_ref(session, "dr_a")
+        assert batches_with_work(session, ann.id) == ["general"]
+        assert batches_with_work(session, dr_a.id) == ["general", "medical"]
+        assert progress(session, ann.id, T0).remaining == 3 and progress(session, dr_a.id, T0).remaining == 7
+        assert progress(session, ann.id, T0, batch="medical").remaining == 0
+    assert sorted(_work(sessions, "ann")) == ids["general"]  # none of medical
+    assert sorted(_work(sessions, "dr_a")) == ids["medical"]  # general is done (overlap 1)
+    assert _work(sessions, "ann") == []
+    # Added: ann now gets medical (its overlap 2 is still one short on each), and the others do not get it twice
+    assert "routed to 3 annotator(s): ann, dr_a, dr_b" in flat(
+        cli("comparisons", "assign", "--batch", "medical", "--add", "--annotator", "ann").output)
+    assert sorted(_work(sessions, "ann")) == ids["medical"]
+    assert _work(sessions, "dr_b") == []
+    cli("comparisons", "assign", "--batch", "medical", "--remove", "--annotator", "ann")
+    with sessions() as session:
+        assert batch_members(session) == {"medical": ["dr_a", "dr_b"]}
+    assert "routed to every human" in flat(cli("comparisons", "assign", "--batch", "medical", "--everyone").output)
+    with sessions() as session:
+        assert batch_members(session) == {}
+
+
+def test_assign_refuses_what_it_cannot_do_and_warns_of_an_overlap_above_the_team(cli: Cli, sessions) -> None:  # noqa: ANN001
+    _setup(sessions)
+    assert "no annotator named 'nobody'" in flat(
+        cli("comparisons", "assign", "--batch", "medical", "--annotator", "nobody", expect=1).output)
+    assert "'shorter' is a 'rule' annotator" in flat(
+        cli("comparisons", "assign", "--batch", "medical", "--annotator", "shorter", expect=1).output)
+    assert "name the annotators" in flat(cli("comparisons", "assign", "--batch", "medical", expect=1).output)
+    assert "no batch" in flat(
+        cli("comparisons", "assign", "--batch", "nope", "--annotator", "ann", expect=1).output).lower()
+    assert "is not routed to ann" in flat(
+        cli("comparisons", "assign", "--batch", "medical", "--remove", "--annotator", "ann", expect=1).output)
+    warned = flat(cli("comparisons", "assign", "--batch", "medical", "--annotator", "dr_a").output)
+    assert "its overlap is 2, more than its 1 annotator(s)" in warned
+    with sessions() as session:  # the refusals stored nothing; the last call routed it to dr_a
+        assert batch_members(session) == {"medical": ["dr_a"]}
+
+
+def test_the_page_counts_what_each_annotator_may_be_given(sessions, engine) -> None:  # noqa: ANN001
+    """The app caches batch counts for a few seconds; two annotators who see different batches must not share them."""
+    _setup(sessions)
+    with sessions.begin() as session:
+        route_batch(session, "medical", ["dr_a"])
+    app = AnnotatorApp(make_session_factory(immediate(engine)), LabelingSettings(), lambda: T0)
+    left = {name: re.search(r"Left for you: <b>(\d+)</b>", app.show(None, SimpleNamespace(username=name))).group(1)
+            for name in ("dr_a", "ann", "dr_b")}
+    # dr_a: 3 general + 4 medical; ann and dr_b: the 3 general (the item on screen is still counted as left)
+    assert left == {"dr_a": "7", "ann": "3", "dr_b": "3"}
+    batches = app.batches(SimpleNamespace(username="ann"))
+    assert batches["choices"] == ["All batches", "general"]
