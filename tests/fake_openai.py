@@ -8,9 +8,10 @@ single response (``[The Start of the Response]``, the score template) it rates 2
 Any other prompt is answered as a sampling model with a seed would be (as vLLM does): the same seed, the same
 answer; no seed, a fresh one.
 Faults can be queued: ``429`` (with Retry-After), ``500``, ``timeout`` (answers after the client gave up),
-``garbage`` (an answer without a verdict), ``401``. Latency per call is configurable. An answer longer than the
-request's ``max_tokens`` (4 characters a token) is cut there with ``finish_reason="length"``, as a server does;
-``preamble`` is reasoning written before a pairwise verdict.
+``garbage`` (an answer without a verdict), ``nul`` (a NUL character in the answer), ``400``, ``401``.
+Latency per call is configurable. An answer longer than the request's ``max_tokens`` (4 characters a token) is
+cut there with ``finish_reason="length"``, as a server does; ``preamble`` is reasoning written before a pairwise
+verdict.
 
     python -m tests.fake_openai --port 8765 --latency 0.2      # for benchmarks, in its own process
 """
@@ -136,6 +137,9 @@ class FakeModel:
             answer["choices"][0]["logprobs"] = {"content": [{"token": "Both", "logprob": -0.1, "bytes": [66],
                                                              "top_logprobs": [{"token": "Both", "logprob": -0.1},
                                                                               {"token": "ent", "logprob": -3.0}]}]}
+        if fault == "nul":  # byte-level tokens can decode to NUL, which PostgreSQL text cannot hold
+            message = answer["choices"][0]["message"]
+            message["content"] = "Response A\x00 is fine.\n" + message["content"]
         with self.lock:
             self.answered += 1
         return JSONResponse(answer)

@@ -42,7 +42,7 @@ from pipeline.judge.parsing import keep_alternatives
 from pipeline.judge.templates import Template
 from pipeline.llm.identity import cache_name
 from pipeline.llm.limits import RateLimiter, RetryPolicy, estimate_tokens, with_retries
-from pipeline.llm.types import ChatBackend, ChatRequest, Completion, LLMError
+from pipeline.llm.types import ChatBackend, ChatRequest, Completion, LLMError, storable, storable_json
 
 CHUNK = 200  # comparisons loaded per database round trip
 Progress = Callable[[int, int], None]
@@ -98,13 +98,20 @@ class JudgeReport:
 
 
 class Writer(threading.Thread):
-    """Stores calls and finished rankings in batched transactions, off the event loop."""
+    """Stores calls and finished rankings in batched transactions, off the event loop.
 
-    def __init__(self, sessions: sessionmaker[Session], *, flush_seconds: float = 0.2, max_items: int = 400) -> None:
+    A failed transaction is not silent: ``on_error`` is called at once (the online run stops: every later answer
+    would be paid for and lost), the failed batch's calls are stored on their own where they can be (answers
+    already paid for make the resume cheaper), and so are the calls that still arrive; ``close`` raises the error.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], *, flush_seconds: float = 0.2, max_items: int = 400,
+                 on_error: Callable[[BaseException], None] | None = None) -> None:
         super().__init__(daemon=True, name="judge-writer")
         self.sessions = sessions
         self.flush_seconds = flush_seconds
         self.max_items = max_items
+        self.on_error = on_error
         self.inbox: queue.Queue[tuple[str, Any] | None] = queue.Queue()
         self.error: BaseException | None = None
         self.rankings_written = 0
@@ -148,8 +155,23 @@ class Writer(threading.Thread):
                                 )
                     except BaseException as exc:  # noqa: BLE001 - re-raised by close()
                         self.error = exc
+                        if self.on_error is not None:
+                            self.on_error(exc)
+                        self._calls_alone(calls)
+                elif calls:
+                    self._calls_alone(calls)
                 calls, rankings = [], []
                 deadline = time.monotonic() + self.flush_seconds
+
+    def _calls_alone(self, calls: list[dict[str, Any]]) -> None:
+        """After a failed write: keep what answers can still be kept (the first error is the one reported)."""
+        if not calls:
+            return
+        try:
+            with self.sessions.begin() as session:
+                store_calls(session, calls)
+        except Exception:  # noqa: BLE001, S110 - the store is failing; self.error already says so
+            pass
 
 
 @dataclass
@@ -208,11 +230,11 @@ def _ranking_row(ctx: JudgeContext, job: Job, run_id: int | None) -> dict[str, A
     row: dict[str, Any] = {
         "comparison_id": job.case.comparison_id, "annotator_id": ctx.annotator_id, "ranks": None, "skipped": False,
         "skip_reason": None, "all_bad": False, "shown_order": job.shown_order(), "comment": None,
-        "rationale": job.rationale(), "probabilities": None, "scores": None, "active_ms": None, "run_id": run_id,
-        "created_at": utcnow(), "exported_at": None, "details": job.details(),
-    }
+        "rationale": storable(job.rationale()), "probabilities": None, "scores": None, "active_ms": None,
+        "run_id": run_id, "created_at": utcnow(), "exported_at": None, "details": storable_json(job.details()),
+    }  # answers' text may hold NUL, which PostgreSQL refuses (one refused write would lose the whole flush)
     if job.failure:
-        row.update(skipped=True, skip_reason=f"judge failure: {job.failure}"[:4000])
+        row.update(skipped=True, skip_reason=storable(f"judge failure: {job.failure}"[:4000]))
     else:
         verdict = job.verdict()
         row["ranks"] = [verdict.ranks_by_response[i] for i in ids]
@@ -397,20 +419,34 @@ async def judge_online(
     with sessions() as session:
         ids = pending_comparison_ids(session, ctx.annotator_id, report.batch, limit=limit)
     report.comparisons = len(ids)
-    writer = Writer(sessions)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    writer = Writer(sessions, on_error=lambda _: loop.call_soon_threadsafe(stop.set))  # a failed write stops the run
     writer.start()
     state = _Online(sessions, ctx, backend, Recorder(ctx, report, writer, on_progress), concurrency, policy,
-                    RateLimiter(ctx.config.rpm, ctx.config.tpm), stop or asyncio.Event())
+                    RateLimiter(ctx.config.rpm, ctx.config.tpm), stop)
     try:
         workers = [asyncio.create_task(state.work_loop()) for _ in range(concurrency)]
         await state.produce(ids)
         await asyncio.gather(*workers)
     finally:
-        writer.close()
         report.seconds = round(time.perf_counter() - started, 3)
+        _close_writer(writer, ctx)
     if state.fatal is not None:
         raise UserError(f"judge {ctx.name} stopped: {state.fatal} (check the model name, base URL and API key)")
     return report
+
+
+def _close_writer(writer: Writer, ctx: JudgeContext) -> None:
+    """Wait for the writer; a failed write becomes one clear error (the run is recorded as failed)."""
+    try:
+        writer.close()
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:500]
+        raise UserError(
+            f"judge {ctx.name} stopped: storing its results failed ({type(exc).__name__}: {first}); the answers "
+            "that could be stored are kept, and the same command resumes from them"
+        ) from exc
 
 
 # --- Batch API ------------------------------------------------------------------------------------------------------
@@ -491,7 +527,7 @@ async def judge_batch_api(
             report.unfinished += len(waiting)
             needed.update({key: request for _, _, key, request in missing})
     finally:
-        writer.close()
+        _close_writer(writer, ctx)
     if needed:
         remote_id = await backend.submit_batch(needed, description=f"rlhf judge {ctx.name} batch {report.batch}")
         with sessions.begin() as session:

@@ -65,8 +65,8 @@ class Completion:
         """For storage: NUL characters (which byte-level tokens can decode to) are replaced, since PostgreSQL text
         and JSONB cannot hold them."""
         return {
-            "text": _storable(self.text),
-            "top_logprobs": [{_storable(t): lp for t, lp in position.items()} for position in self.top_logprobs],
+            "text": storable(self.text),
+            "top_logprobs": [{storable(t): lp for t, lp in position.items()} for position in self.top_logprobs],
             "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
             "finish_reason": self.finish_reason,
         }
@@ -80,12 +80,28 @@ class Completion:
         )
 
 
-def _storable(text: str) -> str:
-    r"""
-    >>> _storable("a\x00b")
+def storable(text: str) -> str:
+    r"""Text as PostgreSQL can store it: NUL (which byte-level tokens can decode to) becomes U+FFFD.
+
+    >>> storable("a\x00b")
     'a\ufffdb'
     """
     return text.replace("\x00", "\ufffd")
+
+
+def storable_json(value: Any) -> Any:
+    r"""``storable`` applied to every string (keys included) of a JSON-like value.
+
+    >>> storable_json({"a\x00": ["b\x00", 1, None]})
+    {'a\ufffd': ['b\ufffd', 1, None]}
+    """
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, dict):
+        return {storable_json(k): storable_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [storable_json(v) for v in value]
+    return value
 
 
 class LLMError(Exception):

@@ -61,3 +61,51 @@ def test_a_judge_sharing_the_cache_with_a_failed_order_finishes(sessions, fake) 
     assert fake.model.calls - before == 2  # only the other comparison's orders: nothing asked for the failed one
     [failed, ranked] = _rankings(sessions, "j2")
     assert failed.skipped and "rather not say" in failed.skip_reason and not ranked.skipped
+
+
+def test_a_nul_character_in_an_answer_is_stored_everywhere(sessions, fake) -> None:
+    """Byte-level tokens can decode to NUL; PostgreSQL refuses it in text and JSON. The rationale (the answers'
+    text) is stored with U+FFFD instead, and nothing after it is lost."""
+    seed_pairs(sessions, 6)
+    fake.model.faults.append("nul")
+    make_judge(sessions, fake, concurrency=1)
+    report = run_within(30, sessions, "judge", RunOptions(batch="b1"))
+    assert (report.ranked, report.failed) == (6, 0)
+    rankings = _rankings(sessions)
+    assert len(rankings) == 6 and "Response A\ufffd is fine." in rankings[0].rationale
+
+
+def test_a_failed_write_stops_the_run_at_once_and_keeps_the_answers(sessions, fake) -> None:
+    """The database refuses the rankings (disk full, a constraint): the run stops at the first refused write
+    instead of paying for every remaining call and dropping them; the answers received are stored as calls."""
+    from sqlalchemy import event, func
+
+    from db.models import JudgeCall, Run
+    from pipeline.errors import UserError
+
+    engine = sessions.kw["bind"]
+
+    def refuse(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        if statement.lstrip().upper().startswith("INSERT INTO RANKINGS"):
+            raise RuntimeError("no space left on device")
+
+    seed_pairs(sessions, 40)
+    fake.model.latency = 0.03
+    make_judge(sessions, fake, concurrency=2)
+    event.listen(engine, "before_cursor_execute", refuse)
+    try:
+        try:
+            run_within(30, sessions, "judge", RunOptions(batch="b1"))
+            raise AssertionError("the run should have stopped")
+        except UserError as exc:
+            assert "storing its results failed" in str(exc) and "no space left on device" in str(exc)
+    finally:
+        event.remove(engine, "before_cursor_execute", refuse)
+    assert fake.model.answered < 30  # of 80: it stopped within a few flushes
+    with sessions() as session:
+        assert session.scalar(select(func.count(JudgeCall.id))) == fake.model.answered
+        run = session.scalars(select(Run).where(Run.kind == "judge")).one()
+        assert run.status == "failed" and "storing its results failed" in run.error
+    paid = fake.model.answered
+    resumed = run_within(30, sessions, "judge", RunOptions(batch="b1"))
+    assert (resumed.ranked, resumed.cached, resumed.calls) == (40, paid, 80 - paid)  # nothing paid for twice
