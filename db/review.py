@@ -26,6 +26,7 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from db.bulk import chunks
 from db.annotators import AnnotatorError, create_annotator, get_annotator_by_name
 from db.comparisons import RankingError, align, dense_ranks
 from db.gold import gold_annotator
@@ -304,6 +305,15 @@ def withdraw_verdict(session: Session, comparison_id: int) -> bool:
     return True
 
 
-def review_counts(session: Session, batches: Sequence[str] = ()) -> tuple[int, int]:
-    """(disputes without a verdict, disputes with one)."""
-    return len(dispute_ids(session, batches=batches)), len(dispute_ids(session, batches=batches, resolved=True))
+def disputes_by_batch(session: Session) -> dict[str, tuple[int, int]]:
+    """batch -> (disputes waiting for a verdict, disputes with one); batches without disputes are left out."""
+    waiting, settled = dispute_ids(session), dispute_ids(session, resolved=True)
+    batches: dict[int, str] = {}
+    for part in chunks(waiting + settled, 900):
+        batches.update(session.execute(select(Comparison.id, Comparison.batch).where(Comparison.id.in_(part))).all())
+    counts: dict[str, list[int]] = {}
+    for cid in waiting:
+        counts.setdefault(batches[cid], [0, 0])[0] += 1
+    for cid in settled:
+        counts.setdefault(batches[cid], [0, 0])[1] += 1
+    return {batch: (w, s) for batch, (w, s) in sorted(counts.items())}

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from db import current_revision, head_revision, make_engine, upgrade
+from db.review import disputes_by_batch
 from db.runs import list_recent_runs
 from db.stats import annotators_by_kind, batch_summaries, prompts_by_split, responses_by_generator, table_counts
 from pipeline.cli.context import DbOption, console, display_url, examples, open_store, state, sub_app
@@ -109,6 +110,7 @@ def status(
         generators = responses_by_generator(session)
         kinds = annotators_by_kind(session)
         batches = batch_summaries(session)
+        disputes = disputes_by_batch(session)
         recent = list_recent_runs(session, runs)
         from pipeline.loop import rounds as loop_rounds
 
@@ -122,7 +124,8 @@ def status(
                     "prompts_by_split": splits,
                     "responses_by_generator": dict((g or "", n) for g, n in generators),
                     "annotators_by_kind": kinds,
-                    "batches": [b.__dict__ for b in batches],
+                    "batches": [{**b.__dict__, "disputes_waiting": disputes.get(b.batch, (0, 0))[0],
+                                 "disputes_settled": disputes.get(b.batch, (0, 0))[1]} for b in batches],
                     "runs": [
                         {"id": r.id, "kind": r.kind, "name": r.name, "status": r.status, "inputs": r.inputs,
                          "started_at": r.started_at.isoformat(), "metrics": r.metrics}
@@ -144,12 +147,15 @@ def status(
         table.add_row(key, str(counts[key]), "")
     console.print(table)
     if batches:
-        bt = Table("batch", "k", "overlap", "covered", "rankings: human / ai / import", "skips", title="Batches")
+        bt = Table("batch", "k", "overlap", "covered", "rankings: human / ai / import", "skips",
+                   "disputes: waiting / settled", title="Batches")
         for b in batches:
             k = str(b.k_min) if b.k_min == b.k_max else f"{b.k_min}-{b.k_max}"
             retired = f" ({b.retired} retired)" if b.retired else ""
+            waiting, settled = disputes.get(b.batch, (0, 0))
             bt.add_row(b.batch, k, str(b.required_overlap), f"{b.covered}/{b.comparisons}{retired}",
-                       f"{b.human_rankings} / {b.ai_rankings} / {b.import_rankings}", str(b.skipped))
+                       f"{b.human_rankings} / {b.ai_rankings} / {b.import_rankings}", str(b.skipped),
+                       f"{waiting} / {settled}" if waiting or settled else "-")
         console.print(bt)
     if recent:
         rt = Table("run", "kind", "status", "from", "started", "summary", title="Recent runs")

@@ -3,6 +3,7 @@ export's label (and not a vote anywhere else), locked once exported, and how oft
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from datetime import datetime, timezone
@@ -117,6 +118,8 @@ def test_verdicts_label_the_export_alone_and_lock_once_exported(cli: Cli, sessio
     out = flat(cli("review", "decide", str(ids[0]), "--reviewer", "carol", "--order", poor_first,
                    "--note", "good 0 is unsafe").output)
     assert f"comparison {ids[0]}: verdict {poor_first} by carol" in out
+    status = json.loads(cli("status", "--json").output)["batches"][0]
+    assert (status["disputes_waiting"], status["disputes_settled"]) == (1, 1)
     cli("review", "decide", str(ids[4]), "--reviewer", "carol", "--take", "alice")
     with sessions() as session:
         assert dispute_ids(session) == [] and dispute_ids(session, resolved=True) == [ids[0], ids[4]]
