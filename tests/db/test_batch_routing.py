@@ -114,3 +114,20 @@ def test_the_page_counts_what_each_annotator_may_be_given(sessions, engine) -> N
     assert left == {"dr_a": "7", "ann": "3", "dr_b": "3"}
     batches = app.batches(SimpleNamespace(username="ann"))
     assert batches["choices"] == ["All batches", "general"]
+
+
+def test_gold_of_a_routed_batch_goes_only_to_its_annotators(sessions) -> None:  # noqa: ANN001
+    """Everyone gets every gold comparison once, whatever its overlap: everyone the batch is routed to."""
+    from db.gold import ensure_gold_annotator, store_gold
+    from db.runs import start_run
+
+    ids = _setup(sessions)
+    with sessions.begin() as session:
+        run = start_run(session, "comparisons", {}, name="gold")
+        gold = ensure_gold_annotator(session)
+        store_gold(session, gold, {ids["medical"][0]: ([1, 2], {"from_file": "test"}),
+                                   ids["general"][0]: ([1, 2], {"from_file": "test"})}, run.id)
+        route_batch(session, "medical", ["dr_a"])
+    assert ids["medical"][0] not in _work(sessions, "ann")
+    assert ids["general"][0] in _work(sessions, "dr_b")  # general's gold reaches others past its overlap of 1
+    assert ids["medical"][0] in _work(sessions, "dr_a") and _work(sessions, "dr_b") == []
