@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,11 +40,76 @@ def require_cuda_for_vllm(option: str, *, instead: str | None = None) -> None:
                         + (f"; use {instead}" if instead else ""))
 
 
-def resume_from(output_dir: str | Path, resume: bool) -> bool | None:
+RUN_FINGERPRINT = "rlhf_run.json"  # beside the checkpoints: what the run that wrote them trained on, and how
+
+
+def run_fingerprint(config: Any, fields: Sequence[str], **inputs: Any) -> dict[str, Any]:
+    """What a checkpoint means: ``inputs`` (digests of the data, the starting model) and ``config``'s ``fields``
+    (the settings that shape the run; not how long it runs: a resume may extend it), as JSON values."""
+    values = {**inputs, **{name: getattr(config, name, None) for name in fields}}
+    return json.loads(json.dumps(values, sort_keys=True, default=str))
+
+
+DIGESTS = {"data": "the training pairs", "prompts": "the prompts", "model": "the starting model's weights"}
+
+
+def _differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        if saved.get(key) == now.get(key):
+            continue
+        if key in DIGESTS:
+            out.append(f"{DIGESTS[key]} differ")
+        else:
+            out.append(f"{key} {saved.get(key)!r} then, {now.get(key)!r} now")
+    return out
+
+
+def check_fingerprint(output_dir: str | Path, fingerprint: dict[str, Any]) -> None:
+    """Refuse to continue what ``output_dir`` holds when the run that wrote it had another fingerprint (checkpoints
+    written before fingerprints were kept are taken as they are)."""
+    path = Path(output_dir) / RUN_FINGERPRINT
+    if not path.is_file():
+        return
+    differences = _differences(json.loads(path.read_text(encoding="utf-8")), fingerprint)
+    if differences:
+        raise UserError(f"--resume: {output_dir} holds the checkpoints of another run ({'; '.join(differences)}); "
+                        "pass what that run had to continue it, or train into a new --out without --resume")
+
+
+def resume_from(output_dir: str | Path, resume: bool, fingerprint: dict[str, Any] | None = None) -> bool | None:
     """``Trainer.train(resume_from_checkpoint=...)`` for ``--resume``: True (the latest checkpoint) when resuming
-    and ``output_dir`` has one; otherwise None, a fresh start."""
+    and ``output_dir`` has one; otherwise None, a fresh start.
+
+    A fresh start into an ``output_dir`` that holds checkpoints is refused: the Trainer would neither clear nor
+    read them, its ``save_total_limit`` would delete the new run's lower-numbered checkpoints first, and a later
+    ``--resume`` would load the old run's. With a ``fingerprint`` (``run_fingerprint``), a resume checks it against
+    the one the checkpoints' run stored (``check_fingerprint``), and the run's is stored for the next resume."""
     folder = Path(output_dir)
-    return True if resume and folder.exists() and any(folder.glob("checkpoint-*")) else None
+    checkpoints = folder.is_dir() and any(folder.glob("checkpoint-*"))
+    if checkpoints and not resume:
+        raise UserError(f"{folder} holds the checkpoints of an earlier run: pass --resume to continue it, or train "
+                        f"into a new --out (or delete {folder} first)")
+    if fingerprint is not None:
+        if checkpoints:
+            check_fingerprint(folder, fingerprint)
+        if os.environ.get("RANK", "0") == "0":  # one writer under accelerate launch / torchrun
+            folder.mkdir(parents=True, exist_ok=True)
+            partial = folder / f"{RUN_FINGERPRINT}.{os.getpid()}.tmp"
+            partial.write_text(json.dumps(fingerprint, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            partial.replace(folder / RUN_FINGERPRINT)
+    return True if checkpoints else None
+
+
+def dataset_digest(dataset: Any, columns: Sequence[str]) -> str:
+    """A content hash of ``columns`` of a ``datasets.Dataset`` (those of them it has)."""
+    import pyarrow as pa
+
+    table = dataset.with_format("arrow")[:].select([c for c in columns if c in dataset.column_names])
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table.combine_chunks())
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
 
 
 class LengthGroupedOrder:

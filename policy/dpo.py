@@ -44,7 +44,7 @@ from trl import DPOConfig, DPOTrainer
 
 from pipeline.config_options import make_config
 from pipeline.errors import UserError
-from pipeline.hf_utils import LengthGroupedOrder, load_tokenizer, resume_from
+from pipeline.hf_utils import LengthGroupedOrder, dataset_digest, load_tokenizer, resume_from, run_fingerprint
 from reward_model.data import messages_of, plain_conversation, text_of
 
 DPO_CARD = "rlhf_dpo.json"
@@ -413,6 +413,14 @@ class DPOReport:
                 f"{cache}{', soft labels' if self.soft_labels else ''}")
 
 
+# What a checkpoint's run must share with a --resume of it (besides the pairs, the policy and soft labels). Not
+# max_steps or num_train_epochs: a resume may run longer.
+RESUME_FIELDS = ("seed", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
+                 "lr_scheduler_type", "weight_decay", "max_length", "beta", "loss_type", "loss_weights", "ld_alpha",
+                 "f_divergence_type", "use_weighting", "use_lora", "lora_r", "lora_alpha", "lora_target_modules",
+                 "group_by_length")
+
+
 def train_dpo(data: str | Path, out_dir: str | Path, config: DPOStageConfig, *, resume: bool = False,
               callbacks: list[Any] | None = None) -> DPOReport:
     """DPO from ``config.policy`` on the export's train split; the policy (merged if LoRA) saved in ``out_dir``."""
@@ -442,6 +450,10 @@ def train_dpo(data: str | Path, out_dir: str | Path, config: DPOStageConfig, *, 
         _refuse_what_soft_labels_ignore(config, model, sum(t < 1.0 for t in dataset["soft_target"]))
     if not soft and "soft_target" in dataset.column_names:
         dataset = dataset.remove_columns(["soft_target"])
+    policy = str(Path(config.policy).resolve()) if Path(config.policy).exists() else config.policy
+    checkpoint = resume_from(config.output_dir, resume, run_fingerprint(  # before the reference pass
+        config, RESUME_FIELDS, policy=policy, soft_labels=soft,
+        data=dataset_digest(dataset, ["prompt_ids", "chosen_ids", "rejected_ids", "soft_target"])))
     peft_config = None
     if config.use_lora:
         from peft import LoraConfig
@@ -454,7 +466,7 @@ def train_dpo(data: str | Path, out_dir: str | Path, config: DPOStageConfig, *, 
             callbacks=callbacks, soft_labels=soft, ref_cache_dir=config.ref_cache_dir,
             group_by_length=config.group_by_length,
         )
-        result = trainer.train(resume_from_checkpoint=resume_from(config.output_dir, resume))
+        result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - started
     out.mkdir(parents=True, exist_ok=True)
     if config.use_lora:

@@ -8,6 +8,7 @@ scored by ``RewardScorer``: models loaded once, length-sorted batches) and ``rul
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -20,7 +21,7 @@ from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
 from pipeline.config_options import make_config
 from pipeline.errors import UserError
-from pipeline.hf_utils import require_cuda_for_vllm, resume_from
+from pipeline.hf_utils import require_cuda_for_vllm, resume_from, run_fingerprint
 
 ALGORITHMS = {"grpo": (GRPOConfig, GRPOTrainer), "rloo": (RLOOConfig, RLOOTrainer)}
 CARDS = {"grpo": "rlhf_grpo.json", "rloo": "rlhf_rloo.json"}
@@ -94,6 +95,13 @@ class RLReport:
                 f"-> {self.last_reward:.3f}, {self.seconds:.0f} s")
 
 
+# What a checkpoint's run must share with a --resume of it (besides the prompts, the policy and the rewards). Not
+# max_steps or num_train_epochs: a resume may run longer.
+RESUME_FIELDS = ("seed", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
+                 "lr_scheduler_type", "num_generations", "max_completion_length", "temperature", "beta",
+                 "reward_weights", "loss_type")
+
+
 def train_online(algorithm: str, policy: str, prompts: Sequence[list[dict[str, str]]], rewards: Sequence[str],
                  out_dir: str | Path, config: Any, *, reward_weights: Sequence[float] | None = None,
                  rm_uncertainty_penalty: float = 0.0, resume: bool = False,
@@ -112,12 +120,17 @@ def train_online(algorithm: str, policy: str, prompts: Sequence[list[dict[str, s
         if len(reward_weights) != len(functions):
             raise UserError("give one --reward-weight per --reward")
         config.reward_weights = list(reward_weights)
+    policy_path = str(Path(policy).resolve()) if Path(policy).exists() else policy
+    prompts_digest = hashlib.sha256(json.dumps([list(p) for p in prompts], sort_keys=True).encode()).hexdigest()
+    checkpoint = resume_from(config.output_dir, resume, run_fingerprint(
+        config, RESUME_FIELDS, policy=policy_path, rewards=list(rewards),
+        rm_uncertainty_penalty=rm_uncertainty_penalty, prompts=prompts_digest))
     _, trainer_class = ALGORITHMS[algorithm]
     trainer = trainer_class(model=policy, reward_funcs=functions, args=config,
                             train_dataset=Dataset.from_list([{"prompt": list(p)} for p in prompts]),
                             callbacks=callbacks)
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume_from(config.output_dir, resume))
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - started
     out = Path(out_dir)
     trainer.save_model(str(out))

@@ -22,7 +22,14 @@ from trl import RewardConfig, RewardTrainer
 
 from pipeline.config_options import make_config
 from pipeline.errors import UserError
-from pipeline.hf_utils import LengthGroupedOrder, load_tokenizer, resume_from
+from pipeline.hf_utils import (
+    LengthGroupedOrder,
+    check_fingerprint,
+    dataset_digest,
+    load_tokenizer,
+    resume_from,
+    run_fingerprint,
+)
 from pipeline.lineage import is_main_process
 from reward_model.data import load_pairs, tokenize_pairs, without_ties
 
@@ -231,12 +238,13 @@ def train_reward_model(data: str | Path, out_dir: str | Path, config: RMConfig, 
         for index in range(members):
             folder = out / f"member-{index + 1}"
             done = folder / RM_CARD
-            if resume and done.is_file() and "fit" in (saved := json.loads(done.read_text())):
-                fits.append(saved["fit"])  # finished before the interruption
-                continue
             member = copy.deepcopy(config)
             member.seed, member.ensemble = config.seed + index, 1
             member.output_dir = str(folder / "checkpoints")
+            if resume and done.is_file() and "fit" in (saved := json.loads(done.read_text())):
+                check_fingerprint(member.output_dir, fingerprint(member, dataset))  # this run's member
+                fits.append(saved["fit"])  # finished before the interruption
+                continue
             fit = _fit(member, dataset, lengths, tokenizer, folder, resume=resume, callbacks=callbacks)
             done.write_text(json.dumps({**card, "seed": member.seed, "fit": fit}, indent=2) + "\n")
             fits.append(fit)
@@ -255,11 +263,28 @@ def train_reward_model(data: str | Path, out_dir: str | Path, config: RMConfig, 
     )
 
 
+# What a checkpoint's run must share with a --resume of it (besides the pairs and the base model). Not max_steps or
+# num_train_epochs: a resume may run longer.
+RESUME_FIELDS = ("seed", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
+                 "lr_scheduler_type", "weight_decay", "max_length", "use_margin", "group_by_length", "use_lora",
+                 "lora_r", "lora_alpha", "head_lr_multiplier", "layer_lr_decay")
+
+
+def fingerprint(config: RMConfig, dataset: Any) -> dict[str, Any]:
+    """The run's fingerprint (``pipeline.hf_utils.run_fingerprint``): the tokenized pairs, the base model, the
+    settings in ``RESUME_FIELDS``."""
+    base = resolve_base(config.base_model)
+    base = str(Path(base).resolve()) if Path(base).exists() else base
+    return run_fingerprint(config, RESUME_FIELDS, base_model=base,
+                           data=dataset_digest(dataset, ["chosen_ids", "rejected_ids", "margin"]))
+
+
 def _fit(config: RMConfig, dataset: Any, lengths: list[int] | None, tokenizer: Any, out: Path, *, resume: bool,
          callbacks: list[Any] | None) -> dict[str, Any]:
     """One model: train and save it (with its tokenizer) in ``out``; its steps, loss, time and pairs seen."""
     from transformers import set_seed
 
+    checkpoint = resume_from(config.output_dir, resume, fingerprint(config, dataset))  # before any work
     set_seed(config.seed)  # the new head's initial weights too (the Trainer seeds only after the model exists)
     model, _ = load_model(config.base_model, config, tokenizer)
     trainer = LengthGroupedRewardTrainer(
@@ -267,7 +292,7 @@ def _fit(config: RMConfig, dataset: Any, lengths: list[int] | None, tokenizer: A
         callbacks=callbacks,
     )
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume_from(config.output_dir, resume))
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - started
     out.mkdir(parents=True, exist_ok=True)
     if config.use_lora:

@@ -1,4 +1,5 @@
-"""``rlhf dpo --resume`` continues the same run: the batches of an uninterrupted run, in every epoch."""
+"""``rlhf dpo --resume`` continues the same run, and only that run: the batches of an uninterrupted run, in every
+epoch; a fresh run does not start over an earlier run's checkpoints, a resume refuses another run's."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.errors import UserError
 from policy.dpo import default_config, train_dpo
 from tests.policy.test_dpo_options import preference_file
 from tests.reward_model.test_rm_resume import StopAt
@@ -49,3 +51,25 @@ def test_a_resume_in_the_second_epoch_sees_the_batches_of_an_uninterrupted_run(
     assert train(tmp_path / "cut", resume=True).steps == 12
     assert batches == whole[8:]
     assert len({pair for batch in whole[6:] for pair in batch}) == 24  # each pair once in the second epoch
+
+
+def test_a_fresh_run_into_an_earlier_runs_checkpoints_is_refused_and_a_resume_must_match_it(
+        tiny_lm_dir: Path, tmp_path: Path) -> None:
+    pairs = preference_file(tmp_path / "pairs.jsonl", pairs=16)
+    other = preference_file(tmp_path / "other.jsonl", pairs=16, seed=1)
+    out = tmp_path / "dpo"
+
+    def train(data: Path, steps: int, *, resume: bool = False, **options: Any) -> Any:
+        config = default_config(out, policy=str(tiny_lm_dir), max_steps=steps, save_steps=2,
+                                per_device_train_batch_size=4, ref_cache_dir=str(tmp_path / "cache"),
+                                disable_tqdm=True, **options)
+        return train_dpo(data, out, config, resume=resume)
+
+    train(pairs, 2)
+    with pytest.raises(UserError, match=r"dpo/checkpoints holds the checkpoints of an earlier run: pass --resume"):
+        train(other, 2)
+    with pytest.raises(UserError, match=r"another run \(the training pairs differ\)"):
+        train(other, 4, resume=True)
+    with pytest.raises(UserError, match=r"beta 0\.1 then, 0\.3 now"):
+        train(pairs, 4, resume=True, beta=0.3)
+    assert train(pairs, 4, resume=True).steps == 4
