@@ -15,7 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pipeline.judge.config import JudgeConfig
-from pipeline.judge.parsing import parse_ranking, parse_rating, parse_verdict, preference_from_logprobs
+from pipeline.judge.parsing import (
+    letter_from_text,
+    parse_ranking,
+    parse_rating,
+    parse_verdict,
+    preference_from_logprobs,
+)
 from pipeline.judge.templates import Template, conversation_text
 from pipeline.llm.types import ChatRequest, Completion
 
@@ -122,9 +128,8 @@ def read_answer(completion: Completion, config: JudgeConfig, k: int) -> Reading 
     """The verdict in one answer, or None when it has none (the caller retries, then records a failure)."""
     if config.kind == "logprob":
         p = preference_from_logprobs(completion.top_logprobs)
-        if p is None:  # no A/B among the alternatives: maybe the text still says it
-            letter = parse_verdict(f"[[{completion.text.strip(' *().:')[:1]}]]")
-            p = {"A": 1.0, "B": 0.0}.get(letter or "")
+        if p is None:  # no A/B among the alternatives: the text may still say it, if it is only the letter
+            p = {"A": 1.0, "B": 0.0}.get(letter_from_text(completion.text) or "")
         return None if p is None else Reading(p_first=p)
     if config.kind == "kwise":
         ranks = parse_ranking(completion.text, LABELS[:k])

@@ -56,6 +56,22 @@ def _letter(token: str) -> str | None:
     return core if core in ("A", "B") else None
 
 
+_LEADING_LETTER = re.compile(r"[\s*_(\[{'\"`]*(A|B)(?:[\s*_)\]}.:,'\"`]*$|[*_)\]}.:,'\"`]*\n)")
+
+
+def letter_from_text(text: str) -> str | None:
+    """A logprob judge's answer when its logprobs name no letter: "A" or "B" only when the whole answer (or its
+    first line) is that letter, however decorated; never the first letter of a word.
+
+    >>> [letter_from_text(t) for t in ["A", " **B**", "(A).", "[[B]]", "A\\nbecause", "B:\\nclearer"]]
+    ['A', 'B', 'A', 'B', 'A', 'B']
+    >>> [letter_from_text(t) for t in ["As an AI", "Both have merits", "A good answer", "a", "", "AB"]]
+    [None, None, None, None, None, None]
+    """
+    found = _LEADING_LETTER.match(text or "")
+    return found.group(1) if found else None
+
+
 def preference_from_logprobs(positions: Sequence[dict[str, float]]) -> float | None:
     """P(A) / (P(A) + P(B)) at the first generated position whose top alternatives spell A or B; None if none do.
 

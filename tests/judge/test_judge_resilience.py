@@ -109,3 +109,17 @@ def test_a_failed_write_stops_the_run_at_once_and_keeps_the_answers(sessions, fa
     paid = fake.model.answered
     resumed = run_within(30, sessions, "judge", RunOptions(batch="b1"))
     assert (resumed.ranked, resumed.cached, resumed.calls) == (40, paid, 80 - paid)  # nothing paid for twice
+
+
+def test_a_logprob_judge_takes_no_verdict_from_the_first_letter_of_a_word(sessions, fake) -> None:
+    """An answer whose logprobs name neither letter ("Both have merits", "As an AI...") is no verdict: retried,
+    then a recorded failure; it used to become B (or A) with probability 1."""
+    seed_pairs(sessions, 1)
+    fake.model.faults.extend(["garbage"] * 2)  # the first attempt and its one retry
+    make_judge(sessions, fake, template="logprob", both_orders=False, max_parse_retries=1, concurrency=1)
+    report = run_within(20, sessions, "judge", RunOptions(batch="b1"))
+    assert (report.ranked, report.failed, report.parse_retries) == (0, 1, 1)
+    [failed] = _rankings(sessions)
+    assert failed.skipped and failed.probabilities is None and "rather not say" in failed.skip_reason
+    again = run_within(20, sessions, "judge", RunOptions(batch="b1", retry_failed=True))  # a letter: a verdict
+    assert (again.ranked, again.failed) == (1, 0)
