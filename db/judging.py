@@ -97,14 +97,21 @@ def call_ids(session: Session, keys: Sequence[str]) -> dict[str, int]:
     return found
 
 
-def store_judge_rankings(session: Session, rankings: Sequence[dict[str, Any]], keys: Sequence[list[str]]) -> int:
+def store_judge_rankings(session: Session, rankings: Sequence[dict[str, Any]], keys: Sequence[list[str]],
+                         replacing: Sequence[bool] = ()) -> int:
     """Insert a judge's rankings (skipping any this judge already has) and link each to its calls.
 
-    ``rankings`` are Ranking column values; ``keys[i]`` the request hashes of ranking i's calls, in order.
-    Returns how many rankings were inserted.
+    ``rankings`` are Ranking column values; ``keys[i]`` the request hashes of ranking i's calls, in order;
+    ``replacing[i]``: ranking i is a retry of a recorded failure, which it replaces (the failure stays recorded
+    until then, so that an interrupted retry loses nothing). Returns how many rankings were inserted.
     """
     if not rankings:
         return 0
+    retried = [(row["annotator_id"], row["comparison_id"]) for row, again in zip(rankings, replacing, strict=False) if again]
+    for annotator_id in {a for a, _ in retried}:
+        for part in chunks(sorted({c for a, c in retried if a == annotator_id})):
+            session.execute(delete(Ranking).where(Ranking.annotator_id == annotator_id, Ranking.skipped,
+                                                  Ranking.comparison_id.in_(part)))
     ids = call_ids(session, [k for ks in keys for k in ks])
     statement = (
         _insert(session, Ranking)
@@ -124,13 +131,16 @@ def store_judge_rankings(session: Session, rankings: Sequence[dict[str, Any]], k
     return len(new)
 
 
-def forget_failures(session: Session, annotator_id: int, batch: str) -> list[int]:
-    """Delete this judge's recorded failures in the batch, so that a run tries them again; their comparison ids."""
-    ids = select(Comparison.id).where(Comparison.batch == batch).scalar_subquery()
-    mine = (Ranking.annotator_id == annotator_id, Ranking.skipped, Ranking.comparison_id.in_(ids))
-    failed = list(session.scalars(select(Ranking.comparison_id).where(*mine)))
-    session.execute(delete(Ranking).where(*mine))
-    return failed
+def failed_comparisons(session: Session, annotator_id: int, batch: str) -> dict[int, int]:
+    """This judge's recorded failures in the batch: comparison id -> the retry salt they failed at (0: the first
+    try; ``details["salt"]``), from which the next retry's salt follows (the same after an interruption)."""
+    rows = session.execute(
+        select(Ranking.comparison_id, Ranking.details)
+        .join(Comparison, Comparison.id == Ranking.comparison_id)
+        .where(Ranking.annotator_id == annotator_id, Ranking.skipped, Comparison.batch == batch,
+               Comparison.status != "retired")
+    ).all()
+    return {cid: int((details or {}).get("salt") or 0) for cid, details in rows}
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import select
@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.judging import (
     call_row,
     cached_responses,
+    failed_comparisons,
     load_cases,
     pending_comparison_ids,
     store_calls,
@@ -45,6 +46,7 @@ from pipeline.llm.limits import RateLimiter, RetryPolicy, estimate_tokens, with_
 from pipeline.llm.types import ChatBackend, ChatRequest, Completion, LLMError, storable, storable_json
 
 CHUNK = 200  # comparisons loaded per database round trip
+RETRY_GENERATION = 1000  # salt step per --retry-failed of a comparison (its attempts add 0..max_parse_retries)
 Progress = Callable[[int, int], None]
 
 
@@ -119,8 +121,8 @@ class Writer(threading.Thread):
     def call(self, row: dict[str, Any]) -> None:
         self.inbox.put(("call", row))
 
-    def ranking(self, row: dict[str, Any], keys: list[str]) -> None:
-        self.inbox.put(("ranking", (row, keys)))
+    def ranking(self, row: dict[str, Any], keys: list[str], *, replaces_failure: bool = False) -> None:
+        self.inbox.put(("ranking", (row, keys, replaces_failure)))
 
     def close(self) -> None:
         self.inbox.put(None)
@@ -130,7 +132,7 @@ class Writer(threading.Thread):
 
     def run(self) -> None:
         calls: list[dict[str, Any]] = []
-        rankings: list[tuple[dict[str, Any], list[str]]] = []
+        rankings: list[tuple[dict[str, Any], list[str], bool]] = []
         deadline = time.monotonic() + self.flush_seconds
         closing = False
         while not closing:
@@ -151,7 +153,8 @@ class Writer(threading.Thread):
                             store_calls(session, calls)
                             if rankings:
                                 self.rankings_written += store_judge_rankings(
-                                    session, [r for r, _ in rankings], [k for _, k in rankings]
+                                    session, [r for r, _, _ in rankings], [k for _, k, _ in rankings],
+                                    [again for _, _, again in rankings],
                                 )
                     except BaseException as exc:  # noqa: BLE001 - re-raised by close()
                         self.error = exc
@@ -182,8 +185,8 @@ class JudgeContext:
     name: str
     config: JudgeConfig
     template: Template
-    retried: frozenset[int] = frozenset()  # comparisons whose recorded failure this run tries again
-    retry_salt: int = 0
+    # comparisons whose recorded failure this run tries again -> the salt of their new attempts
+    retry_salts: dict[int, int] = field(default_factory=dict)
 
 
 def _request_json(request: ChatRequest) -> dict[str, Any]:
@@ -196,9 +199,15 @@ Needed = tuple[Job, int, str, ChatRequest]  # a call to make: job, order index, 
 def load_jobs(session: Session, ctx: JudgeContext, comparison_ids: list[int]) -> list[Job]:
     return [
         Job(Case(row.comparison_id, row.messages, row.responses, row.reference), ctx.config, ctx.template,
-            salt=ctx.retry_salt if row.comparison_id in ctx.retried else 0)
+            salt=ctx.retry_salts.get(row.comparison_id, 0))
         for row in load_cases(session, comparison_ids, reference=ctx.config.reference)
     ]
+
+
+def _work_ids(session: Session, ctx: JudgeContext, batch: str, limit: int | None) -> list[int]:
+    """The comparisons this run judges: those without a ranking of this judge, and the failures it retries."""
+    ids = set(pending_comparison_ids(session, ctx.annotator_id, batch, limit=limit)) | set(ctx.retry_salts)
+    return sorted(ids)[:limit]
 
 
 def answer_from_cache(session: Session, jobs: list[Job], model: str) -> tuple[list[Needed], int]:
@@ -231,7 +240,8 @@ def _ranking_row(ctx: JudgeContext, job: Job, run_id: int | None) -> dict[str, A
         "comparison_id": job.case.comparison_id, "annotator_id": ctx.annotator_id, "ranks": None, "skipped": False,
         "skip_reason": None, "all_bad": False, "shown_order": job.shown_order(), "comment": None,
         "rationale": storable(job.rationale()), "probabilities": None, "scores": None, "active_ms": None,
-        "run_id": run_id, "created_at": utcnow(), "exported_at": None, "details": storable_json(job.details()),
+        "run_id": run_id, "created_at": utcnow(), "exported_at": None,
+        "details": storable_json({**job.details(), "salt": job.salt}),  # a retry's salt follows from a failure's
     }  # answers' text may hold NUL, which PostgreSQL refuses (one refused write would lose the whole flush)
     if job.failure:
         row.update(skipped=True, skip_reason=storable(f"judge failure: {job.failure}"[:4000]))
@@ -261,7 +271,8 @@ class Recorder:
                 self.report.failed += 1
             else:
                 self.report.ranked += 1
-            self.writer.ranking(_ranking_row(self.ctx, job, self.report.run_id), job.call_keys())
+            self.writer.ranking(_ranking_row(self.ctx, job, self.report.run_id), job.call_keys(),
+                                replaces_failure=job.case.comparison_id in self.ctx.retry_salts)
         if self.on_progress is not None:
             self.on_progress(self.finished, self.report.comparisons)
 
@@ -417,7 +428,7 @@ async def judge_online(
     """Judge the batch's pending comparisons through ``backend`` (the run record is the caller's)."""
     started = time.perf_counter()
     with sessions() as session:
-        ids = pending_comparison_ids(session, ctx.annotator_id, report.batch, limit=limit)
+        ids = _work_ids(session, ctx, report.batch, limit)
     report.comparisons = len(ids)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -458,17 +469,19 @@ def open_remote_batches(session: Session, judge: str, batch: str) -> list[Run]:
 
 
 async def _collect(sessions: sessionmaker[Session], ctx: JudgeContext, backend: Any, report: JudgeReport,
-                   run_id: int, remote_id: str) -> bool:
-    """Store a finished remote batch's answers in the cache; False while it is still being processed."""
+                   run_id: int, remote_id: str) -> dict[int, int] | None:
+    """Store a finished remote batch's answers in the cache; None while it is still being processed, else the
+    retried failures it asked about (comparison id -> retry salt), so that their answers are used now."""
     status, output_file, error_file = await backend.batch_state(remote_id)
     report.remote_batch, report.remote_state = remote_id, status
     if status in ("validating", "in_progress", "finalizing", "cancelling"):
-        return False
+        return None
     rows: list[dict[str, Any]] = []
+    with sessions() as session:
+        run = session.get(Run, run_id)
+        requests = run.config.get("requests", {}) if run else {}
+        retried = {int(cid): int(salt) for cid, salt in (run.config.get("retry") or {}).items()} if run else {}
     if status == "completed":
-        with sessions() as session:
-            run = session.get(Run, run_id)
-            requests = run.config.get("requests", {}) if run else {}
         for file_id in (output_file, error_file):
             results = await backend.batch_results(file_id) if file_id else {}
             for key, result in results.items():
@@ -491,7 +504,7 @@ async def _collect(sessions: sessionmaker[Session], ctx: JudgeContext, backend: 
             finish_run(session, run, {"answers": len(rows), "summary": f"remote batch {remote_id}: {len(rows)} answers"})
         else:
             fail_run(session, run, f"remote batch {remote_id} ended {status}")
-    return True
+    return retried
 
 
 async def judge_batch_api(
@@ -503,14 +516,22 @@ async def judge_batch_api(
     started = time.perf_counter()
     with sessions() as session:
         remote = [(r.id, r.config["remote_batch"]) for r in open_remote_batches(session, ctx.name, report.batch)]
+    collected: dict[int, int] = {}
     for run_id, remote_id in remote:
-        if not await _collect(sessions, ctx, backend, report, run_id, remote_id):
+        retried = await _collect(sessions, ctx, backend, report, run_id, remote_id)
+        if retried is None:
             report.seconds = round(time.perf_counter() - started, 3)
             return report  # still running: come back later
+        collected.update(retried)
     with sessions() as session:
-        ids = pending_comparison_ids(session, ctx.annotator_id, report.batch, limit=limit)
+        if collected:  # a collected batch re-asked recorded failures: rank them from its answers (no flag needed)
+            failed = failed_comparisons(session, ctx.annotator_id, report.batch)
+            again = {cid: salt for cid, salt in collected.items() if cid in failed and failed[cid] < salt}
+            ctx = replace(ctx, retry_salts={**again, **ctx.retry_salts})
+        ids = _work_ids(session, ctx, report.batch, limit)
     report.comparisons = len(ids)
     needed: dict[str, ChatRequest] = {}
+    retry: dict[int, int] = {}  # retried failures among them: their salt, for the run that collects the answers
     writer = Writer(sessions)
     writer.start()
     recorder = Recorder(ctx, report, writer, on_progress)
@@ -526,6 +547,7 @@ async def judge_batch_api(
                     recorder.finish(job)
             report.unfinished += len(waiting)
             needed.update({key: request for _, _, key, request in missing})
+            retry.update({job.case.comparison_id: job.salt for job, *_ in missing if job.salt})
     finally:
         _close_writer(writer, ctx)
     if needed:
@@ -534,6 +556,7 @@ async def judge_batch_api(
             start_run(session, "judge-batch", {
                 "judge": ctx.name, "batch": report.batch, "remote_batch": remote_id, "count": len(needed),
                 "requests": {key: _request_json(req) for key, req in needed.items()},
+                "retry": {str(cid): salt for cid, salt in retry.items()},
             }, inputs=[report.run_id] if report.run_id else (), name=f"judge-batch {ctx.name} {report.batch}")
         report.remote_batch, report.remote_state = remote_id, f"submitted ({len(needed)} requests)"
     report.seconds = round(time.perf_counter() - started, 3)

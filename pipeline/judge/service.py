@@ -15,12 +15,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.annotators import AnnotatorError, create_annotator, get_annotator_by_name
-from db.judging import JudgeBatchStatus, forget_failures, judge_progress
+from db.judging import JudgeBatchStatus, failed_comparisons, judge_progress
 from db.models import Annotator, Comparison, Run
 from db.runs import fail_run, finish_run, start_run
 from pipeline.errors import UserError
 from pipeline.judge.config import JudgeConfig
-from pipeline.judge.runner import JudgeContext, JudgeReport, Progress, judge_batch_api, judge_online
+from pipeline.judge.runner import RETRY_GENERATION, JudgeContext, JudgeReport, Progress, judge_batch_api, judge_online
 from pipeline.judge.templates import SHIPPED_KINDS, Template, load_template
 from pipeline.llm import make_backend, resolve_api_key
 from pipeline.llm.identity import model_identity
@@ -97,7 +97,9 @@ def run_judge(
         ctx = judge_context(session, name)
         if not session.scalar(select(func.count(Comparison.id)).where(Comparison.batch == options.batch)):
             raise UserError(f"batch {options.batch!r} has no comparisons (see `rlhf status`)")
-        retried = forget_failures(session, ctx.annotator_id, options.batch) if options.retry_failed else []
+        # a recorded failure stays until its retry's ranking replaces it; the retry's salt follows from the one it
+        # failed at, so an interrupted retry (or a batch collected later) finds its answers in the cache
+        retried = failed_comparisons(session, ctx.annotator_id, options.batch) if options.retry_failed else {}
         parents = sorted(
             {r for r in session.scalars(select(Comparison.run_id).where(Comparison.batch == options.batch).distinct()) if r}
         )
@@ -111,7 +113,7 @@ def run_judge(
         )
         run_id = run.id
     if retried:  # new attempts (new seeds, new cache keys) for comparisons whose answers had no verdict
-        ctx = replace(ctx, retried=frozenset(retried), retry_salt=1000 * run_id)
+        ctx = replace(ctx, retry_salts={cid: salt + RETRY_GENERATION for cid, salt in retried.items()})
     report = JudgeReport(judge=name, batch=options.batch, mode=options.mode, run_id=run_id)
     owned = backend is None
     if backend is None:

@@ -123,3 +123,41 @@ def test_a_logprob_judge_takes_no_verdict_from_the_first_letter_of_a_word(sessio
     assert failed.skipped and failed.probabilities is None and "rather not say" in failed.skip_reason
     again = run_within(20, sessions, "judge", RunOptions(batch="b1", retry_failed=True))  # a letter: a verdict
     assert (again.ranked, again.failed) == (1, 0)
+
+
+def test_an_interrupted_retry_of_failures_keeps_its_answers(sessions, fake) -> None:
+    """--retry-failed cut short by endpoint errors: the failure stays recorded (nothing lost), and the same command
+    again asks only what the interrupted retry did not get (its salt follows from the failure, not the run)."""
+    seed_pairs(sessions, 1)
+    make_judge(sessions, fake, max_parse_retries=0, concurrency=1)
+    fake.model.faults.append("garbage")  # order 0: no verdict, no retry left (order 1 is then never asked)
+    first = run_within(20, sessions, "judge", RunOptions(batch="b1"))
+    assert (first.failed, fake.model.calls) == (1, 1)
+    fake.model.faults.extend([None] + ["500"] * 6)  # order 0 answers, order 1 keeps failing
+    cut = run_within(20, sessions, "judge", RunOptions(batch="b1", retry_failed=True))
+    assert (cut.ranked, cut.failed, cut.unfinished) == (0, 0, 1)
+    [still] = _rankings(sessions)
+    assert still.skipped  # the recorded failure is kept until a retry replaces it
+    before = fake.model.calls
+    again = run_within(20, sessions, "judge", RunOptions(batch="b1", retry_failed=True))
+    assert (again.ranked, again.cached, again.calls, fake.model.calls - before) == (1, 1, 1, 1)
+    [ranked] = _rankings(sessions)
+    assert not ranked.skipped and ranked.ranks is not None
+
+
+def test_a_batch_retry_of_failures_is_used_when_collected(sessions, fake) -> None:
+    """--mode batch --retry-failed submits new attempts; the run that collects them (no flag needed) ranks from
+    them, instead of paying for them and recording the old failures again."""
+    fake.model.batch_polls = 0
+    seed_pairs(sessions, 2)
+    make_judge(sessions, fake, both_orders=False, max_parse_retries=0)
+    fake.model.faults.extend(["garbage"] * 2)
+    run_judge(sessions, "judge", RunOptions(batch="b1", mode="batch"))
+    collected = run_judge(sessions, "judge", RunOptions(batch="b1", mode="batch"))
+    assert (collected.ranked, collected.failed) == (0, 2)
+    resubmitted = run_judge(sessions, "judge", RunOptions(batch="b1", mode="batch", retry_failed=True))
+    assert "submitted (2 requests)" in resubmitted.remote_state
+    assert all(r.skipped for r in _rankings(sessions))
+    used = run_judge(sessions, "judge", RunOptions(batch="b1", mode="batch"))
+    assert (used.ranked, used.failed, used.calls) == (2, 0, 2)
+    assert [r.skipped for r in _rankings(sessions)] == [False, False] and fake.model.calls == 4
