@@ -113,7 +113,7 @@ def _decode(line: str, source: str, position: str) -> SourceRow:
     try:
         data = json.loads(line)
     except json.JSONDecodeError as exc:
-        return SourceRow(source, position, None, f"not valid JSON ({exc.msg} at column {exc.colno})")
+        return SourceRow(source, position, None, f"not valid JSON ({_json_error(exc)})")
     if not isinstance(data, dict):
         return SourceRow(source, position, None, f"expected a JSON object, got {type(data).__name__}")
     return SourceRow(source, position, data)
@@ -125,7 +125,7 @@ def _array_rows(path: Path, on_progress: Progress | None) -> Iterator[SourceRow]
         try:
             items = json.load(text)
         except json.JSONDecodeError as exc:
-            raise UserError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            raise UserError(f"{path} line {exc.lineno}: not valid JSON ({_json_error(exc)})") from None
     if not isinstance(items, list):
         raise UserError(f"{path}: expected a JSON array of objects")
     for i, item in enumerate(items, start=1):
@@ -163,3 +163,15 @@ def _parquet_rows(path: Path, on_progress: Progress | None) -> Iterator[SourceRo
     import datasets
 
     yield from _iter_dataset(datasets.Dataset.from_parquet(str(path)), str(path), "", None, on_progress)
+
+
+def _json_error(exc: json.JSONDecodeError) -> str:
+    """json's message with its column, read once ("Unterminated string starting at" ends in "at" already).
+
+    >>> try:
+    ...     json.loads('{"prompt": "abc')
+    ... except json.JSONDecodeError as exc:
+    ...     _json_error(exc)
+    'Unterminated string starting at column 12'
+    """
+    return f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
