@@ -73,10 +73,21 @@ def cached_responses(session: Session, keys: Sequence[str]) -> dict[str, dict[st
         found.update(
             session.execute(
                 select(JudgeCall.request_hash, JudgeCall.response).where(
-                    JudgeCall.request_hash.in_(part), JudgeCall.response.is_not(None)
+                    JudgeCall.request_hash.in_(part), JudgeCall.response.is_not(None), JudgeCall.error.is_(None)
                 )
             ).all()
         )
+    return found
+
+
+def refused_calls(session: Session, keys: Sequence[str]) -> dict[str, str]:
+    """request hash -> the endpoint's refusal, for calls it refused (a Batch API error line, e.g. HTTP 400)."""
+    found: dict[str, str] = {}
+    for part in chunks(sorted(set(keys))):
+        found.update(session.execute(
+            select(JudgeCall.request_hash, JudgeCall.error).where(
+                JudgeCall.request_hash.in_(part), JudgeCall.error.is_not(None))
+        ).all())
     return found
 
 
@@ -173,10 +184,11 @@ def judge_progress(session: Session, annotator_id: int) -> list[JudgeBatchStatus
     return [JudgeBatchStatus(b, n, done or 0, failed or 0) for b, n, done, failed in rows]
 
 
-def call_row(key: str, model: str, request: dict[str, Any], response: dict[str, Any], *, prompt_tokens: int,
-             completion_tokens: int, latency_ms: int, cost_usd: float) -> dict[str, Any]:
+def call_row(key: str, model: str, request: dict[str, Any], response: dict[str, Any] | None, *, prompt_tokens: int,
+             completion_tokens: int, latency_ms: int, cost_usd: float, error: str | None = None) -> dict[str, Any]:
+    """A judge_calls row: an answer (``response``), or the endpoint's refusal of the request (``error``)."""
     return {
         "request_hash": key, "model": model, "request": request, "response": response,
         "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "latency_ms": latency_ms,
-        "error": None, "cost_usd": cost_usd, "created_at": utcnow(),
+        "error": error, "cost_usd": cost_usd, "created_at": utcnow(),
     }

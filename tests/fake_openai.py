@@ -8,7 +8,9 @@ single response (``[The Start of the Response]``, the score template) it rates 2
 Any other prompt is answered as a sampling model with a seed would be (as vLLM does): the same seed, the same
 answer; no seed, a fresh one.
 Faults can be queued: ``429`` (with Retry-After), ``500``, ``timeout`` (answers after the client gave up),
-``garbage`` (an answer without a verdict), ``nul`` (a NUL character in the answer), ``400``, ``401``.
+``garbage`` (an answer without a verdict), ``nul`` (a NUL character in the answer), ``400``, ``401``; in a
+Batch API batch ``garbage``, ``400`` (an error line) and ``expire`` (the batch ends ``expired`` with that request
+in its error file, the others in its output file).
 Latency per call is configurable. An answer longer than the request's ``max_tokens`` (4 characters a token) is
 cut there with ``finish_reason="length"``, as a server does; ``preamble`` is reasoning written before a pairwise
 verdict.
@@ -167,7 +169,7 @@ class FakeModel:
         body = await request.json()
         batch_id = f"batch_{uuid.uuid4().hex[:12]}"
         lines = [json.loads(x) for x in self.files[body["input_file_id"]]["content"].splitlines() if x.strip()]
-        out = []
+        out, errors = [], []
         for line in lines:
             with self.lock:
                 self.calls += 1
@@ -175,20 +177,36 @@ class FakeModel:
             answer = self.answer(line["body"])
             if fault == "garbage":
                 answer["choices"][0]["message"]["content"] = "No idea."
-            out.append(json.dumps({"id": f"req-{uuid.uuid4().hex[:8]}", "custom_id": line["custom_id"],
-                                   "response": {"status_code": 200, "body": answer}, "error": None}))
+            request_id = f"req-{uuid.uuid4().hex[:8]}"
+            if fault == "expire":  # not reached in the window: an error-file line, the batch ends "expired"
+                errors.append(json.dumps({"id": request_id, "custom_id": line["custom_id"], "response": None,
+                                          "error": {"code": "batch_expired", "message": "not completed in time"}}))
+                continue
+            if fault == "400":  # refused, as the endpoint would refuse it online
+                response = {"status_code": 400, "body": {"error": {"message": "context too long"}}}
+            else:
+                response = {"status_code": 200, "body": answer}
+            out.append(json.dumps({"id": request_id, "custom_id": line["custom_id"], "response": response,
+                                   "error": None}))
         output_id = f"file-{uuid.uuid4().hex[:12]}"
         self.files[output_id] = {"content": "\n".join(out) + "\n", "purpose": "batch_output", "filename": "out.jsonl"}
-        self.batches[batch_id] = {"body": body, "output": output_id, "polls": 0, "count": len(lines)}
+        error_id = None
+        if errors:
+            error_id = f"file-{uuid.uuid4().hex[:12]}"
+            self.files[error_id] = {"content": "\n".join(errors) + "\n", "purpose": "batch_output",
+                                    "filename": "errors.jsonl"}
+        self.batches[batch_id] = {"body": body, "output": output_id, "errors": error_id, "polls": 0,
+                                  "count": len(lines), "final": "expired" if errors else "completed"}
         return JSONResponse(self._batch(batch_id, "validating"))
 
     def _batch(self, batch_id: str, status: str) -> dict[str, Any]:
         b = self.batches[batch_id]
+        final = status in ("completed", "expired")
         return {
             "id": batch_id, "object": "batch", "endpoint": b["body"]["endpoint"],
             "input_file_id": b["body"]["input_file_id"], "completion_window": "24h", "status": status,
-            "created_at": int(time.time()), "output_file_id": b["output"] if status == "completed" else None,
-            "error_file_id": None,
+            "created_at": int(time.time()), "output_file_id": b["output"] if final else None,
+            "error_file_id": b["errors"] if final else None,
             "request_counts": {"total": b["count"], "completed": b["count"] if status == "completed" else 0,
                                "failed": 0},
         }
@@ -197,7 +215,7 @@ class FakeModel:
         batch_id = request.path_params["batch_id"]
         b = self.batches[batch_id]
         b["polls"] += 1
-        return JSONResponse(self._batch(batch_id, "completed" if b["polls"] > self.batch_polls else "in_progress"))
+        return JSONResponse(self._batch(batch_id, b["final"] if b["polls"] > self.batch_polls else "in_progress"))
 
     def app(self) -> Starlette:
         return Starlette(routes=[

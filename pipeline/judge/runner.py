@@ -31,6 +31,7 @@ from db.judging import (
     failed_comparisons,
     load_cases,
     pending_comparison_ids,
+    refused_calls,
     store_calls,
     store_judge_rankings,
 )
@@ -220,9 +221,14 @@ def answer_from_cache(session: Session, jobs: list[Job], model: str) -> tuple[li
         asks = [(job, index, job.request(index)) for job, index in frontier]
         keyed = [(job, index, request.cache_key(model), request) for job, index, request in asks]
         cached = cached_responses(session, [key for _, _, key, _ in keyed])
+        refused = refused_calls(session, [key for _, _, key, _ in keyed if key not in cached])
         frontier = []
         for job, index, key, request in keyed:
             answer = cached.get(key)
+            if key in refused:  # a Batch API error line: the endpoint refused this very request
+                job.keys[index].append(key)
+                job.failure = job.failure or f"the endpoint refused the request: {refused[key]}"
+                continue
             if answer is None:
                 needed.append((job, index, key, request))
                 continue
@@ -481,29 +487,39 @@ async def _collect(sessions: sessionmaker[Session], ctx: JudgeContext, backend: 
         run = session.get(Run, run_id)
         requests = run.config.get("requests", {}) if run else {}
         retried = {int(cid): int(salt) for cid, salt in (run.config.get("retry") or {}).items()} if run else {}
-    if status == "completed":
-        for file_id in (output_file, error_file):
-            results = await backend.batch_results(file_id) if file_id else {}
-            for key, result in results.items():
-                if isinstance(result, LLMError):
-                    report.error(str(result))
-                    continue
-                cost = ctx.config.cost(result.prompt_tokens, result.completion_tokens, batch=True)
-                report.calls += 1
-                report.prompt_tokens += result.prompt_tokens
-                report.completion_tokens += result.completion_tokens
-                report.cost_usd += cost
-                rows.append(call_row(key, backend.model, requests.get(key, {}), result.to_json(),
-                                     prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-                                     latency_ms=0, cost_usd=cost))
+    # Every final state (completed, expired, cancelled, failed) may have answers, billed: an expired batch's
+    # finished requests are in its output file. What is missing is sent again by this run.
+    refusals = 0
+    for file_id in (output_file, error_file):
+        results = await backend.batch_results(file_id) if file_id else {}
+        for key, result in results.items():
+            if isinstance(result, LLMError):
+                report.error(str(result))
+                if not result.retryable:  # refused (e.g. 400): recorded, so the comparison fails as online
+                    refusals += 1
+                    rows.append(call_row(key, backend.model, requests.get(key, {}), None, prompt_tokens=0,
+                                         completion_tokens=0, latency_ms=0, cost_usd=0.0,
+                                         error=storable(str(result))[:4000]))
+                continue
+            cost = ctx.config.cost(result.prompt_tokens, result.completion_tokens, batch=True)
+            report.calls += 1
+            report.prompt_tokens += result.prompt_tokens
+            report.completion_tokens += result.completion_tokens
+            report.cost_usd += cost
+            rows.append(call_row(key, backend.model, requests.get(key, {}), result.to_json(),
+                                 prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+                                 latency_ms=0, cost_usd=cost))
+    answers = len(rows) - refusals
     with sessions.begin() as session:
         store_calls(session, rows)
         run = session.get(Run, run_id)
         assert run is not None
+        summary = f"remote batch {remote_id} {status}: {answers} answers, {refusals} refused"
         if status == "completed":
-            finish_run(session, run, {"answers": len(rows), "summary": f"remote batch {remote_id}: {len(rows)} answers"})
+            finish_run(session, run, {"answers": answers, "refused": refusals, "summary": summary})
         else:
-            fail_run(session, run, f"remote batch {remote_id} ended {status}")
+            run.metrics = {"answers": answers, "refused": refusals, "summary": summary}
+            fail_run(session, run, f"remote batch {remote_id} ended {status} ({answers} answers kept)")
     return retried
 
 

@@ -159,9 +159,16 @@ class OpenAIBackend:
                 continue
             row = json.loads(line)
             response = row.get("response") or {}
-            if row.get("error") or response.get("status_code", 200) >= 400:
+            status = response.get("status_code") or 200
+            if row.get("error") or status >= 400:
                 detail = row.get("error") or response.get("body")
-                results[row["custom_id"]] = LLMError(f"batch line failed: {detail}", retryable=False)
+                # the endpoint refused this request (400 context too long, ...): as online, a recorded failure;
+                # anything else (batch_expired, 5xx, 429) is worth sending again in a later batch
+                refused = 400 <= status < 500 and status not in (408, 429)
+                results[row["custom_id"]] = LLMError(
+                    f"batch line failed{f' (HTTP {status})' if status >= 400 else ''}: {detail}",
+                    retryable=not refused, status=status if status >= 400 else None,
+                )
             else:
                 results[row["custom_id"]] = completion_from_response(response.get("body") or {})
         return results

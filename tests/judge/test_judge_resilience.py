@@ -161,3 +161,38 @@ def test_a_batch_retry_of_failures_is_used_when_collected(sessions, fake) -> Non
     used = run_judge(sessions, "judge", RunOptions(batch="b1", mode="batch"))
     assert (used.ranked, used.failed, used.calls) == (2, 0, 2)
     assert [r.skipped for r in _rankings(sessions)] == [False, False] and fake.model.calls == 4
+
+
+def test_an_expired_remote_batch_keeps_its_answers(sessions, fake) -> None:
+    """A batch that ends expired still has the finished (billed) answers in its output file: they are stored and
+    ranked from; only the expired requests are sent again."""
+    fake.model.batch_polls = 0
+    seed_pairs(sessions, 3)
+    make_judge(sessions, fake)
+    fake.model.faults.extend([None, None, "expire"])  # the third of six requests did not finish in the window
+    run_judge(sessions, "judge", RunOptions(batch="b1", mode="batch"))
+    collected = run_judge(sessions, "judge", RunOptions(batch="b1", mode="batch"))
+    assert (collected.calls, collected.ranked) == (5, 2)
+    assert collected.remote_state == "submitted (1 requests)"  # only the expired one again
+    finished = run_judge(sessions, "judge", RunOptions(batch="b1", mode="batch"))
+    assert (finished.calls, finished.ranked, finished.cached) == (1, 1, 2)  # both orders read from the cache
+    assert fake.model.calls == 7
+
+
+def test_a_request_refused_in_a_remote_batch_is_a_recorded_failure(sessions, fake) -> None:
+    """An error line with HTTP 400 (context too long) is recorded as a failure, as online; it used to be sent
+    again in a new remote batch by every run, forever."""
+    fake.model.batch_polls = 0
+    seed_pairs(sessions, 2)
+    make_judge(sessions, fake)
+    fake.model.faults.append("400")
+    run_judge(sessions, "judge", RunOptions(batch="b1", mode="batch"))
+    collected = run_judge(sessions, "judge", RunOptions(batch="b1", mode="batch"))
+    assert (collected.ranked, collected.failed, collected.remote_batch is not None) == (1, 1, True)
+    assert collected.remote_state == "completed"  # nothing sent again
+    failed, ranked = sorted(_rankings(sessions), key=lambda r: not r.skipped)
+    assert failed.skipped and "refused the request" in failed.skip_reason and "HTTP 400" in failed.skip_reason
+    assert not ranked.skipped
+    calls = fake.model.calls
+    again = run_judge(sessions, "judge", RunOptions(batch="b1", mode="batch"))
+    assert (again.comparisons, again.remote_batch, fake.model.calls) == (0, None, calls)
