@@ -233,10 +233,13 @@ class Job:
         self.keys[index].append(key)
         self.answers[index] = completion.text
         reading = read_answer(completion, self.config, len(self.case.responses))
-        if reading is not None:
+        # Cut off at max_tokens: the verdict did not fit (asking again as is rarely helps), and a [[X]] before the
+        # cut is not one either (the judge restating the format, or quoting a response). A logprob judge reads
+        # its first token, which a cut after it does not change.
+        cut = completion.finish_reason == "length" and self.config.kind != "logprob"
+        if reading is not None and not cut:
             self.readings[index] = reading
             return False
-        cut = completion.finish_reason == "length"  # the verdict did not fit: asking again as is rarely helps
         limit = self.max_tokens(index)
         if self.attempts[index] < self.config.max_parse_retries:
             self.attempts[index] += 1

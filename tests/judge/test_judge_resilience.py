@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from db.models import Annotator, Ranking
+from db.models import Annotator, Comparison, Ranking
 from pipeline.judge.service import RunOptions, run_judge
 from pipeline.llm.limits import RetryPolicy
 from tests.judge.conftest import make_judge, seed_pairs
@@ -196,3 +196,20 @@ def test_a_request_refused_in_a_remote_batch_is_a_recorded_failure(sessions, fak
     calls = fake.model.calls
     again = run_judge(sessions, "judge", RunOptions(batch="b1", mode="batch"))
     assert (again.comparisons, again.remote_batch, fake.model.calls) == (0, None, calls)
+
+
+def test_a_verdict_in_an_answer_cut_off_at_max_tokens_is_not_trusted(sessions, fake) -> None:
+    """The judge restates the format ("end with [[A]] if A is better...") and is cut off before its verdict: that
+    [[A]] is no verdict. The order is asked again with more room, and the real verdict is read."""
+    best = seed_pairs(sessions, 1)
+    fake.model.preamble = ("I must end with [[A]] if A is better, [[B]] if B is better, [[C]] if equal. "
+                           + "Weighing both answers carefully. " * 10)  # ~450 characters: cut at 64 tokens
+    make_judge(sessions, fake, concurrency=1, max_tokens=64)
+    report = run_within(20, sessions, "judge", RunOptions(batch="b1"))
+    assert (report.ranked, report.parse_retries) == (1, 2)
+    assert sorted(b["max_tokens"] for b in fake.model.bodies) == [64, 64, 128, 128]
+    [ranking] = _rankings(sessions)
+    with sessions() as session:
+        ids = session.get(Comparison, ranking.comparison_id).response_ids
+    assert sorted(ranking.ranks) == [1, 2]  # a win (the restated format's [[A]] in one order gave a tie)
+    assert dict(zip(ids, ranking.ranks, strict=True))[best[ranking.comparison_id]] == 1
