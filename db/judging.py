@@ -33,6 +33,15 @@ def pending_comparison_ids(
     return list(session.scalars(query))
 
 
+def count_pending_wider(session: Session, annotator_id: int, batch: str, max_k: int) -> int:
+    """Comparisons of the batch this judge has not ranked that have more than ``max_k`` responses."""
+    done = exists().where(Ranking.comparison_id == Comparison.id, Ranking.annotator_id == annotator_id)
+    return session.scalar(
+        select(func.count(Comparison.id)).where(Comparison.batch == batch, Comparison.status != "retired", ~done,
+                                                Comparison.k > max_k)
+    ) or 0
+
+
 @dataclass(frozen=True)
 class CaseRow:
     comparison_id: int

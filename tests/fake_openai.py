@@ -55,6 +55,7 @@ class FakeModel:
         self.batches: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
         self.preamble = ""  # reasoning written before a judge's verdict (long ones get cut at max_tokens)
+        self.batch_api = True  # False: no files/batches endpoints (404), as vllm serve or Ollama
 
     # --- the "model" ---------------------------------------------------------------------------------------------
 
@@ -147,6 +148,8 @@ class FakeModel:
         return JSONResponse(answer)
 
     async def upload(self, request: Request) -> Response:
+        if not self.batch_api:
+            return JSONResponse({"object": "error", "message": "Not Found"}, status_code=404)
         form = await request.form()
         upload = form["file"]
         content = (await upload.read()).decode()  # type: ignore[union-attr]

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.judging import (
     call_row,
     cached_responses,
+    count_pending_wider,
     failed_comparisons,
     load_cases,
     pending_comparison_ids,
@@ -69,6 +70,7 @@ class JudgeReport:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     seconds: float = 0.0
+    too_wide: int = 0  # comparisons left out: more responses than this judge ranks (pairwise/logprob: 2)
     remote_batch: str | None = None
     remote_state: str | None = None
     errors: list[str] = field(default_factory=list)
@@ -97,6 +99,9 @@ class JudgeReport:
         )
         if self.remote_batch:
             text += f"; remote batch {self.remote_batch} {self.remote_state}"
+        if self.too_wide:
+            text += (f"; {self.too_wide} comparisons with more than 2 responses left out (this judge ranks pairs: "
+                     "use a kwise or score judge for them)")
         return text
 
 
@@ -205,10 +210,20 @@ def load_jobs(session: Session, ctx: JudgeContext, comparison_ids: list[int]) ->
     ]
 
 
-def _work_ids(session: Session, ctx: JudgeContext, batch: str, limit: int | None) -> list[int]:
-    """The comparisons this run judges: those without a ranking of this judge, and the failures it retries."""
-    ids = set(pending_comparison_ids(session, ctx.annotator_id, batch, limit=limit)) | set(ctx.retry_salts)
-    return sorted(ids)[:limit]
+def max_k(config: JudgeConfig) -> int | None:
+    """The most responses a comparison may have for this judge: pairwise and logprob judges rank pairs; K-wise
+    and score judges any K (a score judge rates each response alone)."""
+    return 2 if config.kind in ("pairwise", "logprob") else None
+
+
+def _work_ids(session: Session, ctx: JudgeContext, report: JudgeReport, limit: int | None) -> list[int]:
+    """The comparisons this run judges: those without a ranking of this judge that it can rank, and the
+    failures it retries; counts in ``report.too_wide`` those it cannot rank."""
+    widest = max_k(ctx.config)
+    ids = set(pending_comparison_ids(session, ctx.annotator_id, report.batch, limit=limit, max_k=widest))
+    if widest is not None:
+        report.too_wide = count_pending_wider(session, ctx.annotator_id, report.batch, widest)
+    return sorted(ids | set(ctx.retry_salts))[:limit]
 
 
 def answer_from_cache(session: Session, jobs: list[Job], model: str) -> tuple[list[Needed], int]:
@@ -434,7 +449,7 @@ async def judge_online(
     """Judge the batch's pending comparisons through ``backend`` (the run record is the caller's)."""
     started = time.perf_counter()
     with sessions() as session:
-        ids = _work_ids(session, ctx, report.batch, limit)
+        ids = _work_ids(session, ctx, report, limit)
     report.comparisons = len(ids)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -534,7 +549,11 @@ async def judge_batch_api(
         remote = [(r.id, r.config["remote_batch"]) for r in open_remote_batches(session, ctx.name, report.batch)]
     collected: dict[int, int] = {}
     for run_id, remote_id in remote:
-        retried = await _collect(sessions, ctx, backend, report, run_id, remote_id)
+        try:
+            retried = await _collect(sessions, ctx, backend, report, run_id, remote_id)
+        except LLMError as exc:
+            raise UserError(f"judge {ctx.name}: collecting remote batch {remote_id} failed: {exc}"
+                            + ("; run the command again" if exc.retryable else "")) from None
         if retried is None:
             report.seconds = round(time.perf_counter() - started, 3)
             return report  # still running: come back later
@@ -544,7 +563,7 @@ async def judge_batch_api(
             failed = failed_comparisons(session, ctx.annotator_id, report.batch)
             again = {cid: salt for cid, salt in collected.items() if cid in failed and failed[cid] < salt}
             ctx = replace(ctx, retry_salts={**again, **ctx.retry_salts})
-        ids = _work_ids(session, ctx, report.batch, limit)
+        ids = _work_ids(session, ctx, report, limit)
     report.comparisons = len(ids)
     needed: dict[str, ChatRequest] = {}
     retry: dict[int, int] = {}  # retried failures among them: their salt, for the run that collects the answers
@@ -567,7 +586,13 @@ async def judge_batch_api(
     finally:
         _close_writer(writer, ctx)
     if needed:
-        remote_id = await backend.submit_batch(needed, description=f"rlhf judge {ctx.name} batch {report.batch}")
+        try:
+            remote_id = await backend.submit_batch(needed, description=f"rlhf judge {ctx.name} batch {report.batch}")
+        except LLMError as exc:
+            hint = ("; this endpoint has no Batch API (use --mode online)" if exc.status in (404, 405, 501)
+                    else "" if exc.retryable else " (check the model name, base URL and API key)")
+            raise UserError(f"judge {ctx.name}: sending the remote batch failed: {exc}{hint}"
+                            + ("; run the command again" if exc.retryable else "")) from None
         with sessions.begin() as session:
             start_run(session, "judge-batch", {
                 "judge": ctx.name, "batch": report.batch, "remote_batch": remote_id, "count": len(needed),

@@ -213,3 +213,25 @@ def test_a_verdict_in_an_answer_cut_off_at_max_tokens_is_not_trusted(sessions, f
         ids = session.get(Comparison, ranking.comparison_id).response_ids
     assert sorted(ranking.ranks) == [1, 2]  # a win (the restated format's [[A]] in one order gave a tie)
     assert dict(zip(ids, ranking.ranks, strict=True))[best[ranking.comparison_id]] == 1
+
+
+def test_a_pairwise_judge_leaves_out_wider_comparisons_and_says_so(cli, sessions, fake) -> None:  # noqa: ANN001
+    """A pairwise judge on a batch that also holds a K=3 comparison: the pairs are ranked, the triple is left out
+    and counted (it was a ValueError traceback, and the pairs loaded with it were lost)."""
+    seed_pairs(sessions, 2, batch="b2")
+    seed_pairs(sessions, 1, k=3, batch="b2")
+    make_judge(sessions, fake)
+    out = cli("judge", "run", "judge", "--batch", "b2").output
+    assert "2 ranked, 0 failed, 0 left" in out and "Traceback" not in out
+    assert "1 comparisons with more than 2 responses left out" in out
+    assert len(_rankings(sessions)) == 2
+
+
+def test_batch_mode_on_an_endpoint_without_the_batch_api_is_a_clear_error(cli, sessions, fake) -> None:  # noqa: ANN001
+    """vllm serve / Ollama answer 404 on /v1/files: one line that says to use --mode online, not a traceback."""
+    fake.model.batch_api = False
+    seed_pairs(sessions, 2)
+    make_judge(sessions, fake)
+    out = cli("judge", "run", "judge", "--batch", "b1", "--mode", "batch", expect=1).output
+    assert "this endpoint has no Batch API (use --mode online)" in out and "Traceback" not in out
+    assert len(out.strip().splitlines()) <= 3
