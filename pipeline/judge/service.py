@@ -93,6 +93,10 @@ def run_judge(
     the comparisons). Raises UserError for bad options and fatal endpoint errors."""
     if options.mode not in ("online", "batch"):
         raise UserError(f"--mode must be online or batch, got {options.mode!r}")
+    if options.concurrency is not None and options.concurrency < 1:  # 0 or less: no worker, a run that never ends
+        raise UserError(f"--concurrency must be at least 1, got {options.concurrency}")
+    if options.limit is not None and options.limit < 0:
+        raise UserError(f"--limit must be 0 or more, got {options.limit}")
     with sessions.begin() as session:
         ctx = judge_context(session, name)
         if not session.scalar(select(func.count(Comparison.id)).where(Comparison.batch == options.batch)):
@@ -106,7 +110,7 @@ def run_judge(
         run = start_run(
             session, "judge",
             {"judge": name, "batch": options.batch, "mode": options.mode, "limit": options.limit,
-             "concurrency": options.concurrency or ctx.config.concurrency, "model": ctx.config.model,
+             "concurrency": _concurrency(options, ctx), "model": ctx.config.model,
              "backend": ctx.config.backend, "base_url": ctx.config.base_url,
              "model_identity": model_identity(ctx.config.backend, ctx.config.model, ctx.config.base_url)},
             inputs=parents, name=f"judge {name} {options.batch}",
@@ -141,6 +145,10 @@ def run_judge(
     return report
 
 
+def _concurrency(options: RunOptions, ctx: JudgeContext) -> int:
+    return options.concurrency if options.concurrency is not None else ctx.config.concurrency
+
+
 def run_coroutine(coroutine: Any) -> Any:
     """``asyncio.run`` that also works where this thread already runs an event loop (Jupyter, Playwright's sync
     API): then the coroutine gets its own loop in a worker thread."""
@@ -165,7 +173,7 @@ async def _run(sessions: sessionmaker[Session], ctx: JudgeContext, backend: Any,
                 raise UserError("--mode batch needs the openai backend (an endpoint with the Batch API)")
             await judge_batch_api(sessions, ctx, backend, report, limit=options.limit, on_progress=on_progress)
         else:
-            await judge_online(sessions, ctx, backend, report, concurrency=options.concurrency or ctx.config.concurrency,
+            await judge_online(sessions, ctx, backend, report, concurrency=_concurrency(options, ctx),
                                limit=options.limit, policy=policy, on_progress=on_progress, stop=stop)
     finally:
         if owned:

@@ -235,3 +235,20 @@ def test_batch_mode_on_an_endpoint_without_the_batch_api_is_a_clear_error(cli, s
     out = cli("judge", "run", "judge", "--batch", "b1", "--mode", "batch", expect=1).output
     assert "this endpoint has no Batch API (use --mode online)" in out and "Traceback" not in out
     assert len(out.strip().splitlines()) <= 3
+
+
+def test_judge_run_refuses_a_concurrency_below_1_and_a_negative_limit(cli, sessions, fake) -> None:  # noqa: ANN001
+    """--concurrency -1 started no worker and hung forever; 0 silently used the judge's default."""
+    seed_pairs(sessions, 2)
+    make_judge(sessions, fake)
+    for flag, value, message in (("--concurrency", "-1", "--concurrency must be at least 1, got -1"),
+                                 ("--concurrency", "0", "--concurrency must be at least 1, got 0"),
+                                 ("--limit", "-1", "--limit must be 0 or more, got -1")):
+        outcome: dict[str, Any] = {}
+        thread = threading.Thread(target=lambda: outcome.setdefault(  # noqa: B023
+            "out", cli("judge", "run", "judge", "--batch", "b1", flag, value, expect=None)), daemon=True)
+        thread.start()
+        thread.join(20)
+        assert not thread.is_alive(), f"judge run {flag} {value} hung"
+        assert outcome["out"].exit_code == 1 and message in outcome["out"].output
+    assert fake.model.calls == 0 and not _rankings(sessions)
