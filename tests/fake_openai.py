@@ -8,9 +8,9 @@ single response (``[The Start of the Response]``, the score template) it rates 2
 Any other prompt is answered as a sampling model with a seed would be (as vLLM does): the same seed, the same
 answer; no seed, a fresh one.
 Faults can be queued: ``429`` (with Retry-After), ``500``, ``timeout`` (answers after the client gave up),
-``garbage`` (an answer without a verdict), ``nul`` (a NUL character in the answer), ``400``, ``401``; in a
-Batch API batch ``garbage``, ``400`` (an error line) and ``expire`` (the batch ends ``expired`` with that request
-in its error file, the others in its output file).
+``garbage`` (an answer without a verdict), ``nul`` (a NUL character in the answer), ``400``, ``401``, ``quota``
+(429 insufficient_quota); in a Batch API batch ``garbage``, ``400`` (an error line) and ``expire`` (the batch
+ends ``expired`` with that request in its error file, the others in its output file).
 Latency per call is configurable. An answer longer than the request's ``max_tokens`` (4 characters a token) is
 cut there with ``finish_reason="length"``, as a server does; ``preamble`` is reasoning written before a pairwise
 verdict.
@@ -128,6 +128,10 @@ class FakeModel:
                                 headers={"retry-after": "0.05"})
         if fault == "500":
             return JSONResponse({"error": {"message": "server error"}}, status_code=500)
+        if fault == "quota":  # OpenAI's 429 when the account has no credit left: no retry helps
+            return JSONResponse({"error": {"message": "You exceeded your current quota, please check your plan and "
+                                           "billing details.", "type": "insufficient_quota",
+                                           "code": "insufficient_quota"}}, status_code=429)
         if fault == "401":
             return JSONResponse({"error": {"message": "bad key"}}, status_code=401)
         if fault == "400":

@@ -52,6 +52,8 @@ class JudgeConfig:
             raise UserError(f"unknown judge kind {self.kind!r}: one of {', '.join(KINDS)}")
         if self.kind == "kwise" and self.kwise_orders < 2:
             raise UserError("K-wise judges use at least 2 shown orders (--kwise-orders)")
+        if self.base_url is not None and not self.base_url.lower().startswith(("http://", "https://")):
+            raise UserError(f"--base-url {self.base_url!r} needs its scheme: http://{self.base_url} (or https://)")
         if self.max_tokens < 1 or self.concurrency < 1 or self.max_parse_retries < 0:
             raise UserError("max_tokens and concurrency must be >= 1, max_parse_retries >= 0")
         return self

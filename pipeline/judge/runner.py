@@ -312,6 +312,7 @@ class _Online:
         self.fatal: LLMError | None = None
         self.room = asyncio.Condition()
         self.rng = random.Random(0)
+        self.dead = 0  # connection failures in a row, no answer in between (every call's attempts counted)
         self.pending: dict[str, list[tuple[Job, int]]] = {}  # cache key -> the (job, order) waiting for that call
 
     def _enqueue(self, job: Job, index: int, key: str, request: ChatRequest) -> None:
@@ -392,7 +393,8 @@ class _Online:
 
             try:
                 completion = await with_retries(
-                    lambda: self.backend.complete(request), self.policy, rng=self.rng, on_retry=retried
+                    lambda: self._attempt(request), self.policy, rng=self.rng, on_retry=retried,
+                    give_up=self.stop.is_set,
                 )
             except LLMError as exc:
                 self.report.error(str(exc))
@@ -418,6 +420,24 @@ class _Online:
                     self._enqueue(job, index, retry.cache_key(cache_name(self.backend)), retry)
                 elif job.done:
                     await self._closed(job)
+
+    async def _attempt(self, request: ChatRequest) -> Completion:
+        """One try of a call; many connection failures in a row with no answer stop the run (a dead endpoint,
+        a wrong port or base URL: retrying every call six times would only take hours)."""
+        try:
+            completion = await self.backend.complete(request)
+        except LLMError as exc:
+            if exc.connection:
+                self.dead += 1
+                if self.dead >= self.policy.dead_after and self.fatal is None:
+                    where = self.ctx.config.base_url or "the OpenAI API"
+                    self.fatal = LLMError(
+                        f"no answer from {where} in {self.dead} tries in a row (is the server running, and the base "
+                        f"URL right?); the last: {exc}", retryable=False, fatal=True)
+                    self.stop.set()
+            raise
+        self.dead = 0
+        return completion
 
     def _account(self, key: str, request: ChatRequest, completion: Completion) -> None:
         self.report.calls += 1
@@ -465,7 +485,8 @@ async def judge_online(
         report.seconds = round(time.perf_counter() - started, 3)
         _close_writer(writer, ctx)
     if state.fatal is not None:
-        raise UserError(f"judge {ctx.name} stopped: {state.fatal} (check the model name, base URL and API key)")
+        hint = " (check the model name, base URL and API key)" if state.fatal.status in (401, 403, 404) else ""
+        raise UserError(f"judge {ctx.name} stopped: {state.fatal}{hint}")
     return report
 
 

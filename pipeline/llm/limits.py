@@ -20,6 +20,7 @@ class RetryPolicy:
     base_delay: float = 0.5  # seconds before the first retry; doubles each time
     max_delay: float = 30.0
     jitter: float = 0.5  # +- this fraction of the delay, so that many clients do not retry in step
+    dead_after: int = 20  # connection failures in a row (no answer in between, all calls counted): stop the run
 
     def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based); the server's Retry-After wins when larger.
@@ -37,8 +38,10 @@ class RetryPolicy:
 async def with_retries(
     call: Callable[[], Awaitable[T]], policy: RetryPolicy, *, rng: random.Random | None = None,
     on_retry: Callable[[LLMError], None] | None = None, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    give_up: Callable[[], bool] | None = None,
 ) -> T:
-    """``call()`` again after retryable ``LLMError``s, up to ``policy.max_attempts`` tries; others raise at once."""
+    """``call()`` again after retryable ``LLMError``s, up to ``policy.max_attempts`` tries; others raise at once,
+    and so does any error once ``give_up()`` says the run is over (called after each failure)."""
     rng = rng or random.Random()
     attempt = 0
     while True:
@@ -46,7 +49,7 @@ async def with_retries(
         try:
             return await call()
         except LLMError as exc:
-            if not exc.retryable or attempt >= policy.max_attempts:
+            if not exc.retryable or attempt >= policy.max_attempts or (give_up is not None and give_up()):
                 raise
             if on_retry is not None:
                 on_retry(exc)

@@ -32,10 +32,15 @@ def to_llm_error(exc: Exception) -> LLMError:
     if isinstance(exc, openai.APITimeoutError):
         return LLMError(f"timeout: {exc}", retryable=True)
     if isinstance(exc, openai.APIConnectionError):
-        return LLMError(f"connection error: {exc}", retryable=True)
+        cause = exc.__cause__ or exc.__context__
+        detail = f"{exc} ({type(cause).__name__}: {cause})" if cause is not None and str(cause) else str(exc)
+        return LLMError(f"connection error: {detail}", retryable=True, connection=True)
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         message = f"HTTP {status}: {getattr(exc, 'message', exc)}"
+        if status == 429 and "insufficient_quota" in (exc.code, exc.type):  # no credit left: waiting won't help
+            return LLMError(f"{message} (the account's quota is used up: check its plan and billing)",
+                            retryable=False, status=status, fatal=True)
         if status == 429 or status >= 500 or status == 408:
             return LLMError(message, retryable=True, status=status, retry_after=_retry_after(exc))
         return LLMError(message, retryable=False, status=status, fatal=status in NOT_FOUND_FATAL)

@@ -108,12 +108,13 @@ class LLMError(Exception):
     """A failed call. ``retryable``: worth another try (429, 5xx, timeout, connection); ``retry_after`` in s."""
 
     def __init__(self, message: str, *, retryable: bool, status: int | None = None,
-                 retry_after: float | None = None, fatal: bool = False) -> None:
+                 retry_after: float | None = None, fatal: bool = False, connection: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.status = status
         self.retry_after = retry_after
-        self.fatal = fatal  # the whole run should stop: bad key, unknown model, wrong URL
+        self.fatal = fatal  # the whole run should stop: bad key, unknown model, wrong URL, no quota left
+        self.connection = connection  # no answer at all (refused, unreachable, bad URL): many in a row = dead
 
 
 class ChatBackend(Protocol):

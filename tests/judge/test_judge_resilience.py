@@ -252,3 +252,48 @@ def test_judge_run_refuses_a_concurrency_below_1_and_a_negative_limit(cli, sessi
         assert not thread.is_alive(), f"judge run {flag} {value} hung"
         assert outcome["out"].exit_code == 1 and message in outcome["out"].output
     assert fake.model.calls == 0 and not _rankings(sessions)
+
+
+def test_a_dead_endpoint_stops_the_run_naming_the_base_url(sessions, fake) -> None:
+    """Nothing listening (the server not started, a wrong port): the run stops after policy.dead_after
+    connection failures in a row, naming the base URL, instead of trying every call six times."""
+    import time
+
+    from pipeline.errors import UserError
+    from tests.fake_openai import free_port
+
+    class Nowhere:
+        base_url = f"http://127.0.0.1:{free_port()}/v1"
+
+    seed_pairs(sessions, 40)
+    make_judge(sessions, Nowhere, concurrency=4)
+    started = time.monotonic()
+    try:
+        run_within(30, sessions, "judge", RunOptions(batch="b1"),
+                   policy=RetryPolicy(base_delay=0.01, max_delay=0.05, dead_after=8))
+        raise AssertionError("the run should have stopped")
+    except UserError as exc:
+        assert f"no answer from {Nowhere.base_url} in 8 tries in a row" in str(exc)
+    assert time.monotonic() - started < 10 and not _rankings(sessions)
+
+
+def test_an_exhausted_quota_stops_the_run_at_once(sessions, fake) -> None:
+    """OpenAI's 429 insufficient_quota is no rate limit: no retry, the run stops with a clear message."""
+    from pipeline.errors import UserError
+
+    seed_pairs(sessions, 3)
+    make_judge(sessions, fake, concurrency=1)
+    fake.model.faults.append("quota")
+    try:
+        run_within(20, sessions, "judge", RunOptions(batch="b1"))
+        raise AssertionError("the run should have stopped")
+    except UserError as exc:
+        assert "quota is used up: check its plan and billing" in str(exc)
+    assert fake.model.calls == 1 and not _rankings(sessions)
+
+
+def test_judge_add_wants_a_base_url_with_its_scheme(cli) -> None:  # noqa: ANN001
+    """'localhost:8000/v1' was accepted, and every call of every run then failed six times."""
+    out = cli("judge", "add", "j", "--model", "m", "--base-url", "localhost:8000/v1", expect=1).output
+    assert "needs its scheme: http://localhost:8000/v1" in out
+    assert "added judge" in cli("judge", "add", "j", "--model", "m", "--base-url", "http://localhost:8000/v1").output
