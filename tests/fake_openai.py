@@ -7,7 +7,8 @@ The "model" reads the judge prompt (the ``[The Start of Response X]`` blocks) an
 single response (``[The Start of the Response]``, the score template) it rates 2 + 2 per "good", at most 10.
 Any other prompt is answered as a sampling model with a seed would be (as vLLM does): the same seed, the same
 answer; no seed, a fresh one.
-Faults can be queued: ``429`` (with Retry-After), ``500``, ``timeout`` (answers after the client gave up),
+Faults can be queued: ``429`` (with Retry-After), ``429ms`` (retry-after-ms), ``429date`` (Retry-After as an
+HTTP date), ``500``, ``timeout`` (answers after the client gave up),
 ``garbage`` (an answer without a verdict), ``nul`` (a NUL character in the answer), ``400``, ``401``, ``quota``
 (429 insufficient_quota); in a Batch API batch ``garbage``, ``400`` (an error line) and ``expire`` (the batch
 ends ``expired`` with that request in its error file, the others in its output file).
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import email.utils
 import json
 import math
 import re
@@ -55,6 +57,7 @@ class FakeModel:
         self.batches: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
         self.preamble = ""  # reasoning written before a judge's verdict (long ones get cut at max_tokens)
+        self.retry_after = 0.5  # seconds asked for by the 429ms fault
         self.batch_api = True  # False: no files/batches endpoints (404), as vllm serve or Ollama
 
     # --- the "model" ---------------------------------------------------------------------------------------------
@@ -126,6 +129,11 @@ class FakeModel:
         if fault == "429":
             return JSONResponse({"error": {"message": "rate limited", "type": "rate_limit"}}, status_code=429,
                                 headers={"retry-after": "0.05"})
+        if fault in ("429ms", "429date"):  # OpenAI's retry-after-ms; an HTTP date (1 to 2 s ahead) as servers may
+            wait = ({"retry-after-ms": str(int(self.retry_after * 1000))} if fault == "429ms" else
+                    {"retry-after": email.utils.formatdate(time.time() + 2, usegmt=True)})
+            return JSONResponse({"error": {"message": "rate limited", "type": "rate_limit"}}, status_code=429,
+                                headers=wait)
         if fault == "500":
             return JSONResponse({"error": {"message": "server error"}}, status_code=500)
         if fault == "quota":  # OpenAI's 429 when the account has no credit left: no retry helps

@@ -7,8 +7,11 @@ whether a retry can help. Also the Batch API (files + batches) for half-price of
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import openai
@@ -19,12 +22,48 @@ from pipeline.llm.types import ChatRequest, Completion, LLMError
 NOT_FOUND_FATAL = (401, 403, 404)  # bad key, no access, unknown model or wrong base URL: stop the run
 
 
-def _retry_after(exc: openai.APIStatusError) -> float | None:
-    value = exc.response.headers.get("retry-after") if exc.response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
+RETRY_AFTER_CAP = 120.0  # seconds: a server asking for longer is not waited for beyond this per retry
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds the server asks us to wait: ``retry-after-ms`` (OpenAI), else ``Retry-After`` as seconds or as an
+    HTTP date; at most ``RETRY_AFTER_CAP``, never negative; None when absent or unreadable.
+
+    >>> retry_after_seconds({"retry-after-ms": "250", "retry-after": "9"}), retry_after_seconds({"retry-after": "2"})
+    (0.25, 2.0)
+    >>> retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:30 GMT"}, now=1445412500.0)
+    10.0
+    >>> retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:30 GMT"}, now=1445412520.0)  # in the past
+    0.0
+    >>> retry_after_seconds({"retry-after": "3600"}), retry_after_seconds({"retry-after": "soon"})
+    (120.0, None)
+    """
+    seconds: float | None = None
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds is not None:
+        try:
+            seconds = float(milliseconds) / 1000
+        except ValueError:
+            seconds = None
+    value = headers.get("retry-after")
+    if seconds is None and value is not None:
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError, IndexError):
+                return None
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=datetime.timezone.utc)
+            seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds is None or seconds != seconds:  # absent, or NaN
         return None
+    return min(RETRY_AFTER_CAP, max(0.0, seconds))
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    return retry_after_seconds(exc.response.headers) if exc.response is not None else None
 
 
 def to_llm_error(exc: Exception) -> LLMError:

@@ -297,3 +297,19 @@ def test_judge_add_wants_a_base_url_with_its_scheme(cli) -> None:  # noqa: ANN00
     out = cli("judge", "add", "j", "--model", "m", "--base-url", "localhost:8000/v1", expect=1).output
     assert "needs its scheme: http://localhost:8000/v1" in out
     assert "added judge" in cli("judge", "add", "j", "--model", "m", "--base-url", "http://localhost:8000/v1").output
+
+
+def test_a_429_is_retried_after_the_wait_the_server_asks_for(sessions, fake) -> None:
+    """retry-after-ms (OpenAI) and Retry-After as an HTTP date were ignored: the retry came after the policy's
+    own backoff (10 ms here), straight into the next 429."""
+    import time
+
+    seed_pairs(sessions, 1)
+    make_judge(sessions, fake, concurrency=1, both_orders=False)
+    fake.model.retry_after = 0.8
+    fake.model.faults.extend(["429ms", "429date"])
+    started = time.monotonic()
+    report = run_within(20, sessions, "judge", RunOptions(batch="b1"))
+    waited = time.monotonic() - started
+    assert (report.ranked, report.retries) == (1, 2)
+    assert 0.8 + 1.0 <= waited < 8  # 0.8 s asked in milliseconds, then 1-2 s by the date (1 s resolution)
