@@ -143,11 +143,11 @@ def test_a_batch_is_listed_retired_reopened_and_given_another_overlap(cli: Cli, 
         created = session.scalars(select(Run).where(Run.kind == "comparisons")).one()
     listed = cli("comparisons", "list").output
     # batch, k, overlap, comparisons, done, open, retired, human rankings, skips
-    assert _row(listed, "b1") == ["b1", "2", "1", "4", "1", "3", "0", "1", "0"] and "1 batch(es)" in listed
+    assert _row(listed, "b1") == ["b1", "2", "1", "4", "1", "3", "0", "1", "0", "everyone"] and "1 batch(es)" in listed
 
     retired = flat(cli("comparisons", "retire", "--batch", "b1").output)
     assert "batch b1: 4 comparisons retired (their rankings kept), 0 leases released [run" in retired
-    assert _row(cli("comparisons", "list").output, "b1") == ["b1", "2", "1", "4", "0", "0", "4", "1", "0"]
+    assert _row(cli("comparisons", "list").output, "b1") == ["b1", "2", "1", "4", "0", "0", "4", "1", "0", "everyone"]
     assert "(4 retired)" in cli("status").output
     assert "no preference pairs" in flat(cli("export", "--out", str(tmp_path / "out"), "--batch", "b1",
                                              expect=1).output)
@@ -155,10 +155,10 @@ def test_a_batch_is_listed_retired_reopened_and_given_another_overlap(cli: Cli, 
     assert "batch b1: 4 retired comparisons reopened (3 open, 1 complete)" in reopened
     raised = flat(cli("comparisons", "set-overlap", "--batch", "b1", "2").output)
     assert "batch b1: overlap 2: 1 complete comparisons back in the queue, 0 now complete" in raised
-    assert _row(cli("comparisons", "list").output, "b1") == ["b1", "2", "2", "4", "0", "4", "0", "1", "0"]
+    assert _row(cli("comparisons", "list").output, "b1") == ["b1", "2", "2", "4", "0", "4", "0", "1", "0", "everyone"]
     lowered = flat(cli("comparisons", "set-overlap", "--batch", "b1", "0").output)
     assert "batch b1: overlap 0: humans are given none of its comparisons, 0 leases released" in lowered
-    assert _row(cli("comparisons", "list").output, "b1") == ["b1", "2", "0", "4", "4", "0", "0", "1", "0"]
+    assert _row(cli("comparisons", "list").output, "b1") == ["b1", "2", "0", "4", "4", "0", "0", "1", "0", "everyone"]
     with sessions() as session:  # each change is a run, its parent the run that made the batch
         runs = session.scalars(select(Run).where(Run.kind == "comparisons", Run.id > created.id).order_by(Run.id)).all()
         assert [(r.config["action"], r.config.get("overlap"), r.status) for r in runs] == [
