@@ -8,9 +8,9 @@ single response (``[The Start of the Response]``, the score template) it rates 2
 Any other prompt is answered as a sampling model with a seed would be (as vLLM does): the same seed, the same
 answer; no seed, a fresh one.
 Faults can be queued: ``429`` (with Retry-After), ``429ms`` (retry-after-ms), ``429date`` (Retry-After as an
-HTTP date), ``500``, ``timeout`` (answers after the client gave up),
-``garbage`` (an answer without a verdict), ``nul`` (a NUL character in the answer), ``400``, ``401``, ``quota``
-(429 insufficient_quota); in a Batch API batch ``garbage``, ``400`` (an error line) and ``expire`` (the batch
+HTTP date), ``500``, ``timeout`` (answers after the client gave up), ``slow`` (answers after 30 s), ``garbage``
+(an answer without a verdict), ``nul`` (a NUL character in the answer), ``400``, ``401``, ``quota`` (429
+insufficient_quota); in a Batch API batch ``garbage``, ``400`` (an error line) and ``expire`` (the batch
 ends ``expired`` with that request in its error file, the others in its output file).
 Latency per call is configurable. An answer longer than the request's ``max_tokens`` (4 characters a token) is
 cut there with ``finish_reason="length"``, as a server does; ``preamble`` is reasoning written before a pairwise
@@ -146,6 +146,11 @@ class FakeModel:
             return JSONResponse({"error": {"message": "context too long"}}, status_code=400)
         if fault == "timeout":
             await asyncio.sleep(5)
+        if fault == "slow":  # a call that takes its time (a long answer of a big model), unless the client leaves
+            for _ in range(300):
+                if await request.is_disconnected():
+                    return Response(status_code=499)
+                await asyncio.sleep(0.1)
         answer = self.answer(body)
         if fault == "garbage":
             answer["choices"][0]["message"]["content"] = "Both have merits; I would rather not say."

@@ -84,8 +84,12 @@ def run(
     command resumes, re-using every stored answer and never ranking a comparison twice."""
     options = RunOptions(batch=batch, mode=mode, limit=limit, concurrency=concurrency, retry_failed=retry_failed,
                          secrets=state(ctx).project().secrets)
-    with open_store(ctx, db) as store, progress_bar(f"judge {name}", unit_bytes=False) as on_progress:
-        report = run_judge(store.sessions, name, options, on_progress=on_progress, handle_signals=True)
+    try:
+        with open_store(ctx, db) as store, progress_bar(f"judge {name}", unit_bytes=False) as on_progress:
+            report = run_judge(store.sessions, name, options, on_progress=on_progress, handle_signals=True)
+    except KeyboardInterrupt:
+        console.print("interrupted: the answers received are stored; run the same command to resume.")
+        raise typer.Exit(130) from None
     for error in report.errors:
         console.print(f"[yellow]warning:[/] {error}", highlight=False)
     console.print(f"{report.summary()} in {report.seconds:.1f} s [run {report.run_id}]", markup=False, highlight=False)

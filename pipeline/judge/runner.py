@@ -312,6 +312,7 @@ class _Online:
         self.fatal: LLMError | None = None
         self.room = asyncio.Condition()
         self.rng = random.Random(0)
+        self.in_flight: set[asyncio.Future[Completion]] = set()  # calls under way: a stop cancels them
         self.dead = 0  # connection failures in a row, no answer in between (every call's attempts counted)
         self.pending: dict[str, list[tuple[Job, int]]] = {}  # cache key -> the (job, order) waiting for that call
 
@@ -386,16 +387,31 @@ class _Online:
                     job.unfinished = "stopped"  # its answered calls are stored: the next run gets them from the cache
                     await self._closed(job)
                 continue
-            await self.limiter.acquire(estimate_tokens(sum(len(c) for _, c in request.messages), request.max_tokens))
 
             def retried(_: LLMError) -> None:
                 self.report.retries += 1
 
+            async def call(request: ChatRequest = request) -> Completion:
+                await self.limiter.acquire(estimate_tokens(sum(len(c) for _, c in request.messages),
+                                                           request.max_tokens))
+                return await with_retries(lambda: self._attempt(request), self.policy, rng=self.rng,
+                                          on_retry=retried, give_up=self.stop.is_set)
+
+            flight = asyncio.ensure_future(call())
+            self.in_flight.add(flight)
+            flight.add_done_callback(self.in_flight.discard)
+            if self.stop.is_set():  # stopped while this call was being set up: the watcher has already run
+                flight.cancel()
             try:
-                completion = await with_retries(
-                    lambda: self._attempt(request), self.policy, rng=self.rng, on_retry=retried,
-                    give_up=self.stop.is_set,
-                )
+                completion = await flight
+            except asyncio.CancelledError:
+                if not self.stop.is_set():
+                    raise
+                for job, _ in self.pending.pop(key, []):  # cut off by a stop (Ctrl-C): the next run asks again
+                    if not job.closed:
+                        job.unfinished = "stopped"
+                        await self._closed(job)
+                continue
             except LLMError as exc:
                 self.report.error(str(exc))
                 if exc.fatal:
@@ -420,6 +436,13 @@ class _Online:
                     self._enqueue(job, index, retry.cache_key(cache_name(self.backend)), retry)
                 elif job.done:
                     await self._closed(job)
+
+    async def cancel_on_stop(self) -> None:
+        """A stop (Ctrl-C, a fatal error, a failed write) cancels the calls in flight instead of waiting for them
+        and their retries: answers already received are stored, the rest is asked again by the next run."""
+        await self.stop.wait()
+        for flight in list(self.in_flight):
+            flight.cancel()
 
     async def _attempt(self, request: ChatRequest) -> Completion:
         """One try of a call; many connection failures in a row with no answer stop the run (a dead endpoint,
@@ -477,11 +500,13 @@ async def judge_online(
     writer.start()
     state = _Online(sessions, ctx, backend, Recorder(ctx, report, writer, on_progress), concurrency, policy,
                     RateLimiter(ctx.config.rpm, ctx.config.tpm), stop)
+    watcher = asyncio.create_task(state.cancel_on_stop())
     try:
         workers = [asyncio.create_task(state.work_loop()) for _ in range(concurrency)]
         await state.produce(ids)
         await asyncio.gather(*workers)
     finally:
+        watcher.cancel()
         report.seconds = round(time.perf_counter() - started, 3)
         _close_writer(writer, ctx)
     if state.fatal is not None:

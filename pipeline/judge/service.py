@@ -164,9 +164,20 @@ async def _run(sessions: sessionmaker[Session], ctx: JudgeContext, backend: Any,
                options: RunOptions, policy: RetryPolicy, on_progress: Progress | None, handle_signals: bool,
                owned: bool) -> None:
     stop = asyncio.Event()
-    if handle_signals and threading.current_thread() is threading.main_thread():
-        # Ctrl-C: stop handing out calls, let the writer store what arrived, then exit
-        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+    interrupted = False
+    loop = asyncio.get_running_loop()
+    watching = handle_signals and threading.current_thread() is threading.main_thread()
+
+    def first_ctrl_c() -> None:
+        # stop: calls in flight are cancelled, the writer stores what arrived, then exit (the same command
+        # resumes). A second Ctrl-C is Python's own again: KeyboardInterrupt at once.
+        nonlocal interrupted
+        interrupted = True
+        stop.set()
+        loop.remove_signal_handler(signal.SIGINT)
+
+    if watching:
+        loop.add_signal_handler(signal.SIGINT, first_ctrl_c)
     try:
         if options.mode == "batch":
             if not hasattr(backend, "submit_batch"):
@@ -176,9 +187,11 @@ async def _run(sessions: sessionmaker[Session], ctx: JudgeContext, backend: Any,
             await judge_online(sessions, ctx, backend, report, concurrency=_concurrency(options, ctx),
                                limit=options.limit, policy=policy, on_progress=on_progress, stop=stop)
     finally:
+        if watching and not interrupted:
+            loop.remove_signal_handler(signal.SIGINT)
         if owned:
             await backend.aclose()
-    if stop.is_set() and handle_signals:
+    if interrupted:
         raise KeyboardInterrupt
 
 

@@ -100,3 +100,39 @@ def test_in_process_backend_reports_the_label_letters_beside_the_top_k(tiny_lm_d
     for position in completion.top_logprobs:
         assert {"A", "B", "H"} <= set(position) and all(v <= 0 for v in position.values())
         assert len(position) <= 2 + 8
+
+
+def test_ctrl_c_cancels_the_calls_in_flight_and_the_run_resumes(db_url: str, sessions) -> None:
+    """Ctrl-C used to wait for every call in flight and its retries (minutes with a slow model; a second Ctrl-C
+    was ignored). Now the calls in flight are cancelled at once, what was answered is stored, the run is recorded
+    as interrupted, and the same command resumes."""
+    from db.models import Run
+
+    with FakeServer(FakeModel()) as server:
+        seed_pairs(sessions, 4)
+        make_judge(sessions, server, concurrency=2, timeout=60.0)
+        server.model.faults.extend([None] * 4 + ["slow"] * 2)  # comparisons 1-2 answered, then two slow calls
+        command = [str(RLHF), "--db", db_url, "judge", "run", "judge", "--batch", "b1"]
+        env = {k: v for k, v in os.environ.items() if k != "RLHF_DB_URL"}
+        first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        while server.model.calls < 6 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)  # the writer's flush of the first answers
+        first.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
+        try:
+            output, _ = first.communicate(timeout=15)
+        finally:
+            if first.poll() is None:
+                first.kill()
+        assert time.monotonic() - interrupted < 10, "Ctrl-C waited for the calls in flight"
+        assert first.returncode == 130 and "run the same command to resume" in output, output
+        assert _count(sessions, JudgeCall) == 4 and _count(sessions, Ranking) == 2
+        with sessions() as session:
+            run = session.scalars(select(Run).where(Run.kind == "judge")).one()
+            assert run.status == "failed" and run.error == "interrupted"
+        second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert "2 ranked, 0 failed, 0 left; 4 calls (0 cached" in second.stdout
+    assert _count(sessions, Ranking) == 4
