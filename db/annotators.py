@@ -20,6 +20,10 @@ class AnnotatorError(ValueError):
     """A request about annotators that cannot be carried out (bad name, duplicate, missing password...)."""
 
 
+# Names the store gives its own rule annotators (db.gold, db.review): nobody else may take them.
+RESERVED = {"gold": "the gold answers (rlhf comparisons gold)", "adjudication": "the reviewers' verdicts (rlhf review)"}
+
+
 def validate_name(name: str) -> str:
     if not _NAME.match(name):
         raise AnnotatorError(
@@ -52,6 +56,8 @@ def create_annotator(
         raise AnnotatorError(f"only human annotators log in; {kind!r} annotator {name!r} takes no password")
     if kind != "human" and role != "annotator":
         raise AnnotatorError(f"only humans can be {role}s")
+    if name in RESERVED and kind != "rule":
+        raise AnnotatorError(f"the name {name!r} is reserved for {RESERVED[name]}: choose another")
     if get_annotator_by_name(session, name) is not None:
         raise AnnotatorError(f"annotator {name!r} already exists")
     try:

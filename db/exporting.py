@@ -44,6 +44,7 @@ class VoteRow:
     gold: bool = False  # a gold answer (db.gold), not a label
     gold_source: str | None = None  # a gold answer's: the annotator whose ranking of this comparison it copies
     verdict: bool = False  # a reviewer's verdict on a dispute (db.review); ``annotator`` is "adjudication:REVIEWER"
+    notes: tuple[str, ...] = ()  # a verdict standing for human votes: their comments, exported with its own
 
 
 @dataclass(frozen=True)
@@ -111,8 +112,8 @@ def _votes(session: Session, comparison_ids: Sequence[int], selection: Selection
                                                             Ranking.annotator_id == selection.adjudicator_id))}
         for cid, verdict in verdicts(session, list(ids)).items():
             grouped.setdefault(cid, []).append(
-                VoteRow(ids[cid], f"adjudication:{verdict.reviewer}", "rule", verdict.ranks, None, None, None,
-                        comment=verdict.note, verdict=True)
+                VoteRow(ids[cid], f"adjudication:{verdict.reviewer}", "rule", verdict.ranks, None, None,
+                        verdict.run_id, comment=verdict.note, verdict=True)
             )
     return grouped
 

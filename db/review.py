@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import Text, cast, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -53,9 +53,17 @@ def adjudicator(session: Session) -> Annotator | None:
 
 
 def ensure_adjudicator(session: Session) -> Annotator:
+    """The adjudicator, created on the first verdict (in a savepoint: two first verdicts at once on PostgreSQL both
+    try to create it, and the second then takes the first's)."""
     existing = get_annotator_by_name(session, ADJUDICATOR_NAME)
     if existing is None:
-        return create_annotator(session, ADJUDICATOR_NAME, kind="rule", config={ADJUDICATOR_FLAG: True})
+        try:
+            with session.begin_nested():
+                return create_annotator(session, ADJUDICATOR_NAME, kind="rule", config={ADJUDICATOR_FLAG: True})
+        except IntegrityError:
+            existing = get_annotator_by_name(session, ADJUDICATOR_NAME)
+            if existing is None:
+                raise
     if not is_adjudicator(existing):
         raise AnnotatorError(f"an annotator named {ADJUDICATOR_NAME!r} already exists (a {existing.kind!r}) and does "
                              "not hold verdicts: rename it before adjudicating disputes")
@@ -90,6 +98,7 @@ class Verdict:
     from_annotator: str | None
     decided_at: datetime
     exported: bool
+    run_id: int | None = None  # the ``rlhf review decide`` run that stored it (None from the review page)
 
 
 @dataclass(frozen=True)
@@ -104,12 +113,19 @@ class Dispute:
     verdict: Verdict | None
 
 
-def _human_votes() -> Any:
-    return (
+def _candidates(session: Session) -> list[int]:
+    """Comparisons with two or more non-skipped human rankings stored differently (one grouped scan of the human
+    rankings): a superset of the disputes, in id order. The stored JSON of a queue's ranking is its dense ranks,
+    so equal orders are equal text; ``dispute_ids`` checks the orders themselves."""
+    query = (
         select(Ranking.comparison_id)
         .join(Annotator, Annotator.id == Ranking.annotator_id)
         .where(Annotator.kind == "human", ~Ranking.skipped, Ranking.ranks.is_not(None))
+        .group_by(Ranking.comparison_id)
+        .having(func.count() >= 2, func.count(func.distinct(cast(Ranking.ranks, Text))) >= 2)
+        .order_by(Ranking.comparison_id)
     )
+    return list(session.scalars(query))
 
 
 def dispute_ids(
@@ -120,48 +136,37 @@ def dispute_ids(
     those with one, None for both; ``only``: among these ids. With ``reviewer_id``, not those that reviewer ranked
     (nobody judges their own).
 
-    The SQL keeps comparisons whose human rankings are not all the same JSON; the check in Python then compares the
-    orders (``dense_ranks``), so rankings equal as orders but stored differently are no dispute."""
-    votes = _human_votes().subquery()
-    candidates = (
-        select(votes.c.comparison_id)
-        .group_by(votes.c.comparison_id)
-        .having(func.count() >= 2)
-    )
-    query = (
-        select(Comparison.id)
-        .where(Comparison.status == "complete", Comparison.id > after, Comparison.id.in_(candidates))
-        .order_by(Comparison.id)
-    )
-    if batches:
-        query = query.where(Comparison.batch.in_(list(batches)))
-    if only is not None:
-        query = query.where(Comparison.id.in_(list(only)))
-    gold = gold_annotator(session)
-    if gold is not None:
-        query = query.where(~exists().where(Ranking.comparison_id == Comparison.id, Ranking.annotator_id == gold.id))
-    if reviewer_id is not None:
-        query = query.where(~exists().where(Ranking.comparison_id == Comparison.id,
-                                            Ranking.annotator_id == reviewer_id))
+    One grouped scan of the human rankings finds the candidates (``_candidates``); then, 500 at a time, the store
+    keeps the complete, non-gold ones (of the batches, with or without a verdict) and Python compares the orders
+    (``dense_ranks``), so rankings equal as orders but stored differently are no dispute."""
     judge = adjudicator(session)
-    if resolved is not None and judge is not None:
-        decided = exists().where(Ranking.comparison_id == Comparison.id, Ranking.annotator_id == judge.id)
-        query = query.where(decided if resolved else ~decided)
-    elif resolved:
+    if resolved and judge is None:
         return []
+    candidates = [cid for cid in (_candidates(session) if only is None else
+                                  [c for c in _candidates(session) if c in set(only)]) if cid > after]
+    gold = gold_annotator(session)
     found: list[int] = []
-    page = 500
-    while True:
-        ids = list(session.scalars(query.where(Comparison.id > after).limit(page)))
-        if not ids:
-            return found
+    for part in chunks(candidates, 500):
+        query = select(Comparison.id).where(Comparison.id.in_(part), Comparison.status == "complete")
+        if batches:
+            query = query.where(Comparison.batch.in_(list(batches)))
+        if gold is not None:
+            query = query.where(~exists().where(Ranking.comparison_id == Comparison.id,
+                                                Ranking.annotator_id == gold.id))
+        if reviewer_id is not None:  # their own ranking, not a skip: a reviewer who passed on it may decide it
+            query = query.where(~exists().where(Ranking.comparison_id == Comparison.id,
+                                                Ranking.annotator_id == reviewer_id, ~Ranking.skipped))
+        if resolved is not None and judge is not None:
+            decided = exists().where(Ranking.comparison_id == Comparison.id, Ranking.annotator_id == judge.id)
+            query = query.where(decided if resolved else ~decided)
+        ids = sorted(session.scalars(query))
         orders: dict[int, set[tuple[int, ...]]] = {}
         rows = session.execute(
             select(Ranking.comparison_id, Ranking.ranks)
             .join(Annotator, Annotator.id == Ranking.annotator_id)
             .where(Ranking.comparison_id.in_(ids), Annotator.kind == "human", ~Ranking.skipped,
                    Ranking.ranks.is_not(None))
-        )
+        ) if ids else []
         for cid, ranks in rows:
             orders.setdefault(cid, set()).add(tuple(dense_ranks(ranks)))
         for cid in ids:
@@ -169,9 +174,18 @@ def dispute_ids(
                 found.append(cid)
                 if limit is not None and len(found) >= limit:
                     return found
-        if len(ids) < page:
-            return found
-        after = ids[-1]
+    return found
+
+
+def verdict_ids(session: Session, batches: Sequence[str] = ()) -> list[int]:
+    """Comparisons with a verdict (disputes still, or no longer: their humans may have changed their rankings since)."""
+    judge = adjudicator(session)
+    if judge is None:
+        return []
+    query = select(Ranking.comparison_id).where(Ranking.annotator_id == judge.id).order_by(Ranking.comparison_id)
+    if batches:
+        query = query.join(Comparison, Comparison.id == Ranking.comparison_id).where(Comparison.batch.in_(list(batches)))
+    return list(session.scalars(query))
 
 
 def load_dispute(session: Session, comparison_id: int) -> Dispute:
@@ -199,10 +213,11 @@ def load_dispute(session: Session, comparison_id: int) -> Dispute:
                    votes, verdict_of(session, comparison_id))
 
 
-def _verdict(ranks: Any, details: Any, comment: Any, created_at: Any, exported_at: Any) -> Verdict:
+def _verdict(ranks: Any, details: Any, comment: Any, created_at: Any, exported_at: Any,
+             run_id: Any = None) -> Verdict:
     about = (details or {}).get(ADJUDICATOR_FLAG) or {}
     return Verdict(list(ranks), about.get("reviewer") or "?", comment, about.get("from_annotator"), created_at,
-                   exported_at is not None)
+                   exported_at is not None, run_id)
 
 
 def verdict_of(session: Session, comparison_id: int) -> Verdict | None:
@@ -210,7 +225,8 @@ def verdict_of(session: Session, comparison_id: int) -> Verdict | None:
     if judge is None:
         return None
     row = session.execute(
-        select(Ranking.ranks, Ranking.details, Ranking.comment, Ranking.created_at, Ranking.exported_at)
+        select(Ranking.ranks, Ranking.details, Ranking.comment, Ranking.created_at, Ranking.exported_at,
+               Ranking.run_id)
         .where(Ranking.comparison_id == comparison_id, Ranking.annotator_id == judge.id)
     ).first()
     return None if row is None else _verdict(*row)
@@ -222,7 +238,7 @@ def verdicts(session: Session, comparison_ids: Sequence[int] | None = None) -> d
     if judge is None:
         return {}
     query = select(Ranking.comparison_id, Ranking.ranks, Ranking.details, Ranking.comment, Ranking.created_at,
-                   Ranking.exported_at).where(Ranking.annotator_id == judge.id)
+                   Ranking.exported_at, Ranking.run_id).where(Ranking.annotator_id == judge.id)
     if comparison_ids is not None:
         query = query.where(Ranking.comparison_id.in_(list(comparison_ids)))
     return {cid: _verdict(*rest) for cid, *rest in session.execute(query.order_by(Ranking.comparison_id))}
@@ -231,11 +247,12 @@ def verdicts(session: Session, comparison_ids: Sequence[int] | None = None) -> d
 def record_verdict(
     session: Session, reviewer: Annotator, comparison_id: int, ranks_by_response: Mapping[int, int] | None = None,
     *, take_from: str | None = None, note: str | None = None, now: datetime | None = None,
-    run_id: int | None = None,
+    run_id: int | None = None, replace: bool = True,
 ) -> Verdict:
     """Store (or replace, until it is exported) the verdict on a dispute: a ranking of its responses, or the ranking
     of one of its human voters as it is (``take_from``). ReviewError, with nothing written, when the reviewer may not
-    decide, the comparison is no open dispute, or the ranking does not fit it."""
+    decide, the comparison is no open dispute, or the ranking does not fit it. ``replace=False`` (the review page,
+    which showed no verdict): a verdict stored meanwhile by another reviewer stands, and this one is refused."""
     if reviewer.kind != "human" or not reviewer.active or reviewer.role not in REVIEW_ROLES:
         raise ReviewError(f"{reviewer.name!r} cannot adjudicate (role {reviewer.role!r})")
     if (ranks_by_response is None) == (take_from is None):
@@ -273,6 +290,8 @@ def record_verdict(
         .with_for_update()
     ).one_or_none()
     if existing is not None:
+        if not replace:
+            raise ReviewError(f"another reviewer gave a verdict on comparison {comparison_id} meanwhile")
         if existing.exported_at is not None:
             raise ReviewError(f"the verdict on comparison {comparison_id} is in an export already and cannot change")
         existing.ranks, existing.details, existing.comment = ranks, details, text

@@ -23,7 +23,7 @@ import gradio as gr
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.annotators import get_annotator_by_name
+from db.annotators import AnnotatorError, get_annotator_by_name
 from db.bulk import chunks
 from db.comparisons import STRENGTHS, strength_of
 from db.models import Annotator, Comparison
@@ -138,10 +138,10 @@ class ReviewApp:
                 ranks = None if taken else dict(zip(dispute.response_ids,
                                                     parse_order(written, len(dispute.response_ids)), strict=True))
                 verdict = record_verdict(session, reviewer, shown.comparison_id, ranks, take_from=taken,
-                                         note=note, now=self.clock())
+                                         note=note, now=self.clock(), replace=shown.had_verdict)
                 return self._next(session, reviewer, chosen, shown.comparison_id,
                                   f"Saved: {order_text(verdict.ranks)}.")
-        except ReviewError as exc:
+        except (ReviewError, AnnotatorError) as exc:
             with self.reads.begin() as session:
                 reviewer = self._reviewer(session, request)
                 dispute = load_dispute(session, shown.comparison_id)  # type: ignore[union-attr]

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.exporting import Selection, count_comparisons, iter_comparisons, mark_exported, response_texts
 from db.gold import gold_annotator, gold_run_ids
+from db.comparisons import dense_ranks
 from db.review import adjudicator
 from db.models import utcnow
 from db.runs import finish_run, start_run
@@ -96,6 +97,7 @@ class ExportReport:
     below_gold: dict[str, tuple[int, float]] = field(default_factory=dict)
     below_gold_left_out: int = 0
     adjudicated: int = 0  # comparisons whose reviewer's verdict replaced their votes
+    verdicts_unused: int = 0  # verdicts on comparisons whose selected humans do not disagree (any more)
     fingerprint: str = ""
     seconds: float = 0.0
 
@@ -114,6 +116,9 @@ class ExportReport:
             left_out += f"; {self.gold_left_out} gold answer(s) left out (--include-gold takes them)"
         if self.adjudicated:
             left_out += f"; {self.adjudicated} dispute(s) labelled by their reviewer's verdict"
+        if self.verdicts_unused:
+            left_out += (f"; {self.verdicts_unused} verdict(s) not used: the selected humans' rankings of those "
+                         "comparisons agree (now)")
         if self.gold_copies_left_out:
             left_out += (f"; {self.gold_copies_left_out} gold answer(s) not counted twice (the ranking they were taken "
                          "from is a vote)")
@@ -239,7 +244,7 @@ def export(
             manifest = {"run_id": run.id, "fingerprint": digest, "pairs": counts, "comparisons": report.comparisons,
                         "rankings": report.rankings, "all_bad_left_out": report.all_bad_left_out,
                         "gold_left_out": report.gold_left_out, "gold_copies_left_out": report.gold_copies_left_out,
-                        "adjudicated": report.adjudicated,
+                        "adjudicated": report.adjudicated, "verdicts_unused": report.verdicts_unused,
                         "below_gold_left_out": report.below_gold_left_out,
                         "below_gold_accuracy": {name: {"gold_answered": n, "accuracy": round(accuracy, 6)}
                                                 for name, (n, accuracy) in report.below_gold.items()},
@@ -356,12 +361,18 @@ def _voters(comparison: Any, options: ExportOptions, report: ExportReport) -> An
         kept = [vote for vote, copied in zip(kept, copy, strict=True) if not copied]
     verdict = next((vote for vote in kept if vote.verdict), None)
     if verdict is not None:
-        # The reviewer settled the dispute among these humans: their verdict is the label, alone. It settles only
-        # a selection that holds some of those human votes (an export of judges' labels keeps the judges').
+        # The reviewer settled a disagreement among these humans: the verdict is the label, alone, carrying the
+        # humans' all-bad marks (for --drop-all-bad) and comments. Only where the selected humans still disagree:
+        # an export of judges' labels keeps the judges', one of a single annotator keeps theirs, and a verdict on
+        # rankings that were changed since (undone, ranked again: now unanimous) is no longer used.
         kept = [vote for vote in kept if not vote.verdict]
-        if options.adjudicated and any(vote.kind == "human" and not vote.gold for vote in kept):
+        humans = [vote for vote in kept if vote.kind == "human" and not vote.gold]
+        if options.adjudicated and len({tuple(dense_ranks(vote.ranks)) for vote in humans}) > 1:
             report.adjudicated += 1
-            kept = [verdict]
+            notes = tuple(vote.comment.strip() for vote in humans if vote.comment and vote.comment.strip())
+            kept = [replace(verdict, all_bad=mostly_all_bad(humans), notes=notes)]
+        elif options.adjudicated and humans:
+            report.verdicts_unused += 1
     return comparison if len(kept) == len(comparison.votes) else replace(comparison, votes=kept)
 
 
@@ -385,7 +396,9 @@ def _voter_notes(votes: list[Any], pair: Any) -> tuple[int, list[str]]:
     """(how many of the pair's voters marked all responses bad, their non-empty comments in annotator-name order).
     The votes come in annotator-name order (``db.exporting``)."""
     voters = [v for v in votes if v.annotator in pair.annotators]
-    return sum(v.all_bad for v in voters), [v.comment.strip() for v in voters if v.comment and v.comment.strip()]
+    comments = [text for v in voters for text in ([v.comment.strip()] if v.comment and v.comment.strip() else [])
+                + list(v.notes)]
+    return sum(v.all_bad for v in voters), comments
 
 
 def _append_pairs(

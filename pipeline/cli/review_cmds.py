@@ -12,7 +12,15 @@ from rich.table import Table
 
 from db.annotators import AnnotatorError
 from db.comparisons import STRENGTHS, strength_of
-from db.review import ReviewError, check_reviewer, dispute_ids, load_dispute, record_verdict, withdraw_verdict
+from db.review import (
+    ReviewError,
+    check_reviewer,
+    dispute_ids,
+    load_dispute,
+    record_verdict,
+    verdict_ids,
+    withdraw_verdict,
+)
 from db.runs import finish_run, start_run
 from pipeline.cli.context import DbOption, console, examples, open_store, sub_app
 from pipeline.errors import UserError
@@ -35,8 +43,10 @@ def _as_user_errors() -> Iterator[None]:
 def list_(
     ctx: typer.Context,
     batch: BatchesOpt = None,
-    settled: Annotated[bool, typer.Option("--settled", help="The disputes that have a verdict, with it.")] = False,
-    limit: Annotated[int, typer.Option(help="Show at most this many.")] = 50,
+    settled: Annotated[bool, typer.Option(
+        "--settled", help="The comparisons that have a verdict, with it (and whether their humans still disagree).",
+    )] = False,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 50,
     db: DbOption = None,
 ) -> None:
     """List the disputes still waiting for a verdict (or, with --settled, those that have one).
@@ -44,15 +54,20 @@ def list_(
     A dispute is a comparison that has its overlap of human rankings and whose rankings are not all the same order;
     gold comparisons are none. Letters name the responses in the comparison's order (`rlhf review show`)."""
     with _as_user_errors(), open_store(ctx, db) as store, store.sessions() as session:
-        ids = dispute_ids(session, batches=tuple(batch or ()), resolved=settled)
+        batches = tuple(batch or ())
+        ids = verdict_ids(session, batches) if settled else dispute_ids(session, batches=batches)
         shown = [load_dispute(session, cid) for cid in ids[:limit]]
-    table = Table("comparison", "batch", "k", "rankings", *(["verdict", "by"] if settled else []))
+        disputed = set(dispute_ids(session, batches=batches, resolved=True, only=ids[:limit])) if settled else set()
+    table = Table("comparison", "batch", "k", "rankings", *(["verdict", "by", "still disputed"] if settled else []))
     for d in shown:
-        extra = [order_text(d.verdict.ranks), d.verdict.reviewer] if settled and d.verdict else []
+        extra = ([order_text(d.verdict.ranks), d.verdict.reviewer,
+                  "yes" if d.comparison_id in disputed else "no: not used by exports"]
+                 if settled and d.verdict else [])
         table.add_row(str(d.comparison_id), d.batch, str(len(d.response_ids)), votes_text(d), *extra)
     console.print(table)
     more = f" (the first {limit} shown)" if len(ids) > limit else ""
-    console.print(f"{len(ids)} {'settled' if settled else 'open'} dispute(s){more}", markup=False, highlight=False)
+    what = "verdict(s)" if settled else "open dispute(s)"
+    console.print(f"{len(ids)} {what}{more}", markup=False, highlight=False)
 
 
 def show(ctx: typer.Context, comparison: IdArg, db: DbOption = None) -> None:

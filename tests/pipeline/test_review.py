@@ -18,7 +18,7 @@ from db.comparisons import NewComparison, ensure_comparisons
 from db.models import Comparison, Ranking, Response
 from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
 from db.queue import lease_next, load_item, submit_ranking
-from db.review import ReviewError, dispute_ids, ensure_adjudicator, load_dispute, record_verdict, verdicts
+from db.review import ReviewError, dispute_ids, load_dispute, record_verdict, verdicts
 from pipeline.report import agreement_report
 from pipeline.review import parse_order
 from tests.conftest import Cli
@@ -125,7 +125,7 @@ def test_verdicts_label_the_export_alone_and_lock_once_exported(cli: Cli, sessio
         assert dispute_ids(session) == [] and dispute_ids(session, resolved=True) == [ids[0], ids[4]]
         # the verdicts take no slot in the queue: each comparison still counts its two humans
         assert {session.get(Comparison, i).human_ranked for i in (ids[0], ids[4])} == {2}
-    assert "2 settled dispute(s)" in flat(cli("review", "list", "--settled").output)
+    assert "2 verdict(s)" in flat(cli("review", "list", "--settled").output)
 
     export = flat(cli("export", "--out", str(tmp_path / "adj")).output)
     assert "2 dispute(s) labelled by their reviewer's verdict" in export
@@ -225,9 +225,8 @@ def test_two_verdicts_saved_at_once_the_second_is_refused(db_url: str, sessions)
     if not db_url.startswith("postgresql"):
         pytest.skip("SQLite serialises the two whole transactions")
     ids = _seed(sessions)
-    with sessions.begin() as session:
+    with sessions.begin() as session:  # the first verdicts ever: both saves also create the adjudicator
         create_annotator(session, "erin", password="a long password", role="admin")
-        ensure_adjudicator(session)
     inserted, outcome = threading.Event(), {}
 
     def first() -> None:
@@ -241,10 +240,57 @@ def test_two_verdicts_saved_at_once_the_second_is_refused(db_url: str, sessions)
     inserted.wait(10)
     try:
         with sessions.begin() as session:
-            record_verdict(session, get_annotator_by_name(session, "erin"), ids[4], take_from="bob", now=NOW)
+            record_verdict(session, get_annotator_by_name(session, "erin"), ids[4], take_from="bob", now=NOW,
+                           replace=False)  # as the review page saves a dispute it showed without a verdict
     except ReviewError as exc:
         outcome["error"] = str(exc)
     worker.join()
     assert "meanwhile" in outcome.get("error", ""), outcome
     with sessions() as session:
         assert verdicts(session)[ids[4]].reviewer == "carol"
+
+
+def test_a_verdict_on_rankings_changed_since_is_not_used(cli: Cli, sessions, tmp_path: Path) -> None:  # noqa: ANN001
+    """alice's ranking of prompt 0 changes to bob's (an undo and a new answer): the humans agree now, so carol's verdict
+    (made while they disagreed) no longer overrides them; `review list --settled` says so."""
+    ids = _seed(sessions)
+    good_first = _letters(sessions, ids[0], ["good", "poor"])
+    cli("review", "decide", str(ids[0]), "--reviewer", "carol", "--order", good_first)
+    with sessions.begin() as session:  # (the queue's undo takes back only her last answer, prompt 5's: by hand)
+        row = session.scalars(select(Ranking).where(Ranking.comparison_id == ids[0],
+                                                    Ranking.annotator.has(name="alice"))).one()
+        row.ranks = list(reversed(row.ranks))
+    listed = flat(cli("review", "list", "--settled").output)
+    assert "no: not used by exports" in listed and "1 verdict(s)" in listed
+    out = flat(cli("export", "--out", str(tmp_path / "e")).output)
+    assert "1 verdict(s) not used: the selected humans' rankings of those comparisons agree (now)" in out
+    rows = [r for r in datasets.load_from_disk(str(tmp_path / "e"))["train"] if r["comparison_id"] == ids[0]]
+    assert [r["annotators"] for r in rows] == [["alice", "bob"]]
+
+
+def test_a_verdict_keeps_the_humans_all_bad_marks_and_comments_and_one_annotators_export_is_theirs(
+        cli: Cli, sessions, tmp_path: Path) -> None:  # noqa: ANN001
+    ids = _seed(sessions)
+    with sessions.begin() as session:  # both humans said all bad on prompt 0, and why
+        for ranking in session.scalars(select(Ranking).where(Ranking.comparison_id == ids[0])):
+            ranking.all_bad, ranking.comment = True, f"both wrong ({ranking.annotator.name})"
+    cli("review", "decide", str(ids[0]), "--reviewer", "carol", "--take", "bob", "--note", "bob is less wrong")
+    cli("export", "--out", str(tmp_path / "all"))
+    [row] = [r for r in datasets.load_from_disk(str(tmp_path / "all"))["train"] if r["comparison_id"] == ids[0]]
+    assert row["annotators"] == ["adjudication:carol"] and row["all_bad"] == 1
+    assert row["comments"] == ["bob is less wrong", "both wrong (alice)", "both wrong (bob)"]
+    dropped = flat(cli("export", "--out", str(tmp_path / "clean"), "--drop-all-bad").output)
+    assert "1 comparison(s) left out as all bad" in dropped
+    # One annotator's labels are theirs: no disagreement in that selection, so the verdict is not used
+    cli("export", "--out", str(tmp_path / "alice"), "--annotator", "alice")
+    [mine] = [r for r in datasets.load_from_disk(str(tmp_path / "alice"))["train"] if r["comparison_id"] == ids[0]]
+    assert mine["annotators"] == ["alice"]
+
+
+def test_the_names_of_the_verdicts_and_the_gold_answers_are_reserved(cli: Cli, sessions) -> None:  # noqa: ANN001
+    _seed(sessions)
+    password = "a long password\n"
+    refused = flat(cli("annotators", "add", "adjudication", "--password-stdin", input=password, expect=1).output)
+    assert "reserved for the reviewers' verdicts" in refused
+    assert "reserved for the gold answers" in flat(
+        cli("annotators", "add", "gold", "--password-stdin", input=password, expect=1).output)
