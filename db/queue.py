@@ -239,6 +239,7 @@ _CLAIM = (
         Comparison.response_ids, Comparison.k, Comparison.status, Comparison.required_overlap,
         Assignment.id.label("assignment_id"), Assignment.shown_order, Assignment.leased_at, Assignment.expires_at,
         _answered(Comparison.id, ME).label("answered"), _gold(Comparison.id).label("gold"),
+        _visible(Comparison.batch).label("visible"),
     )
     .outerjoin(Assignment, and_(Assignment.comparison_id == Comparison.id, Assignment.annotator_id == ME))
     .where(Comparison.id == CID)
@@ -258,7 +259,8 @@ _END_LEASE = update(Assignment).where(Assignment.id == bindparam("aid", type_=In
 _INSERT_RANKING = insert(Ranking).returning(Ranking.id)
 _ONE_ANSWER = re.compile(r"uq_rankings_comparison_id_annotator_id|rankings\.comparison_id, rankings\.annotator_id")
 _LOCK_COMPARISON = (
-    select(Comparison.id, Comparison.required_overlap, _gold(Comparison.id).label("gold"))
+    select(Comparison.id, Comparison.required_overlap, _gold(Comparison.id).label("gold"),
+           _visible(Comparison.batch).label("visible"))
     .where(Comparison.id == CID)
     .with_for_update(of=Comparison, key_share=True)  # FOR NO KEY UPDATE: a lease insert's key check does not wait
 )
@@ -343,32 +345,30 @@ def current_assignment(
 
 
 def _pick(conn: Connection, annotator_id: int, now: datetime, batch: str | None, skipped: list[int],
-          started_first: bool = True) -> Row | None:
+          started_first: bool = True, hidden: tuple[str, ...] = ()) -> Row | None:
     """Lock and return (id, response_ids) of the next comparison with a free slot for this annotator, leaving out
     ``skipped`` (None when there is none). The lease statement checks it again (see ``_lease_statement``).
 
     Two cheap steps instead of ranking every open comparison: first the comparisons already in progress (partly
-    ranked or leased), fullest first; else the first untouched one by id.
+    ranked or leased), fullest first; else the first untouched one by id. ``hidden``: the batches routed to others
+    (``hidden_batches``), named so that the walk by id passes their rows on a column compare, not a probe each.
     """
     params = _params(annotator_id, now, batch)
     batched = batch is not None
     postgres = conn.dialect.name == "postgresql"
     retries = 0
     while True:
+        started, fresh, free = _STARTED[batched], _FRESH[batched], _ANY_ELIGIBLE[batched]
+        if hidden and not batched:  # only where batches are routed: build the statements with their exclusion
+            started, fresh, free = (s.where(Comparison.batch.not_in(hidden)) for s in (started, fresh, free))
         if skipped:  # rare (PostgreSQL retry): build the statements with the exclusions
-            started = _STARTED[batched].where(Comparison.id.not_in(skipped))
-            fresh = _FRESH[batched].where(Comparison.id.not_in(skipped))
-        else:
-            started, fresh = _STARTED[batched], _FRESH[batched]
+            started, fresh, free = (s.where(Comparison.id.not_in(skipped)) for s in (started, fresh, free))
         comparison = (conn.execute(started, params).first() if started_first else None) or conn.execute(
             fresh, params).first()
         if comparison is None and postgres and retries < LOCKED_RETRIES:
             # SKIP LOCKED passed over rows that other transactions hold (they may be taking the last free slots).
             # If something is free locks aside, look again in a moment rather than say there is no work. (No
             # blocking lock wait: this transaction may hold a row another one waits for.)
-            free = _ANY_ELIGIBLE[batched]
-            if skipped:
-                free = free.where(Comparison.id.not_in(skipped))
             if conn.execute(free, params).first() is not None:
                 retries += 1
                 time.sleep(0.025)
@@ -440,7 +440,8 @@ def take_lease(
             return held
     statement = _lease_statement(conn.dialect.name, batch is not None)
     skipped: list[int] = []
-    while (comparison := _pick(conn, annotator.id, now, batch, skipped, started_first)) is not None:
+    hidden = hidden_batches(session, annotator.id) if batch is None else ()
+    while (comparison := _pick(conn, annotator.id, now, batch, skipped, started_first, hidden)) is not None:
         params = _params(annotator.id, now, batch, cid=comparison.id, expires=now + lease,
                          order=shown_order_for(comparison, annotator.id))
         row = conn.execute(statement, params).first()
@@ -564,6 +565,9 @@ def _claim(conn: Connection, annotator_id: int, comparison_id: int, now: datetim
         raise QueueError(f"you have already answered comparison {comparison_id}")
     if row.status != "open" and not (row.gold and row.status in GOLD_STATUSES):
         raise QueueError(f"comparison {comparison_id} is closed")
+    if row.expires_at <= now and not row.visible:  # a live lease runs to its end; an expired one gives no more right
+        raise QueueError("your lease on this item expired and its batch is now routed to other annotators; it was not "
+                         "saved")
     if row.expires_at <= now and not row.gold:  # gold has no slot another annotator could have taken
         taken = conn.execute(_RECOUNT, {"cid": comparison_id, "me": annotator_id, "now": now}).scalar() or 0
         if taken >= row.required_overlap:
@@ -792,7 +796,10 @@ def undo_last(session: Session, annotator: _Who, now: datetime, *, lease: timede
     comparison_id = last.comparison_id
     # The comparison's row lock first, as a submit takes it: the recount below must see any ranking committed by a
     # submit that held it (PostgreSQL re-reads only the locked row after a lock wait, not the subquery's snapshot).
-    locked = conn.execute(_LOCK_COMPARISON, {"cid": comparison_id}).one()
+    locked = conn.execute(_LOCK_COMPARISON, {"cid": comparison_id, "me": annotator.id}).one()
+    if not locked.visible:  # the undo would lease it to them again
+        raise QueueError(f"comparison {comparison_id}'s batch is now routed to other annotators: your last answer "
+                         "stays")
     if last.skipped and not locked.gold:  # everyone gets a gold comparison: a skip of one takes no one's place
         taken = conn.execute(_RECOUNT, {"cid": comparison_id, "me": annotator.id, "now": now}).scalar() or 0
         if taken >= locked.required_overlap:

@@ -157,7 +157,7 @@ class AdminApp:
                     "batch that only judges label.")
         except UserError as exc:
             return f"Not created: {exc}"
-        routed = f" {routing.summary.split(': ', 1)[1].capitalize()}." if routing is not None else ""
+        routed = f" {routing.summary}." if routing is not None else ""
         return f"Batch {report.batch!r}: {report.created} new comparisons ({report.existing} already existed).{routed}"
 
 

@@ -270,6 +270,9 @@ def route_batch(session: Session, batch: str, names: Sequence[str], mode: str = 
         if missing:
             raise UserError(f"batch {batch!r} is not routed to {', '.join(missing)}")
         wanted = {name: aid for name, aid in current.items() if name not in people}
+        if not wanted:  # a batch with no members is everyone's: that must be said, not happen by accident
+            raise UserError(f"that would leave batch {batch!r} without annotators, which routes it to every human: "
+                            "pass --everyone for that, or name its new annotators (without --remove)")
     else:
         wanted = {}
     run = start_run(session, "comparisons", {"batch": batch, "action": "assign", "mode": mode, "names": list(names)},

@@ -8,6 +8,7 @@ import re
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
+import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import immediate, make_session_factory
@@ -131,3 +132,31 @@ def test_gold_of_a_routed_batch_goes_only_to_its_annotators(sessions) -> None:  
     assert ids["medical"][0] not in _work(sessions, "ann")
     assert ids["general"][0] in _work(sessions, "dr_b")  # general's gold reaches others past its overlap of 1
     assert ids["medical"][0] in _work(sessions, "dr_a") and _work(sessions, "dr_b") == []
+
+
+def test_routing_away_is_not_undone_by_an_undo_an_expired_lease_or_removing_the_last_member(
+        cli: Cli, sessions) -> None:  # noqa: ANN001
+    from datetime import timedelta
+
+    from db.queue import QueueError, record_skip, undo_last
+
+    ids = _setup(sessions)
+    medical = set(ids["medical"])
+    with sessions.begin() as session:  # ann skips a medical item, and holds a lease on another
+        ann = annotator_ref(session, "ann")
+        held = take_lease(session, ann, T0, batch="medical")
+        assert held.comparison_id in medical
+        record_skip(session, ann, held.comparison_id, "not my field", T0)
+        other = take_lease(session, ann, T0, batch="medical")
+    cli("comparisons", "assign", "--batch", "medical", "--annotator", "dr_a")
+    with sessions.begin() as session, pytest.raises(QueueError, match="now routed to other annotators"):
+        undo_last(session, annotator_ref(session, "ann"), T0)  # it would lease her the routed-away item again
+    later = T0 + timedelta(hours=5)  # her lease on the other one has expired: no longer hers to answer
+    with sessions.begin() as session, pytest.raises(QueueError, match="expired and its batch is now routed"):
+        ids_ = session.get(Comparison, other.comparison_id).response_ids
+        record_ranking(session, annotator_ref(session, "ann"), other.comparison_id, {ids_[0]: 1, ids_[1]: 2}, later)
+    refused = flat(cli("comparisons", "assign", "--batch", "medical", "--remove", "--annotator", "dr_a",
+                       expect=1).output)
+    assert "without annotators, which routes it to every human: pass --everyone" in refused
+    with sessions() as session:
+        assert batch_members(session) == {"medical": ["dr_a"]}

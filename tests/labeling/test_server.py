@@ -127,7 +127,7 @@ def test_the_admin_cannot_create_a_batch_too_wide_for_the_labelling_page(live: L
     with live.sessions() as session:
         assert set(session.scalars(select(Comparison.batch))) == {"judges"}
     [created] = boss.call("add_batch", ["eights", 8, 1, "all-pairs", "", "all", "boss"], prefix="/admin")
-    assert created.startswith("Batch 'eights': 9 new comparisons (0 already existed). Routed to 1 annotator(s): boss")
+    assert created.startswith("Batch 'eights': 9 new comparisons (0 already existed). batch eights: routed to 1 annotator(s): boss")
     with live.sessions() as session:
         assert set(session.scalars(select(Comparison.batch))) == {"judges", "eights"}
         assert batch_members(session) == {"eights": ["boss"]}
