@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pipeline.judge.config import JudgeConfig
 from pipeline.judge.parsing import (
@@ -100,6 +100,17 @@ def build_request(case: Case, order: Sequence[int], config: JudgeConfig, templat
         top_logprobs=config.top_logprobs if config.kind == "logprob" else 0,
         seed=attempt if attempt else None,
     )
+
+
+def check_template(template: Template, config: JudgeConfig) -> None:
+    """Render the template once for a made-up comparison, with and without reasoning, so that a syntax error or a
+    misspelt variable is a UserError at ``judge add`` (naming the file and line), not at the first call."""
+    k = 3 if config.kind == "kwise" else 2
+    case = Case(0, [{"role": "user", "content": "A question."}], [(i, f"Answer {i}.") for i in range(k)],
+                reference="A reference answer.")
+    for reasoning in (True, False):
+        settings = replace(config, reasoning=reasoning, principles=config.principles or "A principle.")
+        build_request(case, orders_for(case, settings)[0], settings, template, 0)
 
 
 def _example(labels: str) -> str:

@@ -20,6 +20,7 @@ from db.models import Annotator, Comparison, Run
 from db.runs import fail_run, finish_run, start_run
 from pipeline.errors import UserError
 from pipeline.judge.config import JudgeConfig
+from pipeline.judge.core import check_template
 from pipeline.judge.runner import RETRY_GENERATION, JudgeContext, JudgeReport, Progress, judge_batch_api, judge_online
 from pipeline.judge.templates import SHIPPED_KINDS, Template, load_template
 from pipeline.llm import make_backend, resolve_api_key
@@ -48,6 +49,7 @@ def add_judge(session: Session, name: str, config: JudgeConfig, *, principles_fi
     if config.kind == "logprob":
         config = replace(config, max_tokens=min(config.max_tokens, 5), reasoning=False)
     config.validate()
+    check_template(template, config)  # a syntax error or unknown variable now, naming the file and line
     try:
         return create_annotator(session, name, kind="ai", config=config.to_json())
     except AnnotatorError as exc:

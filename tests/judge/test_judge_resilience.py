@@ -313,3 +313,30 @@ def test_a_429_is_retried_after_the_wait_the_server_asks_for(sessions, fake) -> 
     waited = time.monotonic() - started
     assert (report.ranked, report.retries) == (1, 2)
     assert 0.8 + 1.0 <= waited < 8  # 0.8 s asked in milliseconds, then 1-2 s by the date (1 s resolution)
+
+
+def test_judge_add_test_renders_the_template_and_names_the_file_and_line(sessions, fake, tmp_path) -> None:
+    """A template's syntax error or misspelt variable was accepted by judge add and failed every call of the first
+    run, with a message naming neither the file nor the line."""
+    import re
+
+    import pytest
+
+    from pipeline.errors import UserError
+
+    broken = tmp_path / "broken.j2"
+    broken.write_text("[system]\nYou judge.\n[user]\n{{ conversation }}\nA: {{ response_a }}\nB: {{ response_b }}\n"
+                      "{% if reasoning %}Explain, then{% endif\nanswer [[A]] or [[B]].\n")
+    with pytest.raises(UserError, match=rf"template {re.escape(str(broken))}, line 8: syntax error: expected token"):
+        # (the unclosed {% endif on line 7 is found at the next token, on line 8, as Jinja reports it)
+        make_judge(sessions, fake, name="broken", template=str(broken))
+    typo = tmp_path / "typo.txt"
+    typo.write_text("[system]\nYou judge.\n[user]\n{conversation}\nA: {respons_a}\nB: {response_b}\n")
+    with pytest.raises(UserError, match=rf"template {re.escape(str(typo))}, line 5: 'respons_a' is not a template var"):
+        make_judge(sessions, fake, name="typo", template=str(typo))
+    braces = tmp_path / "braces.txt"
+    braces.write_text('[user]\n{conversation}\nA: {response_a}\nB: {response_b}\nAnswer as JSON {"winner": "A"}.\n')
+    with pytest.raises(UserError, match=r"line 5: .*write literal braces as \{\{ and \}\}"):
+        make_judge(sessions, fake, name="braces", template=str(braces))
+    with sessions() as session:
+        assert not session.scalars(select(Annotator).where(Annotator.kind == "ai")).all()
