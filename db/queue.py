@@ -151,7 +151,7 @@ def _taken_slots():  # noqa: ANN202
     return Comparison.human_ranked + leased
 
 
-def _eligible(batched: bool, gold: bool = False):  # noqa: ANN202
+def _eligible(batched: bool, gold: bool = False, routed: bool = True):  # noqa: ANN202
     """Comparisons ME may be given now: wanting humans, of a batch routed to ME or to everyone, not answered by ME,
     not leased to ME, and either regular
     (not gold), open, with a slot free; or (``gold``) gold, open or complete, with no slot to wait for."""
@@ -163,8 +163,9 @@ def _eligible(batched: bool, gold: bool = False):  # noqa: ANN202
         Comparison.k <= MAX_K,
         ~_answered(Comparison.id, ME),
         ~mine,
-        _visible(Comparison.batch),
     ]
+    if routed:  # some batch is routed away from ME (``hidden_batches``); else every batch is visible: no probes
+        conditions.append(_visible(Comparison.batch))
     if gold:
         conditions += [Comparison.id.in_(_gold_ids()),
                        Comparison.status.in_([literal_column(f"'{status}'", String()) for status in GOLD_STATUSES])]
@@ -211,28 +212,32 @@ _RENEW = update(Assignment).where(Assignment.id == bindparam("aid", type_=Intege
     expires_at=bindparam("expires", type_=UTCDateTime())
 )
 # Partly done comparisons first (fullest first), so that items reach their overlap; else the first untouched one.
+# Every statement that picks work comes in two forms, keyed (batched, routed): ``routed`` when some batch is routed
+# away from ME (``hidden_batches``), checking each row's batch; without routing no batch is hidden, so none is checked.
+_KEYS = [(b, r) for b in (False, True) for r in (False, True)]
 _STARTED = {
-    b: _locking(
+    (b, r): _locking(
         select(Comparison.id, Comparison.response_ids)
-        .where(_eligible(b), Comparison.id.in_(_in_progress()))
+        .where(_eligible(b, routed=r), Comparison.id.in_(_in_progress()))
         .order_by(_taken_slots().desc(), Comparison.id)
         .limit(1)
     )
-    for b in (False, True)
+    for b, r in _KEYS
 }
 _FRESH = {
-    b: _locking(select(Comparison.id, Comparison.response_ids).where(_eligible(b)).order_by(Comparison.id).limit(1))
-    for b in (False, True)
+    (b, r): _locking(select(Comparison.id, Comparison.response_ids).where(_eligible(b, routed=r))
+                     .order_by(Comparison.id).limit(1))
+    for b, r in _KEYS
 }
 _RECOUNT = select(_taken_slots()).where(Comparison.id == CID)
 # The gold comparisons ME has not had: few, and no slot to lock (everyone gets each), so no row lock.
 _GOLD_LEFT = {
-    b: select(Comparison.id, Comparison.response_ids, Comparison.required_overlap).where(_eligible(b, gold=True))
-    .order_by(Comparison.id)
-    for b in (False, True)
+    (b, r): select(Comparison.id, Comparison.response_ids, Comparison.required_overlap)
+    .where(_eligible(b, gold=True, routed=r)).order_by(Comparison.id)
+    for b, r in _KEYS
 }
 # Is anything still free, locks aside? (Plain read: other transactions' row locks do not hide rows from it.)
-_ANY_ELIGIBLE = {b: select(Comparison.id).where(_eligible(b)).limit(1) for b in (False, True)}
+_ANY_ELIGIBLE = {(b, r): select(Comparison.id).where(_eligible(b, routed=r)).limit(1) for b, r in _KEYS}
 LOCKED_RETRIES = 40  # x 25 ms: how long to wait for other transactions' row locks before saying "no work"
 _CLAIM = (
     select(
@@ -358,7 +363,8 @@ def _pick(conn: Connection, annotator_id: int, now: datetime, batch: str | None,
     postgres = conn.dialect.name == "postgresql"
     retries = 0
     while True:
-        started, fresh, free = _STARTED[batched], _FRESH[batched], _ANY_ELIGIBLE[batched]
+        key = (batched, bool(hidden))
+        started, fresh, free = _STARTED[key], _FRESH[key], _ANY_ELIGIBLE[key]
         if hidden and not batched:  # only where batches are routed: build the statements with their exclusion
             started, fresh, free = (s.where(Comparison.batch.not_in(hidden)) for s in (started, fresh, free))
         if skipped:  # rare (PostgreSQL retry): build the statements with the exclusions
@@ -376,21 +382,21 @@ def _pick(conn: Connection, annotator_id: int, now: datetime, batch: str | None,
         return comparison
 
 
-_LEASES: dict[tuple[str, bool, bool], Any] = {}
+_LEASES: dict[tuple[str, bool, bool, bool], Any] = {}
 
 
-def _lease_statement(dialect: str, batched: bool, gold: bool = False) -> Any:
+def _lease_statement(dialect: str, batched: bool, gold: bool = False, routed: bool = True) -> Any:
     """INSERT a lease on comparison CID if it is still eligible, or renew this annotator's expired one (keeping its
     shown order); RETURNING the lease, or nothing when the comparison was taken meanwhile. One statement.
 
     The eligibility check is not redundant on PostgreSQL: under READ COMMITTED the pick ran on its statement's
     snapshot, which may predate a lease or a ranking committed just before it got the row lock; this statement
     takes a new snapshot while the lock is held."""
-    key = (dialect, batched, gold)
+    key = (dialect, batched, gold, routed)
     if key not in _LEASES:
         insert_ = {"postgresql": pg_insert, "sqlite": sqlite_insert}[dialect]
         values = select(CID, ME, NOW, bindparam("expires", type_=UTCDateTime()), bindparam("order", type_=JSONType))
-        still_eligible = exists().where(_eligible(batched, gold), Comparison.id == CID)
+        still_eligible = exists().where(_eligible(batched, gold, routed), Comparison.id == CID)
         statement = insert_(Assignment).from_select(
             ["comparison_id", "annotator_id", "leased_at", "expires_at", "shown_order"], values.where(still_eligible)
         )
@@ -408,7 +414,7 @@ def _lease_of(row: Row) -> Lease:
 
 def take_lease(
     session: Session, annotator: _Who, now: datetime, *, batch: str | None = None, lease: timedelta = DEFAULT_LEASE,
-    started_first: bool = True, sizes: tuple[int, int] | None = None,
+    started_first: bool = True, sizes: tuple[int, int] | None = None, hidden: tuple[str, ...] | None = None,
 ) -> Lease | None:
     """The annotator's current lease (renewed when half gone), else a new lease on the next free comparison.
 
@@ -419,7 +425,8 @@ def take_lease(
 
     A gold comparison the annotator has not had comes first once it is due: when their answers are at least its
     ``gold_turn`` of their answers plus what is left for them (``progress``; ``sizes`` saves its scan of the batch,
-    as there). The gold ones still left when nothing else is come last, in turn order."""
+    as there). The gold ones still left when nothing else is come last, in turn order. ``hidden``: the annotator's
+    ``hidden_batches`` when the caller has them (else read here)."""
     if annotator.kind != "human" or not annotator.active:
         raise QueueError("only active human annotators receive work")
     session.flush()
@@ -431,16 +438,17 @@ def take_lease(
             conn.execute(_RENEW, {"aid": held.assignment_id, "expires": now + lease})
             held = Lease(held.assignment_id, held.comparison_id, held.shown_order, held.leased_at, now + lease)
         return held
-    golds = sorted(conn.execute(_GOLD_LEFT[batch is not None], _params(annotator.id, now, batch)).all(),
+    hidden = hidden_batches(session, annotator.id) if hidden is None else hidden
+    routed = bool(hidden)
+    golds = sorted(conn.execute(_GOLD_LEFT[batch is not None, routed], _params(annotator.id, now, batch)).all(),
                    key=lambda gold: gold_turn(gold.id, annotator.id))
     if golds and gold_turn(golds[0].id, annotator.id) <= _how_far(session, annotator.id, now, batch, sizes,
-                                                                  golds[0].required_overlap):
-        held = _lease_gold(conn, annotator.id, now, batch, lease, golds[:1])
+                                                                  golds[0].required_overlap, hidden):
+        held = _lease_gold(conn, annotator.id, now, batch, lease, golds[:1], routed)
         if held is not None:
             return held
-    statement = _lease_statement(conn.dialect.name, batch is not None)
+    statement = _lease_statement(conn.dialect.name, batch is not None, routed=routed)
     skipped: list[int] = []
-    hidden = hidden_batches(session, annotator.id) if batch is None else ()
     while (comparison := _pick(conn, annotator.id, now, batch, skipped, started_first, hidden)) is not None:
         params = _params(annotator.id, now, batch, cid=comparison.id, expires=now + lease,
                          order=shown_order_for(comparison, annotator.id))
@@ -448,7 +456,7 @@ def take_lease(
         if row is not None:
             return _lease_of(row)
         skipped.append(comparison.id)  # PostgreSQL: taken by another transaction meanwhile
-    return _lease_gold(conn, annotator.id, now, batch, lease, golds)  # nothing else is left for this annotator
+    return _lease_gold(conn, annotator.id, now, batch, lease, golds, routed)  # nothing else is left for them
 
 
 _HUMANS = select(func.count(Annotator.id)).where(Annotator.kind == "human", Annotator.active.is_(True))
@@ -459,14 +467,14 @@ _MEMBERS = (  # the active humans a batch is routed to (0: it is everyone's)
 
 
 def _how_far(session: Session, annotator_id: int, now: datetime, batch: str | None,
-             sizes: tuple[int, int] | None, overlap: int) -> float:
+             sizes: tuple[int, int] | None, overlap: int, hidden: tuple[str, ...] | None = None) -> float:
     """How far through their items the annotator is: their answers / (their answers + their share of what is
     left). Each item left goes to ``overlap`` of the team's humans, so this annotator can expect about
     overlap / humans of it (all of it when they work alone); counting all of it put a large team's gold at the
     end of everyone's work. The team is the store's active humans (a small table; a batch's own workers would
     need a scan of its rankings on every page): where not all of them work on the batch, gold comes earlier. A batch
     routed to named annotators (``rlhf comparisons assign``) has them as its team."""
-    mine = progress(session, annotator_id, now, batch=batch, sizes=sizes)
+    mine = progress(session, annotator_id, now, batch=batch, sizes=sizes, hidden=hidden)
     conn = session.connection()
     members = conn.execute(_MEMBERS, {"batch": batch}).scalar() if batch is not None else 0
     humans = members or conn.execute(_HUMANS).scalar() or 1
@@ -476,9 +484,9 @@ def _how_far(session: Session, annotator_id: int, now: datetime, batch: str | No
 
 
 def _lease_gold(conn: Connection, annotator_id: int, now: datetime, batch: str | None, lease: timedelta,
-                golds: list[Row]) -> Lease | None:
+                golds: list[Row], routed: bool = True) -> Lease | None:
     """A lease on the first of these gold comparisons still eligible (one may have been retired meanwhile)."""
-    statement = _lease_statement(conn.dialect.name, batch is not None, gold=True)
+    statement = _lease_statement(conn.dialect.name, batch is not None, gold=True, routed=routed)
     for gold in golds:
         params = _params(annotator_id, now, batch, cid=gold.id, expires=now + lease,
                          order=shown_order_for(gold, annotator_id))
@@ -842,18 +850,20 @@ def _flag(condition):  # noqa: ANN001, ANN202
 _GIVABLE = and_(Comparison.status == "open", Comparison.required_overlap > 0, Comparison.k <= MAX_K)
 
 
-def _gold_past_overlap(batched: bool):  # noqa: ANN202
+def _gold_past_overlap(batched: bool, routed: bool):  # noqa: ANN202
     """How many gold comparisons that reached their overlap (complete) ME has not answered: still given to ME."""
     gold = aliased(Comparison)
     mine = aliased(Ranking)
     query = select(func.count(gold.id)).where(
         gold.id.in_(_gold_ids()), gold.status == "complete", gold.required_overlap > 0, gold.k <= MAX_K,
-        ~exists().where(mine.comparison_id == gold.id, mine.annotator_id == ME), _visible(gold.batch),
+        ~exists().where(mine.comparison_id == gold.id, mine.annotator_id == ME),
     )
+    if routed:
+        query = query.where(_visible(gold.batch))
     return (query.where(gold.batch == BATCH) if batched else query).scalar_subquery()
 
 
-def _mine(batched: bool):  # noqa: ANN202
+def _mine(batched: bool, routed: bool):  # noqa: ANN202
     """(this annotator's answers in the batch, of which on still-givable comparisons, answers since midnight, gold
     comparisons past their overlap still to give them)."""
     today = aliased(Ranking)
@@ -862,8 +872,8 @@ def _mine(batched: bool):  # noqa: ANN202
     )
     query = (
         select(func.count(Ranking.id).label("done"),
-               _flag(and_(_GIVABLE, _visible(Comparison.batch))).label("answered_open"),
-               since_midnight.label("today"), _gold_past_overlap(batched).label("gold_left"))
+               _flag(and_(_GIVABLE, _visible(Comparison.batch)) if routed else _GIVABLE).label("answered_open"),
+               since_midnight.label("today"), _gold_past_overlap(batched, routed).label("gold_left"))
         .join(Comparison, Comparison.id == Ranking.comparison_id)
         .where(Ranking.annotator_id == ME)
     )
@@ -880,8 +890,8 @@ def _sizes(batched: bool, visible: bool):  # noqa: ANN202
     return query.where(Comparison.batch == BATCH) if batched else query
 
 
-_MINE = {b: _mine(b) for b in (False, True)}
-_SIZES = {(b, v): _sizes(b, v) for b in (False, True) for v in (False, True)}
+_MINE = {(b, r): _mine(b, r) for b, r in _KEYS}
+_SIZES = {(b, v): _sizes(b, v) for b, v in _KEYS}
 # The batches routed to named annotators that ME is not one of: they are left out of ME's queue and counts.
 _MEMBER = aliased(BatchMember)
 _HIDDEN = (
@@ -905,19 +915,23 @@ class BatchShape:
     max_overlap: int  # the largest overlap among the open ones (0 when none)
 
 
-def batch_shape(session: Session, batch: str | None = None, annotator_id: int | None = None) -> BatchShape:
+def batch_shape(session: Session, batch: str | None = None, annotator_id: int | None = None,
+                hidden: tuple[str, ...] | None = None) -> BatchShape:
     """One scan of the batch's comparisons (all batches when None); with ``annotator_id``, only of the batches
-    routed to them or to everyone."""
+    routed to them or to everyone (``hidden``: their ``hidden_batches``, when the caller has them)."""
     params: dict[str, object] = {"me": annotator_id}
     if batch:
         params["batch"] = batch
-    row = session.connection().execute(_SIZES[batch is not None, annotator_id is not None], params).one()
+    if annotator_id is not None and hidden is None:
+        hidden = hidden_batches(session, annotator_id)
+    row = session.connection().execute(_SIZES[batch is not None, bool(hidden)], params).one()
     return BatchShape(int(row[0]), int(row[1]), int(row[2]))
 
 
-def batch_sizes(session: Session, batch: str | None = None, annotator_id: int | None = None) -> tuple[int, int]:
+def batch_sizes(session: Session, batch: str | None = None, annotator_id: int | None = None,
+                hidden: tuple[str, ...] | None = None) -> tuple[int, int]:
     """(comparisons wanting human labels, of which still open): one scan of the batch's comparisons."""
-    shape = batch_shape(session, batch, annotator_id)
+    shape = batch_shape(session, batch, annotator_id, hidden)
     return shape.size, shape.open
 
 
@@ -940,18 +954,19 @@ def _progress(row: Any, sizes: tuple[int, int]) -> Progress:
 
 def progress(
     session: Session, annotator_id: int, now: datetime, *, batch: str | None = None,
-    sizes: tuple[int, int] | None = None,
+    sizes: tuple[int, int] | None = None, hidden: tuple[str, ...] | None = None,
 ) -> Progress:
     """This annotator's counts (one statement); ``sizes`` (from ``batch_sizes``, possibly cached by the caller)
-    saves the scan of the batch."""
+    saves the scan of the batch; ``hidden`` (their ``hidden_batches``, when the caller has them) a query."""
     session.flush()
+    hidden = hidden_batches(session, annotator_id) if hidden is None else hidden
     params = _params(annotator_id, _midnight(now), batch)
-    row = session.connection().execute(_MINE[batch is not None], params).one()
-    return _progress(row, sizes if sizes is not None else batch_sizes(session, batch, annotator_id))
+    row = session.connection().execute(_MINE[batch is not None, bool(hidden)], params).one()
+    return _progress(row, sizes if sizes is not None else batch_sizes(session, batch, annotator_id, hidden))
 
 
-def _page(batched: bool):  # noqa: ANN202
-    mine = _MINE[batched].subquery()
+def _page(batched: bool, routed: bool):  # noqa: ANN202
+    mine = _MINE[batched, routed].subquery()
     return (
         select(Prompt.messages, Response.id, Response.text, mine.c.done, mine.c.answered_open, mine.c.today,
                mine.c.gold_left)
@@ -962,26 +977,27 @@ def _page(batched: bool):  # noqa: ANN202
     )
 
 
-_PAGE = {b: _page(b) for b in (False, True)}
+_PAGE = {(b, r): _page(b, r) for b, r in _KEYS}
 
 
 def page_data(
     session: Session, annotator_id: int, held: Lease | None, now: datetime, *, batch: str | None = None,
-    sizes: tuple[int, int] | None = None,
+    sizes: tuple[int, int] | None = None, hidden: tuple[str, ...] | None = None,
 ) -> tuple[ItemView | None, Progress]:
     """What the labelling page shows: the leased item (its conversation and responses in the shown order) and the
     annotator's ``progress``, in one statement when there is an item (``load_item`` returns the ORM objects)."""
+    hidden = hidden_batches(session, annotator_id) if hidden is None else hidden
     if held is None:
-        return None, progress(session, annotator_id, now, batch=batch, sizes=sizes)
+        return None, progress(session, annotator_id, now, batch=batch, sizes=sizes, hidden=hidden)
     conn = session.connection()
     order = held.shown_order or list(conn.execute(_RESPONSE_IDS, {"cid": held.comparison_id}).scalar_one())
     params = _params(annotator_id, _midnight(now), batch, cid=held.comparison_id, ids=order)
-    rows = conn.execute(_PAGE[batch is not None], params).all()
+    rows = conn.execute(_PAGE[batch is not None, bool(hidden)], params).all()
     texts = {row.id: row.text for row in rows}
     if not rows or len(texts) != len(order):
         raise QueueError(f"comparison {held.comparison_id} cannot be shown: its responses are missing")
     view = ItemView(held.comparison_id, list(rows[0].messages), [(i, texts[i]) for i in order])
-    return view, _progress(rows[0], sizes if sizes is not None else batch_sizes(session, batch, annotator_id))
+    return view, _progress(rows[0], sizes if sizes is not None else batch_sizes(session, batch, annotator_id, hidden))
 
 
 def batches_with_work(session: Session, annotator_id: int | None = None) -> list[str]:
