@@ -43,3 +43,18 @@ def counts(engine: Engine) -> dict[str, int]:
 def flat(text: str) -> str:
     """Console output with its line wrapping undone (a message after a long temporary path wraps anywhere)."""
     return " ".join(text.split())
+
+
+def check_resume_sees_uninterrupted_batches(train: Any, batches: list, tmp_path: Path, *, stop_at: Any) -> None:
+    """Shared by the rm and dpo resume tests: 24 pairs in batches of 4 over 2 epochs (12 steps); a run stopped at
+    step 8 (``stop_at(8)``, a callback) and resumed sees exactly the batches the uninterrupted run saw after step 8,
+    and the second epoch has every pair once. ``train(out, **options)`` runs the trainer; ``batches`` is the spy."""
+    assert train(tmp_path / "whole").steps == 12  # 6 batches an epoch
+    whole = list(batches)
+    batches.clear()
+    train(tmp_path / "cut", callbacks=[stop_at(8)])  # interrupted in the second epoch
+    assert batches[:8] == whole[:8]  # (the loader may have read one batch ahead)
+    batches.clear()
+    assert train(tmp_path / "cut", resume=True).steps == 12
+    assert batches == whole[8:]
+    assert len({pair for batch in whole[6:] for pair in batch}) == 24  # each pair once in the second epoch

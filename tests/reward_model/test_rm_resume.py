@@ -12,7 +12,7 @@ from transformers import TrainerCallback
 
 from pipeline.errors import UserError
 from reward_model.train import default_config, train_reward_model
-from tests.helpers import write_jsonl
+from tests.helpers import check_resume_sees_uninterrupted_batches, write_jsonl
 from tests.policy.test_dpo_options import preference_file
 
 
@@ -53,15 +53,7 @@ def test_a_resume_in_the_second_epoch_sees_the_batches_of_an_uninterrupted_run(
                                 per_device_train_batch_size=4, disable_tqdm=True)
         return train_reward_model(pairs, out, config, **options)
 
-    assert train(tmp_path / "whole").steps == 12  # 6 batches an epoch
-    whole = list(batches)
-    batches.clear()
-    train(tmp_path / "cut", callbacks=[StopAt(8)])  # interrupted in the second epoch
-    assert batches[:8] == whole[:8]  # (the loader may have read one batch ahead)
-    batches.clear()
-    assert train(tmp_path / "cut", resume=True).steps == 12
-    assert batches == whole[8:]
-    assert len({pair for batch in whole[6:] for pair in batch}) == 24  # each pair once in the second epoch
+    check_resume_sees_uninterrupted_batches(train, batches, tmp_path, stop_at=StopAt)
 
 
 def test_a_fresh_run_into_an_earlier_runs_checkpoints_is_refused_and_a_resume_must_match_it(
