@@ -148,17 +148,6 @@ def tokenize_pairs(dataset: Any, tokenizer: Any, max_length: int | None) -> tupl
     return datasets.Dataset.from_dict(columns), stats
 
 
-def data_digest(dataset: Any) -> str:
-    """A content hash of the tokenized pairs (what the reference log-probs depend on, besides the weights)."""
-    import pyarrow as pa
-
-    table = dataset.with_format("arrow")[:].select(["prompt_ids", "chosen_ids", "rejected_ids"])
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table.combine_chunks())
-    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
-
-
 _COMPACT_LOCK = threading.Lock()
 _COMPACT_USERS = [0, None]  # [active blocks, TRL's original switch]
 
@@ -236,7 +225,8 @@ class PipelineDPOTrainer(DPOTrainer):
         import trl
 
         args = self.args
-        settings = {"data": data_digest(dataset), "reference": self._precompute_model_hash, "ld_alpha": self.ld_alpha,
+        settings = {"data": dataset_digest(dataset, ["prompt_ids", "chosen_ids", "rejected_ids"]),
+                    "reference": self._precompute_model_hash, "ld_alpha": self.ld_alpha,
                     "max_length": args.max_length, "truncation_mode": args.truncation_mode,
                     "pad_to_multiple_of": args.pad_to_multiple_of, "bf16": bool(args.bf16), "fp16": bool(args.fp16),
                     "batch_size": batch_size, "trl": trl.__version__}

@@ -36,6 +36,7 @@ from torch import nn
 
 from pipeline.errors import UserError
 from pipeline.hf_utils import load_tokenizer, require_cuda_for_vllm
+from pipeline.llm.identity import folder_fingerprint
 
 
 def opt(default: Any, help: str) -> Any:
@@ -521,13 +522,13 @@ RESUMABLE_SETTINGS = ("updates", "save_every", "rollout", "vllm_gpu_memory_utili
 
 def run_fingerprint(policy_path: str, reward: dict[str, Any], prompts: Sequence[Any], config: PPOConfig
                     ) -> dict[str, Any]:
-    """What makes a PPO run this run: the starting policy (its weights' signature when it is a directory), the
+    """What makes a PPO run this run: the starting policy (``folder_fingerprint`` of its files when it is a directory), the
     reward, the prompts (a hash of their contents) and the settings outside ``RESUMABLE_SETTINGS``. Each entry is
     ``{"id": compared, "shown": for messages}`` so that a moved or copied model directory still matches."""
     text = json.dumps(list(prompts), sort_keys=True, ensure_ascii=False)
     settings = {k: v for k, v in config_json(config).items() if k not in RESUMABLE_SETTINGS}
     return {
-        "policy": {"id": directory_signature(policy_path) if Path(policy_path).is_dir() else policy_path,
+        "policy": {"id": folder_fingerprint(Path(policy_path)) if Path(policy_path).is_dir() else policy_path,
                    "shown": str(Path(policy_path).resolve()) if Path(policy_path).is_dir() else policy_path},
         "reward": reward,
         "prompts": {"id": hashlib.sha256(text.encode()).hexdigest(), "shown": f"{len(prompts)} prompts"},
@@ -539,7 +540,7 @@ def reward_identity(spec: str, model_dir: str | None) -> dict[str, Any]:
     """The fingerprint's reward entry for ``rm:DIR`` / ``rule:SPEC``: a model by its weights, a rule by its spec."""
     if model_dir is None:
         return {"id": spec, "shown": spec}
-    return {"id": directory_signature(model_dir), "shown": f"{spec} ({Path(model_dir).resolve()})"}
+    return {"id": folder_fingerprint(Path(model_dir)), "shown": f"{spec} ({Path(model_dir).resolve()})"}
 
 
 def scorer_identity(scorer: Scorer) -> dict[str, Any]:
@@ -548,22 +549,6 @@ def scorer_identity(scorer: Scorer) -> dict[str, Any]:
     code = getattr(scorer, "__code__", None)
     digest = hashlib.sha256(code.co_code + repr(code.co_consts).encode()).hexdigest()[:16] if code else ""
     return {"id": f"{name}:{digest}", "shown": name}
-
-
-def directory_signature(folder: str | Path, sample: int = 1 << 20) -> str:
-    """A cheap content signature of a model directory: config.json, and each weight file's name, size and first
-    and last ``sample`` bytes (a retrained model differs there; hashing whole multi-GB files would take minutes)."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(folder).iterdir()):
-        if path.name == "config.json" or path.suffix in (".safetensors", ".bin", ".pt", ".pth"):
-            size = path.stat().st_size
-            digest.update(f"{path.name}:{size}".encode())
-            with path.open("rb") as handle:
-                digest.update(handle.read(sample))
-                if size > sample:
-                    handle.seek(max(sample, size - sample))
-                    digest.update(handle.read(sample))
-    return digest.hexdigest()
 
 
 def _check_same_run(checkpoint: Path, fingerprint: dict[str, Any]) -> None:
