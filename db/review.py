@@ -113,10 +113,10 @@ class Dispute:
     verdict: Verdict | None
 
 
-def _candidates(session: Session) -> list[int]:
-    """Comparisons with two or more non-skipped human rankings stored differently (one grouped scan of the human
-    rankings): a superset of the disputes, in id order. The stored JSON of a queue's ranking is its dense ranks,
-    so equal orders are equal text; ``dispute_ids`` checks the orders themselves."""
+def _candidates(session: Session, only: Sequence[int] | None = None) -> list[int]:
+    """Comparisons (of ``only``, or all) with two or more non-skipped human rankings stored differently (one grouped
+    scan of the human rankings): a superset of the disputes, in id order. The stored JSON of a queue's ranking is
+    its dense ranks, so equal orders are equal text; ``dispute_ids`` checks the orders themselves."""
     query = (
         select(Ranking.comparison_id)
         .join(Annotator, Annotator.id == Ranking.annotator_id)
@@ -125,6 +125,9 @@ def _candidates(session: Session) -> list[int]:
         .having(func.count() >= 2, func.count(func.distinct(cast(Ranking.ranks, Text))) >= 2)
         .order_by(Ranking.comparison_id)
     )
+    if only is not None:
+        return sorted({cid for part in chunks(list(only), 900)
+                       for cid in session.scalars(query.where(Ranking.comparison_id.in_(part)))})
     return list(session.scalars(query))
 
 
@@ -142,8 +145,7 @@ def dispute_ids(
     judge = adjudicator(session)
     if resolved and judge is None:
         return []
-    candidates = [cid for cid in (_candidates(session) if only is None else
-                                  [c for c in _candidates(session) if c in set(only)]) if cid > after]
+    candidates = [cid for cid in _candidates(session, only) if cid > after]
     gold = gold_annotator(session)
     found: list[int] = []
     for part in chunks(candidates, 500):
@@ -221,15 +223,7 @@ def _verdict(ranks: Any, details: Any, comment: Any, created_at: Any, exported_a
 
 
 def verdict_of(session: Session, comparison_id: int) -> Verdict | None:
-    judge = adjudicator(session)
-    if judge is None:
-        return None
-    row = session.execute(
-        select(Ranking.ranks, Ranking.details, Ranking.comment, Ranking.created_at, Ranking.exported_at,
-               Ranking.run_id)
-        .where(Ranking.comparison_id == comparison_id, Ranking.annotator_id == judge.id)
-    ).first()
-    return None if row is None else _verdict(*row)
+    return verdicts(session, [comparison_id]).get(comparison_id)
 
 
 def verdicts(session: Session, comparison_ids: Sequence[int] | None = None) -> dict[int, Verdict]:
@@ -326,13 +320,11 @@ def withdraw_verdict(session: Session, comparison_id: int) -> bool:
 
 def disputes_by_batch(session: Session) -> dict[str, tuple[int, int]]:
     """batch -> (disputes waiting for a verdict, disputes with one); batches without disputes are left out."""
-    waiting, settled = dispute_ids(session), dispute_ids(session, resolved=True)
+    disputes, settled = dispute_ids(session, resolved=None), set(verdict_ids(session))
     batches: dict[int, str] = {}
-    for part in chunks(waiting + settled, 900):
+    for part in chunks(disputes, 900):
         batches.update(session.execute(select(Comparison.id, Comparison.batch).where(Comparison.id.in_(part))).all())
     counts: dict[str, list[int]] = {}
-    for cid in waiting:
-        counts.setdefault(batches[cid], [0, 0])[0] += 1
-    for cid in settled:
-        counts.setdefault(batches[cid], [0, 0])[1] += 1
+    for cid in disputes:
+        counts.setdefault(batches[cid], [0, 0])[cid in settled] += 1
     return {batch: (w, s) for batch, (w, s) in sorted(counts.items())}
