@@ -96,42 +96,39 @@ class AnnotatorApp:
         self.reads = reads or sessions  # read-only work: no write lock taken on SQLite
         self.settings = settings
         self.clock = clock
-        # (batch, batches hidden from the annotator) -> (expiry, shape): annotators who see the same batches share it
-        self._sizes: dict[tuple[str | None, tuple[str, ...]], tuple[float, BatchShape]] = {}
-        self._sizes_lock = threading.Lock()
-        self._hidden: dict[int, tuple[float, tuple[str, ...]]] = {}  # annotator -> (expiry, hidden_batches)
+        # Short-lived answers (SIZES_SECONDS): ("hidden", annotator) -> hidden_batches; ("shape", batch, hidden) ->
+        # BatchShape, shared by the annotators who see the same batches. key -> (expiry, value).
+        self._recent: dict[tuple[Any, ...], tuple[float, Any]] = {}
+        self._recent_lock = threading.Lock()
+
+    def _cached(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        """``compute()``'s value for ``key``, computed again at most every SIZES_SECONDS (bounded: cleared past
+        10,000 keys, far more than a store's annotators and batches)."""
+        now = time.monotonic()
+        with self._recent_lock:
+            hit = self._recent.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = compute()
+        with self._recent_lock:
+            if len(self._recent) > 10_000:
+                self._recent.clear()
+            self._recent[key] = (now + SIZES_SECONDS, value)
+        return value
 
     def _hidden_batches(self, session: Session, annotator_id: int) -> tuple[str, ...]:
         """The batches routed away from the annotator (``db.queue.hidden_batches``), read at most every
         SIZES_SECONDS: a query on every page cost PostgreSQL about 5% of its throughput. A batch routed away is so
         left out of their queue within seconds (a lease given in between runs its course, like one given just
         before); their answers on it are refused once such a lease has expired (``db.queue``)."""
-        now = time.monotonic()
-        with self._sizes_lock:
-            hit = self._hidden.get(annotator_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        hidden = hidden_batches(session, annotator_id)
-        with self._sizes_lock:
-            if len(self._hidden) > 10_000:  # bounded: a store's humans, normally far fewer
-                self._hidden.clear()
-            self._hidden[annotator_id] = (now + SIZES_SECONDS, hidden)
-        return hidden
+        return self._cached(("hidden", annotator_id), lambda: hidden_batches(session, annotator_id))
 
     def _batch_shape(self, session: Session, batch: str | None, annotator_id: int,
                      hidden: tuple[str, ...]) -> BatchShape:
         """The batch's sizes and largest overlap as this annotator's queue sees them (without ``hidden``, the batches
-        routed to others), recomputed at most every SIZES_SECONDS (a scan of the batch)."""
-        key = (batch, hidden)
-        now = time.monotonic()
-        with self._sizes_lock:
-            hit = self._sizes.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        shape = batch_shape(session, batch, annotator_id, hidden)
-        with self._sizes_lock:
-            self._sizes[key] = (now + SIZES_SECONDS, shape)
-        return shape
+        routed to others), recomputed at most every SIZES_SECONDS (a scan of the batch); annotators who see the
+        same batches share it."""
+        return self._cached(("shape", batch, hidden), lambda: batch_shape(session, batch, annotator_id, hidden))
 
     @staticmethod
     def _user(session: Session, request: gr.Request | None) -> AnnotatorRef:

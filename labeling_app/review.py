@@ -23,11 +23,11 @@ import gradio as gr
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.annotators import AnnotatorError, get_annotator_by_name
+from db.annotators import AnnotatorError
 from db.bulk import chunks
 from db.comparisons import STRENGTHS, strength_of
 from db.models import Annotator, Comparison
-from db.review import REVIEW_ROLES, Dispute, ReviewError, dispute_ids, load_dispute, record_verdict
+from db.review import Dispute, ReviewError, check_reviewer, dispute_ids, load_dispute, record_verdict
 from labeling_app.render import render_conversation, render_response
 from labeling_app.settings import LabelingSettings
 from labeling_app.view import message_html
@@ -86,10 +86,10 @@ class ReviewApp:
 
     @staticmethod
     def _reviewer(session: Session, request: gr.Request | None) -> Annotator:
-        user = get_annotator_by_name(session, request.username or "") if request else None
-        if user is None or user.kind != "human" or not user.active or user.role not in REVIEW_ROLES:
-            raise gr.Error("Reviewers and admins only: reload the page to log in again.")
-        return user
+        try:
+            return check_reviewer(session, (request.username or "") if request else "")
+        except ReviewError:
+            raise gr.Error("Reviewers and admins only: reload the page to log in again.") from None
 
     def _next(self, session: Session, reviewer: Annotator, batch: str | None, after: int,
               message: str, kind: str = "info") -> list[Any]:
