@@ -219,6 +219,22 @@ class BatchMember(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Demonstration(Base):
+    """An answer an annotator wrote (or edited from one of the shown responses) while ranking a comparison: stored as
+    a ``Response`` of the comparison's prompt (generator ``human:NAME``) and linked here to the ranking it came with
+    (``db.demonstrations``). Goes with the ranking: an undo takes both back."""
+
+    __tablename__ = "demonstrations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ranking_id: Mapped[int] = mapped_column(ForeignKey("rankings.id", ondelete="CASCADE"), unique=True)
+    response_id: Mapped[int] = mapped_column(ForeignKey("responses.id", ondelete="CASCADE"), index=True)
+    comparison_id: Mapped[int] = mapped_column(ForeignKey("comparisons.id", ondelete="CASCADE"), index=True)
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id", ondelete="CASCADE"), index=True)
+    edited_from: Mapped[int | None] = mapped_column(ForeignKey("responses.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Ranking(Base):
     """One annotator's judgment of one comparison: ranks (1 = best, equal = tie) or a skip with its reason."""
 

@@ -64,6 +64,7 @@ from db.comparisons import (
     queue_status,
     strength_scores,
 )
+from db import demonstrations as demos
 from db.gold import gold_annotator_id_sql
 from db.models import (
     JSONType,
@@ -71,6 +72,7 @@ from db.models import (
     Assignment,
     BatchMember,
     Comparison,
+    Demonstration,
     Prompt,
     Ranking,
     Response,
@@ -296,6 +298,7 @@ class _Who(Protocol):
     """An annotator as the queue needs it: an ORM ``Annotator`` or a ``db.annotators.AnnotatorRef``."""
 
     id: int
+    name: str
     kind: str
     active: bool
 
@@ -683,9 +686,22 @@ def _store(conn: Connection, annotator_id: int, claim: _Claim, comparison_id: in
     return ranking_id, claim.assignment_id
 
 
+@dataclass(frozen=True)
+class Written:
+    """An answer the annotator wrote with their ranking (a demonstration, ``db.demonstrations``): its text, and the
+    response id it was edited from, if any."""
+
+    text: str
+    edited_from: int | None = None
+
+
 def _rank(session: Session, annotator: _Who, comparison_id: int, ranks_by_response: Mapping[int, int | None],
           now: datetime, all_bad: bool, comment: str | None, active_ms: int | None, strength: int | None = None,
-          require_strength: bool = False) -> tuple[int, int]:
+          require_strength: bool = False, written: Written | None = None) -> tuple[int, int]:
+    try:
+        text = demos.clean_text(written.text) if written is not None else None
+    except demos.DemonstrationError as exc:
+        raise QueueError(str(exc)) from None
     session.flush()
     conn = session.connection()
     claim = _claim(conn, annotator.id, comparison_id, now)
@@ -696,7 +712,14 @@ def _rank(session: Session, annotator: _Who, comparison_id: int, ranks_by_respon
     ranks = validate_ranks(raw, claim.k)
     scores = strength_row_scores(ranks, strength, required=require_strength)
     row = {"ranks": ranks, "skipped": False, "skip_reason": None, "all_bad": all_bad, "scores": scores}
-    return _store(conn, annotator.id, claim, comparison_id, now, row, active_ms, comment)
+    stored = _store(conn, annotator.id, claim, comparison_id, now, row, active_ms, comment)
+    if text is not None and written is not None:
+        try:
+            demos.store(conn, ranking_id=stored[0], comparison_id=comparison_id, annotator_id=annotator.id,
+                        annotator_name=annotator.name, text=text, edited_from=written.edited_from, now=now)
+        except demos.DemonstrationError as exc:  # the caller's transaction (the ranking too) is rolled back
+            raise QueueError(str(exc)) from None
+    return stored
 
 
 def _skip(session: Session, annotator: _Who, comparison_id: int, reason: str, now: datetime, comment: str | None,
@@ -722,15 +745,17 @@ def record_ranking(
     active_ms: int | None = None,
     strength: int | None = None,
     require_strength: bool = False,
+    written: Written | None = None,
 ) -> int:
     """Store a human ranking of a comparison leased to this annotator; returns its id. Raises QueueError for anything
     invalid. Plain SQL (the app's hot path); ``submit_ranking`` returns the ``Ranking`` instead.
 
     ``strength`` (a pair with a strict preference only: 3 much better, 2 better, 1 slightly better; see
     ``db.comparisons.STRENGTHS``) is stored as the ranking's scores; ``require_strength`` refuses such a pair
-    without one."""
+    without one. ``written``: an answer the annotator wrote (blank: none), stored as a demonstration in the same
+    transaction; QueueError when it is too long or the same as a shown response (nothing is stored then)."""
     return _rank(session, annotator, comparison_id, ranks_by_response, now, all_bad, comment, active_ms, strength,
-                 require_strength)[0]
+                 require_strength, written)[0]
 
 
 def record_skip(
@@ -768,10 +793,11 @@ def submit_ranking(
     active_ms: int | None = None,
     strength: int | None = None,
     require_strength: bool = False,
+    written: Written | None = None,
 ) -> Ranking:
     """``record_ranking``, returning the stored ``Ranking``."""
     ranking_id, assignment_id = _rank(session, annotator, comparison_id, ranks_by_response, now, all_bad, comment,
-                                      active_ms, strength, require_strength)
+                                      active_ms, strength, require_strength, written)
     return _loaded(session, ranking_id, comparison_id, assignment_id)
 
 
@@ -791,8 +817,8 @@ def skip_comparison(
 
 
 def undo_last(session: Session, annotator: _Who, now: datetime, *, lease: timedelta = DEFAULT_LEASE) -> int:
-    """Take back the annotator's last submission (ranking or skip) unless it was exported; the item is leased to
-    them again and comes next. Returns the comparison id. A skip cannot be taken back once the item went to as many
+    """Take back the annotator's last submission (ranking or skip, and the answer written with it) unless it was
+    exported; the item is leased to them again and comes next. Returns the comparison id. A skip cannot be taken back once the item went to as many
     others as it wants."""
     session.flush()
     conn = session.connection()
@@ -813,12 +839,16 @@ def undo_last(session: Session, annotator: _Who, now: datetime, *, lease: timede
         if taken >= locked.required_overlap:
             raise QueueError(f"comparison {comparison_id} went to another annotator after your skip; "
                              "the skip stays")
+    written = demos.of_ranking(conn, last.id)
     # Only while unexported: on PostgreSQL an export may have marked the ranking since it was read above (the DELETE
     # then waits for the export's row lock and re-checks the condition).
     if conn.execute(_UNDO, {"rid": last.id}).rowcount == 0:
         if conn.execute(_EXPORTED_AT, {"rid": last.id}).scalar() is not None:
             raise QueueError("your last submission was just exported and can no longer be undone")
         raise QueueError("your last submission was already undone")  # a second undo sent at the same time
+    if written is not None:  # its link went with the ranking (ON DELETE CASCADE); the answer goes too, if unused
+        conn.execute(delete(Demonstration).where(Demonstration.ranking_id == last.id))
+        demos.drop_unused(conn, written)
     assignment_id = conn.execute(
         update(Assignment)
         .where(Assignment.comparison_id == comparison_id, Assignment.annotator_id == annotator.id)
