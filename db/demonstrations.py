@@ -191,3 +191,22 @@ def counts_by_annotator(session: Session) -> dict[str, int]:
     rows = session.execute(select(Annotator.name, func.count(Demonstration.id))
                            .join(Annotator, Annotator.id == Demonstration.annotator_id).group_by(Annotator.name))
     return {name: int(n) for name, n in rows}
+
+
+def count_exported(session: Session) -> tuple[int, int]:
+    """(demonstrations, of which exported) for ``rlhf status``."""
+    from sqlalchemy import func
+
+    total, exported = session.execute(
+        select(func.count(Demonstration.id), func.count(Ranking.exported_at))
+        .join(Ranking, Ranking.id == Demonstration.ranking_id)).one()
+    return int(total), int(exported)
+
+
+def comparison_run_ids(session: Session, comparison_ids: Sequence[int]) -> set[int]:
+    """The runs that made these comparisons (an export's lineage)."""
+    found: set[int] = set()
+    for part in chunks(sorted(set(comparison_ids))):
+        found.update(r for r in session.scalars(select(Comparison.run_id).where(Comparison.id.in_(part)).distinct())
+                     if r is not None)
+    return found

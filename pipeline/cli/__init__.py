@@ -62,6 +62,7 @@ def _register() -> None:
         annotator_cmds,
         comparison_cmds,
         demo_cmds,
+        demonstration_cmds,
         export_cmds,
         import_cmds,
         judge_cmds,
@@ -75,7 +76,7 @@ def _register() -> None:
     )
 
     for module in (store_cmds, import_cmds, annotator_cmds, comparison_cmds, label_cmds, judge_cmds, review_cmds,
-                   export_cmds, report_cmds, rm_cmds, model_cmds, policy_cmds, demo_cmds):
+                   demonstration_cmds, export_cmds, report_cmds, rm_cmds, model_cmds, policy_cmds, demo_cmds):
         module.register(app)
 
 

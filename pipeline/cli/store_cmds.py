@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from db import current_revision, head_revision, make_engine, upgrade
+from db.demonstrations import count_exported
 from db.review import disputes_by_batch
 from db.runs import list_recent_runs
 from db.stats import annotators_by_kind, batch_summaries, prompts_by_split, responses_by_generator, table_counts
@@ -111,6 +112,7 @@ def status(
         kinds = annotators_by_kind(session)
         batches = batch_summaries(session)
         disputes = disputes_by_batch(session)
+        demonstrations, demonstrations_exported = count_exported(session)
         recent = list_recent_runs(session, runs)
         from pipeline.loop import rounds as loop_rounds
 
@@ -124,6 +126,7 @@ def status(
                     "prompts_by_split": splits,
                     "responses_by_generator": dict((g or "", n) for g, n in generators),
                     "annotators_by_kind": kinds,
+                    "demonstrations": {"total": demonstrations, "exported": demonstrations_exported},
                     "batches": [{**b.__dict__, "disputes_waiting": disputes.get(b.batch, (0, 0))[0],
                                  "disputes_settled": disputes.get(b.batch, (0, 0))[1]} for b in batches],
                     "runs": [
@@ -145,6 +148,9 @@ def status(
     table.add_row("annotators", str(counts["annotators"]), ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
     for key in ("comparisons", "rankings", "assignments", "judge_calls", "runs"):
         table.add_row(key, str(counts[key]), "")
+        if key == "rankings":
+            table.add_row("demonstrations", str(demonstrations),
+                          f"{demonstrations_exported} exported" if demonstrations else "")
     console.print(table)
     if batches:
         bt = Table("batch", "k", "overlap", "covered", "rankings: human / ai / import", "skips",

@@ -1,0 +1,126 @@
+"""``rlhf demonstrations list|show|export``: the answers annotators wrote (or edited from a shown response) while
+ranking, and their export as an SFT dataset (``rlhf sft`` trains on it)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from db.demonstrations import demonstrations
+from pipeline.cli.context import DbOption, console, examples, open_store, sub_app
+from pipeline.errors import UserError
+
+demonstrations_app = sub_app("Demonstrations: answers annotators wrote (or edited) with their rankings; their export "
+                             "for supervised fine-tuning.")
+
+AnnotatorsOpt = Annotated[list[str] | None, typer.Option("--annotator", help="Only these annotators (repeatable).")]
+BatchesOpt = Annotated[list[str] | None, typer.Option("--batch", help="Only these batches (repeatable).")]
+PROMPT_CHARS = 60  # the list's prompt column: enough to tell prompts apart
+
+
+def _say(text: str) -> None:
+    console.print(text, markup=False, highlight=False)
+
+
+def short(text: str, width: int = PROMPT_CHARS) -> str:
+    """One line, cut to ``width`` characters.
+
+    >>> short("What is\\nthe capital of France?", 20)
+    'What is the capital…'
+    """
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[:width - 1].rstrip() + "…"
+
+
+def first_user_turn(messages: list[dict]) -> str:
+    return next((m["content"] for m in messages if m.get("role") == "user"), messages[0]["content"] if messages else "")
+
+
+def list_(
+    ctx: typer.Context,
+    annotator: AnnotatorsOpt = None,
+    batch: BatchesOpt = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many (the first written).")] = 50,
+    db: DbOption = None,
+) -> None:
+    """List demonstrations in the order they were written: batch, annotator, the prompt, whether the answer was
+    edited from a shown response, its length and whether an export has taken it."""
+    with open_store(ctx, db) as store, store.sessions() as session:
+        rows = demonstrations(session, annotators=tuple(annotator or ()), batches=tuple(batch or ()))
+    table = Table("id", "batch", "annotator", "prompt", "edited", "chars", "exported")
+    for row in rows[:limit]:
+        table.add_row(str(row.id), row.batch, row.annotator, short(first_user_turn(row.messages)),
+                      "yes" if row.edited_from is not None else "no", str(len(row.text)),
+                      "yes" if row.exported else "no")
+    console.print(table, markup=False)
+    more = f" (the first {limit} shown)" if len(rows) > limit else ""
+    _say(f"{len(rows)} demonstration(s){more}")
+
+
+def show(
+    ctx: typer.Context,
+    demonstration: Annotated[int, typer.Argument(metavar="ID", help="The demonstration's id (see `rlhf "
+                                                                     "demonstrations list`).")],
+    db: DbOption = None,
+) -> None:
+    """Show a demonstration: the conversation, the answer, the response it was edited from (if it was), and the
+    ranking's all-bad mark and comment."""
+    with open_store(ctx, db) as store, store.sessions() as session:
+        found = demonstrations(session, ids=[demonstration])
+    if not found:
+        raise UserError(f"no demonstration {demonstration} (see `rlhf demonstrations list`)")
+    [row] = found
+    state = "exported" if row.exported else "not exported"
+    _say(f"demonstration {row.id} · {row.annotator} · batch {row.batch} · comparison {row.comparison_id} · "
+         f"{row.created_at:%Y-%m-%d %H:%M} · {state}")
+    for message in row.messages:
+        _say(f"[{message['role']}] {message['content']}")
+    _say(f"--- answer ({len(row.text)} characters) ---\n{row.text}")
+    if row.edited_from is not None:
+        _say(f"--- edited from response {row.edited_from} ---\n{row.edited_text or '(deleted since)'}")
+    else:
+        _say("--- written from scratch ---")
+    _say(f"all bad: {'yes' if row.all_bad else 'no'}")
+    if row.comment:
+        _say(f"comment: {row.comment}")
+
+
+def export_cmd(
+    ctx: typer.Context,
+    out: Annotated[str, typer.Option("--out", help="Directory for the DatasetDict (train/test).")],
+    annotator: AnnotatorsOpt = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Leave these annotators out "
+                                                                          "(repeatable).")] = None,
+    batch: BatchesOpt = None,
+    format: Annotated[str, typer.Option(help="conversational (message lists) or standard (strings).")] = "conversational",  # noqa: A002
+    jsonl: Annotated[bool, typer.Option("--jsonl", help="Also write train.jsonl and test.jsonl.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out directory.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Export demonstrations as prompt-completion rows for TRL's SFTTrainer (`rlhf sft --data OUT`), recorded as an
+    `sft-export` run.
+
+    One row per answer text (an annotator's same answer sent with two comparisons is one row); train/test follow
+    each prompt's stable split. Columns besides prompt and completion: annotator, edited, all_bad, comparison_id,
+    demonstration_id, prompt_id, response_id. Their rankings count as exported: their annotators can no longer
+    undo them. The same selection gives byte-identical files."""
+    from pipeline.demonstrations import DemonstrationExportOptions, export_demonstrations
+
+    options = DemonstrationExportOptions(out_dir=out, include=tuple(annotator or ()), exclude=tuple(exclude or ()),
+                                         batches=tuple(batch or ()), format=format, jsonl=jsonl, overwrite=overwrite)
+    with open_store(ctx, db) as store:
+        report = export_demonstrations(store.sessions, options)
+    _say(f"{out}: {report.summary()} in {report.seconds:.1f} s [run {report.run_id}]")
+
+
+def register(app: typer.Typer) -> None:
+    demonstrations_app.command("list", epilog=examples(
+        "rlhf demonstrations list", "rlhf demonstrations list --annotator alice --batch b1 --limit 20"))(list_)
+    demonstrations_app.command("show", epilog=examples("rlhf demonstrations show 7"))(show)
+    demonstrations_app.command("export", epilog=examples(
+        "rlhf demonstrations export --out data/sft",
+        "rlhf demonstrations export --out data/sft-b1 --batch b1 --exclude bob --format standard --jsonl",
+    ))(export_cmd)
+    app.add_typer(demonstrations_app, name="demonstrations")
