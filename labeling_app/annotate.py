@@ -30,6 +30,7 @@ from db.queue import (
     BatchShape,
     Lease,
     QueueError,
+    Written,
     batch_shape,
     batches_with_work,
     hidden_batches,
@@ -52,7 +53,8 @@ KEYS_HELP = (
     "same number = tie · <kbd>=</kbd> tie with the previous response · <kbd>←</kbd>/<kbd>→</kbd> "
     "select a response · a pair, after the preference: <kbd>m</kbd> much better · <kbd>b</kbd> better · "
     "<kbd>l</kbd> slightly better ({strength}; again to clear) · <kbd>Enter</kbd> submit · <kbd>x</kbd> all bad · "
-    "<kbd>c</kbd> comment · "
+    "<kbd>c</kbd> comment · <kbd>w</kbd> write a better answer · <kbd>e</kbd> edit the selected response "
+    "(<kbd>Ctrl</kbd>+<kbd>Enter</kbd> submits from the answer) · "
     "<kbd>s</kbd> skip, then <kbd>1</kbd>–<kbd>{n}</kbd> for the reason · <kbd>u</kbd> undo last · "
     "<kbd>Esc</kbd> leave a text box · the mouse works too"
 )
@@ -83,6 +85,16 @@ def _ranks_by_response(held: Lease, form: Form) -> dict[int, int | None]:
     if sorted(form.positions) != list(range(len(held.shown_order))):
         raise QueueError("the ranking does not match the responses shown: reload the page")
     return {held.shown_order[pos]: rank for pos, rank in zip(form.positions, form.ranks, strict=True)}
+
+
+def _written(held: Lease, form: Form) -> Written | None:
+    """The form's answer (None when blank), its shown position mapped to a response id through the lease."""
+    if not form.answer.strip():
+        return None
+    start = form.answer_from
+    if start is not None and not 0 <= start < len(held.shown_order):
+        raise QueueError("the response your answer was edited from is not shown: reload the page")
+    return Written(form.answer, held.shown_order[start] if start is not None else None)
 
 
 class AnnotatorApp:
@@ -192,12 +204,13 @@ class AnnotatorApp:
 
         def action(session: Session, annotator: AnnotatorRef, now: datetime) -> str:
             held = _lease(session, annotator, parsed)
+            written = _written(held, parsed)
             record_ranking(
                 session, annotator, held.comparison_id, _ranks_by_response(held, parsed),
                 now, all_bad=parsed.all_bad, comment=parsed.comment, active_ms=parsed.active_ms,
-                strength=parsed.strength, require_strength=self.settings.require_strength,
+                strength=parsed.strength, require_strength=self.settings.require_strength, written=written,
             )
-            return "Saved."
+            return "Saved, with your answer." if written is not None else "Saved."
 
         return self._page(request, batch, action)
 
@@ -208,6 +221,9 @@ class AnnotatorApp:
             return self._page(request, batch, None, "The form could not be read: reload the page.")
         if parsed.handle is None:
             return self._page(request, batch, None, "There is no item to skip.")
+        if parsed.answer.strip():
+            return self._page(request, batch, None, "A skip keeps no answer: submit your answer with a ranking, or "
+                                                    "clear it to skip.")
         if parsed.skip_reason.strip() == "Other":
             return self._page(request, batch, None, "Write the reason in “Other reason”, then press Enter.")
 

@@ -53,13 +53,13 @@ def _shown(outputs: list[Any]) -> Shown:
 
 def form(item: int | str | None, positions: list[int], ranks: list[int | None] | None = None, *,
          all_bad: bool = False, comment: str = "", active_ms: int | None = None, skip_reason: str = "",
-         strength: int | None = None) -> str:
+         strength: int | None = None, answer: str = "", answer_from: int | None = None) -> str:
     """The JSON form the page sends with submit, skip and undo: ``ranks[i]`` is the rank of shown position
-    ``positions[i]``."""
+    ``positions[i]``; ``answer`` an answer the annotator wrote (edited from shown position ``answer_from``)."""
     return json.dumps({
         "item": "" if item is None else str(item), "responses": positions, "ranks": ranks or [],
         "all_bad": all_bad, "comment": comment, "active_ms": active_ms, "skip_reason": skip_reason,
-        "strength": strength,
+        "strength": strength, "answer": answer, "answer_from": answer_from,
     })
 
 
@@ -104,10 +104,13 @@ class LabelingClient:
     def submit(
         self, item: int | str, positions: list[int], ranks: list[int | None], *, all_bad: bool = False,
         comment: str = "", active_ms: int | None = None, batch: str = ALL_BATCHES, strength: int | None = None,
+        answer: str = "", answer_from: int | None = None,
     ) -> Shown:
-        """``strength``: a pair's 3 (much better), 2 (better) or 1 (slightly better); None for none."""
+        """``strength``: a pair's 3 (much better), 2 (better) or 1 (slightly better); None for none. ``answer``: a
+        better answer written with the ranking (a demonstration), ``answer_from`` the shown position it was edited
+        from."""
         payload = form(item, positions, ranks, all_bad=all_bad, comment=comment, active_ms=active_ms,
-                       strength=strength)
+                       strength=strength, answer=answer, answer_from=answer_from)
         return _shown(self.call("submit", [payload, batch]))
 
     def skip(self, item: int | str, reason: str, *, comment: str = "", batch: str = ALL_BATCHES) -> Shown:

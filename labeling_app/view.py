@@ -19,6 +19,7 @@ from html import escape
 from typing import Any
 
 from db.comparisons import STRENGTHS
+from db.demonstrations import MAX_CHARS as MAX_ANSWER
 from labeling_app.render import render_conversation, render_response
 
 LETTERS = "ABCDEFGH"
@@ -115,9 +116,29 @@ def item_html(item: ShownItem | None, progress: ProgressView, skip_reasons: Sequ
         '<div class="rlhf-extra">'
         '<label class="rlhf-allbad"><input type="checkbox" id="rlhf-allbad"> All responses are bad <kbd>x</kbd></label>'
         '<textarea id="rlhf-comment" rows="1" placeholder="Comment (c) — optional"></textarea></div>'
+        f"{_answer_box(item.responses)}"
         f'<div class="rlhf-skip" id="rlhf-skip-reasons"><span>Skip <kbd>s</kbd>:</span>{reasons}'
         '<input type="text" id="rlhf-skip-other" placeholder="Other reason, then Enter"></div>'
         "</div>"
+    )
+
+
+def _answer_box(responses: Sequence[str]) -> str:
+    """An answer the annotator writes (``w``) or edits from the selected response (``e``), sent with the ranking as a
+    demonstration (``db.demonstrations``). The responses' raw texts ride along in hidden text areas (escaped: a text
+    area's content is text, never markup) for keyboard.js to start an edit from."""
+    starts = "".join(
+        f'<button type="button" class="rlhf-answer-start" data-pos="{pos}">Start from {LETTERS[pos]}</button>'
+        for pos in range(len(responses))
+    )
+    raw = "".join(f'<textarea hidden id="rlhf-raw-{pos}">{escape(text)}</textarea>' for pos, text in enumerate(responses))
+    return (
+        '<details class="rlhf-answer" id="rlhf-answer-box"><summary>Write a better answer <kbd>w</kbd> · '
+        "edit the selected response <kbd>e</kbd> (optional: it is kept with your ranking)</summary>"
+        f'<div class="rlhf-answer-starts"><span id="rlhf-answer-from">Written from scratch</span>{starts}</div>'
+        '<textarea id="rlhf-answer" rows="8" '
+        'placeholder="Your answer to the conversation above; Ctrl+Enter submits it with your ranking"></textarea>'
+        f"{raw}</details>"
     )
 
 
@@ -131,6 +152,8 @@ class Form:
     active_ms: int | None = None
     skip_reason: str = ""
     strength: int | None = None  # a pair's preference strength (3 much better, 2 better, 1 slightly better)
+    answer: str = ""  # an answer the annotator wrote (a demonstration); blank: none
+    answer_from: int | None = None  # the shown position it was edited from, if any
 
 
 class FormError(ValueError):
@@ -163,6 +186,7 @@ def _int_or_none(value: Any) -> int | None:
     return number
 
 
+MAX_FORM_ANSWER = 50 * MAX_ANSWER  # past this the form is no annotator's; up to it, db.queue names the limit
 MAX_DIGITS = 9  # a strength is one digit; more than this is no number the queue could accept
 
 
@@ -193,7 +217,7 @@ def parse_form(raw: str | None) -> Form:
     """The browser's (or an API client's) form: JSON, untrusted, checked field by field.
 
     >>> parse_form('{"item": "7", "responses": [0, 1], "ranks": [2, null], "comment": "ok"}')
-    Form(handle=7, positions=[0, 1], ranks=[2, None], all_bad=False, comment='ok', active_ms=None, skip_reason='', strength=None)
+    Form(handle=7, positions=[0, 1], ranks=[2, None], all_bad=False, comment='ok', active_ms=None, skip_reason='', strength=None, answer='', answer_from=None)
     >>> parse_form('{"item": "7", "responses": [0, 1], "ranks": [2, 1], "strength": 3}').strength
     3
     >>> parse_form('{"item": "x"}')
@@ -213,8 +237,11 @@ def parse_form(raw: str | None) -> Form:
         raise FormError("bad lists")
     comment = data.get("comment") or ""
     reason = data.get("skip_reason") or ""
-    if not isinstance(comment, str) or not isinstance(reason, str):
+    answer = data.get("answer") or ""
+    if not isinstance(comment, str) or not isinstance(reason, str) or not isinstance(answer, str):
         raise FormError("bad text")
+    if len(answer) > MAX_FORM_ANSWER:  # never cut short (that would store another answer): the queue says too long
+        raise FormError("answer too long")
     return Form(
         handle=_int_or_none(data.get("item")),
         positions=[int(_int_or_none(r) or 0) for r in responses],
@@ -224,4 +251,6 @@ def parse_form(raw: str | None) -> Form:
         active_ms=_int_or_none(data.get("active_ms")),
         skip_reason=reason[:500],
         strength=_whole_or_none(data.get("strength")),  # which numbers are allowed: the queue says (db.queue)
+        answer=answer,
+        answer_from=_int_or_none(data.get("answer_from")),
     )

@@ -10,7 +10,7 @@
   const activeMs = {};  // item handle -> milliseconds of activity while it was on screen
   let lastActivity = Date.now();
   const state = { item: "", ranks: [], selected: 0, allBad: false, comment: "", other: "", reason: "", skipMode: false,
-                  strength: null };
+                  strength: null, answer: "", answerFrom: null, answerOpen: false };
 
   const byId = (id) => document.getElementById(id);
   const view = () => byId("rlhf-view-inner");
@@ -22,7 +22,8 @@
     if (id !== state.item) {
       const k = id ? parseInt(v.dataset.k, 10) : 0;
       Object.assign(state, { item: id, ranks: new Array(k).fill(null), selected: 0, allBad: false, comment: "",
-                             other: "", reason: "", skipMode: false, strength: null });
+                             other: "", reason: "", skipMode: false, strength: null, answer: "", answerFrom: null,
+                             answerOpen: false });
     }
     paint();
     return id;
@@ -44,10 +45,42 @@
     paintStrength();
     const allBad = byId("rlhf-allbad");
     if (allBad) allBad.checked = state.allBad;
-    for (const [id, key] of [["rlhf-comment", "comment"], ["rlhf-skip-other", "other"]]) {
+    paintAnswer();
+    for (const [id, key] of [["rlhf-comment", "comment"], ["rlhf-skip-other", "other"], ["rlhf-answer", "answer"]]) {
       const el = byId(id);
       if (el && document.activeElement !== el && el.value !== state[key]) el.value = state[key];
     }
+  }
+
+  // The answer box: open while the annotator writes (or has written), and which response the answer started from.
+  function paintAnswer() {
+    const box = byId("rlhf-answer-box");
+    if (!box) return;
+    const open = state.answerOpen || state.answer.trim() !== "";
+    if (box.open !== open) box.open = open;
+    const from = byId("rlhf-answer-from");
+    const text = state.answerFrom === null ? "Written from scratch" : `Edited from response ${LETTERS[state.answerFrom]}`;
+    if (from && from.textContent !== text) from.textContent = text;
+  }
+
+  const rawText = (pos) => (pos === null ? null : byId(`rlhf-raw-${pos}`)?.value ?? null);
+
+  function openAnswer() {
+    if (!state.item) return;
+    state.answerOpen = true;
+    paint();
+    byId("rlhf-answer")?.focus();
+  }
+
+  // Start the answer from a shown response's text; an answer the annotator changed is replaced only if they confirm.
+  function startFrom(pos) {
+    const raw = rawText(pos);
+    if (raw === null) return;
+    const untouched = state.answer.trim() === "" || state.answer === rawText(state.answerFrom);
+    if (!untouched && !window.confirm(`Replace your answer with response ${LETTERS[pos]}?`)) { openAnswer(); return; }
+    state.answer = raw;
+    state.answerFrom = pos;
+    openAnswer();
   }
 
   // The preferred position of a pair ranked with a strict preference; null otherwise (not ranked, a tie, K > 2).
@@ -117,6 +150,8 @@
         active_ms: activeMs[state.item] || 0,
         skip_reason: state.reason,
         strength: state.strength,
+        answer: state.answer,
+        answer_from: state.answer.trim() ? state.answerFrom : null,
       });
     },
     state,
@@ -138,6 +173,8 @@
     if (rank) { sync(); const pos = parseInt(rank.dataset.pos, 10); state.selected = pos; setRank(pos, parseInt(rank.dataset.rank, 10)); return; }
     const strength = e.target.closest && e.target.closest(".rlhf-strength-choice");
     if (strength) { sync(); setStrength(parseInt(strength.dataset.strength, 10)); return; }
+    const start = e.target.closest && e.target.closest(".rlhf-answer-start");
+    if (start) { sync(); startFrom(parseInt(start.dataset.pos, 10)); return; }
     const reason = e.target.closest && e.target.closest(".rlhf-reason");
     if (reason) {
       sync();
@@ -152,12 +189,28 @@
   document.addEventListener("input", (e) => {
     if (e.target.id === "rlhf-comment") state.comment = e.target.value;
     if (e.target.id === "rlhf-skip-other") state.other = e.target.value;
+    if (e.target.id === "rlhf-answer") {
+      state.answer = e.target.value;
+      if (!state.answer.trim()) state.answerFrom = null;  // cleared: what comes next is written from scratch
+      paintAnswer();
+    }
   });
+  // The box opened or closed with the mouse (its summary line).
+  document.addEventListener("toggle", (e) => {
+    if (e.target.id === "rlhf-answer-box") state.answerOpen = e.target.open;
+  }, true);
   document.addEventListener("change", (e) => {
     if (e.target.id === "rlhf-allbad") state.allBad = e.target.checked;
   });
 
   document.addEventListener("keydown", (e) => {
+    if ((e.ctrlKey || e.metaKey) && e.key === "Enter" && e.target.id === "rlhf-answer") {
+      e.preventDefault();
+      state.answer = e.target.value;
+      e.target.blur();
+      click("rlhf-submit");
+      return;
+    }
     if (e.ctrlKey || e.metaKey || e.altKey) return;
     sync();
     const typing = e.target.closest && e.target.closest("textarea, input[type=text], input:not([type]), select, [contenteditable=true]");
@@ -194,6 +247,8 @@
     else if (key in STRENGTH_KEYS && state.ranks.length === 2) { setStrength(STRENGTH_KEYS[key]); e.preventDefault(); }
     else if (key === "x") { state.allBad = !state.allBad; paint(); e.preventDefault(); }
     else if (key === "c") { byId("rlhf-comment")?.focus(); e.preventDefault(); }
+    else if (key === "w") { openAnswer(); e.preventDefault(); }
+    else if (key === "e" && state.ranks.length) { startFrom(state.selected); e.preventDefault(); }
     else if (key === "s" && state.item) { state.skipMode = true; paint(); byId("rlhf-skip-reasons")?.scrollIntoView({ block: "nearest" }); e.preventDefault(); }
     else if (key === "u") { click("rlhf-undo"); e.preventDefault(); }
   });

@@ -295,6 +295,9 @@ def test_html_in_a_response_is_shown_as_text_never_run(live: LiveServer, new_pag
     assert page.dialogs == []
     assert page.locator("#rlhf-responses img").count() == 0
     assert page.locator("#rlhf-responses strong", has_text="bold").count() == 1  # Markdown still renders
+    # The raw copies an edit starts from (hidden text areas) hold the texts as text, not markup.
+    assert page.locator("#rlhf-view-inner img, #rlhf-view-inner script").count() == 0
+    assert sorted(page.input_value(f"#rlhf-raw-{pos}") for pos in (0, 1)) == sorted(payloads)
 
 
 def test_admin_sees_progress_and_agreement_and_others_cannot(live: LiveServer, new_page) -> None:  # noqa: ANN001
@@ -394,3 +397,81 @@ def test_a_reviewer_settles_disputes_with_the_keyboard_and_others_cannot(live: L
                                                     Ranking.annotator.has(name="adjudication"))).one()
     assert tie.ranks == [1, 1] and tie.comment == "both are fine" and tie.details["adjudication"]["reviewer"] == "rev"
     assert page.dialogs == [] and annotator.dialogs == []
+
+
+def demonstrations_of(live: LiveServer) -> list:  # noqa: ANN001
+    from db.demonstrations import demonstrations
+
+    with live.sessions() as session:
+        return demonstrations(session)
+
+
+def test_an_answer_written_or_edited_with_the_keyboard_is_kept_with_the_ranking(live: LiveServer, new_page) -> None:  # noqa: ANN001
+    first, second, third = seed(live.sessions, [
+        ["first answer", "second answer"],
+        ["<img src=x onerror=alert(1)>an answer", "another answer"],
+        ["yes", "no"],
+    ], people={"ann": "annotator"})
+    page = new_page()
+    login(page, live, "ann")
+    assert "write a better answer" in page.inner_text("#rlhf-keys")
+
+    # 1. Edit A: rank, select A, "e" starts from A's text, type more, Ctrl+Enter sends both.
+    handle = item_id(page)
+    for key in ("2", "1", "ArrowLeft", "e"):
+        page.keyboard.press(key)
+    assert page.evaluate("document.activeElement.id") == "rlhf-answer"
+    assert "Edited from response A" in page.inner_text("#rlhf-answer-box")
+    page.keyboard.press("End")
+    page.keyboard.type(" And a reason why.")
+    page.keyboard.press("Control+Enter")
+    handle = wait_item_change(page, handle)
+    order = shown_order(live, first, "ann")
+    [demo] = demonstrations_of(live)
+    assert demo.comparison_id == first and demo.edited_from == order[0]
+    assert demo.text == demo.edited_text + " And a reason why."
+    assert demo.edited_text in ("first answer", "second answer")
+    assert rankings(live, "ann")[0].comparison_id == first
+
+    # 2. Write from scratch ("w"): Enter makes a new line in the answer, Esc leaves it, then rank and submit. The
+    # markup in a response is text in the page (shown and in the hidden copies), never run.
+    assert comparison_on(page, live) == second
+    page.keyboard.press("w")
+    page.keyboard.type("Line one")
+    page.keyboard.press("Enter")
+    page.keyboard.type("Line <b>two</b>")
+    page.keyboard.press("Escape")
+    assert item_id(page) == handle  # Enter in the answer did not submit
+    for key in ("1", "2", "Enter"):
+        page.keyboard.press(key)
+    handle = wait_item_change(page, handle)
+    last = demonstrations_of(live)[-1]
+    assert (last.comparison_id, last.text, last.edited_from) == (second, "Line one\nLine <b>two</b>", None)
+    assert page.dialogs == []  # type: ignore[attr-defined]
+
+    # 3. An answer equal to a shown response is refused and kept on the page; a skip refuses an answer too; then
+    # the edited answer goes through, and undo takes it back with the ranking.
+    assert comparison_on(page, live) == third
+    for key in ("1", "2", "ArrowLeft", "e", "Control+Enter"):
+        page.keyboard.press(key)
+    wait_message(page, "same as one of the responses shown")
+    assert item_id(page) == handle and len(demonstrations_of(live)) == 2
+    page.wait_for_function(  # the page re-rendered with the message gets the answer painted back (keyboard.js)
+        "() => document.querySelector('#rlhf-answer-box').open && "
+        "document.querySelector('#rlhf-answer-box').innerText.includes('Edited from response A')", timeout=5_000)
+    assert page.input_value("#rlhf-answer") in ("yes", "no")
+    page.keyboard.press("s")
+    page.keyboard.press("1")
+    wait_message(page, "A skip keeps no answer")
+    page.click("#rlhf-answer")
+    page.keyboard.press("End")
+    page.keyboard.type(", surely.")
+    page.keyboard.press("Control+Enter")
+    wait_message(page, "Nothing left")
+    order = shown_order(live, third, "ann")
+    last = demonstrations_of(live)[-1]
+    assert last.comparison_id == third and last.edited_from == order[0] and last.text.endswith(", surely.")
+    page.keyboard.press("u")
+    wait_message(page, "Undone")
+    assert comparison_on(page, live) == third and len(demonstrations_of(live)) == 2
+    assert page.input_value("#rlhf-answer") == "" and len(rankings(live, "ann")) == 2

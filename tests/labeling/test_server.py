@@ -259,3 +259,28 @@ def test_a_gold_item_looks_like_any_other_and_the_admin_sees_gold_accuracy(live:
     assert (table["ann"]["gold answered"], table["ann"]["gold accuracy [95%]"]) == (0, "")
     for client in (ann, bob, boss):
         client.close()
+
+
+def test_an_answer_sent_over_the_api_is_checked_against_the_lease_and_never_cut_short(live: LiveServer) -> None:
+    from db.demonstrations import MAX_CHARS, demonstrations
+
+    [cid] = seed(live.sessions, [["a", "b"]], people={"ann": "annotator"})
+    ann = LabelingClient(live.url)
+    ann.login("ann", PASSWORD)
+    shown = ann.next_item()
+    handle = shown.item
+    order = leased(live.sessions, handle).shown_order
+    refused = ann.submit(handle, shown.positions, [2, 1], answer="x" * (MAX_CHARS + 1))
+    assert "is 20,001 characters long; at most 20,000 are kept" in refused.message and refused.item == handle
+    refused = ann.submit(handle, shown.positions, [2, 1], answer="x" * (60 * MAX_CHARS))  # no page sends that
+    assert refused.message == "The form could not be read: reload the page." and refused.item == handle
+    refused = ann.submit(handle, shown.positions, [2, 1], answer="Better.", answer_from=2)  # no position 2 in a pair
+    assert "not shown: reload the page" in refused.message and refused.item == handle
+    with live.sessions() as session:
+        assert session.scalars(select(Ranking)).all() == [] and demonstrations(session) == []
+    saved = ann.submit(handle, shown.positions, [2, 1], answer="  Better, edited.  ", answer_from=1)
+    assert saved.message.startswith("Saved, with your answer.")
+    with live.sessions() as session:
+        [demo] = demonstrations(session)
+    assert (demo.comparison_id, demo.edited_from, demo.text) == (cid, order[1], "Better, edited.")
+    ann.close()
