@@ -184,13 +184,15 @@ def mark_exported(session: Session, ranking_ids: Sequence[int], when: datetime) 
             and_(Ranking.id.in_(part), Ranking.exported_at.is_(None))).values(exported_at=when))
 
 
-def counts_by_annotator(session: Session) -> dict[str, int]:
-    """Annotator name -> how many demonstrations they wrote."""
+def counts_by_annotator(session: Session, batch: str | None = None) -> dict[str, int]:
+    """Annotator name -> how many demonstrations they wrote (in one batch, or all)."""
     from sqlalchemy import func
 
-    rows = session.execute(select(Annotator.name, func.count(Demonstration.id))
-                           .join(Annotator, Annotator.id == Demonstration.annotator_id).group_by(Annotator.name))
-    return {name: int(n) for name, n in rows}
+    query = (select(Annotator.name, func.count(Demonstration.id))
+             .join(Annotator, Annotator.id == Demonstration.annotator_id).group_by(Annotator.name))
+    if batch is not None:
+        query = query.join(Comparison, Comparison.id == Demonstration.comparison_id).where(Comparison.batch == batch)
+    return {name: int(n) for name, n in session.execute(query)}
 
 
 def count_exported(session: Session) -> tuple[int, int]:

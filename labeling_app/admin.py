@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.annotators import AnnotatorError, create_annotator, get_annotator_by_name
 from db.comparisons import batch_members
+from db.demonstrations import counts_by_annotator
 from db.labeling_stats import annotator_activity, human_rankings, label_distribution
 from db.stats import batch_summaries
 from pipeline.agreement import GoldAccuracy
@@ -55,6 +56,7 @@ class AdminApp:
             rows = human_rankings(session, chosen)
             activity = annotator_activity(session, rows, self.clock())
             distribution = label_distribution(session, rows)
+            written = counts_by_annotator(session, chosen)
         progress = pd.DataFrame(
             [
                 {
@@ -75,7 +77,8 @@ class AdminApp:
             [
                 {
                     "annotator": a.name, "role": a.role, "active": a.active, "ranked": a.ranked, "skipped": a.skipped,
-                    "today": a.today, "median s/item": a.median_seconds, "p90 s/item": a.p90_seconds,
+                    "today": a.today, "answers written": written.get(a.name, 0),
+                    "median s/item": a.median_seconds, "p90 s/item": a.p90_seconds,
                     "last": a.last_at.strftime("%Y-%m-%d %H:%M") if a.last_at else "",
                     **(_gold_columns(gold.get(a.name)) if report.gold_items else {}),
                 }
@@ -107,7 +110,7 @@ class AdminApp:
         )
         distribution_md = (
             f"**Rankings**: {distribution.rankings} · **with a tie**: {distribution.with_tie} · "
-            f"**all bad**: {distribution.all_bad}"
+            f"**all bad**: {distribution.all_bad} · **with an answer written**: {sum(written.values())}"
         )
         if distribution.strengths:  # pairs ranked with a preference, by how much better (db.comparisons.STRENGTHS)
             distribution_md += "\n\n**Strength of pair preferences**: " + " · ".join(

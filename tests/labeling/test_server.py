@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from db import make_engine
+from db.annotators import create_annotator
 from db.comparisons import batch_members
 from db.models import Annotator, Comparison, Ranking, Response
 from labeling_app.api_client import ApiError, LabelingClient, form
@@ -284,3 +285,13 @@ def test_an_answer_sent_over_the_api_is_checked_against_the_lease_and_never_cut_
         [demo] = demonstrations(session)
     assert (demo.comparison_id, demo.edited_from, demo.text) == (cid, order[1], "Better, edited.")
     ann.close()
+    with live.sessions.begin() as session:
+        create_annotator(session, "boss", role="admin", password=PASSWORD)
+    boss = LabelingClient(live.url)
+    boss.login("boss", PASSWORD)
+    outputs = boss.call("refresh", ["All batches"], prefix="/admin")
+    assert any(isinstance(o, str) and "**with an answer written**: 1" in o for o in outputs), outputs
+    [people] = [o for o in outputs if isinstance(o, dict) and "answers written" in o.get("headers", [])]
+    column = people["headers"].index("answers written")
+    assert {row[0]: row[column] for row in people["data"]} == {"ann": 1, "boss": 0}
+    boss.close()
