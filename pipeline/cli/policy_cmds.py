@@ -1,4 +1,4 @@
-"""``rlhf generate|dpo|ppo|grpo|rloo|eval`` (the policy stages), ``rlhf rule run`` and ``rlhf models toy``."""
+"""``rlhf generate|sft|dpo|ppo|grpo|rloo|eval`` (the policy stages), ``rlhf rule run`` and ``rlhf models toy``."""
 
 from __future__ import annotations
 
@@ -63,6 +63,34 @@ def generate(
     with open_store(ctx, db) as store, progress_bar("generating", unit_bytes=False) as update:
         report = run(store.sessions, options, on_progress=update)
     _say(f"{report.summary()} [run {report.run_id}]")
+
+
+def sft(
+    ctx: typer.Context,
+    data: Annotated[str, typer.Option(help="An `rlhf demonstrations export` directory (its train split).")],
+    policy: Annotated[str, typer.Option(help="The starting policy: local path or HF id.")],
+    out: Annotated[str, typer.Option(help="Directory for the fine-tuned policy.")],
+    epochs: Annotated[float | None, typer.Option(help="Training epochs (default 1).")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Learning rate (default 2e-5).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Demonstrations per device per step (default 16).")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Tokens per sequence, prompt and answer (default 1024).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default 0).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in OUT.")] = False,
+    set_: SetOption = None,
+    db: DbOption = None,
+) -> None:
+    """Supervised fine-tuning on the answers annotators wrote (TRL SFTTrainer, loss on the answer only):
+    checkpoints, `--resume`; recorded as an `sft` run linked to the export's run. The result is a starting policy
+    for `rlhf generate`, `rlhf dpo` or `rlhf ppo`."""
+    from pipeline.config_options import parse_assignments
+    from policy.sft import SFTStageConfig, default_config, run_sft
+
+    config = default_config(out, parse_assignments(set_, SFTStageConfig), policy=policy, num_train_epochs=epochs,
+                            learning_rate=learning_rate, per_device_train_batch_size=batch_size,
+                            max_length=max_length, seed=seed)
+    with open_store(ctx, db) as store:
+        report = run_sft(store.sessions, data, out, config, resume=resume)
+    _say(f"{out}: {report.summary()} in {report.seconds:.0f} s [run {report.run_id}]")
 
 
 def dpo(
@@ -358,6 +386,11 @@ def register(app: typer.Typer) -> None:
         "rlhf generate --policy models/toy --n 4 --split train",
         "rlhf generate --policy Qwen/Qwen2.5-0.5B-Instruct --backend vllm --n 8",
         "rlhf generate --policy my-model --backend openai --base-url http://localhost:8000/v1"))(generate)
+    app.command("sft", epilog=examples(
+        "rlhf sft --data data/sft --policy models/toy --out models/sft",
+        "rlhf sft --data data/sft --policy Qwen/Qwen2.5-0.5B-Instruct --out models/sft --epochs 3 "
+        "--learning-rate 1e-5 --set gradient_accumulation_steps=4",
+        "rlhf sft --data data/sft --policy models/toy --out models/sft --resume"))(sft)
     app.command("dpo", epilog=examples(
         "rlhf dpo --data data/prefs --policy models/toy --out models/dpo",
         "rlhf dpo --data data/prefs --policy models/toy --out models/dpo-ipo --loss-type ipo --beta 0.5 --lora",
