@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from db.bulk import chunks
 from db.demonstrations import DemonstrationRow, comparison_run_ids, demonstrations, mark_exported
 from db.models import utcnow
 from db.runs import finish_run, start_run
@@ -200,8 +201,8 @@ def export_demonstrations(sessions: sessionmaker[Session],
             # In the run's transaction and before the dataset is in place: from the commit on, the annotators cannot
             # undo these rankings; one undone while the export read them fails it (all rolled back).
             mark_exported(session, [row.ranking_id for row in selected], utcnow())
-            still = {row.id for row in demonstrations(session, ids=[row.id for row in selected])}
-            gone = len(selected) - len(still)
+            ids = [row.id for row in selected]
+            gone = len(ids) - sum(len(demonstrations(session, ids=part)) for part in chunks(ids))
             if gone:
                 raise UserError(f"{gone} of the {len(selected)} demonstrations this export read were taken back "
                                 "(undone) by their annotators during the export; nothing was written or recorded: "
