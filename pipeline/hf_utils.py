@@ -50,7 +50,7 @@ def run_fingerprint(config: Any, fields: Sequence[str], **inputs: Any) -> dict[s
     return json.loads(json.dumps(values, sort_keys=True, default=str))
 
 
-DIGESTS = {"data": "the training pairs", "prompts": "the prompts", "model": "the starting model's weights"}
+DIGESTS = {"data": "the training data", "prompts": "the prompts", "model": "the starting model's weights"}
 
 
 def _differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:

@@ -75,9 +75,9 @@ SECTIONS: dict[str, type] = {
 
 # Sections of the stages' own settings: kept as written here and checked by the command that uses them against its
 # config class (TRL's configs, hundreds of fields: loading TRL for every command would be slow).
-# ``[generate]``: the sampling of ``rlhf generate``; ``[rm]``, ``[dpo]``, ``[ppo]``, ``[grpo]``, ``[rloo]``: any
-# field of that command's training config, as with ``--set``. Command-line options and ``--set`` override them.
-STAGE_SECTIONS = ("generate", "rm", "dpo", "ppo", "grpo", "rloo")
+# ``[generate]``: the sampling of ``rlhf generate``; ``[rm]``, ``[sft]``, ``[dpo]``, ``[ppo]``, ``[grpo]``,
+# ``[rloo]``: any field of that command's training config, as with ``--set``. Command-line options and ``--set`` override them.
+STAGE_SECTIONS = ("generate", "rm", "sft", "dpo", "ppo", "grpo", "rloo")
 
 
 @dataclass
@@ -199,7 +199,7 @@ def project_file_text(name: str, db_url: str) -> str:
     lines += [
         "# The stages' own settings (command-line options and --set override them):",
         "# [generate] the sampling of `rlhf generate`: n, temperature, top_p, max_new_tokens, seed, backend, base_url;",
-        "# [rm], [dpo], [ppo], [grpo], [rloo]: any field of that command's training config, TRL's included, e.g.",
+        "# [rm], [sft], [dpo], [ppo], [grpo], [rloo]: any field of that command's training config, TRL's included, e.g.",
         "# [rm]",
         "# learning_rate = 5e-5",
         "# [dpo]",

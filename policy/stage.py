@@ -20,7 +20,7 @@ from pipeline.errors import UserError
 from pipeline.lineage import finish_recorded, recorded_run
 
 CARDS = {"dpo": "rlhf_dpo.json", "ppo": "rlhf_ppo.json", "grpo": "rlhf_grpo.json", "rloo": "rlhf_rloo.json",
-         "rm": "rlhf_rm.json", "toy": "rlhf_toy.json", "best-of-n": "rlhf_best_of_n.json"}
+         "rm": "rlhf_rm.json", "toy": "rlhf_toy.json", "best-of-n": "rlhf_best_of_n.json", "sft": "rlhf_sft.json"}
 
 
 def run_of(model_dir: str | Path | None) -> int | None:

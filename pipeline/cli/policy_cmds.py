@@ -87,7 +87,8 @@ def sft(
 
     config = default_config(out, parse_assignments(set_, SFTStageConfig), policy=policy, num_train_epochs=epochs,
                             learning_rate=learning_rate, per_device_train_batch_size=batch_size,
-                            max_length=max_length, seed=seed)
+                            max_length=max_length, seed=seed,
+                            file_values=stage_settings(ctx, "sft", SFTStageConfig))
     with open_store(ctx, db) as store:
         report = run_sft(store.sessions, data, out, config, resume=resume)
     _say(f"{out}: {report.summary()} in {report.seconds:.0f} s [run {report.run_id}]")

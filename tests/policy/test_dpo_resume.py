@@ -61,7 +61,7 @@ def test_a_fresh_run_into_an_earlier_runs_checkpoints_is_refused_and_a_resume_mu
     train(pairs, 2)
     with pytest.raises(UserError, match=r"dpo/checkpoints holds the checkpoints of an earlier run: pass --resume"):
         train(other, 2)
-    with pytest.raises(UserError, match=r"another run \(the training pairs differ\)"):
+    with pytest.raises(UserError, match=r"another run \(the training data differ\)"):
         train(other, 4, resume=True)
     with pytest.raises(UserError, match=r"beta 0\.1 then, 0\.3 now"):
         train(pairs, 4, resume=True, beta=0.3)

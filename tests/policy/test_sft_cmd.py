@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.models import Run
 from pipeline.errors import UserError
 from policy.sft import default_config, train_sft
+from policy.stage import run_of
 from tests.conftest import Cli
 from tests.helpers import flat
 from tests.pipeline.test_demonstrations_cli import store  # noqa: F401  (the fixture: demonstrations in the store)
@@ -58,6 +59,22 @@ def test_sft_trains_on_a_demonstrations_export_and_records_the_lineage(
         assert run.metrics["rows"] == 2 and run.metrics["steps"] == 3 and run.metrics["train_loss"] > 0
         assert run.config["learning_rate"] == 1e-3 and run.config["max_steps"] == 3  # --set is on record
     assert f"[run {run.id}]" in said
+    assert run_of(model) == run.id  # a stage that starts from this policy (rlhf dpo --policy model) links to it
+
+
+def test_the_project_files_sft_section_sets_defaults_and_a_flag_wins(
+        cli: Cli, store: int, sessions: sessionmaker[Session], tiny_lm_dir: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "rlhf.toml").write_text("[sft]\nlearning_rate = 5e-4\nwarmup_steps = 0\n")
+    monkeypatch.setenv("RLHF_PROJECT", str(tmp_path / "project" / "rlhf.toml"))  # the database stays --db's
+    cli("demonstrations", "export", "--out", "data")
+    cli("sft", "--data", "data", "--policy", str(tiny_lm_dir), "--out", "a", *FAST)
+    cli("sft", "--data", "data", "--policy", str(tiny_lm_dir), "--out", "b", "--learning-rate", "1e-3", *FAST)
+    with sessions() as session:
+        first, second = session.scalars(select(Run).where(Run.kind == "sft").order_by(Run.id)).all()
+    assert (first.config["learning_rate"], first.config["warmup_steps"]) == (5e-4, 0)
+    assert (second.config["learning_rate"], second.config["warmup_steps"]) == (1e-3, 0)
 
 
 def test_a_resume_continues_only_the_run_that_wrote_the_checkpoints(tiny_lm_dir: Path, tmp_path: Path) -> None:
@@ -72,7 +89,7 @@ def test_a_resume_continues_only_the_run_that_wrote_the_checkpoints(tiny_lm_dir:
     assert train(data, 2).steps == 2
     with pytest.raises(UserError, match=r"sft/checkpoints holds the checkpoints of an earlier run: pass --resume"):
         train(other, 2)
-    with pytest.raises(UserError, match=r"another run \(the training pairs differ\)"):
+    with pytest.raises(UserError, match=r"another run \(the training data differ\)"):
         train(other, 4, resume=True)
     with pytest.raises(UserError, match=r"learning_rate 2e-05 then, 0\.001 now"):
         train(data, 4, resume=True, learning_rate=1e-3)

@@ -76,7 +76,7 @@ def test_a_fresh_run_into_an_earlier_runs_checkpoints_is_refused_and_a_resume_mu
     train(pairs, 4)
     with pytest.raises(UserError, match=r"rm/checkpoints holds the checkpoints of an earlier run: pass --resume"):
         train(swapped, 4)
-    with pytest.raises(UserError, match=r"another run \(the training pairs differ\)"):
+    with pytest.raises(UserError, match=r"another run \(the training data differ\)"):
         train(swapped, 6, resume=True)
     with pytest.raises(UserError, match=r"learning_rate 0\.001 then, 0\.0002 now"):
         train(pairs, 6, resume=True, learning_rate=2e-4)
