@@ -61,21 +61,25 @@ def generator_of(annotator_name: str) -> str:
     return f"{GENERATOR_PREFIX}{annotator_name}"
 
 
-def store(conn: Connection, *, ranking_id: int, comparison_id: int, annotator_id: int, annotator_name: str,
-          text: str, edited_from: int | None, now: datetime) -> int:
-    """Store ``text`` (already ``clean_text``) as the demonstration of ``ranking_id``; returns its response id.
-
-    ``edited_from`` must be one of the comparison's responses (the caller maps the shown position). An answer equal
-    to a response of the comparison is refused: it adds nothing a ranking does not say. Runs in the caller's
-    transaction (the ranking's), with plain SQL like the queue."""
+def check(conn: Connection, comparison_id: int, text: str, edited_from: int | None) -> int:
+    """Refuse an answer (already ``clean_text``) that cannot be stored with a ranking of ``comparison_id``; returns
+    the comparison's prompt id. ``edited_from`` must be one of the comparison's responses (the caller maps the shown
+    position); an answer equal to a response of the comparison adds nothing a ranking does not say."""
     prompt_id, response_ids = conn.execute(
         select(Comparison.prompt_id, Comparison.response_ids).where(Comparison.id == comparison_id)
     ).one()
     if edited_from is not None and edited_from not in response_ids:
         raise DemonstrationError("the response your answer was edited from is not one of this item's")
-    texts = conn.execute(select(Response.id, Response.text).where(Response.id.in_(list(response_ids)))).all()
-    if any(shown.strip() == text for _, shown in texts):
+    texts = conn.execute(select(Response.text).where(Response.id.in_(list(response_ids)))).scalars()
+    if any(shown.strip() == text for shown in texts):
         raise DemonstrationError("your answer is the same as one of the responses shown: change it, or clear it")
+    return int(prompt_id)
+
+
+def store(conn: Connection, *, ranking_id: int, comparison_id: int, prompt_id: int, annotator_id: int,
+          annotator_name: str, text: str, edited_from: int | None, now: datetime) -> int:
+    """Store ``text`` (``check``-ed) as the demonstration of ``ranking_id``; returns its response id. Runs in the
+    caller's transaction (the ranking's), with plain SQL like the queue."""
     generator = generator_of(annotator_name)
     digest = response_hash(text, generator)
     find = select(Response.id).where(Response.prompt_id == prompt_id, Response.content_hash == digest)

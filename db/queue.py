@@ -712,13 +712,17 @@ def _rank(session: Session, annotator: _Who, comparison_id: int, ranks_by_respon
     ranks = validate_ranks(raw, claim.k)
     scores = strength_row_scores(ranks, strength, required=require_strength)
     row = {"ranks": ranks, "skipped": False, "skip_reason": None, "all_bad": all_bad, "scores": scores}
-    stored = _store(conn, annotator.id, claim, comparison_id, now, row, active_ms, comment)
-    if text is not None and written is not None:
+    prompt_id = None
+    if text is not None and written is not None:  # checked before anything is written
         try:
-            demos.store(conn, ranking_id=stored[0], comparison_id=comparison_id, annotator_id=annotator.id,
-                        annotator_name=annotator.name, text=text, edited_from=written.edited_from, now=now)
-        except demos.DemonstrationError as exc:  # the caller's transaction (the ranking too) is rolled back
+            prompt_id = demos.check(conn, comparison_id, text, written.edited_from)
+        except demos.DemonstrationError as exc:
             raise QueueError(str(exc)) from None
+    stored = _store(conn, annotator.id, claim, comparison_id, now, row, active_ms, comment)
+    if prompt_id is not None and text is not None and written is not None:
+        demos.store(conn, ranking_id=stored[0], comparison_id=comparison_id, prompt_id=prompt_id,
+                    annotator_id=annotator.id, annotator_name=annotator.name, text=text,
+                    edited_from=written.edited_from, now=now)
     return stored
 
 
@@ -818,8 +822,8 @@ def skip_comparison(
 
 def undo_last(session: Session, annotator: _Who, now: datetime, *, lease: timedelta = DEFAULT_LEASE) -> int:
     """Take back the annotator's last submission (ranking or skip, and the answer written with it) unless it was
-    exported; the item is leased to them again and comes next. Returns the comparison id. A skip cannot be taken back once the item went to as many
-    others as it wants."""
+    exported; the item is leased to them again and comes next. Returns the comparison id. A skip cannot be taken
+    back once the item went to as many others as it wants."""
     session.flush()
     conn = session.connection()
     last = conn.execute(_LAST_ANSWER, {"me": annotator.id}).first()

@@ -84,8 +84,9 @@ def test_a_bad_answer_refuses_the_whole_submission_and_the_item_stays_leased(ses
     _setup(sessions)
     with sessions.begin() as session:
         cid, (a, b) = _lease(session)
-    with pytest.raises(QueueError, match=says), sessions.begin() as session:
-        record_ranking(session, _ann(session), cid, {a: 1, b: 2}, T0, written=Written(text, edited_from))
+    with sessions.begin() as session:  # refused before anything is written: a caller that goes on commits nothing
+        with pytest.raises(QueueError, match=says):
+            record_ranking(session, _ann(session), cid, {a: 1, b: 2}, T0, written=Written(text, edited_from))
     with sessions.begin() as session:
         assert _count(session, Ranking) == 0 and _count(session, Demonstration) == 0 and _count(session, Response) == 3
         # Nothing was lost: the same item can be sent again, with a good answer.
