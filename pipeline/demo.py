@@ -102,6 +102,19 @@ def simulate_humans(sessions: Any, batch: str, rule: str, items: int, seed: int,
     return done
 
 
+def _check_earlier_demo(directory: Path) -> None:
+    """``--force`` deletes the directory: only an earlier demo's (its project file names it demo), never the current
+    directory or one above it (it held the project and the store the command was run from)."""
+    from pipeline.overwrite import check_not_current
+    from pipeline.project import PROJECT_FILE, load_project
+
+    check_not_current(directory, flag="--force")
+    file = directory / PROJECT_FILE
+    if not file.is_file() or load_project(file).name != "demo":
+        raise UserError(f"{directory} is not an earlier demo (no {PROJECT_FILE} named demo): --force only starts a "
+                        "demo again; give a new or empty directory")
+
+
 def run_demo(settings: DemoSettings, say: Say = print) -> DemoSummary:
     from db import make_engine, make_session_factory
     from db.models import Run
@@ -117,6 +130,7 @@ def run_demo(settings: DemoSettings, say: Say = print) -> DemoSummary:
     if directory.exists() and any(directory.iterdir()):
         if not settings.force:
             raise UserError(f"{directory} exists and is not empty (pass --force to start it again)")
+        _check_earlier_demo(directory)
         import shutil
 
         shutil.rmtree(directory)

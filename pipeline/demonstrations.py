@@ -28,7 +28,10 @@ from db.demonstrations import DemonstrationRow, comparison_run_ids, demonstratio
 from db.models import utcnow
 from db.runs import finish_run, start_run
 from pipeline.errors import UserError
-from pipeline.export import BATCH_ROWS, FORMATS, MANIFEST, _build_dataset, _move_into_place, conversation_text
+from pipeline.export import (
+    BATCH_ROWS, FORMATS, MANIFEST, build_dataset, check_out, conversation_text, move_into_place,
+)
+from pipeline.overwrite import sqlite_file
 
 KIND = "sft-export"
 SPLITS = ("train", "test")
@@ -126,16 +129,6 @@ def training_row(row: DemonstrationRow, format: str) -> dict[str, Any]:  # noqa:
             "demonstration_id": row.id, "prompt_id": row.prompt_id, "response_id": row.response_id}
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a directory: give a new or empty directory for the dataset")
-    existing = next((folder for folder in out.parents if folder.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise UserError(f"--out {out} is inside {existing}, which is a file, not a directory")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"{out} exists and is not empty (pass --overwrite to replace it)")
-
-
 def _write_split(path: Path, rows: list[dict[str, Any]], features: Any) -> None:
     """One split's Arrow file, in record batches of BATCH_ROWS (the bytes do not depend on anything else)."""
     import pyarrow as pa
@@ -161,7 +154,8 @@ def export_demonstrations(sessions: sessionmaker[Session],
     options.validate()
     started = time.perf_counter()
     out = Path(options.out_dir)
-    _check_out(out, options.overwrite)
+    database = sqlite_file(sessions)
+    check_out(out, options.overwrite, database)
     with sessions() as session:
         selected = select_rows(session, options)
         parents = comparison_run_ids(session, [row.comparison_id for row in selected])
@@ -184,7 +178,7 @@ def export_demonstrations(sessions: sessionmaker[Session],
         features = _features(options.format)
         for split, rows in by_split.items():
             _write_split(staging / f"{split}.arrow", rows, features)
-        _build_dataset(staging, options, digest)
+        build_dataset(staging, options, digest)
         config = {**asdict(options), "out_dir": str(out.resolve())}
         with sessions.begin() as session:
             run = start_run(session, KIND, config, inputs=sorted(parents), name=f"{KIND} {out.name}",
@@ -207,7 +201,7 @@ def export_demonstrations(sessions: sessionmaker[Session],
                 raise UserError(f"{gone} of the {len(selected)} demonstrations this export read were taken back "
                                 "(undone) by their annotators during the export; nothing was written or recorded: "
                                 "run the export again")
-            _move_into_place(staging, out, options)
+            move_into_place(staging, out, options, database)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return report

@@ -31,6 +31,7 @@ from db.runs import finish_run, start_run
 from pipeline.aggregate import METHODS, Vote, aggregate
 from pipeline.errors import UserError
 from pipeline.gold import below_gold_accuracy, gold_accuracies
+from pipeline.overwrite import check_replaceable, sqlite_file
 
 SOURCES = ("human", "ai", "import", "rule")
 FORMATS = ("conversational", "standard")
@@ -197,13 +198,8 @@ def export(
     options.validate()
     started = time.perf_counter()
     out = Path(options.out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a directory: give a new or empty directory for the dataset")
-    existing = next((folder for folder in out.parents if folder.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise UserError(f"--out {out} is inside {existing}, which is a file, not a directory")
-    if out.exists() and any(out.iterdir()) and not options.overwrite:
-        raise UserError(f"{out} exists and is not empty (pass --overwrite to replace it)")
+    database = sqlite_file(sessions)
+    check_out(out, options.overwrite, database)
     report = ExportReport(out_dir=str(out))
     judged_by: list[int] = []  # the gold runs whose answers decided whose rankings are left out (lineage)
     with sessions() as session:
@@ -234,7 +230,7 @@ def export(
             raise UserError("the selection yields no preference pairs (check --sources, --batch, the annotators and "
                             f"the agreement filters; see `rlhf status`){dropped}")
         report.fingerprint = digest
-        _build_dataset(staging, options, digest)
+        build_dataset(staging, options, digest)
         config = {**asdict(options), "out_dir": str(out.resolve())}
         with sessions.begin() as session:
             run = start_run(session, "export", config, inputs=sorted(parents | set(judged_by)),
@@ -269,7 +265,7 @@ def export(
                     f"{gone} of the {cited} rankings this export read {was} during the export; nothing was written or "
                     "recorded: run the export again"
                 )
-            _move_into_place(staging, out, options)
+            move_into_place(staging, out, options, database)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if used is not None:
@@ -440,7 +436,7 @@ def _append_pairs(
     return pairs
 
 
-def _build_dataset(staging: Path, options: ExportOptions, fingerprint: str) -> None:
+def build_dataset(staging: Path, options: Any, fingerprint: str) -> None:
     """Lay the Arrow files out as ``DatasetDict.save_to_disk`` does (``staging/dataset``), without copying them:
     each split is the file the writer produced, plus its ``state.json`` and ``dataset_info.json``."""
     import dataclasses
@@ -472,9 +468,24 @@ def _build_dataset(staging: Path, options: ExportOptions, fingerprint: str) -> N
     (target / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "test"]}), encoding="utf-8")
 
 
-def _move_into_place(staging: Path, out: Path, options: ExportOptions) -> None:
-    """The DatasetDict at ``out`` (loadable with ``datasets.load_from_disk``), the manifest, JSONL on request."""
+def check_out(out: Path, overwrite: bool, database: Path | None) -> None:
+    """``--out`` must be a new or empty folder, or with ``overwrite`` an earlier export's (never the current
+    directory, a folder above it, nor one holding the database or the project file: see ``pipeline.overwrite``)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a directory: give a new or empty directory for the dataset")
+    existing = next((folder for folder in out.parents if folder.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UserError(f"--out {out} is inside {existing}, which is a file, not a directory")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"{out} exists and is not empty (pass --overwrite to replace it)")
+    check_replaceable(out, marker=MANIFEST, what="an earlier export", protected=[database])
+
+
+def move_into_place(staging: Path, out: Path, options: Any, database: Path | None) -> None:
+    """The DatasetDict at ``out`` (loadable with ``datasets.load_from_disk``), the manifest, JSONL on request.
+    An existing ``out`` is deleted first, only where ``check_out`` allows it (checked again here: every caller)."""
     if out.exists():
+        check_replaceable(out, marker=MANIFEST, what="an earlier export", protected=[database])
         shutil.rmtree(out)
     (staging / "dataset").rename(out)
     (staging / MANIFEST).rename(out / MANIFEST)

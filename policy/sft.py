@@ -200,11 +200,13 @@ def build_toy_policy(out_dir: str | Path, *, examples: int = 2000, epochs: float
     """The tiny chat LM, built offline and fine-tuned on the toy task (a few tens of seconds on 2 CPU cores)."""
     from pipeline import toy
     from pipeline.offline_models import TinyLMConfig, build_tiny_lm
+    from pipeline.overwrite import check_replaceable
 
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise UserError(f"{out} exists and is not empty (pass --force to overwrite)")
+        check_replaceable(out, marker=TOY_CARD, what="a toy policy", flag="--force")
         shutil.rmtree(out)
     with tempfile.TemporaryDirectory(prefix="rlhf-tiny-") as scratch:
         base = build_tiny_lm(Path(scratch) / "base", TinyLMConfig(seed=seed))

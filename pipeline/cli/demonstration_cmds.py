@@ -96,7 +96,9 @@ def export_cmd(
     batch: BatchesOpt = None,
     format: Annotated[str, typer.Option(help="conversational (message lists) or standard (strings).")] = "conversational",  # noqa: A002
     jsonl: Annotated[bool, typer.Option("--jsonl", help="Also write train.jsonl and test.jsonl.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out directory.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an earlier export in --out (never a folder holding the project or its database).",
+    )] = False,
     db: DbOption = None,
 ) -> None:
     """Export demonstrations as prompt-completion rows for TRL's SFTTrainer (`rlhf sft --data OUT`), recorded as an

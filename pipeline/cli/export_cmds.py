@@ -49,7 +49,9 @@ def export_cmd(
     format: Annotated[str, typer.Option(help="conversational (message lists) or standard (strings).")] = "conversational",  # noqa: A002
     margin: Annotated[bool, typer.Option("--margin", help="Add a margin column (RewardTrainer uses it).")] = False,
     jsonl: Annotated[bool, typer.Option("--jsonl", help="Also write train.jsonl and test.jsonl.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out directory.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an earlier export in --out (never a folder holding the project or its database).",
+    )] = False,
     db: DbOption = None,
 ) -> None:
     """Export preference pairs in the formats TRL reads (`datasets.load_from_disk(OUT)`), recorded with lineage.

@@ -351,3 +351,38 @@ def test_trl_trainers_load_the_export_unchanged(sessions, tmp_path: Path, tiny_l
     rm = RewardTrainer(model=reward_model, args=RewardConfig(**common), train_dataset=train,
                        processing_class=tokenizer)
     assert rm.train().training_loss > 0
+
+
+def test_overwrite_never_deletes_the_project_its_database_or_a_folder_that_is_no_export(
+        cli, db_url: str, sessions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--out . --overwrite`` deleted the project folder with its rlhf.toml and rlhf.db (and then failed)."""
+    _store(sessions)
+    (tmp_path / "rlhf.toml").write_text('name = "mine"\n')
+    for command in (["export"], ["demonstrations", "export"]):
+        for out in (".", ".."):
+            result = cli(*command, "--out", out, "--overwrite", expect=1)
+            assert "is the current directory or holds it: --overwrite would delete it" in flat(result.output)
+            assert "Traceback" not in result.output
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    result = cli("export", "--out", "mine", "--overwrite", expect=1)
+    assert "mine is not empty and holds no export_manifest.json, so it is not an earlier export" in flat(
+        result.output)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine" and (tmp_path / "rlhf.toml").is_file()
+    with sessions() as session:
+        assert session.scalar(select(func.count(Run.id)).where(Run.kind.in_(["export", "sft-export"]))) == 0
+    # An earlier export is replaced.
+    cli("export", "--out", "prefs")
+    cli("export", "--out", "prefs", "--overwrite", "--sources", "human")
+    assert json.loads((tmp_path / "prefs" / "export_manifest.json").read_text())["selection"]["sources"] == ["human"]
+    # Never one holding the database or a project file, even with an export's manifest in it; from elsewhere too.
+    (tmp_path / "prefs" / "rlhf.toml").write_text('name = "inner"\n')
+    result = cli("export", "--out", "prefs", "--overwrite", expect=1)
+    assert f"prefs holds {tmp_path.resolve() / 'prefs' / 'rlhf.toml'}: --overwrite would delete it" in flat(
+        result.output)
+    if db_url.startswith("sqlite"):
+        (tmp_path / "export_manifest.json").write_text("{}")
+        monkeypatch.chdir(tmp_path.parent)
+        with pytest.raises(UserError, match=r"holds .*rlhf\.db: --overwrite would delete it"):
+            export(sessions, ExportOptions(out_dir=str(tmp_path), overwrite=True))
+        assert (tmp_path / "rlhf.db").is_file()
