@@ -2,7 +2,9 @@
 
 Through the LLM layer: transformers in-process (padded batches; the K samples of a prompt in one batch), vLLM
 in-process (prefix caching on: the K samples share their prompt), or any OpenAI-compatible endpoint. Resumable:
-prompts that already have K responses from this generator are skipped.
+prompts that already have K responses from this generator are skipped, and one with fewer is topped up to K (its
+missing samples only). Greedy decoding (temperature 0) gives every sample of a prompt the same text, so it draws one
+per prompt, and a prompt that has a greedy answer from this generator is done.
 
 Every sample carries its own seed, derived from ``--seed``, the prompt and the sample's place (recorded with the
 response): every backend gives one seed one sample, so K requests with one seed would be K copies (the
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.bulk import chunks as id_chunks
@@ -125,15 +127,19 @@ def _same_policy(stored: str | None, policy: str) -> bool:
 
 
 def prompts_to_do(session: Session, generator: str, n: int, split: str | None, limit: int | None,
-                  source: str | None = None, prompt_ids: tuple[int, ...] | None = None) -> list[tuple[int, list, int]]:
+                  source: str | None = None, prompt_ids: tuple[int, ...] | None = None, *,
+                  greedy: bool = False) -> list[tuple[int, list, int]]:
     """(prompt id, messages, responses it has) of prompts with fewer than ``n`` responses from ``generator``, in id
-    order."""
+    order; ``greedy``: only those without a greedy (temperature 0) response from it either."""
     have = (
         select(func.count(Response.id))
         .where(Response.prompt_id == Prompt.id, Response.generator == generator)
         .scalar_subquery()
     )
     query = select(Prompt.id, Prompt.messages, have).where(have < n).order_by(Prompt.id)
+    if greedy:
+        query = query.where(~exists().where(Response.prompt_id == Prompt.id, Response.generator == generator,
+                                            Response.gen_params["temperature"].as_float() == 0))
     if split:
         query = query.where(Prompt.split == split)
     if source:
@@ -145,9 +151,20 @@ def prompts_to_do(session: Session, generator: str, n: int, split: str | None, l
     return [(pid, messages, count) for pid, messages, count in session.execute(query)]
 
 
+def samples_wanted(n: int, have: int, temperature: float) -> range:
+    """The indices of the samples a prompt with ``have`` responses still needs: it is topped up to ``n``, from
+    index ``have`` on; greedy decoding draws one (all would be the same text).
+
+    >>> samples_wanted(4, 0, 1.0), samples_wanted(4, 2, 1.0), samples_wanted(2, 3, 1.0), samples_wanted(4, 0, 0.0)
+    (range(0, 4), range(2, 4), range(3, 3), range(0, 1))
+    """
+    return range(have, have + 1) if temperature == 0 and have < n else range(have, max(n, have))
+
+
 def sample_seed(seed: int, prompt_id: int, have: int, sample: int) -> int:
     """The seed of one sample: fixed by ``--seed``, the prompt, how many responses it had (so topping a prompt up
-    draws new samples) and the sample's index; 31 bits, as every backend takes.
+    draws new samples even where earlier draws were duplicates) and the sample's index (``have`` on, in a top-up);
+    31 bits, as every backend takes.
 
     >>> sample_seed(0, 7, 0, 0) == sample_seed(0, 7, 0, 0) != sample_seed(0, 7, 0, 1)
     True
@@ -171,34 +188,42 @@ def generate(sessions: sessionmaker[Session], options: GenerateOptions, *, backe
     with sessions.begin() as session:
         check_generator(session, name, identity, options)
         todo = prompts_to_do(session, name, options.n, options.split, options.limit, options.source,
-                             options.prompt_ids)
+                             options.prompt_ids, greedy=options.temperature == 0)
         run = start_run(session, "generate", {**options.__dict__, "api_key": None, "generator": name, "model": identity,
                                               "prompt_ids": len(options.prompt_ids) if options.prompt_ids else None},
                         name=f"generate {name}")
-        run_id = run.id
-    report.run_id = run_id
+        report.run_id = run.id
+    _generate(sessions, options, todo, report, identity, backend, on_progress)
+    with sessions.begin() as session:
+        from db.models import Run
+
+        finish_run(session, session.get(Run, report.run_id), {**report.__dict__, "summary": report.summary()})
+    return report
+
+
+def _generate(sessions: sessionmaker[Session], options: GenerateOptions, todo: list[tuple[int, list, int]],
+              report: GenerateReport, identity: str, backend: Any, on_progress: Progress | None) -> None:
+    """Sample the missing responses of ``todo``'s prompts, a chunk of prompts at a time, into the store."""
+    name = report.generator
     params = {"temperature": options.temperature, "max_tokens": options.max_new_tokens, "policy": options.policy,
-              "model": identity, "run": run_id, **({"top_p": options.top_p} if options.top_p != 1.0 else {})}
+              "model": identity, "run": report.run_id, **({"top_p": options.top_p} if options.top_p != 1.0 else {})}
     owned = backend is None
     backend = backend or make_backend(options.backend, options.policy, base_url=options.base_url,
                                       api_key=options.api_key)
     started = time.perf_counter()
     chunks = [todo[i : i + options.prompts_per_batch] for i in range(0, len(todo), options.prompts_per_batch)]
 
-    def requests_for(chunk: list[tuple[int, list, int]]) -> list[ChatRequest]:
-        return [ChatRequest.of(messages, max_tokens=options.max_new_tokens, temperature=options.temperature,
-                               top_p=options.top_p, seed=sample_seed(options.seed, pid, have, j))
-                for pid, messages, have in chunk for j in range(options.n)]
+    def requests_for(chunk: list[tuple[int, list, int]]) -> list[tuple[int, ChatRequest]]:
+        return [(pid, ChatRequest.of(messages, max_tokens=options.max_new_tokens, temperature=options.temperature,
+                                     top_p=options.top_p, seed=sample_seed(options.seed, pid, have, j)))
+                for pid, messages, have in chunk for j in samples_wanted(options.n, have, options.temperature)]
 
-    def store(chunk: list[tuple[int, list, int]], requests: list[ChatRequest], completions: list[Any]) -> None:
-        new = [
-            NewResponse(pid, completion.text, name, {**params, "seed": request.seed})
-            for (pid, _, _), group in zip(chunk, _groups(list(zip(requests, completions, strict=True)), options.n),
-                                          strict=True)
-            for request, completion in group
-        ]
+    def store(chunk: list[tuple[int, list, int]], requests: list[tuple[int, ChatRequest]],
+              completions: list[Any]) -> None:
+        new = [NewResponse(pid, completion.text, name, {**params, "seed": request.seed})
+               for (pid, request), completion in zip(requests, completions, strict=True)]
         with sessions.begin() as session:
-            results = ensure_responses(session, new, run_id=run_id)
+            results = ensure_responses(session, new, run_id=report.run_id)
         added = sum(created for _, created in results)
         report.responses_added += added
         report.duplicates += len(results) - added
@@ -210,7 +235,7 @@ def generate(sessions: sessionmaker[Session], options: GenerateOptions, *, backe
         try:
             for chunk in chunks:
                 requests = requests_for(chunk)
-                store(chunk, requests, backend.generate_many(requests))
+                store(chunk, requests, backend.generate_many([request for _, request in requests]))
         finally:
             if owned:
                 backend.close()
@@ -226,7 +251,7 @@ def generate(sessions: sessionmaker[Session], options: GenerateOptions, *, backe
             try:
                 for chunk in chunks:
                     requests = requests_for(chunk)
-                    store(chunk, requests, list(await asyncio.gather(*(one(r) for r in requests))))
+                    store(chunk, requests, list(await asyncio.gather(*(one(r) for _, r in requests))))
             finally:
                 if owned:
                     await backend.aclose()
@@ -235,12 +260,3 @@ def generate(sessions: sessionmaker[Session], options: GenerateOptions, *, backe
 
         run_coroutine(run_all())
     report.seconds = round(time.perf_counter() - started, 2)
-    with sessions.begin() as session:
-        from db.models import Run
-
-        finish_run(session, session.get(Run, run_id), {**report.__dict__, "summary": report.summary()})
-    return report
-
-
-def _groups(items: list[Any], size: int) -> list[list[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -5,12 +5,15 @@ record."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from db.models import Response
 from db.prompts import NewPrompt, ensure_prompts
 from pipeline.errors import UserError
+from pipeline.llm.types import Completion
 from policy.generate import GenerateOptions, generate
 from tests.conftest import Cli
 from tests.helpers import flat
@@ -39,7 +42,51 @@ def test_k_samples_of_a_prompt_are_k_draws_each_with_its_seed(sessions, fake) ->
 
     more = generate(sessions, GenerateOptions("fake-model", n=6, backend="openai", base_url=fake.base_url,
                                               api_key="unused", generator="fake", max_new_tokens=8))
-    assert more.duplicates == 0 and more.responses_added == 18  # topping up draws new samples, not the first 4
+    # topping up to 6 draws the 2 missing samples of each prompt, new ones (not the first 4 again)
+    assert (more.duplicates, more.responses_added, more.prompts, fake.model.answered) == (0, 6, 3, 18)
+    with sessions() as session:
+        counts = [session.scalar(select(func.count(Response.id)).where(Response.prompt_id == pid,
+                                                                       Response.generator == "fake"))
+                  for pid in prompt_ids]
+    assert counts == [6, 6, 6]
+
+
+class SameText:
+    """An in-process backend that answers every request with one text (every sample a duplicate); counts them."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    def generate_many(self, requests: list) -> list:  # noqa: ANN001
+        self.requests += len(requests)
+        return [Completion(text="the same answer", prompt_tokens=1, completion_tokens=3) for _ in requests]
+
+
+def test_a_rerun_tops_up_and_greedy_decoding_draws_once(sessions, fake) -> None:  # noqa: ANN001
+    """--n 4 after --n 2 gives 4 responses per prompt, not 6; a prompt left short by duplicate samples asks for the
+    missing ones only; at temperature 0 a prompt gets one greedy answer, and a rerun asks for nothing."""
+    _prompts(sessions, 3)
+    options = GenerateOptions("fake-model", n=2, backend="openai", base_url=fake.base_url, api_key="unused",
+                              generator="fake", max_new_tokens=8)
+    assert generate(sessions, options).responses_added == 6
+    report = generate(sessions, replace(options, n=4))
+    assert (report.responses_added, report.duplicates, fake.model.answered) == (6, 0, 12)
+    with sessions() as session:
+        rows = session.scalars(select(Response).where(Response.generator == "fake")).all()
+    assert len(rows) == 12 and len({r.gen_params["seed"] for r in rows}) == 12
+
+    same = SameText()
+    duplicates = GenerateOptions("local", n=3, generator="same", max_new_tokens=8)
+    first = generate(sessions, duplicates, backend=same)
+    assert (first.responses_added, first.duplicates, same.requests) == (3, 6, 9)
+    again = generate(sessions, duplicates, backend=same)  # each prompt has 1 of 3: asks for the 2 missing
+    assert (again.responses_added, again.duplicates, same.requests) == (0, 6, 15)
+
+    greedy = replace(options, generator="greedy", n=4, temperature=0.0)
+    report = generate(sessions, greedy)
+    assert (report.responses_added, report.prompts, fake.model.answered) == (3, 3, 15)
+    report = generate(sessions, greedy)
+    assert (report.responses_added, report.prompts, fake.model.answered) == (0, 0, 15)
 
 
 def test_top_p_is_sent_and_recorded(sessions, fake) -> None:  # noqa: ANN001
@@ -79,3 +126,4 @@ def test_the_project_files_generate_section_under_the_flags(sessions, db_url, tm
     (tmp_path / "rlhf.toml").write_text('[generate]\nn = "many"\n')
     assert "rlhf.toml [generate]: n takes a whole number, not 'many'" in flat(cli("generate", "--policy",
                                                                                   "fake-model", expect=1).output)
+
