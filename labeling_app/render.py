@@ -21,7 +21,10 @@ def _markdown() -> MarkdownIt:
     md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
     md.enable(["table", "strikethrough"]).disable("image")
 
-    def open_link(tokens: Any, idx: int, options: Any, env: Any) -> str:
+    def open_link(*args: Any) -> str:
+        # markdown-it-py binds a rule to its renderer (self, tokens, idx, options, env); taking the last four
+        # works whether or not the version at hand passes self
+        tokens, idx, options, env = args[-4:]
         tokens[idx].attrSet("target", "_blank")
         tokens[idx].attrSet("rel", "noopener noreferrer nofollow")
         return md.renderer.renderToken(tokens, idx, options, env)
@@ -42,6 +45,8 @@ def render_markdown(text: str) -> str:
     True
     >>> 'href' in render_markdown("[x](javascript:alert(1))")
     False
+    >>> render_markdown("see [docs](https://example.com)")
+    '<p>see <a href="https://example.com" target="_blank" rel="noopener noreferrer nofollow">docs</a></p>\\n'
     """
     return _MD.render(text)
 
