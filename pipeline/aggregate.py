@@ -8,7 +8,8 @@ Several rankings of one comparison are combined by one of:
   (``choix``, regularised maximum likelihood; a tie is half a win for each side), pairs ordered by strength,
   margin = strength difference;
 - ``soft``: every pair oriented by the majority, labelled with P(chosen preferred) in [0, 1]: the share of votes,
-  where judges' probabilities (logprob judges) count as fractional votes.
+  where judges' probabilities (logprob judges) count as fractional votes and a tie as half a vote each way (as in
+  ``bt``; {A better, tie, tie} is 2/3, not 1). Its ``agreement`` is the votes for chosen only (ties count against).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Pair:
     margin: float  # rank gap (majority), strength difference (bt), score difference when scores exist
     score: float  # P(chosen preferred): 1.0 for a unanimous hard label
     votes: int  # annotators who ranked both responses
-    agreement: float  # share of votes for chosen (ties count against)
+    agreement: float  # share of votes for chosen (ties count against, in soft too)
     annotators: tuple[str, ...]  # the annotators behind this pair
     tie: bool = False
 
@@ -65,13 +66,20 @@ def ranking_pairs(response_ids: Sequence[int], ranks: Sequence[int], *, ties: bo
     return out
 
 
-def _share_for_first(votes: Sequence[Vote], i: int, j: int, *, soft: bool) -> tuple[float, float, list[str], list[float]]:
-    """(votes for i over j, votes for j over i, annotators, rank gaps on the winning side), soft votes counted.
+def _share_for_first(votes: Sequence[Vote], i: int, j: int, *,
+                     soft: bool) -> tuple[float, float, list[str], list[float], int]:
+    """(votes for i over j, votes for j over i, annotators, rank gaps on the winning side, ties counted half each
+    way), soft votes counted.
 
     A judge's probabilities are a fractional vote, except that for a hard label (``soft`` False) a judge that
-    ranked the two equal (its probabilities within its tie margin) called a tie, and a tie votes for neither.
+    ranked the two equal (its probabilities within its tie margin) called a tie, and a tie votes for neither; for a
+    soft label a tie is half a vote for each side.
+
+    >>> _share_for_first([Vote("a", "human", [1, 2]), Vote("b", "human", [1, 1])], 0, 1, soft=True)
+    (1.5, 0.5, ['a', 'b'], [1], 1)
     """
     for_i = for_j = 0.0
+    halves = 0
     gaps_i: list[float] = []
     gaps_j: list[float] = []
     for vote in votes:
@@ -85,11 +93,15 @@ def _share_for_first(votes: Sequence[Vote], i: int, j: int, *, soft: bool) -> tu
             for_i += 1
         elif gap < 0:
             for_j += 1
+        elif soft:  # a tie: half a win each way, as bt counts it
+            for_i += 0.5
+            for_j += 0.5
+            halves += 1
         if gap > 0:
             gaps_i.append(gap)
         elif gap < 0:
             gaps_j.append(-gap)
-    return for_i, for_j, [v.annotator for v in votes], gaps_i if for_i >= for_j else gaps_j
+    return for_i, for_j, [v.annotator for v in votes], gaps_i if for_i >= for_j else gaps_j, halves
 
 
 def _score_margin(votes: Sequence[Vote], chosen: int, rejected: int) -> float | None:
@@ -129,14 +141,14 @@ def aggregate(
         return _bradley_terry(response_ids, votes, ties=ties)
     pairs: list[Pair] = []
     for i, j in itertools.combinations(range(len(response_ids)), 2):
-        for_i, for_j, names, gaps = _share_for_first(votes, i, j, soft=method == "soft")
+        for_i, for_j, names, gaps, halves = _share_for_first(votes, i, j, soft=method == "soft")
         total = len(votes)
         if for_i == for_j:
             if ties:
                 pairs.append(Pair(response_ids[i], response_ids[j], 0.0, 0.5, total, 0.0, tuple(names), tie=True))
             continue
         win, lose, share = (i, j, for_i) if for_i > for_j else (j, i, for_j)
-        agreement = share / total
+        agreement = (share - 0.5 * halves) / total  # a tie's half vote is no agreement
         if method == "majority" and agreement < min_agreement:
             continue
         if method == "majority" and share <= total - for_i - for_j:

@@ -98,3 +98,20 @@ def test_bradley_terry_counts_ties_as_half_wins() -> None:
     assert aggregate([1, 2], [Vote("a", H, [1, 1])] * 2, method="bt") == []
     [record] = aggregate([1, 2], [Vote("a", H, [1, 1])] * 2, method="bt", ties=True)
     assert record.tie
+
+
+def test_soft_counts_a_human_tie_as_half_a_vote_each_way() -> None:
+    """{A better, tie, tie} was P(A) = 1.0, as if unanimous, while a judge's tie counted one half."""
+    one_win = [Vote("a", H, [1, 2])]
+    [alone] = aggregate([1, 2], one_win, method="soft")
+    [tied] = aggregate([1, 2], one_win + [Vote("b", H, [1, 1]), Vote("c", H, [1, 1])], method="soft")
+    assert alone.score == 1.0 and (tied.chosen, tied.score) == (1, pytest.approx(2 / 3))
+    assert tied.agreement == pytest.approx(1 / 3) and tied.votes == 3  # agreement: ties count against, as in bt
+    [against] = aggregate([1, 2], [Vote("a", H, [2, 1]), Vote("b", H, [1, 1]), Vote("c", H, [1, 2]),
+                                   Vote("d", H, [1, 2])], method="soft")
+    assert (against.chosen, against.score, against.agreement) == (1, pytest.approx(2.5 / 4), pytest.approx(2 / 4))
+    # three-way: the tie of 2 and 3 is half each way there only
+    pairs = {(p.chosen, p.rejected): p.score for p in aggregate([1, 2, 3], [Vote("a", H, [1, 2, 3]),
+                                                                            Vote("b", H, [1, 2, 2])], method="soft")}
+    assert pairs == {(1, 2): 1.0, (1, 3): 1.0, (2, 3): pytest.approx(0.75)}
+    assert aggregate([1, 2], [Vote("a", H, [1, 1])] * 2, method="soft") == []  # only ties: no side
