@@ -4,7 +4,8 @@ Through the LLM layer: transformers in-process (padded batches; the K samples of
 in-process (prefix caching on: the K samples share their prompt), or any OpenAI-compatible endpoint. Resumable:
 prompts that already have K responses from this generator are skipped, and one with fewer is topped up to K (its
 missing samples only). Greedy decoding (temperature 0) gives every sample of a prompt the same text, so it draws one
-per prompt, and a prompt that has a greedy answer from this generator is done.
+per prompt, and a prompt that has a greedy answer from this generator is done. Recorded as a ``generate`` run,
+marked failed (or interrupted) if the generation does not finish.
 
 Every sample carries its own seed, derived from ``--seed``, the prompt and the sample's place (recorded with the
 response): every backend gives one seed one sample, so K requests with one seed would be K copies (the
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +29,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.bulk import chunks as id_chunks
 from db.models import Prompt, Response
 from db.prompts import NewResponse, ensure_responses
-from db.runs import finish_run, start_run
 from pipeline.errors import UserError
+from pipeline.lineage import finish_recorded, recorded_run
 from pipeline.llm import make_backend
 from pipeline.llm.identity import model_identity
 from pipeline.llm.types import ChatRequest
@@ -161,6 +163,23 @@ def samples_wanted(n: int, have: int, temperature: float) -> range:
     return range(have, have + 1) if temperature == 0 and have < n else range(have, max(n, have))
 
 
+def check_policy_path(policy: str, backend: str) -> None:
+    """A ``--policy`` written as a local path (``./m``, ``/m``, ``~/m``, ``a/b/c``) must exist: transformers would
+    take it for a Hugging Face id and fail with a puzzling one ("Repo id must be in the form ...").
+
+    >>> check_policy_path("Qwen/Qwen2.5-0.5B-Instruct", "transformers")
+    >>> check_policy_path("./no/such/model", "transformers")
+    Traceback (most recent call last):
+    pipeline.errors.UserError: --policy ./no/such/model: no such directory (a local model folder; ...)
+    """
+    if backend == "openai" or Path(policy).expanduser().exists():
+        return
+    local = policy.startswith((".", "/", "~")) or policy.count("/") > 1 or (os.sep != "/" and os.sep in policy)
+    if local:
+        raise UserError(f"--policy {policy}: no such directory (a local model folder; a Hugging Face id looks like "
+                        "org/name)")
+
+
 def sample_seed(seed: int, prompt_id: int, have: int, sample: int) -> int:
     """The seed of one sample: fixed by ``--seed``, the prompt, how many responses it had (so topping a prompt up
     draws new samples even where earlier draws were duplicates) and the sample's index (``have`` on, in a top-up);
@@ -182,6 +201,8 @@ def generate(sessions: sessionmaker[Session], options: GenerateOptions, *, backe
     if options.temperature < 0:
         raise UserError(f"temperature (--temperature, or [generate] in rlhf.toml) must be 0 (greedy) or more, not "
                         f"{options.temperature}")
+    if backend is None:
+        check_policy_path(options.policy, options.backend)
     name = options.generator_name()
     identity = model_identity(options.backend, options.policy, options.base_url)
     report = GenerateReport(generator=name)
@@ -189,15 +210,12 @@ def generate(sessions: sessionmaker[Session], options: GenerateOptions, *, backe
         check_generator(session, name, identity, options)
         todo = prompts_to_do(session, name, options.n, options.split, options.limit, options.source,
                              options.prompt_ids, greedy=options.temperature == 0)
-        run = start_run(session, "generate", {**options.__dict__, "api_key": None, "generator": name, "model": identity,
-                                              "prompt_ids": len(options.prompt_ids) if options.prompt_ids else None},
-                        name=f"generate {name}")
-        report.run_id = run.id
-    _generate(sessions, options, todo, report, identity, backend, on_progress)
-    with sessions.begin() as session:
-        from db.models import Run
-
-        finish_run(session, session.get(Run, report.run_id), {**report.__dict__, "summary": report.summary()})
+    config = {**options.__dict__, "api_key": None, "generator": name, "model": identity,
+              "prompt_ids": len(options.prompt_ids) if options.prompt_ids else None}
+    with recorded_run(sessions, "generate", config, parents=[], name=f"generate {name}", output_path=None) as run_id:
+        report.run_id = run_id
+        _generate(sessions, options, todo, report, identity, backend, on_progress)
+    finish_recorded(sessions, run_id, {**report.__dict__, "summary": report.summary()})
     return report
 
 
@@ -208,8 +226,12 @@ def _generate(sessions: sessionmaker[Session], options: GenerateOptions, todo: l
     params = {"temperature": options.temperature, "max_tokens": options.max_new_tokens, "policy": options.policy,
               "model": identity, "run": report.run_id, **({"top_p": options.top_p} if options.top_p != 1.0 else {})}
     owned = backend is None
-    backend = backend or make_backend(options.backend, options.policy, base_url=options.base_url,
-                                      api_key=options.api_key)
+    if owned:
+        try:
+            backend = make_backend(options.backend, options.policy, base_url=options.base_url,
+                                   api_key=options.api_key)
+        except (OSError, ValueError) as exc:  # transformers: not a model folder nor a model on the Hub, a bad repo id
+            raise UserError(f"cannot load the policy {options.policy}: {exc}") from None
     started = time.perf_counter()
     chunks = [todo[i : i + options.prompts_per_batch] for i in range(0, len(todo), options.prompts_per_batch)]
 

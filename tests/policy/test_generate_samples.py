@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import func, select
 
-from db.models import Response
+from db.models import Response, Run
 from db.prompts import NewPrompt, ensure_prompts
 from pipeline.errors import UserError
 from pipeline.llm.types import Completion
@@ -127,3 +127,28 @@ def test_the_project_files_generate_section_under_the_flags(sessions, db_url, tm
     assert "rlhf.toml [generate]: n takes a whole number, not 'many'" in flat(cli("generate", "--policy",
                                                                                   "fake-model", expect=1).output)
 
+
+class Interrupted:
+    """An in-process backend stopped by Ctrl-C in its first batch."""
+
+    def generate_many(self, requests: list) -> list:  # noqa: ANN001
+        raise KeyboardInterrupt
+
+
+def test_a_generation_that_fails_or_is_interrupted_is_recorded_so(sessions, db_url, tmp_path) -> None:  # noqa: ANN001
+    """A policy path that does not exist is a clear error (transformers took it for a Hub id) and records no run;
+    one that cannot be loaded, or Ctrl-C, marks the run failed instead of leaving it running for ever."""
+    _prompts(sessions, 2)
+    cli = Cli(db_url, tmp_path)
+    result = cli("generate", "--policy", "./nonexistent", "--n", "2", expect=1)
+    assert "--policy ./nonexistent: no such directory (a local model folder" in flat(result.output)
+    assert "Traceback" not in result.output
+    (tmp_path / "empty").mkdir()
+    result = cli("generate", "--policy", str(tmp_path / "empty"), "--n", "2", expect=1)
+    assert f"cannot load the policy {tmp_path / 'empty'}: " in flat(result.output) and "Traceback" not in result.output
+    with pytest.raises(KeyboardInterrupt):
+        generate(sessions, GenerateOptions("local", n=2, generator="stopped"), backend=Interrupted())
+    with sessions() as session:
+        runs = session.scalars(select(Run).where(Run.kind == "generate").order_by(Run.id)).all()
+        assert [(run.status, (run.error or "")[:24]) for run in runs] == [
+            ("failed", f"cannot load the policy {tmp_path}"[:24]), ("failed", "interrupted")]
