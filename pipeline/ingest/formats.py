@@ -95,8 +95,9 @@ def _number(value: Any, name: str) -> float:
     return float(value)
 
 
-def parse_messages(value: Any, name: str) -> list[dict[str, str]]:
-    """A non-empty list of ``{"role", "content"}`` turns with known roles and non-empty contents.
+def parse_messages(value: Any, name: str, *, allow_empty: bool = False) -> list[dict[str, str]]:
+    """A non-empty list of ``{"role", "content"}`` turns with known roles and non-empty contents (empty ones too
+    with ``allow_empty``: a completion may be empty, a prompt may not).
 
     >>> parse_messages([{"role": "user", "content": "Hi"}], "messages")
     [{'role': 'user', 'content': 'Hi'}]
@@ -115,7 +116,7 @@ def parse_messages(value: Any, name: str) -> list[dict[str, str]]:
         role = _require_in(turn, "role", where)
         if role not in ROLES:
             raise FieldError(f"{where}.role", f"unknown role {role!r} (expected {', '.join(ROLES)})")
-        content = _text(_require_in(turn, "content", where), f"{where}.content", allow_empty=False)
+        content = _text(_require_in(turn, "content", where), f"{where}.content", allow_empty=allow_empty)
         messages.append({"role": role, "content": content})
     return messages
 
@@ -217,8 +218,9 @@ def parse_responses_row(row: dict[str, Any], default_source: str | None = None) 
 
 
 def _completion(value: Any, name: str) -> str:
+    """A response after an explicit prompt: a string or one assistant message, empty text allowed in both."""
     if isinstance(value, list):
-        messages = parse_messages(value, name)
+        messages = parse_messages(value, name, allow_empty=True)
         if len(messages) != 1 or messages[0]["role"] != "assistant":
             raise FieldError(name, "expected one assistant message after an explicit prompt")
         return messages[0]["content"]
@@ -252,7 +254,8 @@ def parse_pair_row(row: dict[str, Any], default_source: str | None = None) -> Pa
         messages, chosen, rejected, multi_turn = split_transcripts(chosen_raw, rejected_raw)
     elif isinstance(chosen_raw, list) and isinstance(rejected_raw, list):
         messages, chosen, rejected = split_conversations(
-            parse_messages(chosen_raw, "chosen"), parse_messages(rejected_raw, "rejected")
+            parse_messages(chosen_raw, "chosen", allow_empty=True),
+            parse_messages(rejected_raw, "rejected", allow_empty=True),
         )
         multi_turn = False
     else:
@@ -346,7 +349,18 @@ def split_transcripts(chosen: str, rejected: str) -> tuple[list[dict[str, str]],
 def split_conversations(
     chosen: list[dict[str, str]], rejected: list[dict[str, str]]
 ) -> tuple[list[dict[str, str]], str, str]:
-    """TRL's implicit-prompt form: the shared leading turns are the prompt; one assistant turn each follows."""
+    """TRL's implicit-prompt form: the shared leading turns are the prompt; one assistant turn each follows.
+
+    The final assistant turns may be empty (a completion may be); every earlier turn may not.
+
+    >>> split_conversations([{"role": "user", "content": "Q"}, {"role": "assistant", "content": ""}],
+    ...                     [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "B"}])
+    ([{'role': 'user', 'content': 'Q'}], '', 'B')
+    """
+    for name, turns in (("chosen", chosen), ("rejected", rejected)):
+        for i, turn in enumerate(turns[:-1]):
+            if not turn["content"].strip():
+                raise FieldError(f"{name}[{i}].content", "empty text")
     shared = 0
     while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
         shared += 1

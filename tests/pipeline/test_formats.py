@@ -139,3 +139,21 @@ def test_bad_pairs_name_the_field(row: dict, field: str, message: str) -> None:
     with pytest.raises(FieldError, match=message) as info:
         parse_pair_row(row)
     assert info.value.field == field
+
+
+def test_a_completion_may_be_empty_in_every_form_a_prompt_may_not() -> None:
+    """`rlhf export` writes an empty response as an assistant message with empty content: it reads back as the
+    string form does. The prompt's turns (and an implicit prompt's shared turns) stay strict."""
+    empty = {"role": "assistant", "content": ""}
+    explicit = parse_pair_row({"prompt": [U], "chosen": [empty], "rejected": [A]})
+    assert (explicit.chosen, explicit.rejected) == ("", "An answer.")
+    implicit = parse_pair_row({"chosen": [U, empty], "rejected": [U, A]})
+    assert (implicit.prompt.messages, implicit.chosen) == ([U], "")
+    for row, field in [
+        ({"prompt": [{"role": "user", "content": " "}], "chosen": [empty], "rejected": [A]}, "prompt[0].content"),
+        ({"chosen": [{"role": "user", "content": ""}, A], "rejected": [{"role": "user", "content": ""}, empty]},
+         "chosen[0].content"),
+    ]:
+        with pytest.raises(FieldError, match="empty text") as info:
+            parse_pair_row(row)
+        assert info.value.field == field
