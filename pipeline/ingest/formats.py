@@ -11,6 +11,8 @@ Accepted rows (extra fields are ignored; ``id``, ``source``, ``tags``, ``split``
   prompt); optional ``score_chosen``/``score_rejected`` or ``margin``.
 
 Every problem raises ``FieldError`` naming the field, so the importer can say "file line N: field 'x': ...".
+Whatever a row stores is checked here against what both backends can hold (PostgreSQL refuses what SQLite would
+take): no NUL character in any text, and names (``generator``, ``source``) of at most ``NAME_LIMIT`` characters.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from typing import Any
 ROLES = ("system", "user", "assistant")
 HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 _TURN = re.compile(r"\n\n(Human|Assistant):")
+NAME_LIMIT = 200  # characters of prompts.source, responses.generator and comparisons.batch (String(200), db/models.py)
+# NUL (PostgreSQL's text and JSONB refuse it) and lone surrogates (not UTF-8: no backend can store them)
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
 
 class FieldError(ValueError):
@@ -72,21 +77,67 @@ def _require(row: dict[str, Any], name: str) -> Any:
     return row[name]
 
 
+def check_storable(value: str, name: str, *, limit: int | None = None) -> str:
+    """``value`` if the store can hold it on SQLite and PostgreSQL alike, else a ``FieldError`` naming ``name``.
+
+    >>> check_storable("a\\x00b", "prompt")
+    Traceback (most recent call last):
+    ...
+    pipeline.ingest.formats.FieldError: field 'prompt': contains a NUL character (\\u0000) at position 2
+    >>> check_storable("x" * 201, "generator", limit=NAME_LIMIT)
+    Traceback (most recent call last):
+    ...
+    pipeline.ingest.formats.FieldError: field 'generator': longer than 200 characters (201)
+    """
+    bad = _UNSTORABLE.search(value)
+    if bad is not None:
+        char = bad.group()
+        what = "a NUL character (\\u0000)" if char == "\x00" else f"an unpaired surrogate (\\u{ord(char):04x})"
+        raise FieldError(name, f"contains {what} at position {bad.start() + 1}")
+    if limit is not None and len(value) > limit:
+        raise FieldError(name, f"longer than {limit} characters ({len(value)})")
+    return value
+
+
+def _check_json(value: Any, name: str) -> None:
+    """Every string (keys included) in a JSON value is storable and every number finite (``params`` are stored as
+    JSONB on PostgreSQL, which refuses NUL characters and NaN)."""
+    if isinstance(value, str):
+        check_storable(value, name)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise FieldError(name, f"expected a finite number, got {value!r}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_storable(str(key), name)
+            _check_json(item, f"{name}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_json(item, f"{name}[{i}]")
+
+
 def _text(value: Any, name: str, *, allow_empty: bool) -> str:
     if not isinstance(value, str):
         raise FieldError(name, f"expected a string, got {type(value).__name__}")
     if not allow_empty and not value.strip():
         raise FieldError(name, "empty text")
-    return value
+    return check_storable(value, name)
 
 
-def _optional_str(row: dict[str, Any], name: str) -> str | None:
+def _optional_str(row: dict[str, Any], name: str, *, limit: int | None = None) -> str | None:
     value = row.get(name)
     if value is None:
         return None
     if not isinstance(value, str):
         raise FieldError(name, f"expected a string, got {type(value).__name__}")
-    return value
+    return check_storable(value, name, limit=limit)
+
+
+def _params(item: dict[str, Any], name: str) -> dict[str, Any]:
+    params = item.get("params", item.get("gen_params")) or {}
+    if not isinstance(params, dict):
+        raise FieldError(name, "expected an object")
+    _check_json(params, name)
+    return params
 
 
 def _number(value: Any, name: str) -> float:
@@ -154,13 +205,17 @@ def _prompt_record(row: dict[str, Any], messages: list[dict[str, str]], default_
         tags = [tags]
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise FieldError("tags", "expected a list of strings")
+    for i, tag in enumerate(tags):
+        check_storable(tag, f"tags[{i}]")
     split = row.get("split")
     if split is not None and split not in ("train", "test"):
         raise FieldError("split", f"expected 'train' or 'test', got {split!r}")
     meta = {"id": row["id"]} if isinstance(row.get("id"), (str, int)) else {}
+    if isinstance(meta.get("id"), str):
+        check_storable(meta["id"], "id")
     return PromptRecord(
         messages=messages,
-        source=_optional_str(row, "source") or default_source,
+        source=_optional_str(row, "source", limit=NAME_LIMIT) or default_source,
         tags=tuple(tags),
         meta=meta,
         split=split,
@@ -176,18 +231,25 @@ def parse_prompt_row(row: dict[str, Any], default_source: str | None = None) -> 
 
 def _response_item(item: Any, name: str, default_generator: str | None) -> ResponseRecord:
     if isinstance(item, str):
-        return ResponseRecord(text=item, generator=default_generator)
+        return ResponseRecord(text=_text(item, name, allow_empty=True), generator=default_generator)
     if not isinstance(item, dict):
         raise FieldError(name, f"expected a string or an object with 'text', got {type(item).__name__}")
     key = next((k for k in ("text", "response", "content") if item.get(k) is not None), None)
     if key is None:
         raise FieldError(f"{name}.text", "missing")
     text = _text(item[key], f"{name}.{key}", allow_empty=True)
-    generator = _optional_str(item, "generator") or _optional_str(item, "model") or default_generator
-    params = item.get("params", item.get("gen_params")) or {}
-    if not isinstance(params, dict):
-        raise FieldError(f"{name}.params", "expected an object")
-    return ResponseRecord(text=text, generator=generator, gen_params=params)
+    generator = (
+        _named_str(item, "generator", name) or _named_str(item, "model", name) or default_generator
+    )
+    return ResponseRecord(text=text, generator=generator, gen_params=_params(item, f"{name}.params"))
+
+
+def _named_str(item: dict[str, Any], key: str, where: str) -> str | None:
+    """A generator name inside a list item, its errors naming ``where.key``."""
+    try:
+        return _optional_str(item, key, limit=NAME_LIMIT)
+    except FieldError as exc:
+        raise FieldError(f"{where}.{key}", exc.message) from None
 
 
 def parse_responses_row(row: dict[str, Any], default_source: str | None = None) -> ResponsesRow:
@@ -200,7 +262,7 @@ def parse_responses_row(row: dict[str, Any], default_source: str | None = None) 
     [('a', '4'), (None, 'four')]
     """
     prompt = _prompt(row, default_source)
-    generator = _optional_str(row, "generator")
+    generator = _optional_str(row, "generator", limit=NAME_LIMIT)
     if row.get("responses") is not None:
         items = row["responses"]
         if not isinstance(items, list) or not items:
@@ -208,10 +270,7 @@ def parse_responses_row(row: dict[str, Any], default_source: str | None = None) 
         responses = [_response_item(item, f"responses[{i}]", generator) for i, item in enumerate(items)]
     elif row.get("response") is not None:
         text = _text(row["response"], "response", allow_empty=True)
-        params = row.get("params", row.get("gen_params")) or {}
-        if not isinstance(params, dict):
-            raise FieldError("params", "expected an object")
-        responses = [ResponseRecord(text=text, generator=generator, gen_params=params)]
+        responses = [ResponseRecord(text=text, generator=generator, gen_params=_params(row, "params"))]
     else:
         raise FieldError("response", "missing (expected 'response' or 'responses')")
     return ResponsesRow(prompt=prompt, responses=responses)
@@ -251,7 +310,9 @@ def parse_pair_row(row: dict[str, Any], default_source: str | None = None) -> Pa
         prompt = _prompt(row, default_source)
         return PairRow(prompt, _completion(chosen_raw, "chosen"), _completion(rejected_raw, "rejected"), _scores(row))
     if isinstance(chosen_raw, str) and isinstance(rejected_raw, str):
-        messages, chosen, rejected, multi_turn = split_transcripts(chosen_raw, rejected_raw)
+        messages, chosen, rejected, multi_turn = split_transcripts(
+            _text(chosen_raw, "chosen", allow_empty=True), _text(rejected_raw, "rejected", allow_empty=True)
+        )
     elif isinstance(chosen_raw, list) and isinstance(rejected_raw, list):
         messages, chosen, rejected = split_conversations(
             parse_messages(chosen_raw, "chosen", allow_empty=True),
@@ -283,8 +344,10 @@ def parse_judgment_row(row: dict[str, Any], default_source: str | None = None) -
     pipeline.ingest.formats.FieldError: field 'preference': expected 1, 2 or 0 (no verdict), got 1.5
     """
     prompt = _prompt(row, default_source)
-    first = _text(_require(row, "generator_1"), "generator_1", allow_empty=False)
-    second = _text(_require(row, "generator_2"), "generator_2", allow_empty=False)
+    first, second = (
+        check_storable(_text(_require(row, name), name, allow_empty=False), name, limit=NAME_LIMIT)
+        for name in ("generator_1", "generator_2")
+    )
     if first == second:
         raise FieldError("generator_2", "the two generators must differ")
     preference = _require(row, "preference")

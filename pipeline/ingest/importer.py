@@ -32,11 +32,13 @@ from db.prompts import (
 from db.runs import finish_run, start_run
 from pipeline.errors import UserError
 from pipeline.ingest.formats import (
+    NAME_LIMIT,
     FieldError,
     JudgmentRow,
     PairRow,
     PromptRecord,
     ResponsesRow,
+    check_storable,
     parse_judgment_row,
     parse_pair_row,
     parse_prompt_row,
@@ -72,7 +74,7 @@ class ImportFailed(UserError):
 class ImportOptions:
     kind: ImportKind
     name: str | None = None  # import name: the pairs' annotator is "import:<name>" (default: the file's name)
-    source: str | None = None  # prompts' source when a row has none (default: the file's name)
+    source: str | None = None  # prompts' source when a row has none (default: the file's name, cut to NAME_LIMIT)
     tags: tuple[str, ...] = ()
     test_fraction: float = 0.1  # share of new prompts put in the test split (by content hash)
     batch: str | None = None  # batch of the imported pairs' comparisons (default: "import:<name>")
@@ -137,6 +139,15 @@ def default_import_name(path: Path) -> str:
     return name or "import"
 
 
+def cut(text: str, limit: int) -> str:
+    """``text``, or its first ``limit - 1`` characters and an ellipsis when it is longer than ``limit``.
+
+    >>> cut("abcdef", 4), cut("abcd", 4)
+    ('abc…', 'abcd')
+    """
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def file_fingerprint(path: Path) -> str:
     """sha256 of a file, or of a dataset directory's files (names and bytes), for the run's config."""
     digest = hashlib.sha256()
@@ -156,12 +167,17 @@ class _Importer:
         self.options = options
         self.report = report
         self.name = options.name or default_import_name(path)
-        self.source = options.source or path.name
+        # A row without a source gets the file's name; past NAME_LIMIT it is cut (a warning names the rows).
+        self.source = options.source or cut(path.name, NAME_LIMIT)
+        self.source_cut = options.source is None and self.source != path.name
         self.run_id: int | None = None
         self.annotator_id: int | None = None
         self.pending: list[tuple[SourceRow, Any]] = []
 
     def prompt(self, record: PromptRecord, row: SourceRow) -> NewPrompt:
+        if self.source_cut and record.source == self.source:
+            self.report.warn(f"file name longer than {NAME_LIMIT} characters: prompts' source cut to its first "
+                             f"{NAME_LIMIT - 1} and '…' (give one with --source)", row.position)
         return NewPrompt(
             messages=record.messages,
             source=self.options.source or record.source,
@@ -341,6 +357,7 @@ def import_file(
         raise UserError(f"unknown import kind {options.kind!r}: one of {', '.join(IMPORT_KINDS)}")
     if not 0.0 <= options.test_fraction <= 1.0:
         raise UserError(f"test fraction must be within [0, 1], got {options.test_fraction}")
+    _check_options(options)
     report = ImportReport(kind=options.kind, path=str(path))
     importer = _Importer(session, path, options, report)
     rows = read_rows(path, on_progress)  # checks that the file exists before anything is written
@@ -358,14 +375,15 @@ def import_file(
             "batch": options.batch,
             "source": options.source,
         },
-        name=f"import {options.kind} {importer.name}",
+        name=cut(f"import {options.kind} {importer.name}", NAME_LIMIT),  # runs.name is String(200) too
     )
     importer.run_id = report.run_id = run.id
     if options.kind in ("pairs", "judgments"):
         try:
             annotator = get_or_create_import_annotator(session, importer.name)
         except AnnotatorError as exc:
-            raise UserError(str(exc)) from None
+            hint = "" if options.name else " (the import name is the file's name: give one with --name)"
+            raise UserError(f"{exc}{hint}") from None
         importer.annotator_id = annotator.id
         report.annotator = annotator.name
 
@@ -398,6 +416,18 @@ def import_file(
     report.seconds = round(time.perf_counter() - started, 3)
     finish_run(session, run, report.metrics())
     return report
+
+
+def _check_options(options: ImportOptions) -> None:
+    """The options the import stores (a prompt's source, the comparisons' batch, tags) fit the store's columns."""
+    checks = [("--source", options.source, NAME_LIMIT), ("--batch", options.batch, NAME_LIMIT)]
+    checks += [("--tag", tag, None) for tag in options.tags]
+    for flag, value, limit in checks:
+        if value is not None:
+            try:
+                check_storable(value, flag, limit=limit)
+            except FieldError as exc:
+                raise UserError(f"{flag} {value[:40]!r}{'...' if len(value) > 40 else ''}: {exc.message}") from None
 
 
 def _chain(first: SourceRow | None, rest: Any) -> Any:

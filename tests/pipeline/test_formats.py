@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.ingest.formats import FieldError, parse_pair_row, parse_prompt_row, parse_responses_row
+from pipeline.ingest.formats import (
+    FieldError,
+    parse_judgment_row,
+    parse_pair_row,
+    parse_prompt_row,
+    parse_responses_row,
+)
 
 U = {"role": "user", "content": "Q?"}
 A = {"role": "assistant", "content": "An answer."}
@@ -157,3 +163,31 @@ def test_a_completion_may_be_empty_in_every_form_a_prompt_may_not() -> None:
         with pytest.raises(FieldError, match="empty text") as info:
             parse_pair_row(row)
         assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("parse", "row", "field", "message"),
+    [
+        (parse_prompt_row, {"prompt": "a\x00b"}, "prompt", "contains a NUL character"),
+        (parse_prompt_row, {"prompt": "Q?", "source": "s" * 201}, "source", "longer than 200 characters"),
+        (parse_prompt_row, {"prompt": "bad \ud800 half"}, "prompt", "unpaired surrogate"),
+        (parse_responses_row, {"prompt": "Q?", "response": "A", "generator": "g" * 201}, "generator",
+         "longer than 200"),
+        (parse_responses_row, {"prompt": "Q?", "responses": [{"text": "A", "generator": "g" * 201}]},
+         "responses[0].generator", "longer than 200"),
+        (parse_responses_row, {"prompt": "Q?", "response": "A", "params": {"k\x00": 1}}, "params", "NUL"),
+        (parse_pair_row, {"prompt": [U], "chosen": [{"role": "assistant", "content": "\x00"}], "rejected": [A]},
+         "chosen[0].content", "NUL"),
+        (parse_judgment_row, {"prompt": "Q?", "generator_1": "g" * 201, "generator_2": "b", "preference": 1},
+         "generator_1", "longer than 200"),
+    ],
+)
+def test_text_the_store_cannot_hold_names_the_field(parse, row: dict, field: str, message: str) -> None:  # noqa: ANN001
+    with pytest.raises(FieldError, match=message) as info:
+        parse(row)
+    assert info.value.field == field
+
+
+def test_a_name_of_200_characters_is_accepted() -> None:
+    row = parse_responses_row({"prompt": "Q?", "response": "A", "generator": "g" * 200, "source": "s" * 200})
+    assert (len(row.responses[0].generator or ""), len(row.prompt.source or "")) == (200, 200)

@@ -1,13 +1,98 @@
-"""``rlhf import``: what it reads back of what ``rlhf export`` wrote."""
+"""``rlhf import``: what one backend would take and the other refuse."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
 
+from db.models import Comparison, Prompt, Response, Run
+from pipeline.ingest.formats import NAME_LIMIT
 from tests.conftest import Cli
-from tests.helpers import write_jsonl
+from tests.helpers import snapshot, write_jsonl
+
+LONG = "g" * (NAME_LIMIT + 1)
+
+
+def test_name_limit_is_the_stores_column_size() -> None:
+    for column in (Prompt.__table__.c.source, Response.__table__.c.generator, Comparison.__table__.c.batch,
+                   Run.__table__.c.name):
+        assert column.type.length == NAME_LIMIT, column
+
+
+@pytest.mark.parametrize(
+    ("kind", "row", "expected"),
+    [
+        ("prompts", {"prompt": "Say \u0000 hi"}, "field 'prompt': contains a NUL character"),
+        ("prompts", {"messages": [{"role": "user", "content": "a\u0000"}]},
+         "field 'messages[0].content': contains a NUL"),
+        ("prompts", {"prompt": "Q?", "system": "\u0000"}, "field 'system': contains a NUL"),
+        ("prompts", {"prompt": "Q?", "tags": ["ok", "b\u0000d"]}, "field 'tags[1]': contains a NUL"),
+        ("prompts", {"prompt": "Q?", "id": "x\u0000"}, "field 'id': contains a NUL"),
+        ("prompts", {"prompt": "Q?", "source": "s" * (NAME_LIMIT + 1)}, "field 'source': longer than 200 characters"),
+        ("responses", {"prompt": "Q?", "response": "A\u0000", "generator": "m"}, "field 'response': contains a NUL"),
+        ("responses", {"prompt": "Q?", "response": "A", "generator": LONG}, "field 'generator': longer than 200"),
+        ("responses", {"prompt": "Q?", "responses": [{"text": "A", "model": LONG}]},
+         "field 'responses[0].model': longer than 200"),
+        ("responses", {"prompt": "Q?", "responses": ["A", "B\u0000"]}, "field 'responses[1]': contains a NUL"),
+        ("responses", {"prompt": "Q?", "response": "A", "params": {"stop": ["\u0000"]}},
+         "field 'params.stop[0]': contains a NUL"),
+        ("responses", {"prompt": "Q?", "response": "A", "params": {"t": float("nan")}},
+         "field 'params.t': expected a finite number"),
+        ("pairs", {"prompt": "Q?", "chosen": "a\u0000", "rejected": "b"}, "field 'chosen': contains a NUL"),
+        ("pairs", {"chosen": "\n\nHuman: Q\u0000\n\nAssistant: a", "rejected": "\n\nHuman: Q\u0000\n\nAssistant: b"},
+         "field 'chosen': contains a NUL"),
+    ],
+)
+def test_what_postgresql_cannot_store_is_a_bad_row_on_both_backends(
+    cli: Cli, engine: Engine, tmp_path: Path, kind: str, row: dict, expected: str
+) -> None:
+    """SQLite took these rows and PostgreSQL crashed on them with a DataError naming no line: both now refuse them
+    as the import refuses any bad row (all or nothing, every bad line named)."""
+    good = {"prompt": "Fine?", "response": "yes", "chosen": "yes", "rejected": "no"}
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(row) + "\n")  # json writes NUL as \u0000, NaN as NaN
+    before = snapshot(engine)
+    result = cli("import", kind, str(path), expect=1)
+    assert f"{path} line 2: {expected}" in result.output and "nothing was imported" in result.output
+    assert snapshot(engine) == before
+
+
+def test_names_of_exactly_the_limit_are_stored(cli: Cli, sessions: sessionmaker[Session], tmp_path: Path) -> None:
+    name = "m" * NAME_LIMIT
+    path = write_jsonl(tmp_path / "r.jsonl", [{"prompt": "Q?", "response": "A", "generator": name, "source": name}])
+    cli("import", "responses", str(path))
+    with sessions() as session:
+        assert session.execute(select(Response.generator, Prompt.source).join(Prompt)).one() == (name, name)
+
+
+def test_a_file_name_longer_than_a_source_is_cut(cli: Cli, sessions: sessionmaker[Session], tmp_path: Path) -> None:
+    """The default source is the file's name: past 200 characters it is cut (199 and an ellipsis) and the rows
+    that got it are named in a warning; the run's name is cut the same way."""
+    path = write_jsonl(tmp_path / ("q" * 230 + ".jsonl"), [{"prompt": "One?"}, {"prompt": "Two?", "source": "mine"}])
+    result = cli("import", "prompts", str(path))
+    assert "+2 prompts" in result.output
+    assert "1 x file name longer than 200 characters" in result.output and ": line 1" in result.output
+    with sessions() as session:
+        sources = {p.messages[0]["content"]: p.source for p in session.scalars(select(Prompt))}
+        assert sources == {"One?": "q" * 199 + "…", "Two?": "mine"}
+        run = session.scalars(select(Run)).one()
+        assert run.name is not None and len(run.name) == NAME_LIMIT and run.name.endswith("…")
+
+
+def test_source_and_batch_options_longer_than_the_store_holds_are_refused(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Q?", "chosen": "a", "rejected": "b"}])
+    before = snapshot(engine)
+    assert "--batch 'ggg" in cli("import", "pairs", str(path), "--batch", LONG, expect=1).output
+    result = cli("import", "pairs", str(path), "--source", LONG, expect=1)
+    assert "--source" in result.output and "longer than 200 characters" in result.output
+    assert snapshot(engine) == before
+
 
 def test_our_conversational_export_with_an_empty_response_imports_again(cli: Cli, tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Q", "chosen": "", "rejected": "B"}])
