@@ -148,3 +148,11 @@ def responses_by_generator(
         for pid, generator, rid in rows:
             found.setdefault((pid, generator), []).append(rid)
     return found
+
+
+def texts_by_response_id(session: Session, response_ids: Sequence[int]) -> dict[int, str]:
+    """response id -> its text."""
+    found: dict[int, str] = {}
+    for part in chunks(sorted(set(response_ids))):
+        found.update(session.execute(select(Response.id, Response.text).where(Response.id.in_(part))).all())
+    return found

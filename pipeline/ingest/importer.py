@@ -28,6 +28,7 @@ from db.prompts import (
     ensure_responses,
     find_prompt_ids,
     responses_by_generator,
+    texts_by_response_id,
 )
 from db.runs import finish_run, start_run
 from pipeline.errors import UserError
@@ -50,6 +51,7 @@ ImportKind = Literal["prompts", "responses", "pairs", "judgments"]
 IMPORT_KINDS: tuple[ImportKind, ...] = ("prompts", "responses", "pairs", "judgments")
 FLUSH_EVERY = 500  # rows per write round trip
 WARNING_EXAMPLES = 5  # locations listed per kind of warning
+SAME_TEXT = "chosen and rejected are the same text (pair skipped)"
 
 _PARSERS: dict[str, Callable[[dict[str, Any], str | None], Any]] = {
     "prompts": parse_prompt_row,
@@ -109,13 +111,19 @@ class ImportReport:
             examples.append(where)
 
     def summary(self) -> str:
-        """One line: what was added, and how much of the file was already stored.
+        """One line: what was added, and how much of the file was already stored. Judgments add no prompts or
+        responses (they rank stored ones), so they count comparisons and rankings only.
 
         >>> ImportReport("responses", "f.jsonl", rows=2, prompts_added=1, prompts_existing=1, responses_added=3).summary()
         '2 rows: +1 prompts, +3 responses (already stored: 1 prompts, 0 responses)'
+        >>> ImportReport("judgments", "j.jsonl", rows=3, comparisons_added=1, rankings_added=2,
+        ...              annotator="import:j").summary()
+        '3 rows: +1 comparisons, +2 rankings by import:j (already stored: 0 comparisons, 0 rankings)'
         """
-        added = [f"+{self.prompts_added} prompts"]
-        existing = [f"{self.prompts_existing} prompts"]
+        added, existing = [], []
+        if self.kind != "judgments":
+            added.append(f"+{self.prompts_added} prompts")
+            existing.append(f"{self.prompts_existing} prompts")
         if self.kind in ("responses", "pairs"):
             added.append(f"+{self.responses_added} responses")
             existing.append(f"{self.responses_existing} responses")
@@ -240,7 +248,7 @@ class _Importer:
         wanted = {(prompt_ids[h], g) for h, (_, p) in zip(hashes, self.pending, strict=True) if h in prompt_ids
                   for g in (p.generator_1, p.generator_2)}
         by_generator = responses_by_generator(self.session, {pid for pid, _ in wanted}, {g for _, g in wanted})
-        errors, pairs = [], []
+        errors, found_pairs = [], []
         for h, (row, parsed) in zip(hashes, self.pending, strict=True):
             assert isinstance(parsed, JudgmentRow)
             if h not in prompt_ids:
@@ -255,13 +263,20 @@ class _Importer:
                     break
                 ids.append(found[0])
             else:
-                if parsed.preference == 0:
-                    self.report.pairs_skipped += 1
-                    self.report.warn("no verdict (preference 0): skipped", row.position)
-                    continue
-                pairs.append((row, prompt_ids[h], ids[0], ids[1], parsed.preference))
+                found_pairs.append((row, prompt_ids[h], ids[0], ids[1], parsed.preference))
         if errors:
             raise ImportFailed(self.path, errors[: self.options.max_errors], len(errors) > self.options.max_errors)
+        texts = texts_by_response_id(self.session, [rid for _, _, a, b, _ in found_pairs for rid in (a, b)])
+        pairs = []
+        for row, prompt_id, a, b, preference in found_pairs:
+            if preference == 0:
+                self.report.pairs_skipped += 1
+                self.report.warn("no verdict (preference 0): skipped", row.position)
+            elif texts[a] == texts[b]:  # two generators gave the same text: the pair could only be a tie
+                self.report.pairs_skipped += 1
+                self.report.warn(SAME_TEXT, row.position)
+            else:
+                pairs.append((row, prompt_id, a, b, preference))
         batch = self.options.batch or f"import:{self.name}"
         results = ensure_comparisons(
             self.session, [NewComparison(pid, (a, b), batch, required_overlap=0) for _, pid, a, b, _ in pairs],
@@ -315,7 +330,7 @@ class _Importer:
             chosen_id, rejected_id = response_ids[2 * i], response_ids[2 * i + 1]
             if chosen_id == rejected_id:
                 self.report.pairs_skipped += 1
-                self.report.warn("chosen and rejected are the same text (pair skipped)", row.position)
+                self.report.warn(SAME_TEXT, row.position)
                 continue
             comparisons.append(NewComparison(prompt_id, (chosen_id, rejected_id), batch, required_overlap=0))
             rankings_for.append((row, parsed, chosen_id, rejected_id))

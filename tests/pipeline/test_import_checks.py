@@ -1,4 +1,4 @@
-"""``rlhf import``: what one backend would take and the other refuse."""
+"""``rlhf import``: what one backend would take and the other refuse, judgments of two equal texts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Comparison, Prompt, Response, Run
+from db.models import Comparison, Prompt, Ranking, Response, Run
 from pipeline.ingest.formats import NAME_LIMIT
 from tests.conftest import Cli
 from tests.helpers import snapshot, write_jsonl
@@ -92,6 +92,33 @@ def test_source_and_batch_options_longer_than_the_store_holds_are_refused(
     result = cli("import", "pairs", str(path), "--source", LONG, expect=1)
     assert "--source" in result.output and "longer than 200 characters" in result.output
     assert snapshot(engine) == before
+
+
+def test_judgments_of_two_generators_with_the_same_text_are_skipped(
+    cli: Cli, engine: Engine, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    responses = write_jsonl(tmp_path / "r.jsonl", [
+        {"prompt": "Say hi", "responses": [{"generator": "a", "text": "Hi!"}, {"generator": "b", "text": "Hi!"},
+                                          {"generator": "c", "text": "Hello."}]},
+    ])
+    cli("import", "responses", str(responses))
+    verdicts = write_jsonl(tmp_path / "j.jsonl", [
+        {"prompt": "Say hi", "generator_1": "a", "generator_2": "b", "preference": 1},
+        {"prompt": "Say hi", "generator_1": "a", "generator_2": "c", "preference": 2},
+    ])
+    result = cli("import", "judgments", str(verdicts), "--name", "j")
+    assert "1 x chosen and rejected are the same text (pair skipped): line 1" in result.output
+    assert "+1 comparisons, +1 rankings by import:j" in result.output
+    assert "0 prompts" not in result.output  # judgments add no prompts: the summary does not count them
+    with sessions() as session:
+        comparison = session.scalars(select(Comparison)).one()
+        texts = {session.get(Response, rid).text for rid in comparison.response_ids}  # type: ignore[union-attr]
+        assert texts == {"Hi!", "Hello."}
+        ranking = session.scalars(select(Ranking)).one()
+        winner = session.get(Response, comparison.response_ids[ranking.ranks.index(1)])
+        assert winner is not None and winner.generator == "c"
+        run = session.scalars(select(Run).where(Run.name == "import judgments j")).one()
+        assert run.metrics["pairs_skipped"] == 1
 
 
 def test_our_conversational_export_with_an_empty_response_imports_again(cli: Cli, tmp_path: Path) -> None:
