@@ -181,6 +181,8 @@ class _Importer:
         self.run_id: int | None = None
         self.annotator_id: int | None = None
         self.pending: list[tuple[SourceRow, Any]] = []
+        self.pending_numbers: list[int] = []  # each pending row's number in the file (orders the error report)
+        self.errors: list[tuple[int, str]] = []  # (row number, message): once there is one, nothing more is written
 
     def prompt(self, record: PromptRecord, row: SourceRow) -> NewPrompt:
         if self.source_cut and record.source == self.source:
@@ -217,19 +219,23 @@ class _Importer:
                 self.report.responses_existing += 1
         return [response_id for response_id, _ in results]
 
+    def add(self, number: int, row: SourceRow, parsed: Any) -> None:
+        self.pending.append((row, parsed))
+        self.pending_numbers.append(number)
+
     def flush(self) -> None:
+        """Write the pending rows; once the file has a bad row, only check them (judgments against the store)."""
         if not self.pending:
             return
         if self.options.kind == "judgments":
             self.flush_judgments()
-            self.pending = []
-            return
-        prompt_ids = self.ensure_prompts()
-        if self.options.kind == "responses":
-            self.flush_responses(prompt_ids)
-        elif self.options.kind == "pairs":
-            self.flush_pairs(prompt_ids)
-        self.pending = []
+        elif not self.errors:
+            prompt_ids = self.ensure_prompts()
+            if self.options.kind == "responses":
+                self.flush_responses(prompt_ids)
+            elif self.options.kind == "pairs":
+                self.flush_pairs(prompt_ids)
+        self.pending, self.pending_numbers = [], []
 
     def flush_responses(self, prompt_ids: list[int]) -> None:
         new = []
@@ -242,30 +248,32 @@ class _Importer:
         self.ensure_responses(new)
 
     def flush_judgments(self) -> None:
-        """Verdicts between two generators' stored responses: rankings on (possibly existing) comparisons."""
+        """Verdicts between two generators' stored responses: rankings on (possibly existing) comparisons. A row
+        naming a prompt or response not in the store is an error; nothing is written once there is one."""
         hashes = [prompt_hash(parsed.prompt.messages) for _, parsed in self.pending]
         prompt_ids = find_prompt_ids(self.session, hashes)
         wanted = {(prompt_ids[h], g) for h, (_, p) in zip(hashes, self.pending, strict=True) if h in prompt_ids
                   for g in (p.generator_1, p.generator_2)}
         by_generator = responses_by_generator(self.session, {pid for pid, _ in wanted}, {g for _, g in wanted})
-        errors, found_pairs = [], []
-        for h, (row, parsed) in zip(hashes, self.pending, strict=True):
+        found_pairs = []
+        for h, number, (row, parsed) in zip(hashes, self.pending_numbers, self.pending, strict=True):
             assert isinstance(parsed, JudgmentRow)
             if h not in prompt_ids:
-                errors.append(f"{row.where}: field 'prompt': not in the store (import its responses first)")
+                problem = "field 'prompt': not in the store (import its responses first)"
+                self.errors.append((number, f"{row.where}: {problem}"))
                 continue
             ids = []
             for name, generator in (("generator_1", parsed.generator_1), ("generator_2", parsed.generator_2)):
                 found = by_generator.get((prompt_ids[h], generator), [])
                 if len(found) != 1:
-                    problem = "no response" if not found else f"{len(found)} responses"
-                    errors.append(f"{row.where}: field '{name}': {problem} by {generator!r} for this prompt")
+                    count = "no response" if not found else f"{len(found)} responses"
+                    self.errors.append((number, f"{row.where}: field '{name}': {count} by {generator!r} for this prompt"))
                     break
                 ids.append(found[0])
             else:
                 found_pairs.append((row, prompt_ids[h], ids[0], ids[1], parsed.preference))
-        if errors:
-            raise ImportFailed(self.path, errors[: self.options.max_errors], len(errors) > self.options.max_errors)
+        if self.errors:
+            return
         texts = texts_by_response_id(self.session, [rid for _, _, a, b, _ in found_pairs for rid in (a, b)])
         pairs = []
         for row, prompt_id, a, b, preference in found_pairs:
@@ -402,31 +410,31 @@ def import_file(
         importer.annotator_id = annotator.id
         report.annotator = annotator.name
 
-    errors: list[str] = []
+    errors = importer.errors  # a bad row stops the writing, not the reading: every bad row is reported
     parse = _PARSERS[options.kind]
     stopped_early = False
     for row in _chain(first, rows):
         report.rows += 1
         if row.error is not None:
-            errors.append(f"{row.where}: {row.error}")
+            errors.append((report.rows, f"{row.where}: {row.error}"))
         else:
             assert row.data is not None
             try:
-                importer.pending.append((row, parse(row.data, importer.source)))
+                importer.add(report.rows, row, parse(row.data, importer.source))
             except FieldError as exc:
-                errors.append(f"{row.where}: {exc}")
-        if errors:
-            importer.pending = []  # nothing more will be written; keep reading to report every bad row
-            if len(errors) >= options.max_errors:
-                stopped_early = True
-                break
-        elif len(importer.pending) >= FLUSH_EVERY:
+                errors.append((report.rows, f"{row.where}: {exc}"))
+        if len(errors) >= options.max_errors:
+            stopped_early = True
+            break
+        if len(importer.pending) >= FLUSH_EVERY:
             importer.flush()
+    importer.flush()  # the last rows; after a bad row, judgments are still checked against the store
     if errors:
-        raise ImportFailed(path, errors, stopped_early)
+        errors.sort(key=lambda e: e[0])
+        stopped_early = stopped_early or len(errors) > options.max_errors
+        raise ImportFailed(path, [message for _, message in errors[: options.max_errors]], stopped_early)
     if report.rows == 0:
         raise UserError(f"{path}: no rows to import (the file is empty)")
-    importer.flush()
     refresh_statistics(session)
     report.seconds = round(time.perf_counter() - started, 3)
     finish_run(session, run, report.metrics())

@@ -1,4 +1,5 @@
-"""``rlhf import``: what one backend would take and the other refuse, judgments of two equal texts."""
+"""``rlhf import``: what one backend would take and the other refuse, judgments of two equal texts, every bad row of
+a long judgments file."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Comparison, Prompt, Ranking, Response, Run
 from pipeline.ingest.formats import NAME_LIMIT
+from pipeline.ingest.importer import ImportFailed, ImportOptions, import_file
 from tests.conftest import Cli
 from tests.helpers import snapshot, write_jsonl
 
@@ -119,6 +121,39 @@ def test_judgments_of_two_generators_with_the_same_text_are_skipped(
         assert winner is not None and winner.generator == "c"
         run = session.scalars(select(Run).where(Run.name == "import judgments j")).one()
         assert run.metrics["pairs_skipped"] == 1
+
+
+def test_every_bad_row_of_a_long_judgments_file_is_reported(cli: Cli, engine: Engine, tmp_path: Path) -> None:
+    """The store checks ran per 500 rows and the first bad chunk ended the import: later bad rows went unreported."""
+    responses = write_jsonl(tmp_path / "r.jsonl", [
+        {"prompt": f"Q{i}?", "responses": [{"generator": "a", "text": f"a{i}"}, {"generator": "b", "text": f"b{i}"}]}
+        for i in range(3)
+    ])
+    cli("import", "responses", str(responses))
+    rows = [{"prompt": f"Q{i % 3}?", "generator_1": "a", "generator_2": "b", "preference": 1} for i in range(1200)]
+    rows[2] = {**rows[2], "prompt": "Unknown?"}  # found by the store check of the first 500 rows
+    rows[699] = {**rows[699], "preference": 7}  # a parse error
+    rows[1099] = {**rows[1099], "generator_2": "zz"}  # found by the store check of the last rows
+    path = write_jsonl(tmp_path / "j.jsonl", rows)
+    before = snapshot(engine)
+    result = cli("import", "judgments", str(path), "--name", "j", expect=1)
+    assert "3 bad row(s); nothing was imported" in result.output
+    lines = [f"{path} line 3: field 'prompt': not in the store", f"{path} line 700: field 'preference'",
+             f"{path} line 1100: field 'generator_2': no response by 'zz'"]
+    positions = [result.output.index(line) for line in lines]  # each reported, in file order
+    assert positions == sorted(positions)
+    assert snapshot(engine) == before
+
+
+def test_max_errors_keeps_the_first_bad_rows_of_a_judgments_file(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    rows = [{"prompt": f"Unknown {i}?", "generator_1": "a", "generator_2": "b", "preference": 1} for i in range(4)]
+    rows[3] = {**rows[3], "preference": "x"}
+    path = write_jsonl(tmp_path / "j.jsonl", rows)
+    with sessions() as session, pytest.raises(ImportFailed, match="stopped after 2 errors") as info:
+        import_file(session, path, ImportOptions(kind="judgments", max_errors=2))
+    assert [e.removeprefix(f"{path} ").split(":")[0] for e in info.value.errors] == ["line 1", "line 2"]
 
 
 def test_our_conversational_export_with_an_empty_response_imports_again(cli: Cli, tmp_path: Path) -> None:
