@@ -35,7 +35,9 @@ class NewResponse:
 def ensure_prompts(
     session: Session, prompts: Sequence[NewPrompt], *, test_fraction: float, run_id: int | None = None
 ) -> list[tuple[int, bool]]:
-    """Get or create each prompt; returns (id, created) per input. An existing prompt is left as it is."""
+    """Get or create each prompt; returns (id, created) per input. An existing prompt is left as it is, its split
+    too (moving it would move its pairs between the train and test sets of earlier exports): a caller that asked for
+    a split can compare it with ``splits_by_prompt_id``. Of two inputs with the same content, the first is stored."""
     hashes = [prompt_hash(p.messages) for p in prompts]
     existing: dict[str, int] = {}
     for part in chunks(sorted(set(hashes))):
@@ -147,6 +149,14 @@ def responses_by_generator(
         )
         for pid, generator, rid in rows:
             found.setdefault((pid, generator), []).append(rid)
+    return found
+
+
+def splits_by_prompt_id(session: Session, prompt_ids: Sequence[int]) -> dict[int, str]:
+    """prompt id -> its stored split (train or test)."""
+    found: dict[int, str] = {}
+    for part in chunks(sorted(set(prompt_ids))):
+        found.update(session.execute(select(Prompt.id, Prompt.split).where(Prompt.id.in_(part))).all())
     return found
 
 

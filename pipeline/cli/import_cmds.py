@@ -58,10 +58,12 @@ def _run(
 
 
 def _print_report(r: ImportReport, dry_run: bool) -> None:
+    # Warnings hold the file's own text (row positions like "[train] row 3", import names): never read as markup.
     for kind, count in r.warning_counts.items():
         shown = r.warnings[kind]
         more = f" and {count - len(shown)} more" if count > len(shown) else ""
-        console.print(f"[yellow]warning:[/] {count} x {kind}: {', '.join(shown)}{more}", highlight=False)
+        console.print("[yellow]warning:[/] ", end="")
+        console.print(f"{count} x {kind}: {', '.join(shown)}{more}", markup=False, highlight=False)
     prefix = "[bold]dry run, nothing written:[/] " if dry_run else ""
     run = "" if dry_run else f" [run {r.run_id}]"
     console.print(prefix, end="")

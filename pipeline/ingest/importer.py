@@ -28,6 +28,7 @@ from db.prompts import (
     ensure_responses,
     find_prompt_ids,
     responses_by_generator,
+    splits_by_prompt_id,
     texts_by_response_id,
 )
 from db.runs import finish_run, start_run
@@ -98,6 +99,7 @@ class ImportReport:
     rankings_existing: int = 0
     rankings_conflicting: int = 0
     pairs_skipped: int = 0
+    splits_not_applied: int = 0  # rows whose split (field or DatasetDict split) differs from their prompt's first
     annotator: str | None = None
     run_id: int | None = None
     seconds: float = 0.0
@@ -197,18 +199,32 @@ class _Importer:
         )
 
     def ensure_prompts(self) -> list[int]:
-        results = ensure_prompts(
-            self.session,
-            [self.prompt(parsed.prompt if not isinstance(parsed, PromptRecord) else parsed, row) for row, parsed in self.pending],
-            test_fraction=self.options.test_fraction,
-            run_id=self.run_id,
-        )
+        new = [self.prompt(parsed.prompt if not isinstance(parsed, PromptRecord) else parsed, row)
+               for row, parsed in self.pending]
+        results = ensure_prompts(self.session, new, test_fraction=self.options.test_fraction, run_id=self.run_id)
         for _, created in results:
             if created:
                 self.report.prompts_added += 1
             else:
                 self.report.prompts_existing += 1
-        return [prompt_id for prompt_id, _ in results]
+        prompt_ids = [prompt_id for prompt_id, _ in results]
+        self.report_splits_kept(new, prompt_ids)
+        return prompt_ids
+
+    def report_splits_kept(self, new: list[NewPrompt], prompt_ids: list[int]) -> None:
+        """A prompt keeps the split it was first stored with: count and name the rows that asked for the other."""
+        asked = [(row, p.split, pid) for (row, _), p, pid in zip(self.pending, new, prompt_ids, strict=True) if p.split]
+        if not asked:
+            return
+        stored = splits_by_prompt_id(self.session, [pid for *_, pid in asked])
+        for row, split, pid in asked:
+            if stored[pid] != split:
+                self.report.splits_not_applied += 1
+                self.report.warn(
+                    f"split {split!r} not applied: the prompt is in {stored[pid]!r} already "
+                    "(stored earlier or met earlier in the file; a prompt keeps its first split)",
+                    row.position,
+                )
 
     def ensure_responses(self, new: list[NewResponse]) -> list[int]:
         results = ensure_responses(self.session, new, run_id=self.run_id)

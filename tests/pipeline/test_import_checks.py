@@ -1,5 +1,5 @@
-"""``rlhf import``: what one backend would take and the other refuse, judgments of two equal texts, every bad row of
-a long judgments file."""
+"""``rlhf import``: what one backend would take and the other refuse, splits a file cannot change, judgments of two
+equal texts, every bad row of a long judgments file, and warnings printed as the file wrote them."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from db.models import Comparison, Prompt, Ranking, Response, Run
 from pipeline.ingest.formats import NAME_LIMIT
 from pipeline.ingest.importer import ImportFailed, ImportOptions, import_file
 from tests.conftest import Cli
-from tests.helpers import snapshot, write_jsonl
+from tests.helpers import counts, snapshot, write_jsonl
 
 LONG = "g" * (NAME_LIMIT + 1)
 
@@ -154,6 +154,45 @@ def test_max_errors_keeps_the_first_bad_rows_of_a_judgments_file(
     with sessions() as session, pytest.raises(ImportFailed, match="stopped after 2 errors") as info:
         import_file(session, path, ImportOptions(kind="judgments", max_errors=2))
     assert [e.removeprefix(f"{path} ").split(":")[0] for e in info.value.errors] == ["line 1", "line 2"]
+
+
+def test_a_prompt_keeps_its_first_split_and_the_rows_asking_otherwise_are_reported(
+    cli: Cli, engine: Engine, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """README: a DatasetDict's train/test names (or a split field) set a new prompt's split. A prompt stored
+    earlier, or met earlier in the file, keeps its split (moving it would move pairs between the train and test
+    sets of earlier exports); each row whose split is not applied is counted and named, as the file names it."""
+    import datasets
+
+    cli("import", "prompts", str(write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Stored?", "split": "train"}])))
+    data = datasets.DatasetDict({
+        "train": datasets.Dataset.from_list([{"prompt": "Both?", "chosen": "a", "rejected": "b"}]),
+        "test": datasets.Dataset.from_list([{"prompt": "Both?", "chosen": "c", "rejected": "d"},
+                                            {"prompt": "Stored?", "chosen": "e", "rejected": "f"},
+                                            {"prompt": "New?", "chosen": "g", "rejected": "h"}]),
+    })
+    data.save_to_disk(str(tmp_path / "ds"))
+    result = cli("import", "pairs", str(tmp_path / "ds"))
+    assert "2 x split 'test' not applied: the prompt is in 'train' already" in result.output
+    assert "[test] row 1, [test] row 2" in result.output  # the file's own positions, not read as markup
+    with sessions() as session:
+        splits = {p.messages[0]["content"]: p.split for p in session.scalars(select(Prompt))}
+        assert splits == {"Stored?": "train", "Both?": "train", "New?": "test"}
+        run = session.scalars(select(Run).order_by(Run.id.desc())).first()
+        assert run is not None and run.metrics["splits_not_applied"] == 2
+    assert counts(engine)["comparisons"] == 4
+
+
+def test_warnings_print_the_files_text_as_written(cli: Cli, tmp_path: Path) -> None:
+    """A warning's positions and names come from the file: Rich markup in them ("[train] row 1", "[bold]") was
+    swallowed."""
+    import datasets
+
+    datasets.DatasetDict({
+        "train": datasets.Dataset.from_list([{"prompt": "Q?", "chosen": "", "rejected": "b"}]),
+    }).save_to_disk(str(tmp_path / "ds"))
+    result = cli("import", "pairs", str(tmp_path / "ds"), "--name", "x")
+    assert "1 x empty response text (stored as given): [train] row 1" in result.output
 
 
 def test_our_conversational_export_with_an_empty_response_imports_again(cli: Cli, tmp_path: Path) -> None:
