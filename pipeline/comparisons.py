@@ -31,6 +31,8 @@ from db.comparisons import (
     set_batch_overlap,
 )
 from db.annotators import get_annotator_by_name
+from db.bulk import chunks
+from db.content import response_key
 from db.models import Annotator, BatchMember, Comparison, utcnow
 from db.exporting import EVAL_BATCH_PREFIX
 from db.maintenance import refresh_statistics
@@ -138,11 +140,17 @@ def create_comparisons(
         raise TooWideForHumans(k)
     if split not in (None, "train", "test"):
         raise UserError(f"--split must be train or test, got {split!r}")
+    if limit is not None and limit < 0:
+        raise UserError(f"--limit must be 0 or more, got {limit}")
     responses = distinct_response_ids_by_prompt(session, split=split, generators=generators, sources=sources)
     grouped = responses.ids_by_prompt
     plan = plan_comparisons(grouped, k=k, strategy=strategy, per_prompt=per_prompt, seed=seed)
-    if limit is not None:
-        plan = plan[:limit]
+    existing = 0
+    if limit is not None:  # at most ``limit`` new ones: the plan's existing comparisons do not count against it
+        known = existing_response_keys(session, [response_key(ids) for _, ids in plan])
+        fresh = [(pid, ids) for pid, ids in plan if response_key(ids) not in known]
+        existing = len(plan) - len(fresh)
+        plan = fresh[:limit]
     config = {
         "batch": batch, "k": k, "overlap": overlap, "strategy": strategy, "per_prompt": per_prompt, "seed": seed,
         "split": split, "generators": list(generators), "sources": list(sources), "limit": limit,
@@ -152,13 +160,21 @@ def create_comparisons(
         session, [NewComparison(pid, ids, batch, overlap) for pid, ids in plan], run_id=run.id
     )
     created = sum(1 for _, was_created in results if was_created)
+    existing += len(plan) - created
     refresh_statistics(session)
-    report = CreateReport(batch, len(grouped), len(plan), created, len(plan) - created, run.id, responses.duplicates)
-    summary = f"batch {batch}: {created} new {k}-way comparisons ({len(plan) - created} already existed)"
-    finish_run(session, run, {"prompts": len(grouped), "planned": len(plan), "created": created,
-                              "existing": len(plan) - created, "duplicates": responses.duplicates,
-                              "summary": summary})
+    report = CreateReport(batch, len(grouped), created + existing, created, existing, run.id, responses.duplicates)
+    summary = f"batch {batch}: {created} new {k}-way comparisons ({existing} already existed)"
+    finish_run(session, run, {"prompts": len(grouped), "planned": created + existing, "created": created,
+                              "existing": existing, "duplicates": responses.duplicates, "summary": summary})
     return report
+
+
+def existing_response_keys(session: Session, keys: Sequence[str]) -> set[str]:
+    """The keys (``db.content.response_key``) among ``keys`` that a stored comparison already has."""
+    found: set[str] = set()
+    for part in chunks(sorted(set(keys))):
+        found.update(session.scalars(select(Comparison.response_key).where(Comparison.response_key.in_(part))))
+    return found
 
 
 @dataclass(frozen=True)

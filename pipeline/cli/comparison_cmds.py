@@ -38,7 +38,8 @@ def create(
         list[str] | None, typer.Option("--generator", help="Only responses of this generator (repeatable).")
     ] = None,
     source: Annotated[list[str] | None, typer.Option("--source", help="Only prompts of this source (repeatable).")] = None,
-    limit: Annotated[int | None, typer.Option(help="Create at most this many comparisons.")] = None,
+    limit: Annotated[int | None, typer.Option(
+        help="Create at most this many new comparisons (existing ones do not count: run again for the next).")] = None,
     db: DbOption = None,
 ) -> None:
     """Build K-way comparisons from the responses of each prompt.

@@ -69,6 +69,20 @@ def test_create_all_pairs_then_again_adds_nothing(cli: Cli, sessions, tmp_path: 
         assert all(c.run_id == runs[0].id for c in comparisons)
 
 
+def test_limit_creates_the_next_new_comparisons_each_time(cli: Cli, sessions, tmp_path: Path) -> None:
+    """--limit cut the plan before leaving out the existing comparisons: the same first N were planned every
+    time, so once they existed nothing more was ever created."""
+    cli("import", "responses", str(_responses(tmp_path)))
+    outputs = [cli("comparisons", "create", "--batch", "b1", "--k", "2", "--limit", "3").output for _ in range(3)]
+    assert "3 new comparisons (0 already existed)" in outputs[0]
+    assert "1 new comparisons (3 already existed)" in outputs[1]
+    assert "0 new comparisons (4 already existed)" in outputs[2]
+    with sessions() as session:
+        assert len(set(session.scalars(select(Comparison.response_key)))) == 4  # Q1's 3 pairs and Q2's
+    assert "--limit must be 0 or more, got -1" in flat(cli("comparisons", "create", "--batch", "b1", "--limit", "-1",
+                                                           expect=1).output)
+
+
 def test_create_k_way_with_filters(cli: Cli, sessions, tmp_path: Path) -> None:
     cli("import", "responses", str(_responses(tmp_path)))
     result = cli("comparisons", "create", "--batch", "ab", "--k", "2", "--generator", "a", "--generator", "b")
