@@ -102,6 +102,11 @@ class Store:
 def open_store(ctx: typer.Context, db_flag: str | None, *, require_current: bool = True) -> Iterator[Store]:
     """The engine and session factory of the resolved database; by default it must be migrated to head."""
     url = state(ctx).db_url(db_flag)
+    if require_current:  # opening a SQLite file that is not there would create an empty one
+        missing = _missing_sqlite_file(url)
+        if missing is not None:
+            raise UserError(f"{display_url(url)} is not initialised: run `rlhf init` (or `rlhf db upgrade`); there is "
+                            f"no database file at {missing}, and none was created")
     try:
         engine = make_engine(url)
     except Exception as exc:  # a malformed URL or a missing driver: say which URL
@@ -122,6 +127,18 @@ def open_store(ctx: typer.Context, db_flag: str | None, *, require_current: bool
         yield Store(url, engine, make_session_factory(engine))
     finally:
         engine.dispose()
+
+
+def _missing_sqlite_file(url: str) -> Path | None:
+    """The path of a SQLite URL's database file where that file does not exist; None otherwise."""
+    try:
+        parsed = make_url(url)
+    except Exception:  # a malformed URL: make_engine says so, naming it
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path
 
 
 def sub_app(help: str) -> typer.Typer:

@@ -124,3 +124,14 @@ def test_status_json_counts(cli: Cli, tmp_path: Path) -> None:
 def test_commands_refuse_an_unmigrated_database(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["--db", sqlite_url(tmp_path / "new.db"), "annotators", "list"])
     assert result.exit_code == 1 and "not initialised: run `rlhf init`" in result.output
+
+
+def test_status_without_a_database_says_so_and_creates_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RLHF_DB_URL", raising=False)
+    monkeypatch.delenv("RLHF_PROJECT", raising=False)
+    for command in (["status"], ["annotators", "list"]):
+        result = CliRunner().invoke(app, command)
+        assert list(tmp_path.iterdir()) == []  # no empty rlhf.db left behind
+        assert result.exit_code == 1 and "is not initialised: run `rlhf init`" in result.output
+        assert f"no database file at {tmp_path / 'rlhf.db'}, and none was created" in flat(result.output)
