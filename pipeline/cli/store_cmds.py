@@ -68,11 +68,29 @@ def db_upgrade(
     """Migrate the database to the newest schema (or to --revision)."""
     with open_store(ctx, db, require_current=False) as store:
         before = current_revision(store.engine)
+        if before is not None and revision != before and _is_older(revision, before):
+            raise UserError(f"{display_url(store.url)} is at revision {before}, past {revision}: `rlhf db upgrade` "
+                            "only moves forward, and this tool does not downgrade a store (restore a backup)")
         try:
             upgrade(store.engine, revision)
         except Exception as exc:
             raise UserError(f"migration of {display_url(store.url)} failed: {exc}") from None
         console.print(f"{display_url(store.url)}: revision {before or 'empty'} -> {current_revision(store.engine)}")
+
+
+def _is_older(revision: str, current: str) -> bool:
+    """Whether ``revision`` is one of ``current``'s ancestors (so reaching it would be a downgrade)."""
+    from alembic.script import ScriptDirectory
+
+    from db.migrate import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config())
+    try:
+        target = script.get_revision(revision)
+        older = {r.revision for r in script.iterate_revisions(current, "base")}
+    except Exception:  # an unknown revision or a symbol (head, +1): alembic's own error says it
+        return False
+    return target is not None and target.revision != current and target.revision in older
 
 
 @db_app.command("current", epilog=examples("rlhf db current"))

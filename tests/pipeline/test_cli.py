@@ -135,3 +135,15 @@ def test_status_without_a_database_says_so_and_creates_none(tmp_path: Path, monk
         assert list(tmp_path.iterdir()) == []  # no empty rlhf.db left behind
         assert result.exit_code == 1 and "is not initialised: run `rlhf init`" in result.output
         assert f"no database file at {tmp_path / 'rlhf.db'}, and none was created" in flat(result.output)
+
+
+def test_db_upgrade_to_an_older_revision_is_refused(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "rlhf.db")
+    runner = CliRunner()
+    assert runner.invoke(app, ["--db", url, "db", "upgrade"]).exit_code == 0
+    result = runner.invoke(app, ["--db", url, "db", "upgrade", "--revision", "0005"])
+    assert result.exit_code == 1, result.output  # it printed "0009 -> 0009" (at head) and exited 0
+    assert f"is at revision {head_revision()}, past 0005: `rlhf db upgrade` only moves forward" in flat(result.output)
+    head = head_revision()  # the revision it is at: nothing to do, as before
+    assert f"revision {head} -> {head}" in flat(runner.invoke(app, ["--db", url, "db", "upgrade", "--revision",
+                                                                   head]).output)
