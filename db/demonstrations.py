@@ -9,11 +9,13 @@ A demonstration is stored twice over, each part where it belongs:
 
 It goes with its ranking: an undo takes both back (the link with the ranking, the response by ``drop_unused``); the
 response stays only where something else uses it (a comparison made since, or the same annotator's same answer to the same prompt elsewhere). An export
-of demonstrations marks their rankings exported, as a preference export does, after which neither can be undone.
+of demonstrations marks them exported (``Demonstration.exported_at``: "exported" in ``rlhf demonstrations list``)
+and their rankings too (as a preference export marks its rankings), after which neither can be undone.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,10 +27,11 @@ from sqlalchemy.orm import Session, aliased
 
 from db.bulk import chunks
 from db.content import response_hash
-from db.models import Annotator, Comparison, Demonstration, Prompt, Ranking, Response
+from db.models import Annotator, Comparison, Demonstration, Prompt, Ranking, Response, ResponseScore
 
 MAX_CHARS = 20_000  # a long answer fits; a pasted document does not
 GENERATOR_PREFIX = "human:"
+_BLANK_LINES = re.compile(r"\A(?:[ \t]*\n)+")
 
 
 class DemonstrationError(ValueError):
@@ -36,17 +39,19 @@ class DemonstrationError(ValueError):
 
 
 def clean_text(text: str | None) -> str | None:
-    """The answer as it is stored: line endings as ``\\n``, surrounding blank space removed; None when nothing is
-    left (no demonstration). Refuses more than MAX_CHARS.
+    """The answer as it is stored: line endings as ``\\n``, blank lines before it and blank space after it removed,
+    the first line's indentation kept (code); None when only blank space is left (no demonstration). Refuses more
+    than MAX_CHARS.
 
-    >>> clean_text("  Paris.\\r\\n"), clean_text(" \\n ")
-    ('Paris.', None)
+    >>> clean_text("Paris. \\r\\n"), clean_text(" \\n "), clean_text("\\n\\n    x = 1\\n    y = 2\\n")
+    ('Paris.', None, '    x = 1\\n    y = 2')
     """
     if text is None:
         return None
-    value = text.replace("\r\n", "\n").replace("\r", "\n").strip()
+    value = text.replace("\r\n", "\n").replace("\r", "\n").rstrip()
     if not value:
         return None
+    value = _BLANK_LINES.sub("", value)
     if len(value) > MAX_CHARS:
         raise DemonstrationError(f"your answer is {len(value):,} characters long; at most {MAX_CHARS:,} are kept")
     return value
@@ -71,7 +76,7 @@ def check(conn: Connection, comparison_id: int, text: str, edited_from: int | No
     if edited_from is not None and edited_from not in response_ids:
         raise DemonstrationError("the response your answer was edited from is not one of this item's")
     texts = conn.execute(select(Response.text).where(Response.id.in_(list(response_ids)))).scalars()
-    if any(shown.strip() == text for shown in texts):
+    if any(shown.strip() == text.strip() for shown in texts):
         raise DemonstrationError("your answer is the same as one of the responses shown: change it, or clear it")
     return int(prompt_id)
 
@@ -114,13 +119,14 @@ def of_ranking(conn: Connection, ranking_id: int) -> int | None:
 
 def drop_unused(conn: Connection, response_id: int) -> bool:
     """Delete a demonstration's response once its ranking was taken back (the link went with the ranking), unless
-    another demonstration or a comparison uses it. True when it was deleted."""
+    another demonstration, a comparison or a reward-model score (``rlhf rm score``) uses it. True when deleted."""
     prompt_id = conn.execute(select(Response.prompt_id).where(Response.id == response_id)).scalar()
     if prompt_id is None:
         return False
     return conn.execute(delete(Response).where(
         Response.id == response_id,
         ~exists().where(Demonstration.response_id == response_id),
+        ~exists().where(ResponseScore.response_id == response_id),  # rlhf rm score scored it: keep the score's
         ~_in_a_comparison(response_id, prompt_id),
     )).rowcount > 0
 
@@ -155,7 +161,7 @@ def demonstrations(session: Session, *, annotators: Sequence[str] = (), batches:
         select(Demonstration.id, Demonstration.ranking_id, Demonstration.comparison_id, Comparison.batch,
                Prompt.id.label("prompt_id"), Prompt.split, Prompt.messages, Response.id.label("response_id"),
                Response.text, Annotator.name, Demonstration.edited_from, source.text.label("edited_text"),
-               Ranking.all_bad, Ranking.comment, Demonstration.created_at, Ranking.exported_at)
+               Ranking.all_bad, Ranking.comment, Demonstration.created_at, Demonstration.exported_at)
         .join(Ranking, Ranking.id == Demonstration.ranking_id)
         .join(Comparison, Comparison.id == Demonstration.comparison_id)
         .join(Prompt, Prompt.id == Comparison.prompt_id)
@@ -170,7 +176,8 @@ def demonstrations(session: Session, *, annotators: Sequence[str] = (), batches:
     if split is not None:
         query = query.where(Prompt.split == split)
     if exported is not None:
-        query = query.where(Ranking.exported_at.is_not(None) if exported else Ranking.exported_at.is_(None))
+        query = query.where(Demonstration.exported_at.is_not(None) if exported
+                            else Demonstration.exported_at.is_(None))
     if ids:
         query = query.where(Demonstration.id.in_(list(ids)))
     return [
@@ -182,10 +189,13 @@ def demonstrations(session: Session, *, annotators: Sequence[str] = (), batches:
 
 
 def mark_exported(session: Session, ranking_ids: Sequence[int], when: datetime) -> None:
-    """Mark the rankings that carried exported demonstrations exported (their undo is then refused)."""
+    """Mark the demonstrations sent with these rankings exported, and the rankings too (their undo is then
+    refused); what was marked before keeps its first time."""
     for part in chunks(sorted(set(ranking_ids))):
         session.execute(Ranking.__table__.update().where(
             and_(Ranking.id.in_(part), Ranking.exported_at.is_(None))).values(exported_at=when))
+        session.execute(Demonstration.__table__.update().where(
+            and_(Demonstration.ranking_id.in_(part), Demonstration.exported_at.is_(None))).values(exported_at=when))
 
 
 def counts_by_annotator(session: Session, batch: str | None = None) -> dict[str, int]:
@@ -204,8 +214,7 @@ def count_exported(session: Session) -> tuple[int, int]:
     from sqlalchemy import func
 
     total, exported = session.execute(
-        select(func.count(Demonstration.id), func.count(Ranking.exported_at))
-        .join(Ranking, Ranking.id == Demonstration.ranking_id)).one()
+        select(func.count(Demonstration.id), func.count(Demonstration.exported_at))).one()
     return int(total), int(exported)
 
 

@@ -233,6 +233,7 @@ class Demonstration(Base):
     annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id", ondelete="CASCADE"), index=True)
     edited_from: Mapped[int | None] = mapped_column(ForeignKey("responses.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    exported_at: Mapped[datetime | None]  # first taken by ``rlhf demonstrations export`` (a preference export: no)
 
 
 class Ranking(Base):

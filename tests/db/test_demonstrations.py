@@ -13,7 +13,8 @@ from db import immediate, make_session_factory
 from db.annotators import create_annotator
 from db.comparisons import NewComparison, ensure_comparisons
 from db.demonstrations import MAX_CHARS, demonstrations, mark_exported
-from db.models import Annotator, Demonstration, Ranking, Response
+from db.models import Annotator, Demonstration, Ranking, Response, ResponseScore
+from db.runs import start_run
 from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
 from db.queue import QueueError, Written, lease_next, load_item, record_ranking, undo_last
 
@@ -60,19 +61,28 @@ def test_a_written_answer_is_stored_with_the_ranking_as_a_response_of_the_prompt
     with sessions.begin() as session:
         cid, (a, b) = _lease(session)
         rid = record_ranking(session, _ann(session), cid, {a: 2, b: 1}, T0, all_bad=True, comment="both vague",
-                             written=Written("  The capital is Paris.\r\nIt lies on the Seine. \n", edited_from=b))
+                             written=Written("\n  The capital is Paris.\r\nIt lies on the Seine. \n", edited_from=b))
     with sessions.begin() as session:
         [demo] = demonstrations(session)
         assert (demo.ranking_id, demo.comparison_id, demo.annotator, demo.batch) == (rid, cid, "ann", "b1")
-        assert demo.text == "The capital is Paris.\nIt lies on the Seine."  # line endings and outer blanks cleaned
+        # line endings as \n, the blank line before and the blank space after gone; the indentation kept (code)
+        assert demo.text == "  The capital is Paris.\nIt lies on the Seine."
         assert (demo.edited_from, demo.edited_text) == (b, "answer 1")
         assert demo.messages == [{"role": "user", "content": "Capital of country 0?"}]
         assert demo.all_bad and demo.comment == "both vague" and not demo.exported
         response = session.get(Response, demo.response_id)
         assert response.generator == "human:ann" and response.gen_params == {"demonstration": True}
         assert response.prompt_id == demo.prompt_id and response.run_id is None
-        # A blank answer is no answer: the next ranking stores none.
         assert demonstrations(session, annotators=["bob"]) == [] and len(demonstrations(session, batches=["b1"])) == 1
+
+
+def test_a_blank_answer_is_no_answer(sessions) -> None:
+    _setup(sessions)
+    with sessions.begin() as session:
+        cid, (a, b) = _lease(session)
+        record_ranking(session, _ann(session), cid, {a: 2, b: 1}, T0, written=Written(" \r\n\t \n"))
+    with sessions.begin() as session:
+        assert _count(session, Ranking) == 1 and demonstrations(session) == [] and _count(session, Response) == 3
 
 
 @pytest.mark.parametrize("text, edited_from, says", [
@@ -129,6 +139,21 @@ def test_undo_keeps_an_answer_that_a_comparison_or_another_ranking_uses(sessions
         assert demonstrations(session) == [] and session.get(Response, left.response_id) is not None
 
 
+def test_undo_keeps_an_answer_a_reward_model_scored(sessions) -> None:
+    _setup(sessions)
+    with sessions.begin() as session:
+        cid, (a, b) = _lease(session)
+        record_ranking(session, _ann(session), cid, {a: 1, b: 2}, T0, written=Written("Paris."))
+        [demo] = demonstrations(session)
+        run = start_run(session, "rm-score", {})
+        session.add(ResponseScore(response_id=demo.response_id, run_id=run.id, score=0.5))
+    with sessions.begin() as session:
+        undo_last(session, _ann(session), T0)
+    with sessions.begin() as session:  # the link is gone, the scored text and its score stay
+        assert demonstrations(session) == [] and session.get(Response, demo.response_id) is not None
+        assert _count(session, ResponseScore) == 1
+
+
 def test_an_exported_answer_cannot_be_undone(sessions) -> None:
     _setup(sessions)
     with sessions.begin() as session:
@@ -140,3 +165,16 @@ def test_an_exported_answer_cannot_be_undone(sessions) -> None:
     with sessions.begin() as session:
         [demo] = demonstrations(session)
         assert demo.exported and demonstrations(session, exported=False) == []
+
+
+def test_a_preference_export_does_not_count_as_exporting_the_answer(sessions) -> None:
+    from db.exporting import mark_exported as mark_pairs_exported  # what rlhf export calls
+
+    _setup(sessions)
+    with sessions.begin() as session:
+        cid, (a, b) = _lease(session)
+        rid = record_ranking(session, _ann(session), cid, {a: 1, b: 2}, T0, written=Written("Paris."))
+        mark_pairs_exported(session, [rid], T0)
+    with sessions.begin() as session:
+        [demo] = demonstrations(session)
+        assert not demo.exported and demonstrations(session, exported=True) == []

@@ -63,8 +63,8 @@ def test_sft_trains_on_a_demonstrations_export_and_records_the_lineage(
 
 
 def test_the_project_files_sft_section_sets_defaults_and_a_flag_wins(
-        cli: Cli, store: int, sessions: sessionmaker[Session], tiny_lm_dir: Path, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        cli: Cli, store: int, sessions: sessionmaker[Session], tiny_lm_dir: Path, tmp_path: Path,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "project").mkdir()
     (tmp_path / "project" / "rlhf.toml").write_text("[sft]\nlearning_rate = 5e-4\nwarmup_steps = 0\n")
     monkeypatch.setenv("RLHF_PROJECT", str(tmp_path / "project" / "rlhf.toml"))  # the database stays --db's

@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("annotator_id", sa.Integer(), nullable=False),
         sa.Column("edited_from", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("exported_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(["ranking_id"], ["rankings.id"], name=op.f("fk_demonstrations_ranking_id_rankings"),
                                 ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["response_id"], ["responses.id"],
