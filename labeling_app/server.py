@@ -16,6 +16,7 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy import Engine
 
 from db import immediate, make_session_factory
+from db.demonstrations import MAX_CHARS as MAX_ANSWER
 from db.models import utcnow
 from db.review import REVIEW_ROLES
 from labeling_app.admin import build_admin_app
@@ -31,6 +32,7 @@ def _head(settings: LabelingSettings) -> str:
     script = (STATIC / "keyboard.js").read_text(encoding="utf-8")
     script = script.replace("__IDLE_MS__", str(int(settings.idle_seconds * 1000)))
     script = script.replace("__SKIP_REASONS__", json.dumps(list(settings.skip_reasons)))
+    script = script.replace("__MAX_ANSWER__", str(MAX_ANSWER))
     return f"<script>{script}</script>"
 
 

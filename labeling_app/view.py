@@ -135,8 +135,9 @@ def _answer_box(responses: Sequence[str]) -> str:
     return (
         '<details class="rlhf-answer" id="rlhf-answer-box"><summary>Write a better answer <kbd>w</kbd> · '
         "edit the selected response <kbd>e</kbd> (optional: it is kept with your ranking)</summary>"
-        f'<div class="rlhf-answer-starts"><span id="rlhf-answer-from">Written from scratch</span>{starts}</div>'
-        '<textarea id="rlhf-answer" rows="8" '
+        '<div class="rlhf-answer-starts"><span id="rlhf-answer-from" aria-live="polite">Written from scratch</span>'
+        f'{starts}<span class="rlhf-answer-count" id="rlhf-answer-count"></span></div>'
+        '<textarea id="rlhf-answer" rows="8" aria-label="Your answer" '
         'placeholder="Your answer to the conversation above; Ctrl+Enter submits it with your ranking"></textarea>'
         f"{raw}</details>"
     )
@@ -242,6 +243,11 @@ def parse_form(raw: str | None) -> Form:
         raise FormError("bad text")
     if len(answer) > MAX_FORM_ANSWER:  # never cut short (that would store another answer): the queue says too long
         raise FormError("answer too long")
+    for text in (comment, reason, answer):  # half of a surrogate pair (a cut emoji) is no text the database takes
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise FormError("not text") from None
     return Form(
         handle=_int_or_none(data.get("item")),
         positions=[int(_int_or_none(r) or 0) for r in responses],

@@ -9,8 +9,44 @@
   const LETTERS = "ABCDEFGH";
   const activeMs = {};  // item handle -> milliseconds of activity while it was on screen
   let lastActivity = Date.now();
+  const MAX_ANSWER = __MAX_ANSWER__;
+  const DRAFT = "rlhf-draft:";  // localStorage key prefix: item handle -> the answer being written for it
+  const DRAFT_DAYS = 7;
   const state = { item: "", ranks: [], selected: 0, allBad: false, comment: "", other: "", reason: "", skipMode: false,
-                  strength: null, answer: "", answerFrom: null, answerOpen: false };
+                  strength: null, answer: "", answerFrom: null, answerOpen: false, unsaved: "" };
+
+  // Answers are kept per item in this browser while they are written, so one survives a reload, a change of batch,
+  // an undo that brings its item back, or an item that comes back later; drafts older than DRAFT_DAYS are dropped,
+  // and all of them at logout.
+  const store = (() => { try { return window.localStorage; } catch (err) { return null; } })();
+  function saveDraft() {
+    if (!store || !state.item) return;
+    try {
+      if (state.answer.trim()) {
+        store.setItem(DRAFT + state.item, JSON.stringify({ answer: state.answer, from: state.answerFrom, at: Date.now() }));
+      } else {
+        store.removeItem(DRAFT + state.item);
+      }
+    } catch (err) { /* storage full or off: the answer still goes with the submit */ }
+  }
+  function loadDraft(id) {
+    if (!store || !id) return null;
+    try { return JSON.parse(store.getItem(DRAFT + id) || "null"); } catch (err) { return null; }
+  }
+  function draftKeys() {
+    const keys = [];
+    if (!store) return keys;
+    for (let i = 0; i < store.length; i++) { const key = store.key(i); if (key && key.startsWith(DRAFT)) keys.push(key); }
+    return keys;
+  }
+  function pruneDrafts() {
+    const old = Date.now() - DRAFT_DAYS * 86400000;
+    for (const key of draftKeys()) {
+      let at = 0;
+      try { at = JSON.parse(store.getItem(key) || "{}").at || 0; } catch (err) { /* unreadable: drop it */ }
+      if (at < old) store.removeItem(key);
+    }
+  }
 
   const byId = (id) => document.getElementById(id);
   const view = () => byId("rlhf-view-inner");
@@ -21,9 +57,16 @@
     const id = v ? v.dataset.item : "";
     if (id !== state.item) {
       const k = id ? parseInt(v.dataset.k, 10) : 0;
+      // The page moved on with an error (the item expired, went to someone else, was answered in another tab):
+      // an answer written for it was not saved; it stays on screen to copy until dismissed.
+      const failed = document.querySelector("#rlhf-message.rlhf-msg-error");
+      if (state.item && state.answer.trim() && failed) state.unsaved = state.answer;
+      const draft = loadDraft(id);
       Object.assign(state, { item: id, ranks: new Array(k).fill(null), selected: 0, allBad: false, comment: "",
-                             other: "", reason: "", skipMode: false, strength: null, answer: "", answerFrom: null,
-                             answerOpen: false });
+                             other: "", reason: "", skipMode: false, strength: null,
+                             answer: draft ? String(draft.answer || "") : "",
+                             answerFrom: draft && Number.isInteger(draft.from) && draft.from < k ? draft.from : null,
+                             answerOpen: !!draft });
     }
     paint();
     return id;
@@ -53,7 +96,36 @@
   }
 
   // The answer box: open while the annotator writes (or has written), and which response the answer started from.
+  function paintUnsaved() {
+    let note = byId("rlhf-unsaved");
+    if (!state.unsaved) { if (note) note.remove(); return; }
+    const v = view();
+    if (!v) return;
+    if (!note) {
+      note = document.createElement("div");
+      note.id = "rlhf-unsaved";
+      note.className = "rlhf-msg rlhf-msg-error";
+      note.setAttribute("role", "alert");
+      const says = document.createElement("div");
+      says.textContent = "Your answer to the previous item was not saved (see the message above). Copy it if you need it:";
+      const text = document.createElement("textarea");
+      text.id = "rlhf-unsaved-text";
+      text.readOnly = true;
+      text.rows = 4;
+      text.setAttribute("aria-label", "Your unsaved answer");
+      const dismiss = document.createElement("button");
+      dismiss.type = "button";
+      dismiss.id = "rlhf-unsaved-dismiss";
+      dismiss.textContent = "Dismiss";
+      note.append(says, text, dismiss);
+      v.insertBefore(note, byId("rlhf-progress"));
+    }
+    const text = byId("rlhf-unsaved-text");
+    if (text && text.value !== state.unsaved) text.value = state.unsaved;
+  }
+
   function paintAnswer() {
+    paintUnsaved();
     const box = byId("rlhf-answer-box");
     if (!box) return;
     const open = state.answerOpen || state.answer.trim() !== "";
@@ -61,6 +133,11 @@
     const from = byId("rlhf-answer-from");
     const text = state.answerFrom === null ? "Written from scratch" : `Edited from response ${LETTERS[state.answerFrom]}`;
     if (from && from.textContent !== text) from.textContent = text;
+    const count = byId("rlhf-answer-count");
+    const length = state.answer.trim() ? state.answer.length : 0;
+    const says = `${length.toLocaleString("en")} / ${MAX_ANSWER.toLocaleString("en")} characters`;
+    if (count && count.textContent !== says) count.textContent = says;
+    if (count) count.classList.toggle("rlhf-over", length > MAX_ANSWER);
   }
 
   const rawText = (pos) => (pos === null ? null : byId(`rlhf-raw-${pos}`)?.value ?? null);
@@ -80,6 +157,7 @@
     if (!untouched && !window.confirm(`Replace your answer with response ${LETTERS[pos]}?`)) { openAnswer(); return; }
     state.answer = raw;
     state.answerFrom = pos;
+    saveDraft();
     openAnswer();
   }
 
@@ -157,6 +235,8 @@
     state,
   };
 
+  try { pruneDrafts(); } catch (err) { /* storage off */ }
+
   ["keydown", "mousedown", "mousemove", "wheel", "touchstart", "scroll"].forEach((ev) =>
     document.addEventListener(ev, () => { lastActivity = Date.now(); }, { passive: true, capture: true }));
 
@@ -173,6 +253,11 @@
     if (rank) { sync(); const pos = parseInt(rank.dataset.pos, 10); state.selected = pos; setRank(pos, parseInt(rank.dataset.rank, 10)); return; }
     const strength = e.target.closest && e.target.closest(".rlhf-strength-choice");
     if (strength) { sync(); setStrength(parseInt(strength.dataset.strength, 10)); return; }
+    if (e.target.id === "rlhf-unsaved-dismiss") { state.unsaved = ""; paint(); return; }
+    if (e.target.closest && e.target.closest("a[href='/logout']")) {
+      for (const key of draftKeys()) store.removeItem(key);  // nothing of the annotator's stays in the browser
+      return;
+    }
     const start = e.target.closest && e.target.closest(".rlhf-answer-start");
     if (start) { sync(); startFrom(parseInt(start.dataset.pos, 10)); return; }
     const reason = e.target.closest && e.target.closest(".rlhf-reason");
@@ -192,6 +277,7 @@
     if (e.target.id === "rlhf-answer") {
       state.answer = e.target.value;
       if (!state.answer.trim()) state.answerFrom = null;  // cleared: what comes next is written from scratch
+      saveDraft();
       paintAnswer();
     }
   });
@@ -243,6 +329,9 @@
       e.preventDefault();
     } else if (key === "ArrowRight") { select(state.selected + 1); e.preventDefault(); }
     else if (key === "ArrowLeft") { select(state.selected - 1); e.preventDefault(); }
+    else if (key === "Enter" && e.target.closest && e.target.closest("summary, a, .rlhf-answer-start, .rlhf-reason, #rlhf-unsaved button")) {
+      // Enter on these does what a click does (open the answer box, start from a response, ...), not a submit
+    }
     else if (key === "Enter") { click("rlhf-submit"); e.preventDefault(); }
     else if (key in STRENGTH_KEYS && state.ranks.length === 2) { setStrength(STRENGTH_KEYS[key]); e.preventDefault(); }
     else if (key === "x") { state.allBad = !state.allBad; paint(); e.preventDefault(); }

@@ -409,7 +409,7 @@ def demonstrations_of(live: LiveServer) -> list:  # noqa: ANN001
 def test_an_answer_written_or_edited_with_the_keyboard_is_kept_with_the_ranking(live: LiveServer, new_page) -> None:  # noqa: ANN001
     first, second, third = seed(live.sessions, [
         ["first answer", "second answer"],
-        ["<img src=x onerror=alert(1)>an answer", "another answer"],
+        ["</textarea><img src=x onerror=alert(1)>an answer", "another answer"],
         ["yes", "no"],
     ], people={"ann": "annotator"})
     page = new_page()
@@ -473,5 +473,94 @@ def test_an_answer_written_or_edited_with_the_keyboard_is_kept_with_the_ranking(
     assert last.comparison_id == third and last.edited_from == order[0] and last.text.endswith(", surely.")
     page.keyboard.press("u")
     wait_message(page, "Undone")
-    assert comparison_on(page, live) == third and len(demonstrations_of(live)) == 2
-    assert page.input_value("#rlhf-answer") == "" and len(rankings(live, "ann")) == 2
+    assert comparison_on(page, live) == third and len(demonstrations_of(live)) == 2 and len(rankings(live, "ann")) == 2
+    # the answer taken back is handed back (this browser's draft of the item), to correct and send again
+    page.wait_for_function("() => document.querySelector('#rlhf-answer').value.endsWith(', surely.')", timeout=5_000)
+    assert "Edited from response A" in page.inner_text("#rlhf-answer-box")
+
+
+def test_an_answer_being_written_survives_a_change_of_batch_an_undo_and_a_reload(live: LiveServer, new_page) -> None:  # noqa: ANN001
+    seed(live.sessions, [["one", "two"], ["three", "four"]], people={"ann": "annotator"})
+    seed(live.sessions, [["five", "six"]], batch="b2")
+    page = new_page()
+    login(page, live, "ann")
+    first = item_id(page)
+    for key in ("2", "1", "Enter"):  # the first item, no answer
+        page.keyboard.press(key)
+    second = wait_item_change(page, first)
+    page.keyboard.press("w")
+    page.keyboard.type("    code()\nMy draft")  # indentation kept, as typed
+    page.keyboard.press("Escape")
+    # another batch, then back: the same item comes back with the draft
+    page.locator("#rlhf-batch input").click()
+    page.get_by_role("option", name="b2").click()
+    wait_item_change(page, second)
+    page.locator("#rlhf-batch input").click()
+    page.get_by_role("option", name="b1").click()
+    page.wait_for_function("h => document.querySelector('#rlhf-view-inner').dataset.item === h", arg=second)
+    page.wait_for_function("() => document.querySelector('#rlhf-answer').value === '    code()\\nMy draft'",
+                           timeout=5_000)
+    # an undo while writing: the first item comes back; once it is answered again, the second has its draft
+    page.keyboard.press("u")
+    wait_message(page, "Undone")
+    assert item_id(page) == first
+    for key in ("1", "2", "Enter"):
+        page.keyboard.press(key)
+    assert wait_item_change(page, first) == second
+    page.wait_for_function("() => document.querySelector('#rlhf-answer').value.endsWith('My draft')", timeout=5_000)
+    page.reload()  # a reload too (the page opens on all batches, where the b2 item held since comes first)
+    page.wait_for_selector("#rlhf-message", timeout=30_000)
+    page.locator("#rlhf-batch input").click()
+    page.get_by_role("option", name="b1").click()
+    page.wait_for_function("h => document.querySelector('#rlhf-view-inner').dataset.item === h", arg=second)
+    page.wait_for_function("() => document.querySelector('#rlhf-answer').value.endsWith('My draft')", timeout=5_000)
+    assert "19 / 20,000 characters" in page.inner_text("#rlhf-answer-count")
+    # Enter on "Start from B" starts from B (after a confirm, dismissed here: the draft stays); it does not submit
+    page.focus(".rlhf-answer-start[data-pos='1']")
+    page.keyboard.press("Enter")
+    assert page.dialogs and "Replace your answer with response B?" in page.dialogs[-1]  # type: ignore[attr-defined]
+    assert item_id(page) == second and len(rankings(live, "ann")) == 1
+    page.keyboard.press("Escape")
+    for key in ("2", "1", "Enter"):
+        page.keyboard.press(key)
+    wait_message(page, "Saved, with your answer")
+    [demo] = demonstrations_of(live)
+    assert demo.text == "    code()\nMy draft"
+
+
+def test_an_answer_whose_item_went_to_someone_else_stays_on_screen_to_copy(sqlite_db_url: str, new_page) -> None:  # noqa: ANN001
+    from datetime import timedelta
+
+    from db import make_engine
+    from labeling_app.settings import LabelingSettings
+    from tests.labeling.conftest import start_server
+
+    engine = make_engine(sqlite_db_url)
+    live = start_server(engine, LabelingSettings(lease=timedelta(seconds=2)))
+    try:
+        seed(live.sessions, [["one", "two"], ["three", "four"], ["five", "six"]],
+             people={"ann": "annotator", "bob": "annotator"})
+        page = new_page()
+        login(page, live, "ann")
+        handle = item_id(page)
+        for key in ("1", "2", "w"):
+            page.keyboard.press(key)
+        page.keyboard.type("A long <b>careful</b> answer")
+        page.wait_for_timeout(2_500)  # the lease runs out while ann writes; bob gets the item
+        bob = LabelingClient(live.url)
+        bob.login("bob", PASSWORD)
+        taken = bob.next_item()
+        assert leased(live.sessions, taken.item).comparison_id == leased(live.sessions, handle).comparison_id
+        bob.submit(taken.item, taken.positions, [1, 2])
+        bob.close()
+        page.keyboard.press("Control+Enter")
+        wait_message(page, "this item is closed")  # bob's ranking completed it
+        page.wait_for_selector("#rlhf-unsaved", timeout=5_000)
+        assert page.input_value("#rlhf-unsaved-text") == "A long <b>careful</b> answer"
+        assert item_id(page) != handle and page.input_value("#rlhf-answer") == ""
+        page.click("#rlhf-unsaved-dismiss")
+        assert page.locator("#rlhf-unsaved").count() == 0
+        assert demonstrations_of(live) == []
+    finally:
+        live.stop()
+        engine.dispose()

@@ -279,7 +279,7 @@ def test_an_answer_sent_over_the_api_is_checked_against_the_lease_and_never_cut_
     assert "not shown: reload the page" in refused.message and refused.item == handle
     with live.sessions() as session:
         assert session.scalars(select(Ranking)).all() == [] and demonstrations(session) == []
-    saved = ann.submit(handle, shown.positions, [2, 1], answer="  Better, edited.  ", answer_from=1)
+    saved = ann.submit(handle, shown.positions, [2, 1], answer="Better, edited.  \n", answer_from=1)
     assert saved.message.startswith("Saved, with your answer.")
     with live.sessions() as session:
         [demo] = demonstrations(session)
