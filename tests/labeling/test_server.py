@@ -275,6 +275,8 @@ def test_an_answer_sent_over_the_api_is_checked_against_the_lease_and_never_cut_
     assert "is 20,001 characters long; at most 20,000 are kept" in refused.message and refused.item == handle
     refused = ann.submit(handle, shown.positions, [2, 1], answer="x" * (60 * MAX_CHARS))  # no page sends that
     assert refused.message == "The form could not be read: reload the page." and refused.item == handle
+    refused = ann.submit(handle, shown.positions, [2, 1], answer="half an emoji \ud83d")  # what a cut emoji sends
+    assert refused.message == "The form could not be read: reload the page." and refused.item == handle
     refused = ann.submit(handle, shown.positions, [2, 1], answer="Better.", answer_from=2)  # no position 2 in a pair
     assert "not shown: reload the page" in refused.message and refused.item == handle
     with live.sessions() as session:
