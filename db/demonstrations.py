@@ -148,20 +148,27 @@ class DemonstrationRow:
     all_bad: bool  # the ranking it came with marked every shown response bad
     comment: str | None
     created_at: datetime
-    exported: bool
+    exported: bool  # taken by a demonstrations export
+    rejected_by: str | None = None  # the reviewer who left it out of exports, if one did
+    reject_note: str | None = None
+
+    @property
+    def rejected(self) -> bool:
+        return self.rejected_by is not None
 
 
 def demonstrations(session: Session, *, annotators: Sequence[str] = (), batches: Sequence[str] = (),
-                   split: str | None = None, exported: bool | None = None,
+                   split: str | None = None, exported: bool | None = None, rejected: bool | None = None,
                    ids: Sequence[int] = ()) -> list[DemonstrationRow]:
     """Demonstrations in id order (the order they were written), optionally only some annotators, batches, a split,
-    exported or not, or some ids."""
+    exported or not, rejected or not, or some ids."""
     source = aliased(Response)
     query = (
         select(Demonstration.id, Demonstration.ranking_id, Demonstration.comparison_id, Comparison.batch,
                Prompt.id.label("prompt_id"), Prompt.split, Prompt.messages, Response.id.label("response_id"),
                Response.text, Annotator.name, Demonstration.edited_from, source.text.label("edited_text"),
-               Ranking.all_bad, Ranking.comment, Demonstration.created_at, Demonstration.exported_at)
+               Ranking.all_bad, Ranking.comment, Demonstration.created_at, Demonstration.exported_at,
+               Demonstration.rejected_by, Demonstration.reject_note)
         .join(Ranking, Ranking.id == Demonstration.ranking_id)
         .join(Comparison, Comparison.id == Demonstration.comparison_id)
         .join(Prompt, Prompt.id == Comparison.prompt_id)
@@ -178,12 +185,15 @@ def demonstrations(session: Session, *, annotators: Sequence[str] = (), batches:
     if exported is not None:
         query = query.where(Demonstration.exported_at.is_not(None) if exported
                             else Demonstration.exported_at.is_(None))
+    if rejected is not None:
+        query = query.where(Demonstration.rejected_at.is_not(None) if rejected
+                            else Demonstration.rejected_at.is_(None))
     if ids:
         query = query.where(Demonstration.id.in_(list(ids)))
     return [
         DemonstrationRow(r.id, r.ranking_id, r.comparison_id, r.batch, r.prompt_id, r.split, list(r.messages),
                          r.response_id, r.text, r.name, r.edited_from, r.edited_text, bool(r.all_bad), r.comment,
-                         r.created_at, r.exported_at is not None)
+                         r.created_at, r.exported_at is not None, r.rejected_by, r.reject_note)
         for r in session.execute(query.order_by(Demonstration.id))
     ]
 
@@ -225,3 +235,36 @@ def comparison_run_ids(session: Session, comparison_ids: Sequence[int]) -> set[i
         found.update(r for r in session.scalars(select(Comparison.run_id).where(Comparison.id.in_(part)).distinct())
                      if r is not None)
     return found
+
+
+def reject(session: Session, demonstration_id: int, reviewer: str, note: str | None, when: datetime) -> DemonstrationRow:
+    """Leave a demonstration out of every later export (a wrong, unsafe or careless answer), without leaving out its
+    annotator's others; ``reviewer`` must be an active reviewer or admin. The same answer sent with other comparisons
+    of the prompt (one stored text) goes with it. Its ranking is untouched. An export that already took it keeps it
+    (the returned row says ``exported``)."""
+    from db.review import ReviewError, check_reviewer
+
+    try:
+        person = check_reviewer(session, reviewer)
+    except ReviewError as exc:
+        raise DemonstrationError(str(exc).replace("cannot adjudicate", "cannot reject answers")) from None
+    found = demonstrations(session, ids=[demonstration_id])
+    if not found:
+        raise DemonstrationError(f"no demonstration {demonstration_id} (see `rlhf demonstrations list`)")
+    if found[0].rejected:
+        raise DemonstrationError(f"demonstration {demonstration_id} was already rejected by {found[0].rejected_by}")
+    session.execute(Demonstration.__table__.update().where(Demonstration.response_id == found[0].response_id).values(
+        rejected_at=when, rejected_by=person.name, reject_note=(note or "").strip() or None))
+    return demonstrations(session, ids=[demonstration_id])[0]
+
+
+def restore(session: Session, demonstration_id: int) -> DemonstrationRow:
+    """Take a rejection back: the demonstration is exported again."""
+    found = demonstrations(session, ids=[demonstration_id])
+    if not found:
+        raise DemonstrationError(f"no demonstration {demonstration_id} (see `rlhf demonstrations list`)")
+    if not found[0].rejected:
+        raise DemonstrationError(f"demonstration {demonstration_id} is not rejected")
+    session.execute(Demonstration.__table__.update().where(Demonstration.response_id == found[0].response_id).values(
+        rejected_at=None, rejected_by=None, reject_note=None))
+    return demonstrations(session, ids=[demonstration_id])[0]

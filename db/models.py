@@ -234,6 +234,9 @@ class Demonstration(Base):
     edited_from: Mapped[int | None] = mapped_column(ForeignKey("responses.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     exported_at: Mapped[datetime | None]  # first taken by ``rlhf demonstrations export`` (a preference export: no)
+    rejected_at: Mapped[datetime | None]  # a reviewer left it out of exports (``rlhf demonstrations reject``)
+    rejected_by: Mapped[str | None] = mapped_column(String(100))
+    reject_note: Mapped[str | None] = mapped_column(Text)
 
 
 class Ranking(Base):

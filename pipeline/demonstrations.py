@@ -46,6 +46,7 @@ class DemonstrationExportOptions:
     format: str = "conversational"  # conversational (message lists) | standard (strings)
     jsonl: bool = False  # also keep train.jsonl / test.jsonl beside the dataset
     overwrite: bool = False  # replace a non-empty out_dir
+    new_only: bool = False  # only demonstrations no earlier demonstrations export took
 
     def validate(self) -> DemonstrationExportOptions:
         if self.format not in FORMATS:
@@ -80,8 +81,9 @@ class DemonstrationExportReport:
 
 
 def select_rows(session: Session, options: DemonstrationExportOptions) -> list[DemonstrationRow]:
-    """The selected demonstrations, in id order (annotators, exclusions, batches)."""
-    rows = demonstrations(session, annotators=options.include, batches=options.batches)
+    """The selected demonstrations, in id order (annotators, exclusions, batches; never a rejected one)."""
+    rows = demonstrations(session, annotators=options.include, batches=options.batches, rejected=False,
+                          exported=False if options.new_only else None)
     return [row for row in rows if row.annotator not in options.exclude]
 
 
@@ -160,8 +162,8 @@ def export_demonstrations(sessions: sessionmaker[Session],
         selected = select_rows(session, options)
         parents = comparison_run_ids(session, [row.comparison_id for row in selected])
     if not selected:
-        raise UserError("the selection has no demonstrations (check --annotator, --exclude and --batch; "
-                        "`rlhf demonstrations list` shows them)")
+        raise UserError("the selection has no demonstrations (check --annotator, --exclude, --batch and --new-only; "
+                        "rejected ones are never exported; `rlhf demonstrations list` shows them)")
     kept = distinct_texts(selected)
     by_split: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
     for row in kept:

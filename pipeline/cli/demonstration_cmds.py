@@ -46,14 +46,15 @@ def list_(
     db: DbOption = None,
 ) -> None:
     """List demonstrations in the order they were written: batch, annotator, the prompt, whether the answer was
-    edited from a shown response, its length and whether an export has taken it."""
+    edited from a shown response, its length, whether a demonstrations export has taken it and whether a reviewer
+    rejected it."""
     with open_store(ctx, db) as store, store.sessions() as session:
         rows = demonstrations(session, annotators=tuple(annotator or ()), batches=tuple(batch or ()))
-    table = Table("id", "batch", "annotator", "prompt", "edited", "chars", "exported")
+    table = Table("id", "batch", "annotator", "prompt", "edited", "chars", "exported", "rejected")
     for row in rows[:limit]:
         table.add_row(str(row.id), row.batch, row.annotator, short(first_user_turn(row.messages)),
                       "yes" if row.edited_from is not None else "no", str(len(row.text)),
-                      "yes" if row.exported else "no")
+                      "yes" if row.exported else "no", f"by {row.rejected_by}" if row.rejected else "no")
     console.print(table, markup=False)
     more = f" (the first {limit} shown)" if len(rows) > limit else ""
     _say(f"{len(rows)} demonstration(s){more}")
@@ -85,6 +86,48 @@ def show(
     _say(f"all bad: {'yes' if row.all_bad else 'no'}")
     if row.comment:
         _say(f"comment: {row.comment}")
+    if row.rejected:
+        _say(f"rejected by {row.rejected_by}" + (f": {row.reject_note}" if row.reject_note else "")
+             + " (left out of exports)")
+
+
+def reject(
+    ctx: typer.Context,
+    demonstration: Annotated[int, typer.Argument(metavar="ID", help="The demonstration's id.")],
+    reviewer: Annotated[str, typer.Option(help="Who rejects it: an active annotator with the role reviewer or admin.")],
+    note: Annotated[str | None, typer.Option(help="Why (kept with it, shown by `show`).")] = None,
+    db: DbOption = None,
+) -> None:
+    """Leave a demonstration (a wrong, unsafe or careless answer) out of every later export, without leaving out its
+    annotator's other answers. The ranking it came with stays; `restore` takes the rejection back."""
+    from db.demonstrations import DemonstrationError
+    from db.demonstrations import reject as reject_row
+    from db.models import utcnow
+
+    try:
+        with open_store(ctx, db) as store, store.sessions.begin() as session:
+            row = reject_row(session, demonstration, reviewer, note, utcnow())
+    except DemonstrationError as exc:
+        raise UserError(str(exc)) from None
+    already = " (an export took it before: that dataset keeps it)" if row.exported else ""
+    _say(f"demonstration {row.id} rejected by {row.rejected_by}: left out of later exports{already}")
+
+
+def restore(
+    ctx: typer.Context,
+    demonstration: Annotated[int, typer.Argument(metavar="ID", help="The demonstration's id.")],
+    db: DbOption = None,
+) -> None:
+    """Take a rejection back: the demonstration is exported again."""
+    from db.demonstrations import DemonstrationError
+    from db.demonstrations import restore as restore_row
+
+    try:
+        with open_store(ctx, db) as store, store.sessions.begin() as session:
+            row = restore_row(session, demonstration)
+    except DemonstrationError as exc:
+        raise UserError(str(exc)) from None
+    _say(f"demonstration {row.id} restored: exports take it again")
 
 
 def export_cmd(
@@ -96,6 +139,9 @@ def export_cmd(
     batch: BatchesOpt = None,
     format: Annotated[str, typer.Option(help="conversational (message lists) or standard (strings).")] = "conversational",  # noqa: A002
     jsonl: Annotated[bool, typer.Option("--jsonl", help="Also write train.jsonl and test.jsonl.")] = False,
+    new_only: Annotated[bool, typer.Option(
+        "--new-only", help="Only demonstrations no earlier demonstrations export took.",
+    )] = False,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an earlier export in --out (never a folder holding the project or its database).",
     )] = False,
@@ -106,12 +152,13 @@ def export_cmd(
 
     One row per answer text (an annotator's same answer sent with two comparisons is one row); train/test follow
     each prompt's stable split. Columns besides prompt and completion: annotator, edited, all_bad, comparison_id,
-    demonstration_id, prompt_id, response_id. Their rankings count as exported: their annotators can no longer
-    undo them. The same selection gives byte-identical files."""
+    demonstration_id, prompt_id, response_id. Rejected demonstrations (`reject`) are left out. Their rankings count as
+    exported: their annotators can no longer undo them. The same selection gives byte-identical files."""
     from pipeline.demonstrations import DemonstrationExportOptions, export_demonstrations
 
     options = DemonstrationExportOptions(out_dir=out, include=tuple(annotator or ()), exclude=tuple(exclude or ()),
-                                         batches=tuple(batch or ()), format=format, jsonl=jsonl, overwrite=overwrite)
+                                         batches=tuple(batch or ()), format=format, jsonl=jsonl, overwrite=overwrite,
+                                         new_only=new_only)
     with open_store(ctx, db) as store:
         report = export_demonstrations(store.sessions, options)
     _say(f"{out}: {report.summary()} in {report.seconds:.1f} s [run {report.run_id}]")
@@ -121,8 +168,12 @@ def register(app: typer.Typer) -> None:
     demonstrations_app.command("list", epilog=examples(
         "rlhf demonstrations list", "rlhf demonstrations list --annotator alice --batch b1 --limit 20"))(list_)
     demonstrations_app.command("show", epilog=examples("rlhf demonstrations show 7"))(show)
+    demonstrations_app.command("reject", epilog=examples(
+        'rlhf demonstrations reject 7 --reviewer carol --note "wrong year"'))(reject)
+    demonstrations_app.command("restore", epilog=examples("rlhf demonstrations restore 7"))(restore)
     demonstrations_app.command("export", epilog=examples(
         "rlhf demonstrations export --out data/sft",
         "rlhf demonstrations export --out data/sft-b1 --batch b1 --exclude bob --format standard --jsonl",
+        "rlhf demonstrations export --out data/sft-new --new-only",
     ))(export_cmd)
     app.add_typer(demonstrations_app, name="demonstrations")

@@ -77,7 +77,8 @@ def test_list_shows_each_demonstration_and_filters(cli: Cli, store: int) -> None
     assert len(lines) == 4 and "4 demonstration(s)" in out
     assert "Capital of [bold]France[/]?" in lines[0]  # user text as written, never read as markup
     cells = [cell.strip() for cell in lines[0].split("│") if cell.strip()]
-    assert cells == ["1", "b1", "alice", "Capital of [bold]France[/]?", "yes", str(len("Paris, on the Seine.")), "no"]
+    assert cells == ["1", "b1", "alice", "Capital of [bold]France[/]?", "yes", str(len("Paris, on the Seine.")), "no",
+                     "no"]
     assert [cell.strip() for cell in lines[3].split("│") if cell.strip()][4] == "no"  # bob wrote his own
     bob = flat(cli("demonstrations", "list", "--annotator", "bob").output)
     assert "bob" in bob and "alice" not in bob and "1 demonstration(s)" in bob
@@ -159,3 +160,38 @@ def test_status_counts_demonstrations_and_exported_ones(cli: Cli, store: int) ->
     assert json.loads(cli("status", "--json").output)["demonstrations"] == {"total": 4, "exported": 1}
     table = [line for line in cli("status").output.splitlines() if "demonstrations" in line]
     assert table and "4" in table[0] and "1 exported" in table[0]
+
+
+def test_a_reviewer_rejects_one_answer_and_exports_leave_it_out_until_restored(
+        cli: Cli, store: int, sessions: sessionmaker[Session], tmp_path: Path) -> None:
+    with sessions.begin() as session:
+        create_annotator(session, "carol", role="reviewer", password="a long password")
+    assert "'bob' cannot reject answers" in flat(
+        cli("demonstrations", "reject", "4", "--reviewer", "bob", expect=1).output)
+    assert "no demonstration 99" in flat(cli("demonstrations", "reject", "99", "--reviewer", "carol", expect=1).output)
+    said = flat(cli("demonstrations", "reject", "1", "--reviewer", "carol", "--note", "not [b]quite[/]").output)
+    assert "demonstration 1 rejected by carol: left out of later exports" in said
+    assert "already rejected by carol" in flat(cli("demonstrations", "reject", "2", "--reviewer", "carol",
+                                                   expect=1).output)  # the same text sent twice: one answer
+    rows = [line for line in cli("demonstrations", "list").output.splitlines() if "│" in line and "alice" in line]
+    assert [[c.strip() for c in line.split("│") if c.strip()][-1] for line in rows] == ["by carol", "by carol", "no"]
+    assert "rejected by carol: not [b]quite[/] (left out of exports)" in cli("demonstrations", "show", "1").output
+    cli("demonstrations", "export", "--out", "sft")
+    data = datasets.load_from_disk(str(tmp_path / "sft"))
+    assert [r["completion"][0]["content"] for r in data["train"]] == ["It is Paris."]
+    assert "demonstration 1 restored" in flat(cli("demonstrations", "restore", "1").output)
+    assert "is not rejected" in flat(cli("demonstrations", "restore", "1", expect=1).output)
+    cli("demonstrations", "export", "--out", "sft", "--overwrite")
+    assert len(datasets.load_from_disk(str(tmp_path / "sft"))["train"]) == 2
+
+
+def test_new_only_exports_what_no_demonstrations_export_took(
+        cli: Cli, store: int, sessions: sessionmaker[Session], tmp_path: Path) -> None:
+    cli("demonstrations", "export", "--out", "first", "--annotator", "bob")
+    cli("demonstrations", "export", "--out", "second", "--new-only")
+    data = datasets.load_from_disk(str(tmp_path / "second"))
+    assert sorted(r["completion"][0]["content"] for split in data.values() for r in split) == \
+        ["Paris, on the Seine.", "The Pacific."]
+    assert "check --annotator, --exclude, --batch and --new-only" in flat(
+        cli("demonstrations", "export", "--out", "third", "--new-only", expect=1).output)
+    assert not (tmp_path / "third").exists() or not any((tmp_path / "third").iterdir())
