@@ -1,4 +1,5 @@
-"""Reads for ``rlhf export``: comparisons in id order (keyset pages, never the whole table), their votes and texts."""
+"""Reads for ``rlhf export``: comparisons in id order (keyset pages, never the whole table), their votes and texts,
+and (``--demonstrations``) the answers annotators wrote with their rankings."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session
 from db.bulk import chunks
 from db.gold import gold_keys
 from db.review import verdicts
-from db.models import Annotator, Comparison, Prompt, Ranking, Response
+from db.models import Annotator, Comparison, Demonstration, Prompt, Ranking, Response
 
 
 @dataclass(frozen=True)
@@ -174,3 +175,44 @@ def mark_exported(session: Session, ranking_ids: Sequence[int], when: datetime) 
         )
         stored += session.scalar(select(func.count(Ranking.id)).where(Ranking.id.in_(part))) or 0
     return stored
+
+
+@dataclass(frozen=True)
+class WrittenRow:
+    """A demonstration (``db.demonstrations``) sent with a ranking of the comparison: an answer its annotator wrote,
+    for ``rlhf export --demonstrations`` to prefer over each response shown."""
+
+    ranking_id: int  # the ranking it was sent with
+    annotator: str
+    response_id: int  # its text, stored as a response of the prompt
+    text: str
+    content_hash: str
+    run_id: int | None  # the ranking's
+    all_bad: bool  # the ranking marked every shown response bad
+    comment: str | None
+
+
+def written_answers(session: Session, comparison_ids: Sequence[int],
+                    selection: Selection) -> dict[int, list[WrittenRow]]:
+    """comparison id -> the demonstrations sent with it by the selected annotators (kinds, names), in annotator-name
+    order; none a reviewer rejected (``rlhf demonstrations reject``). The comparisons are the caller's page, already
+    of the selected batches."""
+    query = (
+        select(Demonstration.comparison_id, Ranking.id, Annotator.name, Response.id, Response.text,
+               Response.content_hash, Ranking.run_id, Ranking.all_bad, Ranking.comment)
+        .join(Ranking, Ranking.id == Demonstration.ranking_id)
+        .join(Annotator, Annotator.id == Demonstration.annotator_id)
+        .join(Response, Response.id == Demonstration.response_id)
+        .where(Demonstration.comparison_id.in_(list(comparison_ids)), Demonstration.rejected_at.is_(None),
+               ~Ranking.skipped, Annotator.kind.in_(selection.kinds))
+        .order_by(Demonstration.comparison_id, Annotator.name, Demonstration.id)
+    )
+    if selection.include:
+        query = query.where(Annotator.name.in_(selection.include))
+    if selection.exclude:
+        query = query.where(Annotator.name.not_in(selection.exclude))
+    grouped: dict[int, list[WrittenRow]] = {}
+    for cid, rid, name, response_id, text, content_hash, run_id, all_bad, comment in session.execute(query):
+        grouped.setdefault(cid, []).append(
+            WrittenRow(rid, name, response_id, text, content_hash, run_id, bool(all_bad), comment))
+    return grouped

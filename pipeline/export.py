@@ -6,6 +6,17 @@ aggregated into pairs (``pipeline.aggregate``), and the rows streamed page by pa
 selection on the same store gives byte-identical files: rows in comparison order, and the dataset fingerprint set
 to our content hash. Recorded as an ``export`` run (selection, counts, content fingerprint,
 parent runs), mirrored in ``export_manifest.json`` beside the data for the training stages.
+
+``demonstrations`` (``--demonstrations``, off by default) adds the answers annotators wrote with their rankings
+(``db.demonstrations``): one pair per demonstration and response shown in its comparison, the written text chosen
+over the shown one, in the comparison's place (after its voted pairs). They are not votes: aggregation and its
+filters (``--aggregate``, ``--min-agreement``, ``--min-votes``, ``--unanimous``, ``--disputed``, the gold options) and
+``--drop-all-bad`` (the mark judges the shown responses, which is when a written answer helps most) leave them as
+they are. The annotator selection (kinds, names) and ``--batch`` apply; an answer a reviewer rejected never goes.
+Their label is certain: score, agreement 1.0, votes 1, annotators ``["NAME (written)"]``, the ranking's all-bad
+mark and comment, ``ranking_ids`` the ranking it came with (marked exported like every cited ranking), ``margin``
+K-1 (the largest rank gap a ranking of that comparison gives). One text sent with several comparisons of the
+prompt gives each (text, shown response) pair once, in the first of them.
 """
 
 from __future__ import annotations
@@ -15,14 +26,15 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.exporting import Selection, count_comparisons, iter_comparisons, mark_exported, response_texts
+from db.exporting import (Selection, WrittenRow, count_comparisons, iter_comparisons, mark_exported, response_texts,
+                           written_answers)
 from db.gold import gold_annotator, gold_run_ids
 from db.comparisons import dense_ranks
 from db.review import adjudicator
@@ -63,6 +75,9 @@ class ExportOptions:
     # A reviewer's verdict on a dispute (rlhf review) is the comparison's label, in place of its votes; False: the
     # votes as they are, verdicts unused. Only where humans are among the sources (verdicts settle human disputes).
     adjudicated: bool = True
+    # Also prefer each answer an annotator wrote with a ranking (a demonstration) over each response shown with it:
+    # certain labels, not votes, so no agreement filter nor drop_all_bad leaves them out (see the module docstring).
+    demonstrations: bool = False
 
     def validate(self) -> ExportOptions:
         unknown = [s for s in self.sources if s not in SOURCES]
@@ -99,6 +114,9 @@ class ExportReport:
     below_gold_left_out: int = 0
     adjudicated: int = 0  # comparisons whose reviewer's verdict replaced their votes
     verdicts_unused: int = 0  # verdicts on comparisons whose selected humans do not disagree (any more)
+    # --demonstrations: pairs of a written answer over a shown response, and the answers they came from (None: off)
+    demonstration_pairs: int | None = None
+    demonstrations: int = 0
     fingerprint: str = ""
     seconds: float = 0.0
 
@@ -123,8 +141,11 @@ class ExportReport:
         if self.gold_copies_left_out:
             left_out += (f"; {self.gold_copies_left_out} gold answer(s) not counted twice (the ranking they were taken "
                          "from is a vote)")
-        return (f"{self.total_pairs} pairs ({splits}) from {self.rankings} rankings of {self.comparisons} comparisons"
-                f"{left_out}, fingerprint {self.fingerprint[:12]}")
+        origin = f" from {self.rankings} rankings of {self.comparisons} comparisons"
+        if self.demonstration_pairs is not None:
+            origin = (f": {self.total_pairs - self.demonstration_pairs}{origin} and {self.demonstration_pairs} from "
+                      f"{self.demonstrations} demonstration(s) (written answers over the responses shown)")
+        return f"{self.total_pairs} pairs ({splits}){origin}{left_out}, fingerprint {self.fingerprint[:12]}"
 
 
 def conversation_text(messages: list[dict[str, Any]]) -> str:
@@ -245,6 +266,8 @@ def export(
                         "below_gold_accuracy": {name: {"gold_answered": n, "accuracy": round(accuracy, 6)}
                                                 for name, (n, accuracy) in report.below_gold.items()},
                         "selection": config}
+            if report.demonstration_pairs is not None:
+                manifest.update(demonstration_pairs=report.demonstration_pairs, demonstrations=report.demonstrations)
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
             metrics = {**manifest, "seconds": report.seconds, "summary": report.summary(),
                        "pairs_per_second": round(report.total_pairs / max(report.seconds, 1e-9), 1)}
@@ -293,34 +316,55 @@ def _write_rows(
     buffers: dict[str, dict[str, list[Any]]] = {split: {name: [] for name in features} for split in counts}
     used_handle = tempfile.NamedTemporaryFile("w", suffix=".ids", delete=False)
     done = 0
+    written_pairs: set[tuple[int, int]] = set()  # (answer, shown response) already given (--demonstrations)
+    if options.demonstrations:
+        report.demonstration_pairs = 0
     try:
         with sessions() as session:
             total = count_comparisons(session, selection)
             for page in iter_comparisons(session, selection, page=page_size):
                 texts = response_texts(session, [rid for c in page for rid in c.response_ids])
+                answers = (written_answers(session, [c.id for c in page], selection) if options.demonstrations
+                           else {})
                 for comparison in page:
                     comparison = _voters(comparison, options, report)
-                    if not comparison.votes:
-                        continue
-                    if options.drop_all_bad and mostly_all_bad(comparison.votes):
+                    cited: set[int] = set()  # the rankings this comparison's voted pairs cite
+                    if comparison.votes and options.drop_all_bad and mostly_all_bad(comparison.votes):
                         report.all_bad_left_out += 1
-                        continue
-                    added = _append_pairs(buffers[comparison.split], comparison, texts, options)
-                    if not added:
-                        continue
-                    report.comparisons += 1
-                    report.rankings += len(comparison.votes)
-                    parents.update(v.run_id for v in comparison.votes if v.run_id)
-                    if comparison.run_id:
-                        parents.add(comparison.run_id)
-                    used_handle.write("".join(f"{v.ranking_id}\n" for v in comparison.votes))
-                    digest.update(repr((comparison.split, comparison.id, comparison.prompt_hash,
-                                        [(texts[p.chosen][1], texts[p.rejected][1], p.score, p.votes, p.agreement,
-                                          p.tie, p.annotators, p.margin if options.margin else None,
-                                          *_voter_notes(comparison.votes, p))
-                                         for p in added],
-                                        [v.ranking_id for v in comparison.votes])).encode())
-                    counts[comparison.split] += len(added)
+                    elif comparison.votes and (added := _append_pairs(buffers[comparison.split], comparison, texts,
+                                                                      options)):
+                        report.comparisons += 1
+                        report.rankings += len(comparison.votes)
+                        parents.update(v.run_id for v in comparison.votes if v.run_id)
+                        if comparison.run_id:
+                            parents.add(comparison.run_id)
+                        used_handle.write("".join(f"{v.ranking_id}\n" for v in comparison.votes))
+                        cited.update(v.ranking_id for v in comparison.votes)
+                        digest.update(repr((comparison.split, comparison.id, comparison.prompt_hash,
+                                            [(texts[p.chosen][1], texts[p.rejected][1], p.score, p.votes,
+                                              p.agreement, p.tie, p.annotators, p.margin if options.margin else None,
+                                              *_voter_notes(comparison.votes, p))
+                                             for p in added],
+                                            [v.ranking_id for v in comparison.votes])).encode())
+                        counts[comparison.split] += len(added)
+                    # Written answers whatever became of the votes: they are not votes (module docstring).
+                    given = _append_written(buffers[comparison.split], comparison, answers.get(comparison.id, ()),
+                                            texts, options, written_pairs)
+                    if given:
+                        report.demonstration_pairs = (report.demonstration_pairs or 0) + len(given)
+                        report.demonstrations += len({answer.ranking_id for answer, _ in given})
+                        parents.update(answer.run_id for answer, _ in given if answer.run_id)
+                        if comparison.run_id:
+                            parents.add(comparison.run_id)
+                        # Marked exported like the votes' rankings (each once: the ids file is counted against
+                        # the store); a ranking whose vote gave no pair here is cited by its answer's rows all the same.
+                        new = sorted({answer.ranking_id for answer, _ in given} - cited)
+                        used_handle.write("".join(f"{rid}\n" for rid in new))
+                        digest.update(repr(("written", comparison.split, comparison.id, comparison.prompt_hash,
+                                            [(answer.response_id, answer.content_hash, shown, texts[shown][1],
+                                              answer.ranking_id, answer.annotator, answer.all_bad, answer.comment,
+                                              options.margin) for answer, shown in given])).encode())
+                        counts[comparison.split] += len(given)
                 for split, buffer in buffers.items():
                     _flush(writers[split], buffer, schema, full_batches_only=True)
                 done += len(page)
@@ -408,16 +452,13 @@ def _append_pairs(
     if not pairs:
         return pairs
     standard = options.format == "standard"
-    prompt: Any = (
-        conversation_text(comparison.messages) if standard
-        else [{"role": m["role"], "content": m["content"]} for m in comparison.messages]
-    )
+    prompt = _prompt_column(comparison.messages, standard)
     ranking_ids = [v.ranking_id for v in comparison.votes]
     for pair in pairs:
         chosen, rejected = texts[pair.chosen][0], texts[pair.rejected][0]
         columns["prompt"].append(prompt)
-        columns["chosen"].append(chosen if standard else [{"role": "assistant", "content": chosen}])
-        columns["rejected"].append(rejected if standard else [{"role": "assistant", "content": rejected}])
+        columns["chosen"].append(_answer_column(chosen, standard))
+        columns["rejected"].append(_answer_column(rejected, standard))
         columns["score"].append(pair.score)
         columns["votes"].append(pair.votes)
         columns["agreement"].append(pair.agreement)
@@ -434,6 +475,51 @@ def _append_pairs(
         if options.margin:
             columns["margin"].append(pair.margin)
     return pairs
+
+
+def _prompt_column(messages: list[dict[str, Any]], standard: bool) -> Any:
+    return conversation_text(messages) if standard else [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def _answer_column(text: str, standard: bool) -> Any:
+    return text if standard else [{"role": "assistant", "content": text}]
+
+
+def _append_written(
+    columns: dict[str, list[Any]], comparison: Any, answers: Sequence[WrittenRow], texts: dict[int, tuple[str, str]],
+    options: ExportOptions, given: set[tuple[int, int]],
+) -> list[tuple[WrittenRow, int]]:
+    """Append a pair per written answer and response shown in the comparison (the answer chosen), leaving out those
+    in ``given`` (the same text sent with an earlier comparison of the prompt gave them), which it adds to; returns
+    (answer, shown response id) per row. A certain label: score and agreement 1.0 from one voter, the margin the
+    largest rank gap of the comparison (K-1), the answer's ranking cited."""
+    rows = []
+    for answer in answers:
+        for shown in comparison.response_ids:
+            if shown != answer.response_id and (answer.response_id, shown) not in given:
+                given.add((answer.response_id, shown))
+                rows.append((answer, shown))
+    standard = options.format == "standard"
+    prompt = _prompt_column(comparison.messages, standard) if rows else None
+    for answer, shown in rows:
+        columns["prompt"].append(prompt)
+        columns["chosen"].append(_answer_column(answer.text, standard))
+        columns["rejected"].append(_answer_column(texts[shown][0], standard))
+        columns["score"].append(1.0)
+        columns["votes"].append(1)
+        columns["agreement"].append(1.0)
+        columns["tie"].append(False)
+        columns["annotators"].append([f"{answer.annotator} (written)"])
+        columns["all_bad"].append(int(answer.all_bad))
+        columns["comments"].append([answer.comment.strip()] if answer.comment and answer.comment.strip() else [])
+        columns["comparison_id"].append(comparison.id)
+        columns["prompt_id"].append(comparison.prompt_id)
+        columns["chosen_id"].append(answer.response_id)
+        columns["rejected_id"].append(shown)
+        columns["ranking_ids"].append([answer.ranking_id])
+        if options.margin:
+            columns["margin"].append(float(len(comparison.response_ids) - 1))
+    return rows
 
 
 def build_dataset(staging: Path, options: Any, fingerprint: str) -> None:

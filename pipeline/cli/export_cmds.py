@@ -46,6 +46,15 @@ def export_cmd(
         "--include-gold", help="Also take the gold answers (rlhf comparisons gold) as votes; left out by default. "
                                "One taken from a ranking that is itself a vote is not counted twice.",
     )] = False,
+    demonstrations: Annotated[bool, typer.Option(
+        "--demonstrations", help="Also prefer each answer an annotator wrote with a ranking (rlhf demonstrations) over "
+                                 "each response shown with it: one pair per answer and shown response. Not votes: "
+                                 "--aggregate, --min-agreement, --min-votes, --unanimous, --disputed and the gold "
+                                 "options leave them as they are, and so does --drop-all-bad (an all-bad mark is "
+                                 "when a written answer helps most). --sources (human), --annotator, --exclude and "
+                                 "--batch apply; a rejected answer never goes. Score 1.0, margin K-1, annotator "
+                                 "'NAME (written)'.",
+    )] = False,
     format: Annotated[str, typer.Option(help="conversational (message lists) or standard (strings).")] = "conversational",  # noqa: A002
     margin: Annotated[bool, typer.Option("--margin", help="Add a margin column (RewardTrainer uses it).")] = False,
     jsonl: Annotated[bool, typer.Option("--jsonl", help="Also write train.jsonl and test.jsonl.")] = False,
@@ -59,7 +68,8 @@ def export_cmd(
     Pairs come from every K-wise ranking (ties give none), combined across annotators; train/test follow each
     prompt's stable split. Each pair carries how many of its voters marked all responses bad (`all_bad`) and their
     comments. Gold answers are no votes unless `--include-gold`; `--min-gold-accuracy` leaves out humans who fail
-    the gold comparisons. A dispute a reviewer settled (`rlhf review`) is labelled by the verdict alone. The same
+    the gold comparisons. A dispute a reviewer settled (`rlhf review`) is labelled by the verdict alone.
+    `--demonstrations` adds the answers annotators wrote, each preferred over the responses shown with it. The same
     selection gives byte-identical files.
     """
     options = ExportOptions(
@@ -67,7 +77,7 @@ def export_cmd(
         batches=_split_csv(batch), method=aggregate, min_agreement=min_agreement, min_votes=min_votes,
         unanimous=unanimous, disputed=disputed, ties=ties, drop_all_bad=drop_all_bad, format=format, margin=margin,
         jsonl=jsonl, overwrite=overwrite, include_gold=include_gold, min_gold_accuracy=min_gold_accuracy,
-        min_gold_items=min_gold_items, adjudicated=adjudicated,
+        min_gold_items=min_gold_items, adjudicated=adjudicated, demonstrations=demonstrations,
     )
     with open_store(ctx, db) as store, progress_bar("export", unit_bytes=False) as on_progress:
         report = export(store.sessions, options, on_progress=on_progress)
@@ -84,5 +94,6 @@ def register(app: typer.Typer) -> None:
             "rlhf export --out data/clean --drop-all-bad",
             "rlhf export --out data/reliable --min-gold-accuracy 0.8 --min-gold-items 10",
             "rlhf export --out data/soft --aggregate soft --format standard --jsonl",
+            "rlhf export --out data/with-answers --sources human --demonstrations",
         ),
     )(export_cmd)
