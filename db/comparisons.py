@@ -346,6 +346,19 @@ def batch_members(session: Session, batch: str | None = None) -> dict[str, list[
     return members
 
 
+def batches_without_active_members(session: Session, member: int | None = None) -> list[str]:
+    """The routed batches none of whose members is active: the queue gives them to nobody (routing counts every
+    member, so deactivating them does not open the batch to everyone). Only those ``member`` (an annotator id)
+    belongs to, when given."""
+    active = func.sum(case((Annotator.active.is_(True), 1), else_=0))
+    query = (select(BatchMember.batch).join(Annotator, Annotator.id == BatchMember.annotator_id)
+             .group_by(BatchMember.batch).having(active == 0).order_by(BatchMember.batch))
+    if member is not None:
+        query = query.where(BatchMember.batch.in_(
+            select(BatchMember.batch).where(BatchMember.annotator_id == member).scalar_subquery()))
+    return list(session.scalars(query))
+
+
 def set_batch_members(session: Session, batch: str, annotator_ids: Sequence[int]) -> None:
     """Route the batch to exactly these annotators (none: to everyone again)."""
     session.execute(delete(BatchMember).where(BatchMember.batch == batch))

@@ -16,7 +16,7 @@ from db.annotators import (
     set_active,
     set_password,
 )
-from pipeline.cli.context import DbOption, console, examples, open_store, sub_app
+from pipeline.cli.context import DbOption, console, err_console, examples, open_store, sub_app
 from pipeline.errors import UserError
 
 annotators_app = sub_app("Annotator accounts: humans who rank in the browser (and rule-based annotators).")
@@ -94,9 +94,18 @@ def passwd(
 
 
 def _set_active(ctx: typer.Context, name: str, db: str | None, active: bool) -> None:
+    from db.comparisons import batches_without_active_members
+
     with open_store(ctx, db) as store, store.sessions.begin() as session:
-        set_active(session, _get(session, name), active)
-    console.print(f"{name!r} {'activated' if active else 'deactivated'}")
+        annotator = _get(session, name)
+        set_active(session, annotator, active)
+        stranded = [] if active else batches_without_active_members(session, annotator.id)
+    console.print(f"{name!r} {'activated' if active else 'deactivated'}", markup=False, highlight=False)
+    for batch in stranded:
+        err_console.print(
+            f"warning: batch {batch!r} is routed only to inactive annotators now: nobody is given it until someone "
+            f"is added (rlhf comparisons assign --batch {batch} --add NAME, or --everyone)", markup=False,
+            highlight=False)
 
 
 def deactivate(ctx: typer.Context, name: Annotated[str, typer.Argument()], db: DbOption = None) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from db.comparisons import batch_members
+from db.comparisons import batch_members, batches_without_active_members
 from db.queue import MAX_K
 from db.stats import batch_summaries
 from pipeline.cli.context import DbOption, console, examples, open_store, state, sub_app
@@ -80,6 +80,7 @@ def list_(ctx: typer.Context, db: DbOption = None) -> None:
     with open_store(ctx, db) as store, store.sessions() as session:
         batches = batch_summaries(session)
         members = batch_members(session)
+        stranded = batches_without_active_members(session)
     table = Table("batch", "k", "overlap", "comparisons", "done", "open", "retired", "human rankings", "skips",
                   "annotators")
     for b in batches:
@@ -89,6 +90,10 @@ def list_(ctx: typer.Context, db: DbOption = None) -> None:
                       str(b.retired), str(b.human_ranked), str(b.skipped), who)
     console.print(table)
     console.print(f"{len(batches)} batch(es)")
+    for batch in stranded:
+        console.print(f"warning: batch {batch!r} is routed only to inactive annotators: nobody is given it "
+                      f"(rlhf comparisons assign --batch {batch} --add NAME, or --everyone)", markup=False,
+                      highlight=False)
 
 
 BatchOpt = Annotated[str, typer.Option("--batch", help="The batch's name (see `rlhf comparisons list`).")]

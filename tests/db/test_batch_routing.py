@@ -160,3 +160,15 @@ def test_routing_away_is_not_undone_by_an_undo_an_expired_lease_or_removing_the_
     assert "without annotators, which routes it to every human: pass --everyone" in refused
     with sessions() as session:
         assert batch_members(session) == {"medical": ["dr_a"]}
+
+
+def test_deactivating_the_last_active_member_warns_that_the_batch_goes_to_nobody(cli: Cli, sessions) -> None:  # noqa: ANN001
+    ids = _setup(sessions)
+    cli("comparisons", "assign", "--batch", "medical", "--annotator", "dr_a", "--annotator", "dr_b")
+    assert "warning" not in flat(cli("annotators", "deactivate", "dr_a").output)  # dr_b still labels it
+    said = flat(cli("annotators", "deactivate", "dr_b").output)
+    assert "batch 'medical' is routed only to inactive annotators now: nobody is given it" in said
+    assert "batch 'medical' is routed only to inactive annotators" in flat(cli("comparisons", "list").output)
+    assert sorted(_work(sessions, "ann")) == ids["general"]  # still none of medical for the others
+    cli("annotators", "activate", "dr_b")
+    assert "inactive" not in flat(cli("comparisons", "list").output)
