@@ -872,7 +872,7 @@ def undo_last(session: Session, annotator: _Who, now: datetime, *, lease: timede
 @dataclass(frozen=True)
 class Progress:
     done_today: int  # rankings and skips since 00:00 UTC
-    done_in_batch: int  # this annotator's rankings and skips in the batch (all batches when none is chosen)
+    done_in_batch: int  # their rankings and skips on the comparisons batch_size counts (all batches when none chosen)
     batch_size: int  # comparisons in the batch that want human labels
     remaining: int  # comparisons this annotator could still be given (gold ones past their overlap included)
 
@@ -898,16 +898,19 @@ def _gold_past_overlap(batched: bool, routed: bool):  # noqa: ANN202
 
 
 def _mine(batched: bool, routed: bool):  # noqa: ANN202
-    """(this annotator's answers in the batch, of which on still-givable comparisons, answers since midnight, gold
-    comparisons past their overlap still to give them)."""
+    """(this annotator's answers in the batch, counted where the batch's size counts (not retired, wanting humans,
+    routed to them or to everyone: "Done: 5 of 2" otherwise), of which on still-givable comparisons, answers since
+    midnight, gold comparisons past their overlap still to give them)."""
     today = aliased(Ranking)
     since_midnight = (
         select(func.count(today.id)).where(today.annotator_id == ME, today.created_at >= NOW).scalar_subquery()
     )
+    counted = and_(Comparison.required_overlap > 0, Comparison.status != "retired")  # as _sizes counts the batch
     query = (
-        select(func.count(Ranking.id).label("done"),
+        select(_flag(and_(counted, _visible(Comparison.batch)) if routed else counted).label("done"),
                _flag(and_(_GIVABLE, _visible(Comparison.batch)) if routed else _GIVABLE).label("answered_open"),
                since_midnight.label("today"), _gold_past_overlap(batched, routed).label("gold_left"))
+        .select_from(Ranking)
         .join(Comparison, Comparison.id == Ranking.comparison_id)
         .where(Ranking.annotator_id == ME)
     )

@@ -19,7 +19,7 @@ from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
 from db.queue import batches_with_work, progress, record_ranking, take_lease
 from labeling_app.annotate import AnnotatorApp
 from labeling_app.settings import LabelingSettings
-from pipeline.comparisons import route_batch
+from pipeline.comparisons import change_batch, route_batch
 from tests.conftest import Cli
 from tests.helpers import flat
 
@@ -172,3 +172,21 @@ def test_deactivating_the_last_active_member_warns_that_the_batch_goes_to_nobody
     assert sorted(_work(sessions, "ann")) == ids["general"]  # still none of medical for the others
     cli("annotators", "activate", "dr_b")
     assert "inactive" not in flat(cli("comparisons", "list").output)
+
+
+def test_done_counts_only_what_the_batch_size_counts(sessions) -> None:  # noqa: ANN001
+    """"Done: 3 of 0" no more: answers on a batch routed away from the annotator, or retired, leave both counts."""
+    _setup(sessions)
+    assert len(_work(sessions, "ann")) == 7  # general 3, medical 4
+    with sessions() as session:
+        ann = annotator_ref(session, "ann")
+        whole = progress(session, ann.id, T0)
+        assert (whole.done_in_batch, whole.batch_size) == (7, 7)
+    with sessions.begin() as session:
+        route_batch(session, "general", ["dr_a"])
+        change_batch(session, "medical", "retire")
+    with sessions() as session:
+        whole, general = progress(session, ann.id, T0), progress(session, ann.id, T0, batch="general")
+        assert (whole.done_in_batch, whole.batch_size) == (0, 0)
+        assert (general.done_in_batch, general.batch_size) == (0, 0)
+        assert whole.done_today == 7  # today's count is of answers given, wherever they went since
