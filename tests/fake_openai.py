@@ -12,6 +12,9 @@ HTTP date), ``500``, ``timeout`` (answers after the client gave up), ``slow`` (a
 (an answer without a verdict), ``nul`` (a NUL character in the answer), ``400``, ``401``, ``quota`` (429
 insufficient_quota); in a Batch API batch ``garbage``, ``400`` (an error line) and ``expire`` (the batch
 ends ``expired`` with that request in its error file, the others in its output file).
+The Batch API's limits per input file can be set (``max_file_bytes``, ``max_batch_requests``: over them the
+upload or the batch is refused with 400, as OpenAI does); ``batch_faults`` fails a batch's creation (``500``), and
+``extra_polls`` keeps the n-th batch created in progress for more polls than the others.
 Latency per call is configurable. An answer longer than the request's ``max_tokens`` (4 characters a token) is
 cut there with ``finish_reason="length"``, as a server does; ``preamble`` is reasoning written before a pairwise
 verdict.
@@ -59,6 +62,11 @@ class FakeModel:
         self.preamble = ""  # reasoning written before a judge's verdict (long ones get cut at max_tokens)
         self.retry_after = 0.5  # seconds asked for by the 429ms fault
         self.batch_api = True  # False: no files/batches endpoints (404), as vllm serve or Ollama
+        # The Batch API's limits per input file, as OpenAI enforces them (tests set small ones; None: no limit)
+        self.max_file_bytes: int | None = None  # an upload over this is refused (400)
+        self.max_batch_requests: int | None = None  # a batch of a file with more lines is refused (400)
+        self.batch_faults: collections.deque[str] = collections.deque()  # per batch create: "500" fails it
+        self.extra_polls: dict[int, int] = {}  # the n-th batch created (from 1) stays in_progress this much longer
 
     # --- the "model" ---------------------------------------------------------------------------------------------
 
@@ -170,6 +178,10 @@ class FakeModel:
         form = await request.form()
         upload = form["file"]
         content = (await upload.read()).decode()  # type: ignore[union-attr]
+        if self.max_file_bytes is not None and len(content.encode()) > self.max_file_bytes:
+            return JSONResponse({"error": {"message": f"File is too large: {len(content.encode())} bytes, at most "
+                                           f"{self.max_file_bytes}", "type": "invalid_request_error"}},
+                                status_code=400)
         file_id = f"file-{uuid.uuid4().hex[:12]}"
         self.files[file_id] = {"content": content, "purpose": form.get("purpose"), "filename": upload.filename}  # type: ignore[union-attr]
         return JSONResponse(self._file(file_id))
@@ -189,6 +201,13 @@ class FakeModel:
         body = await request.json()
         batch_id = f"batch_{uuid.uuid4().hex[:12]}"
         lines = [json.loads(x) for x in self.files[body["input_file_id"]]["content"].splitlines() if x.strip()]
+        fault = self.batch_faults.popleft() if self.batch_faults else None
+        if fault == "500":
+            return JSONResponse({"error": {"message": "server error"}}, status_code=500)
+        if self.max_batch_requests is not None and len(lines) > self.max_batch_requests:
+            return JSONResponse({"error": {"message": f"{len(lines)} requests in one batch, at most "
+                                           f"{self.max_batch_requests}", "type": "invalid_request_error"}},
+                                status_code=400)
         out, errors = [], []
         for line in lines:
             with self.lock:
@@ -217,6 +236,7 @@ class FakeModel:
                                     "filename": "errors.jsonl"}
         self.batches[batch_id] = {"body": body, "output": output_id, "errors": error_id, "polls": 0,
                                   "count": len(lines), "final": "expired" if errors else "completed"}
+        self.batches[batch_id]["polls"] -= self.extra_polls.get(len(self.batches), 0)
         return JSONResponse(self._batch(batch_id, "validating"))
 
     def _batch(self, batch_id: str, status: str) -> dict[str, Any]:

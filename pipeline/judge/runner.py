@@ -7,8 +7,8 @@ complete, in short batched transactions: after a kill -9 at most the last fracti
 same command finds the stored calls in the cache and ranks only what is still missing (one ranking per
 comparison and judge, enforced by the store).
 
-Batch mode: the calls a batch still needs go to the OpenAI Batch API in one JSONL file (half price); a later run
-collects the finished remote batch into the cache and ranks from it.
+Batch mode (``pipeline.judge.batch_api``): the calls a batch still needs go to the OpenAI Batch API (half price);
+a later run collects the finished remote batches into the cache and ranks from them.
 """
 
 from __future__ import annotations
@@ -19,25 +19,22 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.judging import (
     call_row,
     cached_responses,
     count_pending_wider,
-    failed_comparisons,
     load_cases,
     pending_comparison_ids,
     refused_calls,
     store_calls,
     store_judge_rankings,
 )
-from db.models import Run, utcnow
-from db.runs import fail_run, finish_run, start_run
+from db.models import utcnow
 from pipeline.errors import UserError
 from pipeline.judge.config import JudgeConfig
 from pipeline.judge.core import Case, Job
@@ -197,7 +194,7 @@ class JudgeContext:
     retry_salts: dict[int, int] = field(default_factory=dict)
 
 
-def _request_json(request: ChatRequest) -> dict[str, Any]:
+def request_json(request: ChatRequest) -> dict[str, Any]:
     return {"messages": request.message_dicts(), "params": request.params()}
 
 
@@ -218,7 +215,7 @@ def max_k(config: JudgeConfig) -> int | None:
     return 2 if config.kind in ("pairwise", "logprob") else None
 
 
-def _work_ids(session: Session, ctx: JudgeContext, report: JudgeReport, limit: int | None) -> list[int]:
+def work_ids(session: Session, ctx: JudgeContext, report: JudgeReport, limit: int | None) -> list[int]:
     """The comparisons this run judges: those without a ranking of this judge that it can rank, and the
     failures it retries; counts in ``report.too_wide`` those it cannot rank."""
     widest = max_k(ctx.config)
@@ -478,7 +475,7 @@ class _Online:
         stored = completion.to_json()
         stored["top_logprobs"] = keep_alternatives(stored["top_logprobs"])
         self.writer.call(call_row(
-            key, self.backend.model, _request_json(request), stored,
+            key, self.backend.model, request_json(request), stored,
             prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
             latency_ms=completion.latency_ms, cost_usd=cost,
         ))
@@ -499,7 +496,7 @@ async def judge_online(
     """Judge the batch's pending comparisons through ``backend`` (the run record is the caller's)."""
     started = time.perf_counter()
     with sessions() as session:
-        ids = _work_ids(session, ctx, report, limit)
+        ids = work_ids(session, ctx, report, limit)
     report.comparisons = len(ids)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -515,14 +512,14 @@ async def judge_online(
     finally:
         watcher.cancel()
         report.seconds = round(time.perf_counter() - started, 3)
-        _close_writer(writer, ctx)
+        close_writer(writer, ctx)
     if state.fatal is not None:
         hint = " (check the model name, base URL and API key)" if state.fatal.status in (401, 403, 404) else ""
         raise UserError(f"judge {ctx.name} stopped: {state.fatal}{hint}")
     return report
 
 
-def _close_writer(writer: Writer, ctx: JudgeContext) -> None:
+def close_writer(writer: Writer, ctx: JudgeContext) -> None:
     """Wait for the writer; a failed write becomes one clear error (the run is recorded as failed)."""
     try:
         writer.close()
@@ -532,126 +529,3 @@ def _close_writer(writer: Writer, ctx: JudgeContext) -> None:
             f"judge {ctx.name} stopped: storing its results failed ({type(exc).__name__}: {first}); the answers "
             "that could be stored are kept, and the same command resumes from them"
         ) from exc
-
-
-# --- Batch API ------------------------------------------------------------------------------------------------------
-
-
-def open_remote_batches(session: Session, judge: str, batch: str) -> list[Run]:
-    runs = session.scalars(select(Run).where(Run.kind == "judge-batch", Run.status == "running").order_by(Run.id))
-    return [r for r in runs if r.config.get("judge") == judge and r.config.get("batch") == batch]
-
-
-async def _collect(sessions: sessionmaker[Session], ctx: JudgeContext, backend: Any, report: JudgeReport,
-                   run_id: int, remote_id: str) -> dict[int, int] | None:
-    """Store a finished remote batch's answers in the cache; None while it is still being processed, else the
-    retried failures it asked about (comparison id -> retry salt), so that their answers are used now."""
-    status, output_file, error_file = await backend.batch_state(remote_id)
-    report.remote_batch, report.remote_state = remote_id, status
-    if status in ("validating", "in_progress", "finalizing", "cancelling"):
-        return None
-    rows: list[dict[str, Any]] = []
-    with sessions() as session:
-        run = session.get(Run, run_id)
-        requests = run.config.get("requests", {}) if run else {}
-        retried = {int(cid): int(salt) for cid, salt in (run.config.get("retry") or {}).items()} if run else {}
-    # Every final state (completed, expired, cancelled, failed) may have answers, billed: an expired batch's
-    # finished requests are in its output file. What is missing is sent again by this run.
-    refusals = 0
-    for file_id in (output_file, error_file):
-        results = await backend.batch_results(file_id) if file_id else {}
-        for key, result in results.items():
-            if isinstance(result, LLMError):
-                report.error(str(result))
-                if not result.retryable:  # refused (e.g. 400): recorded, so the comparison fails as online
-                    refusals += 1
-                    rows.append(call_row(key, backend.model, requests.get(key, {}), None, prompt_tokens=0,
-                                         completion_tokens=0, latency_ms=0, cost_usd=0.0,
-                                         error=storable(str(result))[:4000]))
-                continue
-            cost = ctx.config.cost(result.prompt_tokens, result.completion_tokens, batch=True)
-            report.calls += 1
-            report.prompt_tokens += result.prompt_tokens
-            report.completion_tokens += result.completion_tokens
-            report.cost_usd += cost
-            rows.append(call_row(key, backend.model, requests.get(key, {}), result.to_json(),
-                                 prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-                                 latency_ms=0, cost_usd=cost))
-    answers = len(rows) - refusals
-    with sessions.begin() as session:
-        store_calls(session, rows)
-        run = session.get(Run, run_id)
-        assert run is not None
-        summary = f"remote batch {remote_id} {status}: {answers} answers, {refusals} refused"
-        if status == "completed":
-            finish_run(session, run, {"answers": answers, "refused": refusals, "summary": summary})
-        else:
-            run.metrics = {"answers": answers, "refused": refusals, "summary": summary}
-            fail_run(session, run, f"remote batch {remote_id} ended {status} ({answers} answers kept)")
-    return retried
-
-
-async def judge_batch_api(
-    sessions: sessionmaker[Session], ctx: JudgeContext, backend: Any, report: JudgeReport, *,
-    limit: int | None = None, on_progress: Progress | None = None,
-) -> JudgeReport:
-    """Collect finished remote batches into the cache, rank what the cache now answers, and send what is still
-    missing as one new remote batch. Nothing is sent while a batch of this judge is still being processed."""
-    started = time.perf_counter()
-    with sessions() as session:
-        remote = [(r.id, r.config["remote_batch"]) for r in open_remote_batches(session, ctx.name, report.batch)]
-    collected: dict[int, int] = {}
-    for run_id, remote_id in remote:
-        try:
-            retried = await _collect(sessions, ctx, backend, report, run_id, remote_id)
-        except LLMError as exc:
-            raise UserError(f"judge {ctx.name}: collecting remote batch {remote_id} failed: {exc}"
-                            + ("; run the command again" if exc.retryable else "")) from None
-        if retried is None:
-            report.seconds = round(time.perf_counter() - started, 3)
-            return report  # still running: come back later
-        collected.update(retried)
-    with sessions() as session:
-        if collected:  # a collected batch re-asked recorded failures: rank them from its answers (no flag needed)
-            failed = failed_comparisons(session, ctx.annotator_id, report.batch)
-            again = {cid: salt for cid, salt in collected.items() if cid in failed and failed[cid] < salt}
-            ctx = replace(ctx, retry_salts={**again, **ctx.retry_salts})
-        ids = _work_ids(session, ctx, report, limit)
-    report.comparisons = len(ids)
-    needed: dict[str, ChatRequest] = {}
-    retry: dict[int, int] = {}  # retried failures among them: their salt, for the run that collects the answers
-    writer = Writer(sessions)
-    writer.start()
-    recorder = Recorder(ctx, report, writer, on_progress)
-    try:
-        for start in range(0, len(ids), CHUNK):
-            with sessions() as session:
-                jobs = load_jobs(session, ctx, ids[start : start + CHUNK])
-                missing, hits = answer_from_cache(session, jobs, cache_name(backend))
-            report.cached += hits
-            waiting = {id(job) for job, *_ in missing}
-            for job in jobs:
-                if id(job) not in waiting:
-                    recorder.finish(job)
-            report.unfinished += len(waiting)
-            needed.update({key: request for _, _, key, request in missing})
-            retry.update({job.case.comparison_id: job.salt for job, *_ in missing if job.salt})
-    finally:
-        _close_writer(writer, ctx)
-    if needed:
-        try:
-            remote_id = await backend.submit_batch(needed, description=f"rlhf judge {ctx.name} batch {report.batch}")
-        except LLMError as exc:
-            hint = ("; this endpoint has no Batch API (use --mode online)" if exc.status in (404, 405, 501)
-                    else "" if exc.retryable else " (check the model name, base URL and API key)")
-            raise UserError(f"judge {ctx.name}: sending the remote batch failed: {exc}{hint}"
-                            + ("; run the command again" if exc.retryable else "")) from None
-        with sessions.begin() as session:
-            start_run(session, "judge-batch", {
-                "judge": ctx.name, "batch": report.batch, "remote_batch": remote_id, "count": len(needed),
-                "requests": {key: _request_json(req) for key, req in needed.items()},
-                "retry": {str(cid): salt for cid, salt in retry.items()},
-            }, inputs=[report.run_id] if report.run_id else (), name=f"judge-batch {ctx.name} {report.batch}")
-        report.remote_batch, report.remote_state = remote_id, f"submitted ({len(needed)} requests)"
-    report.seconds = round(time.perf_counter() - started, 3)
-    return report

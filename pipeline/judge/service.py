@@ -21,7 +21,8 @@ from db.runs import fail_run, finish_run, start_run
 from pipeline.errors import UserError
 from pipeline.judge.config import JudgeConfig
 from pipeline.judge.core import check_template
-from pipeline.judge.runner import RETRY_GENERATION, JudgeContext, JudgeReport, Progress, judge_batch_api, judge_online
+from pipeline.judge.batch_api import BatchLimits, judge_batch_api
+from pipeline.judge.runner import RETRY_GENERATION, JudgeContext, JudgeReport, Progress, judge_online
 from pipeline.judge.templates import SHIPPED_KINDS, Template, load_template
 from pipeline.llm import make_backend, resolve_api_key
 from pipeline.llm.identity import model_identity
@@ -90,9 +91,11 @@ def run_judge(
     policy: RetryPolicy = RetryPolicy(),
     on_progress: Progress | None = None,
     handle_signals: bool = False,
+    batch_limits: BatchLimits = BatchLimits(),
 ) -> JudgeReport:
     """Judge the batch's pending comparisons (recorded as a ``judge`` run whose inputs are the runs that created
-    the comparisons). Raises UserError for bad options and fatal endpoint errors."""
+    the comparisons). Raises UserError for bad options and fatal endpoint errors. ``batch_limits``: what one
+    remote batch may hold in ``--mode batch`` (the Batch API's limits)."""
     if options.mode not in ("online", "batch"):
         raise UserError(f"--mode must be online or batch, got {options.mode!r}")
     if options.concurrency is not None and options.concurrency < 1:  # 0 or less: no worker, a run that never ends
@@ -128,7 +131,8 @@ def run_judge(
             api_key=resolve_api_key(ctx.config.api_key_env, options.secrets), timeout=ctx.config.timeout,
         )
     try:
-        run_coroutine(_run(sessions, ctx, backend, report, options, policy, on_progress, handle_signals, owned))
+        run_coroutine(_run(sessions, ctx, backend, report, options, policy, on_progress, handle_signals, owned,
+                           batch_limits))
     except BaseException as exc:
         with sessions.begin() as session:
             run = session.get(Run, run_id)
@@ -164,7 +168,7 @@ def run_coroutine(coroutine: Any) -> Any:
 
 async def _run(sessions: sessionmaker[Session], ctx: JudgeContext, backend: Any, report: JudgeReport,
                options: RunOptions, policy: RetryPolicy, on_progress: Progress | None, handle_signals: bool,
-               owned: bool) -> None:
+               owned: bool, batch_limits: BatchLimits) -> None:
     stop = asyncio.Event()
     interrupted = False
     loop = asyncio.get_running_loop()
@@ -184,7 +188,8 @@ async def _run(sessions: sessionmaker[Session], ctx: JudgeContext, backend: Any,
         if options.mode == "batch":
             if not hasattr(backend, "submit_batch"):
                 raise UserError("--mode batch needs the openai backend (an endpoint with the Batch API)")
-            await judge_batch_api(sessions, ctx, backend, report, limit=options.limit, on_progress=on_progress)
+            await judge_batch_api(sessions, ctx, backend, report, limit=options.limit, on_progress=on_progress,
+                                  limits=batch_limits)
         else:
             await judge_online(sessions, ctx, backend, report, concurrency=_concurrency(options, ctx),
                                limit=options.limit, policy=policy, on_progress=on_progress, stop=stop)
