@@ -163,6 +163,15 @@ def failed_comparisons(session: Session, annotator_id: int, batch: str) -> dict[
     return {cid: int((details or {}).get("salt") or 0) for cid, details in rows}
 
 
+def count_judge_rankings(session: Session, annotator_id: int) -> tuple[int, int]:
+    """(rankings, recorded failures among them) of a judge, in every batch, retired comparisons included."""
+    total, failures = session.execute(
+        select(func.count(Ranking.id), func.sum(case((Ranking.skipped, 1), else_=0)).cast(Integer))
+        .where(Ranking.annotator_id == annotator_id)
+    ).one()
+    return total or 0, failures or 0
+
+
 @dataclass(frozen=True)
 class JudgeBatchStatus:
     batch: str

@@ -1,4 +1,4 @@
-"""``rlhf judge add|list|run|status``: the LLM judge."""
+"""``rlhf judge add|edit|list|show|run|status``: the LLM judge."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from rich.table import Table
 
 from pipeline.cli.context import DbOption, console, examples, open_store, progress_bar, state, sub_app
 from pipeline.judge.config import JudgeConfig
+from pipeline.judge.editing import IDENTITY, OPERATIONAL, edit_judge, judge_details, shown
 from pipeline.judge.service import RunOptions, add_judge, judge_status, list_judges, run_judge
 
 judge_app = sub_app("AI judges: LLMs that rank comparisons beside the humans (position-debiased, cached, resumable).")
@@ -59,8 +60,94 @@ def add(
                   markup=False)
 
 
+def edit(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The judge to change.")],
+    base_url: Annotated[str | None, typer.Option(help="New OpenAI-compatible base URL ('' for OpenAI's).")] = None,
+    api_key_env: Annotated[str | None, typer.Option(help="New variable holding the API key ('' for none).")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Default calls in flight for `judge run`.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds per call before it is retried.")] = None,
+    rpm: Annotated[float | None, typer.Option(help="Requests per minute limit (0: none).")] = None,
+    tpm: Annotated[float | None, typer.Option(help="Tokens per minute limit (0: none).")] = None,
+    max_parse_retries: Annotated[int | None, typer.Option(help="New attempts after an answer without a verdict.")] = None,
+    price_in: Annotated[float | None, typer.Option(help="USD per million prompt tokens.")] = None,
+    price_out: Annotated[float | None, typer.Option(help="USD per million completion tokens.")] = None,
+    batch_discount: Annotated[float | None, typer.Option(help="Price factor for Batch API calls.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model (only while the judge has no rankings).")] = None,
+    backend: Annotated[str | None, typer.Option(help="openai, transformers or vllm (no rankings yet).")] = None,
+    template: Annotated[str | None, typer.Option(help="Shipped template or file, loaded again (no rankings yet).")] = None,
+    kind: Annotated[str | None, typer.Option(help="How answers are read (no rankings yet).")] = None,
+    principles: Annotated[str | None, typer.Option(help="File with the rubric's principles (no rankings yet).")] = None,
+    reference: Annotated[str | None, typer.Option(help="Reference generator, '' for none (no rankings yet).")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature (no rankings yet).")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Maximum tokens per answer (no rankings yet).")] = None,
+    reasoning: Annotated[bool | None, typer.Option("--reasoning/--no-reasoning",
+                                                   help="Explanation before the verdict (no rankings yet).")] = None,
+    both_orders: Annotated[bool | None, typer.Option("--both-orders/--no-both-orders",
+                                                     help="Judge pairs in both orders (no rankings yet).")] = None,
+    db: DbOption = None,
+) -> None:
+    """Change a judge. How it is reached and paced (base URL, API key variable, concurrency, timeout, rate limits,
+    parse retries, prices) may change at any time; what it is (model, backend, template, kind, principles,
+    reference, temperature, max tokens, reasoning, both orders) only while it has no rankings: after, add a new
+    judge, so that one judge's rankings stay comparable. Values are checked as `judge add` checks them; the
+    changes are printed and recorded (a judge-edit run)."""
+    given = {
+        "base_url": None if base_url is None else base_url or None,
+        "api_key_env": None if api_key_env is None else api_key_env or None,
+        "reference": None if reference is None else reference or None,
+        "concurrency": concurrency, "timeout": timeout, "rpm": rpm, "tpm": tpm, "max_parse_retries": max_parse_retries,
+        "price_input_per_mtok": price_in, "price_output_per_mtok": price_out, "batch_discount": batch_discount,
+        "model": model, "backend": backend, "template": template, "kind": kind, "temperature": temperature,
+        "max_tokens": max_tokens, "reasoning": reasoning, "both_orders": both_orders,
+    }
+    cleared = {"base_url": base_url, "api_key_env": api_key_env, "reference": reference}
+    changes = {key: value for key, value in given.items() if value is not None or cleared.get(key) == ""}
+    if not changes and principles is None:
+        raise typer.BadParameter("give at least one setting to change (see --help)")
+    with open_store(ctx, db) as store, store.sessions.begin() as session:
+        result = edit_judge(session, name, changes, principles_file=principles)
+    if not result.changes:
+        console.print(f"judge {name!r} unchanged: it has these settings already", markup=False)
+        return
+    console.print(f"judge {name!r} changed [run {result.run_id}]:", markup=False, highlight=False)
+    for field, (old, new) in result.changes.items():
+        console.print(f"  {field}: {shown(field, old)} -> {shown(field, new)}", markup=False, highlight=False)
+    for note in result.notes:
+        console.print(f"note: {note}", markup=False, highlight=False)
+
+
+def show(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The judge.")],
+    db: DbOption = None,
+) -> None:
+    """Every setting of a judge (what it is, then how it is reached), its rankings, the endpoints its runs used,
+    its edits and its remote batches still open."""
+    with open_store(ctx, db) as store, store.sessions() as session:
+        details = judge_details(session, name)
+    config = details.config
+    console.print(f"[bold]{name}[/]: {details.rankings} rankings ({details.failures} recorded failures)",
+                  highlight=False)
+    for title, names in (("what the judge is (fixed once it has rankings)", IDENTITY),
+                         ("how it is reached and paced (editable)", OPERATIONAL)):
+        table = Table("field", "value", title=title, title_justify="left")
+        for field in names:
+            table.add_row(field, shown(field, getattr(config, field)))
+        console.print(table)
+    for identity, runs in details.endpoints.items():
+        console.print(f"runs at {identity}: {', '.join(map(str, runs))}", markup=False, highlight=False)
+    for run in details.edits:
+        changed = ", ".join(f"{field} {old} -> {new}" for field, (old, new) in run.config.get("changes", {}).items())
+        console.print(f"edit [run {run.id}, {run.started_at:%Y-%m-%d %H:%M}]: {changed}", markup=False,
+                      highlight=False)
+    for run in details.open_batches:
+        console.print(f"remote batch {run.config.get('remote_batch')} of batch {run.config.get('batch')} still open "
+                      f"({run.config.get('count')} requests)", markup=False, highlight=False)
+
+
 def list_(ctx: typer.Context, db: DbOption = None) -> None:
-    """List judges with their backend, model, endpoint and template."""
+    """List judges with their backend, model, endpoint and template (`judge show NAME`: every setting)."""
     with open_store(ctx, db) as store, store.sessions() as session:
         judges = list_judges(session)
     table = Table("name", "backend", "model", "endpoint", "template", "kind", "both orders")
@@ -128,7 +215,16 @@ def register(app: typer.Typer) -> None:
             "rlhf judge add const --model gpt-4o-mini --template rubric --principles principles.md",
         ),
     )(add)
+    judge_app.command(
+        "edit",
+        epilog=examples(
+            "rlhf judge edit gpt4o --concurrency 32 --timeout 120",
+            "rlhf judge edit local --base-url http://127.0.0.1:8001/v1",
+            "rlhf judge edit draft --template my_judge.j2 --kind pairwise",
+        ),
+    )(edit)
     judge_app.command("list", epilog=examples("rlhf judge list"))(list_)
+    judge_app.command("show", epilog=examples("rlhf judge show gpt4o"))(show)
     judge_app.command(
         "run",
         epilog=examples("rlhf judge run gpt4o --batch b1 --concurrency 32", "rlhf judge run gpt4o --batch b1 --mode batch"),

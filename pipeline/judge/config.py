@@ -56,6 +56,12 @@ class JudgeConfig:
             raise UserError(f"--base-url {self.base_url!r} needs its scheme: http://{self.base_url} (or https://)")
         if self.max_tokens < 1 or self.concurrency < 1 or self.max_parse_retries < 0:
             raise UserError("max_tokens and concurrency must be >= 1, max_parse_retries >= 0")
+        if self.timeout <= 0:
+            raise UserError(f"--timeout must be more than 0 seconds, got {self.timeout}")
+        negative = [name for name in ("temperature", "rpm", "tpm", "price_input_per_mtok", "price_output_per_mtok",
+                                      "batch_discount") if getattr(self, name) < 0]
+        if negative:
+            raise UserError(f"{', '.join(negative)} must be 0 or more")
         return self
 
     def to_json(self) -> dict[str, Any]:

@@ -32,7 +32,17 @@ from pipeline.llm.types import ChatBackend
 
 def add_judge(session: Session, name: str, config: JudgeConfig, *, principles_file: str | None = None) -> Annotator:
     """Create the judge as an annotator of kind ``ai``; its template (and principles) are stored with it."""
-    template = load_template(config.template)
+    config = settle_config(config, load_template(config.template), principles_file=principles_file)
+    try:
+        return create_annotator(session, name, kind="ai", config=config.to_json())
+    except AnnotatorError as exc:
+        raise UserError(str(exc)) from None
+
+
+def settle_config(config: JudgeConfig, template: Template, *, principles_file: str | None = None) -> JudgeConfig:
+    """A judge's config as it is stored, with ``template`` (its text kept), checked: what ``judge add`` and
+    ``judge edit`` both apply. A shipped template sets the kind; a logprob judge reads a few tokens, no reasoning;
+    the template is rendered once so that an error names its file and line now, not at the first call."""
     config = replace(config, template_text=template.text)
     if config.template in SHIPPED_KINDS:
         config = replace(config, kind=SHIPPED_KINDS[config.template])
@@ -51,10 +61,7 @@ def add_judge(session: Session, name: str, config: JudgeConfig, *, principles_fi
         config = replace(config, max_tokens=min(config.max_tokens, 5), reasoning=False)
     config.validate()
     check_template(template, config)  # a syntax error or unknown variable now, naming the file and line
-    try:
-        return create_annotator(session, name, kind="ai", config=config.to_json())
-    except AnnotatorError as exc:
-        raise UserError(str(exc)) from None
+    return config
 
 
 def judge_context(session: Session, name: str) -> JudgeContext:
@@ -240,4 +247,4 @@ def _judged(runs: list[Run], batch: str) -> bool:
     return any(r.config.get("batch") == batch for r in runs)
 
 
-__all__ = ["RunOptions", "add_judge", "judge_context", "judge_status", "list_judges", "run_judge"]
+__all__ = ["RunOptions", "add_judge", "judge_context", "judge_status", "list_judges", "run_judge", "settle_config"]
