@@ -53,6 +53,7 @@ class LoginThrottle:
         self.lock = threading.Lock()
 
     def blocked(self, name: str, client: str = "") -> bool:
+        name = name[:MAX_NAME]
         now = time.monotonic()
         with self.lock:
             if self.locked_until.get((name, client), 0.0) > now:
@@ -61,6 +62,7 @@ class LoginThrottle:
             return recent is not None and len(self._trim(recent, now)) >= self.attempts * self.spread
 
     def failed(self, name: str, client: str = "") -> None:
+        name = name[:MAX_NAME]  # longer names are refused before this; a key never holds more
         now = time.monotonic()
         with self.lock:
             recent = self._touch(self.failures, (name, client), now)
@@ -163,6 +165,24 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
+MAX_NAME = 100  # db.annotators: names are 1-100 characters
+MAX_PASSWORD = 4096  # far above any passphrase; hashing a megabyte per guess would be the attacker's lever
+
+
+def _cross_site(request: Request) -> bool:
+    """The browser says the request comes from another origin: ``Sec-Fetch-Site`` (every current browser sends it;
+    the browser computes it, so a proxy rewriting Host does not matter) is neither same-origin nor none (typed,
+    bookmarked); without it, an ``Origin`` header naming another host. Scripts and API clients send neither and
+    pass; SameSite=Lax already keeps the cookie off cross-site POSTs."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site not in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if origin and origin != "null":
+        return urlparse(origin).netloc != request.headers.get("host", "")
+    return origin == "null"
+
+
 def login_page(title: str, message: str = "", next_path: str = "/", name: str = "") -> str:
     error = f'<p class="error" role="alert">{escape(message)}</p>' if message else ""
     return f"""<!doctype html>
@@ -211,6 +231,11 @@ def add_auth_routes(
         request: Request, username: str = Form(""), password: str = Form(""), next: str = Form("/")  # noqa: A002
     ) -> Response:
         target = _safe_next(next)
+        if _cross_site(request):  # a form on another site logging the browser in as someone else (login CSRF)
+            return HTMLResponse(login_page(settings.title, "Log in from this page.", target), status_code=403)
+        if len(username) > MAX_NAME or len(password) > MAX_PASSWORD:  # no such account; nothing to remember
+            page = login_page(settings.title, "Wrong name or password.", target)
+            return HTMLResponse(page, status_code=401)
         client = request.client.host if request.client else ""
         if throttle.blocked(username, client):
             page = login_page(settings.title, "Too many failed attempts: wait a minute and try again.", target, username)
@@ -236,6 +261,8 @@ def add_auth_routes(
 
     @app.get("/logout")
     async def logout(request: Request) -> Response:
+        if _cross_site(request):  # a link on another site logging the browser out
+            return RedirectResponse("/", status_code=303)
         token = request.cookies.get(COOKIE)
 
         def close() -> None:

@@ -129,6 +129,8 @@ class ReviewApp:
                     return self._next(session, reviewer, chosen, 0, "There is no dispute to decide.", "error")
                 if taken and written:
                     raise ReviewError("write the order or take an annotator's ranking, not both")
+                if "\x00" in (note or "") or "\x00" in written:  # PostgreSQL stores no NUL
+                    raise ReviewError("the note holds a character that cannot be stored (NUL): remove it")
                 dispute = load_dispute(session, shown.comparison_id)
                 if dispute.verdict is not None and not shown.had_verdict:
                     return self._next(

@@ -9,10 +9,11 @@ import os
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
+from fastapi.responses import PlainTextResponse, RedirectResponse
 from sqlalchemy import Engine
 
 from db import immediate, make_session_factory
@@ -66,10 +67,13 @@ def create_server(
         return RedirectResponse("/review/", status_code=307)
 
     add_auth_routes(app, writes, auth, settings, clock)
+    app.add_middleware(Guard)
     css = (STATIC / "style.css").read_text(encoding="utf-8")
     # System fonts: the default theme fetches web fonts, which an offline or locked-down network cannot serve.
     theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
-    common = {"css": css, "theme": theme, "footer_links": [], "run_history": False, "show_error": True}
+    # show_error off: an unexpected error's text (SQL, parameters, comparison ids) never reaches the browser; the
+    # messages the handlers mean to show (gr.Error) still do.
+    common = {"css": css, "theme": theme, "footer_links": [], "run_history": False, "show_error": False}
     admin = build_admin_app(writes, settings, clock, reads)
     gr.mount_gradio_app(app, admin.queue(default_concurrency_limit=4), path="/admin",
                         auth_dependency=auth.dependency(admin=True), **common)
@@ -82,7 +86,49 @@ def create_server(
     return app
 
 
+MAX_BODY_BYTES = 8 * 1024 * 1024  # the largest form a page sends (an answer of 1,000,000 characters, escaped) fits
+
+
+class Guard:
+    """Every response refuses to be framed by another page (clickjacking); a request body past MAX_BODY_BYTES, or
+    of unknown size, is refused before anyone reads it; and Gradio's file upload route, which no page here uses,
+    answers 404 (it wrote any logged-in annotator's files to the server's disk, without a size limit). Plain ASGI,
+    as ``labeling_app.auth.LoginGate`` is (``BaseHTTPMiddleware`` slows Gradio's event streams)."""
+
+    FRAMING = ((b"x-frame-options", b"DENY"), (b"content-security-policy", b"frame-ancestors 'none'"))
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        refusal = None
+        if scope["method"] == "POST" and scope["path"].rstrip("/").endswith("/gradio_api/upload"):
+            refusal = PlainTextResponse("not found", status_code=404)
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            refusal = PlainTextResponse("request too large", status_code=413)
+        elif length is None and headers.get(b"transfer-encoding"):
+            refusal = PlainTextResponse("length required", status_code=411)
+
+        async def framed(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  *(pair for pair in self.FRAMING if pair[0] not in present)]}
+            await send(message)
+
+        await (refusal or self.app)(scope, receive, framed)
+
+
 def serve(engine: Engine, settings: LabelingSettings, host: str, port: int, *, log_level: str = "warning") -> None:
     import uvicorn
 
-    uvicorn.run(create_server(engine, settings), host=host, port=port, log_level=log_level)
+    # X-Forwarded-For only from the proxies named in the settings (uvicorn's default believes 127.0.0.1's, so a
+    # client on the same machine could pick the address the login throttle counts it under).
+    trusted = settings.trusted_proxies.strip()
+    uvicorn.run(create_server(engine, settings), host=host, port=port, log_level=log_level,
+                proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None)

@@ -29,3 +29,6 @@ class LabelingSettings:
     login_attempts: int = 5  # failed logins per name within login_window before a lockout
     login_window: timedelta = timedelta(minutes=10)
     login_lockout: timedelta = timedelta(minutes=1)
+    # Addresses of reverse proxies whose X-Forwarded-For is believed (comma-separated, as uvicorn takes them); empty:
+    # none, so a client cannot pick the address the login throttle counts it under.
+    trusted_proxies: str = ""

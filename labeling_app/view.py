@@ -243,11 +243,13 @@ def parse_form(raw: str | None) -> Form:
         raise FormError("bad text")
     if len(answer) > MAX_FORM_ANSWER:  # never cut short (that would store another answer): the queue says too long
         raise FormError("answer too long")
-    for text in (comment, reason, answer):  # half of a surrogate pair (a cut emoji) is no text the database takes
-        try:
+    for text in (comment, reason, answer):  # half of a surrogate pair (a cut emoji), or a NUL, is no text the
+        try:                                 # database takes (PostgreSQL refuses NUL; SQLite would keep it)
             text.encode("utf-8")
         except UnicodeEncodeError:
             raise FormError("not text") from None
+        if "\x00" in text:
+            raise FormError("not text")
     return Form(
         handle=_int_or_none(data.get("item")),
         positions=[int(_int_or_none(r) or 0) for r in responses],

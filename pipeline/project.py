@@ -60,6 +60,10 @@ class LabelingSection:
     session_hours: float = opt(12.0, "hours a browser login lasts")
     idle_seconds: int = opt(60, "seconds without keyboard or mouse after which time stops counting as active")
     secure_cookies: bool = opt(False, "send the login cookie over HTTPS only (set when served behind TLS)")
+    trusted_proxies: str = opt(
+        "", "addresses of the reverse proxies in front of the app whose X-Forwarded-For header is believed "
+        "(comma-separated, e.g. \"127.0.0.1\"); empty: none (clients are counted by their own address)",
+    )
     require_strength: bool = opt(
         False, "pairs (K = 2): a preference is saved only with its strength (much better, better, slightly better); "
         "false: the strength is optional (unknown when not given)",

@@ -54,6 +54,7 @@ def serve(
         session_lifetime=timedelta(hours=section.session_hours),
         idle_seconds=section.idle_seconds,
         secure_cookies=section.secure_cookies,
+        trusted_proxies=section.trusted_proxies,
         require_strength=section.require_strength,
     )
     bind_host, bind_port = host or section.host, port or section.port

@@ -297,3 +297,72 @@ def test_an_answer_sent_over_the_api_is_checked_against_the_lease_and_never_cut_
     column = people["headers"].index("answers written")
     assert {row[0]: row[column] for row in people["data"]} == {"ann": 1, "boss": 0}
     boss.close()
+
+
+def test_logins_and_logouts_from_another_site_are_refused(live: LiveServer) -> None:
+    """Login CSRF (a form elsewhere logging the browser in as the attacker) and logout by a link elsewhere."""
+    seed(live.sessions, [["a", "b"]], people={"ann": "annotator", "bob": "annotator"})
+    form = {"username": "bob", "password": PASSWORD}
+    with httpx.Client(base_url=live.url) as http:
+        for header in ({"sec-fetch-site": "cross-site"}, {"sec-fetch-site": "same-site"},
+                       {"origin": "http://evil.example"}, {"origin": "null"}):
+            refused = http.post("/login", data=form, headers=header)
+            assert refused.status_code == 403 and "set-cookie" not in refused.headers, header
+        ok = http.post("/login", data={"username": "ann", "password": PASSWORD},
+                       headers={"sec-fetch-site": "same-origin", "origin": live.url})
+        assert ok.status_code == 303 and COOKIE in ok.headers["set-cookie"]
+        kept = http.get("/logout", headers={"sec-fetch-site": "cross-site"})
+        assert kept.status_code == 303 and kept.headers["location"] == "/"
+        assert http.get("/").status_code == 200  # still logged in
+        assert http.get("/logout", headers={"sec-fetch-site": "same-origin"}).headers["location"] == "/login"
+        assert http.get("/").status_code == 303  # logged out
+
+
+def test_pages_refuse_framing_uploads_and_oversized_or_unreadable_forms(live: LiveServer) -> None:
+    from labeling_app.server import MAX_BODY_BYTES
+
+    seed(live.sessions, [["a", "b"]], people={"ann": "annotator"})
+    ann = LabelingClient(live.url)
+    ann.login("ann", PASSWORD)
+    for path in ("/login", "/", "/healthz"):
+        headers = ann.http.get(path).headers
+        assert headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in headers["content-security-policy"]
+    upload = ann.http.post("/gradio_api/upload", files={"files": ("x.bin", b"0" * 1000)})
+    assert upload.status_code == 404  # no page uploads files: the route wrote anyone's files to the server's disk
+    big = ann.http.post("/gradio_api/call/submit", content=b"0" * (MAX_BODY_BYTES + 1),
+                        headers={"content-type": "application/json"})
+    assert big.status_code == 413
+    shown = ann.next_item()
+    for field in ("comment", "answer"):  # PostgreSQL refuses a NUL (its error named the comparison's ids)
+        refused = ann.submit(shown.item, shown.positions, [1, 2], **{field: "a \x00 b"})
+        assert refused.message == "The form could not be read: reload the page." and refused.item == shown.item
+    with live.sessions() as session:
+        assert session.scalars(select(Ranking)).all() == []
+    config = ann.http.get("/config").json()
+    assert config["show_error"] is False  # an unexpected error's text (SQL, ids) stays on the server
+    ann.close()
+
+
+def test_the_login_throttle_keeps_no_more_than_a_name_and_long_names_never_reach_it(live: LiveServer) -> None:
+    from labeling_app.auth import MAX_NAME, LoginThrottle
+
+    throttle = LoginThrottle(5, 60, 60)
+    throttle.failed("x" * 1_000_000, "1.2.3.4")
+    assert [len(name) for name, _ in throttle.failures] == [MAX_NAME] and [len(n) for n in throttle.by_name] == [MAX_NAME]
+    with httpx.Client(base_url=live.url) as http:
+        refused = http.post("/login", data={"username": "n" * 5000, "password": "p"})
+        assert refused.status_code == 401 and "n" * 200 not in refused.text  # not echoed back either
+
+
+def test_forwarded_addresses_are_believed_only_from_named_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    from labeling_app import server
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: calls.append(options))
+    monkeypatch.setattr(server, "create_server", lambda engine, settings: None)
+    server.serve(None, LabelingSettings(), "127.0.0.1", 1)  # type: ignore[arg-type]
+    server.serve(None, LabelingSettings(trusted_proxies="10.0.0.5"), "127.0.0.1", 1)  # type: ignore[arg-type]
+    assert (calls[0]["proxy_headers"], calls[0]["forwarded_allow_ips"]) == (False, None)
+    assert (calls[1]["proxy_headers"], calls[1]["forwarded_allow_ips"]) == (True, "10.0.0.5")
