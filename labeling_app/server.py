@@ -32,7 +32,8 @@ STATIC = Path(__file__).with_name("static")
 def _head(settings: LabelingSettings) -> str:
     script = (STATIC / "keyboard.js").read_text(encoding="utf-8")
     script = script.replace("__IDLE_MS__", str(int(settings.idle_seconds * 1000)))
-    script = script.replace("__SKIP_REASONS__", json.dumps(list(settings.skip_reasons)))
+    # "</" written as "<\/" (the same JSON string): a reason holding "</script>" would end the script element
+    script = script.replace("__SKIP_REASONS__", json.dumps(list(settings.skip_reasons)).replace("</", "<\\/"))
     script = script.replace("__MAX_ANSWER__", str(MAX_ANSWER))
     return f"<script>{script}</script>"
 

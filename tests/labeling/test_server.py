@@ -366,3 +366,11 @@ def test_forwarded_addresses_are_believed_only_from_named_proxies(monkeypatch: p
     server.serve(None, LabelingSettings(trusted_proxies="10.0.0.5"), "127.0.0.1", 1)  # type: ignore[arg-type]
     assert (calls[0]["proxy_headers"], calls[0]["forwarded_allow_ips"]) == (False, None)
     assert (calls[1]["proxy_headers"], calls[1]["forwarded_allow_ips"]) == (True, "10.0.0.5")
+
+
+def test_a_skip_reason_holding_a_closing_script_tag_cannot_end_the_pages_script() -> None:
+    from labeling_app.server import _head
+
+    head = _head(LabelingSettings(skip_reasons=("Bad </script><b>markup", "Other")))
+    assert head.count("</script>") == 1 and head.endswith("</script>")
+    assert '["Bad <\\/script><b>markup", "Other"]' in head  # the same JSON strings
