@@ -29,9 +29,8 @@ from db.models import utcnow
 from db.runs import finish_run, start_run
 from pipeline.errors import UserError
 from pipeline.export import (
-    BATCH_ROWS, FORMATS, MANIFEST, build_dataset, check_out, conversation_text, move_into_place,
+    BATCH_ROWS, FORMATS, MANIFEST, begin_export, build_dataset, conversation_text, move_into_place,
 )
-from pipeline.overwrite import sqlite_file
 
 KIND = "sft-export"
 SPLITS = ("train", "test")
@@ -150,14 +149,7 @@ def export_demonstrations(sessions: sessionmaker[Session],
                           options: DemonstrationExportOptions) -> DemonstrationExportReport:
     """Write the dataset (see the module docstring); raises UserError with nothing written on bad options, an
     empty selection, or demonstrations that their annotators took back while the export read them."""
-    import datasets
-
-    datasets.disable_progress_bars()
-    options.validate()
-    started = time.perf_counter()
-    out = Path(options.out_dir)
-    database = sqlite_file(sessions)
-    check_out(out, options.overwrite, database)
+    out, database, started = begin_export(sessions, options)
     with sessions() as session:
         selected = select_rows(session, options)
         parents = comparison_run_ids(session, [row.comparison_id for row in selected])

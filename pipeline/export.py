@@ -148,6 +148,20 @@ class ExportReport:
         return f"{self.total_pairs} pairs ({splits}){origin}{left_out}, fingerprint {self.fingerprint[:12]}"
 
 
+def begin_export(sessions: sessionmaker[Session], options: Any) -> tuple[Path, Path | None, float]:
+    """What every export does first (this one and ``rlhf demonstrations export``): check the options and the
+    output folder (``check_out``); returns (the folder, the SQLite database file if any, the start time)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    options.validate()
+    started = time.perf_counter()
+    out = Path(options.out_dir)
+    database = sqlite_file(sessions)
+    check_out(out, options.overwrite, database)
+    return out, database, started
+
+
 def conversation_text(messages: list[dict[str, Any]]) -> str:
     """The standard format's prompt string: the text itself for one user turn, else the turns labelled.
 
@@ -213,14 +227,7 @@ def export(
 ) -> ExportReport:
     """Write the dataset (see the module docstring); raises UserError with nothing written on bad options, an
     empty selection, or rankings that their annotators undid while the export read them."""
-    import datasets
-
-    datasets.disable_progress_bars()
-    options.validate()
-    started = time.perf_counter()
-    out = Path(options.out_dir)
-    database = sqlite_file(sessions)
-    check_out(out, options.overwrite, database)
+    out, database, started = begin_export(sessions, options)
     report = ExportReport(out_dir=str(out))
     judged_by: list[int] = []  # the gold runs whose answers decided whose rankings are left out (lineage)
     with sessions() as session:
