@@ -25,8 +25,8 @@ from pipeline.report import agreement_report, tables
 from pipeline.comparisons import TooWideForHumans, create_comparisons, route_batch
 from pipeline.errors import UserError
 from labeling_app.settings import LabelingSettings
+from labeling_app.view import ALL_BATCHES, chosen_batch
 
-ALL = "All batches"
 
 
 def _fmt(value: float | None, pattern: str = "{:.2f}") -> str:
@@ -48,7 +48,7 @@ class AdminApp:
             raise gr.Error("Admins only.")
 
     def refresh(self, batch: str | None, request: gr.Request) -> list[Any]:
-        chosen = None if not batch or batch == ALL else batch
+        chosen = chosen_batch(batch)
         with self.reads.begin() as session:
             self._admin(session, request)
             batches = batch_summaries(session)
@@ -124,7 +124,7 @@ class AdminApp:
             ]
         )
         return [
-            gr.update(choices=[ALL, *[b.batch for b in batches]]),
+            gr.update(choices=[ALL_BATCHES, *[b.batch for b in batches]]),
             progress, people, _bar(people, "annotator", "ranked"), agreement_md, per_annotator,
             _bar(per_annotator.fillna(0.0), "annotator", "agreement with majority"), distribution_md,
             _bar(positions, "shown position", "times best"), _bar(generators, "generator", "times best"),
@@ -185,7 +185,7 @@ def build_admin_app(
         gr.HTML('<div class="rlhf-header"><b>Admin</b><span><a href="/">Labelling</a> · <a href="/review/">Review</a> · <a href="/logout">Log out</a>'
                 "</span></div>")
         with gr.Row():
-            batch = gr.Dropdown(choices=[ALL], value=ALL, label="Batch", elem_id="admin-batch")
+            batch = gr.Dropdown(choices=[ALL_BATCHES], value=ALL_BATCHES, label="Batch", elem_id="admin-batch")
             refresh = gr.Button("Refresh", elem_id="admin-refresh")
         with gr.Tab("Progress"):
             progress = gr.Dataframe(label="Batches", elem_id="admin-progress", interactive=False)

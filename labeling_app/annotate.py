@@ -44,9 +44,18 @@ from db.queue import (
 from db.review import REVIEW_ROLES
 from labeling_app.render import render_markdown
 from labeling_app.settings import LabelingSettings
-from labeling_app.view import Form, FormError, ProgressView, ShownItem, item_html, message_html, parse_form
+from labeling_app.view import (
+    ALL_BATCHES,
+    Form,
+    FormError,
+    ProgressView,
+    ShownItem,
+    chosen_batch,
+    item_html,
+    message_html,
+    parse_form,
+)
 
-ALL_BATCHES = "All batches"
 SIZES_SECONDS = 5.0  # how stale the batch totals on the page may be (they cost a scan of the batch)
 KEYS_HELP = (
     "<b>Keys</b>: <kbd>1</kbd>–<kbd>{k}</kbd> rank the selected response (then the next is selected) · "
@@ -153,7 +162,7 @@ class AnnotatorApp:
               error: str | None = None) -> str:
         """One short transaction: who is asking; the action (submit, skip or undo); the next lease; what the page
         shows. A refused action writes nothing and shows the same item again with the reason."""
-        chosen = _batch(batch)
+        chosen = chosen_batch(batch)
         done, kind = error or "", "error" if error else "info"
         try:
             with self.sessions.begin() as session:
@@ -257,10 +266,6 @@ class AnnotatorApp:
                 f'<span>Logged in as <b id="rlhf-user">{escape(annotator.name)}</b>{admin} · '
                 f'<a href="/logout">Log out</a></span></div>'
             )
-
-
-def _batch(value: str | None) -> str | None:
-    return None if not value or value == ALL_BATCHES else value
 
 
 def build_app(

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from labeling_app.annotate import ALL_BATCHES
+from labeling_app.view import ALL_BATCHES
 
 _TAGS = re.compile(r"<[^>]+>")
 _ITEM = re.compile(r'data-item="(\d*)" data-responses="([\d,]*)"')

@@ -30,10 +30,9 @@ from db.models import Annotator, Comparison
 from db.review import Dispute, ReviewError, check_reviewer, dispute_ids, load_dispute, record_verdict
 from labeling_app.render import render_conversation, render_response
 from labeling_app.settings import LabelingSettings
-from labeling_app.view import message_html
+from labeling_app.view import ALL_BATCHES, chosen_batch, message_html
 from pipeline.review import LETTERS, order_text, parse_order
 
-ALL = "All batches"
 NOBODY = "(write the order instead)"
 
 
@@ -108,18 +107,18 @@ class ReviewApp:
 
     def show(self, batch: str | None, request: gr.Request) -> list[Any]:
         with self.reads.begin() as session:
-            return self._next(session, self._reviewer(session, request), _batch(batch), 0, "")
+            return self._next(session, self._reviewer(session, request), chosen_batch(batch), 0, "")
 
     def skip(self, batch: str | None, shown: Shown | None, request: gr.Request) -> list[Any]:
         with self.reads.begin() as session:
             reviewer = self._reviewer(session, request)
-            return self._next(session, reviewer, _batch(batch), shown.comparison_id if shown else 0, "")
+            return self._next(session, reviewer, chosen_batch(batch), shown.comparison_id if shown else 0, "")
 
     def save(self, order: str, take: str, note: str, batch: str | None, shown: Shown | None,
              request: gr.Request) -> list[Any]:
         """Record the verdict on the dispute shown, then show the next; a refused verdict writes nothing (the
         transaction is rolled back) and shows the same dispute with the reason, the input kept."""
-        chosen = _batch(batch)
+        chosen = chosen_batch(batch)
         taken = take if take and take != NOBODY else None
         written = (order or "").strip()
         try:
@@ -166,11 +165,7 @@ class ReviewApp:
             ids = dispute_ids(session, reviewer_id=reviewer.id)
             names = sorted({name for part in chunks(ids, 900) for name in session.scalars(
                 select(Comparison.batch).where(Comparison.id.in_(part)).distinct())})
-        return gr.update(choices=[ALL, *names])
-
-
-def _batch(value: str | None) -> str | None:
-    return None if not value or value == ALL else value
+        return gr.update(choices=[ALL_BATCHES, *names])
 
 
 def build_review_app(
@@ -180,7 +175,7 @@ def build_review_app(
     handlers = ReviewApp(sessions, settings, clock, reads)
     with gr.Blocks(title=f"Review · {settings.title}") as blocks:
         header = gr.HTML(elem_id="review-header-box")
-        batch = gr.Dropdown(choices=[ALL], value=ALL, label="Batch", elem_id="review-batch")
+        batch = gr.Dropdown(choices=[ALL_BATCHES], value=ALL_BATCHES, label="Batch", elem_id="review-batch")
         view = gr.HTML(elem_id="review-view")
         shown = gr.State(None)
         with gr.Row():

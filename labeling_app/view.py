@@ -23,6 +23,16 @@ from db.demonstrations import MAX_CHARS as MAX_ANSWER
 from labeling_app.render import render_conversation, render_response
 
 LETTERS = "ABCDEFGH"
+ALL_BATCHES = "All batches"  # the batch dropdowns' first choice, on every page
+
+
+def chosen_batch(value: str | None) -> str | None:
+    """A batch dropdown's value as the queries take it: None for all batches.
+
+    >>> chosen_batch(ALL_BATCHES), chosen_batch(""), chosen_batch("b1")
+    (None, None, 'b1')
+    """
+    return None if not value or value == ALL_BATCHES else value
 
 
 @dataclass(frozen=True)
