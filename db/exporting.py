@@ -76,6 +76,16 @@ def count_comparisons(session: Session, selection: Selection) -> int:
     return session.scalar(_of_batches(query, selection)) or 0
 
 
+def _chosen(selection: Selection) -> list[Any]:
+    """SQL conditions on ``Annotator``: of the selected kinds, and names (included, not excluded)."""
+    chosen = [Annotator.kind.in_(selection.kinds)]
+    if selection.include:
+        chosen.append(Annotator.name.in_(selection.include))
+    if selection.exclude:
+        chosen.append(Annotator.name.not_in(selection.exclude))
+    return chosen
+
+
 def _votes(session: Session, comparison_ids: Sequence[int], selection: Selection) -> dict[int, list[VoteRow]]:
     query = (
         select(Ranking.id, Ranking.comparison_id, Annotator.id, Annotator.name, Annotator.kind, Ranking.ranks,
@@ -85,11 +95,7 @@ def _votes(session: Session, comparison_ids: Sequence[int], selection: Selection
         .where(Ranking.comparison_id.in_(list(comparison_ids)), ~Ranking.skipped)
         .order_by(Ranking.comparison_id, Annotator.name)
     )
-    chosen = [Annotator.kind.in_(selection.kinds)]
-    if selection.include:
-        chosen.append(Annotator.name.in_(selection.include))
-    if selection.exclude:
-        chosen.append(Annotator.name.not_in(selection.exclude))
+    chosen = _chosen(selection)
     gold = selection.gold_annotator_id
     if selection.adjudicator_id is not None:  # read on their own below, with the reviewer's name
         chosen.append(Annotator.id != selection.adjudicator_id)
@@ -204,13 +210,9 @@ def written_answers(session: Session, comparison_ids: Sequence[int],
         .join(Annotator, Annotator.id == Demonstration.annotator_id)
         .join(Response, Response.id == Demonstration.response_id)
         .where(Demonstration.comparison_id.in_(list(comparison_ids)), Demonstration.rejected_at.is_(None),
-               ~Ranking.skipped, Annotator.kind.in_(selection.kinds))
+               ~Ranking.skipped, *_chosen(selection))
         .order_by(Demonstration.comparison_id, Annotator.name, Demonstration.id)
     )
-    if selection.include:
-        query = query.where(Annotator.name.in_(selection.include))
-    if selection.exclude:
-        query = query.where(Annotator.name.not_in(selection.exclude))
     grouped: dict[int, list[WrittenRow]] = {}
     for cid, rid, name, response_id, text, content_hash, run_id, all_bad, comment in session.execute(query):
         grouped.setdefault(cid, []).append(

@@ -29,7 +29,7 @@ from db.models import utcnow
 from db.runs import finish_run, start_run
 from pipeline.errors import UserError
 from pipeline.export import (
-    BATCH_ROWS, FORMATS, MANIFEST, begin_export, build_dataset, conversation_text, move_into_place,
+    FORMATS, MANIFEST, begin_export, build_dataset, conversation_text, flush_rows, move_into_place,
 )
 
 KIND = "sft-export"
@@ -131,15 +131,14 @@ def training_row(row: DemonstrationRow, format: str) -> dict[str, Any]:  # noqa:
 
 
 def _write_split(path: Path, rows: list[dict[str, Any]], features: Any) -> None:
-    """One split's Arrow file, in record batches of BATCH_ROWS (the bytes do not depend on anything else)."""
-    import pyarrow as pa
+    """One split's Arrow file, in record batches of BATCH_ROWS as ``rlhf export`` writes them (the bytes do not
+    depend on anything else)."""
     from datasets.arrow_writer import ArrowWriter
 
     writer = ArrowWriter(features=features, path=str(path))
     try:
-        for start in range(0, len(rows), BATCH_ROWS):
-            chunk = rows[start:start + BATCH_ROWS]
-            writer.write_table(pa.Table.from_pylist(chunk, schema=features.arrow_schema))
+        columns = {name: [row[name] for row in rows] for name in features}
+        flush_rows(writer, columns, features.arrow_schema, full_batches_only=False)
     finally:
         writer.finalize()
         writer.close()

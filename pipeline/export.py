@@ -373,12 +373,12 @@ def _write_rows(
                                               options.margin) for answer, shown in given])).encode())
                         counts[comparison.split] += len(given)
                 for split, buffer in buffers.items():
-                    _flush(writers[split], buffer, schema, full_batches_only=True)
+                    flush_rows(writers[split], buffer, schema, full_batches_only=True)
                 done += len(page)
                 if on_progress is not None:
                     on_progress(min(done, total), total)
         for split, buffer in buffers.items():
-            _flush(writers[split], buffer, schema, full_batches_only=False)
+            flush_rows(writers[split], buffer, schema, full_batches_only=False)
     finally:
         for writer in writers.values():
             writer.finalize()
@@ -426,7 +426,7 @@ def _voters(comparison: Any, options: ExportOptions, report: ExportReport) -> An
 BATCH_ROWS = 1000  # rows per Arrow record batch: fixed, so the file's bytes do not depend on the paging
 
 
-def _flush(writer: Any, buffer: dict[str, list[Any]], schema: Any, *, full_batches_only: bool) -> None:
+def flush_rows(writer: Any, buffer: dict[str, list[Any]], schema: Any, *, full_batches_only: bool) -> None:
     """Write the buffered rows in record batches of exactly BATCH_ROWS (the rest too at the end)."""
     import pyarrow as pa
 
