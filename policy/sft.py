@@ -178,7 +178,7 @@ def run_sft(sessions: sessionmaker[Session], data: str | Path, out_dir: str | Pa
     is written into the policy's card."""
     from pipeline.config_options import settings_of
     from pipeline.lineage import finish_recorded, recorded_run
-    from policy.stage import run_of
+    from policy.stage import _stamp, run_of
     from reward_model.train import export_run_of
 
     out = Path(out_dir).resolve()
@@ -188,9 +188,7 @@ def run_sft(sessions: sessionmaker[Session], data: str | Path, out_dir: str | Pa
                       output_path=str(out)) as run_id:
         report = train_sft(data, out_dir, config, resume=resume, callbacks=callbacks)
     report.run_id = run_id
-    if run_id is not None:
-        card = Path(out_dir) / SFT_CARD
-        card.write_text(json.dumps({**json.loads(card.read_text()), "run_id": run_id}, indent=2) + "\n")
+    _stamp(out_dir, "sft", run_id)
     finish_recorded(sessions, run_id, {**asdict(report), "summary": report.summary()})
     return report
 
