@@ -42,6 +42,11 @@ SetOption = Annotated[
 ]
 
 
+def say(text: str) -> None:
+    """Print text that may hold user data (names, prompts, paths) as it is: no Rich markup, no highlighting."""
+    console.print(text, markup=False, highlight=False)
+
+
 def examples(*lines: str) -> str:
     """A help epilog with example command lines (every command has one; tests/test_cli_help.py checks)."""
     return "**Examples**\n\n```\n" + "\n".join(lines) + "\n```"

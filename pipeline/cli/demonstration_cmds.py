@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from db.demonstrations import demonstrations
-from pipeline.cli.context import DbOption, console, examples, open_store, sub_app
+from pipeline.cli.context import DbOption, console, examples, open_store, say, sub_app
 from pipeline.errors import UserError
 
 demonstrations_app = sub_app("Demonstrations: answers annotators wrote (or edited) with their rankings; their export "
@@ -18,10 +18,6 @@ demonstrations_app = sub_app("Demonstrations: answers annotators wrote (or edite
 AnnotatorsOpt = Annotated[list[str] | None, typer.Option("--annotator", help="Only these annotators (repeatable).")]
 BatchesOpt = Annotated[list[str] | None, typer.Option("--batch", help="Only these batches (repeatable).")]
 PROMPT_CHARS = 60  # the list's prompt column: enough to tell prompts apart
-
-
-def _say(text: str) -> None:
-    console.print(text, markup=False, highlight=False)
 
 
 def short(text: str, width: int = PROMPT_CHARS) -> str:
@@ -57,7 +53,7 @@ def list_(
                       "yes" if row.exported else "no", f"by {row.rejected_by}" if row.rejected else "no")
     console.print(table, markup=False)
     more = f" (the first {limit} shown)" if len(rows) > limit else ""
-    _say(f"{len(rows)} demonstration(s){more}")
+    say(f"{len(rows)} demonstration(s){more}")
 
 
 def show(
@@ -74,20 +70,20 @@ def show(
         raise UserError(f"no demonstration {demonstration} (see `rlhf demonstrations list`)")
     [row] = found
     state = "exported" if row.exported else "not exported"
-    _say(f"demonstration {row.id} · {row.annotator} · batch {row.batch} · comparison {row.comparison_id} · "
+    say(f"demonstration {row.id} · {row.annotator} · batch {row.batch} · comparison {row.comparison_id} · "
          f"{row.created_at:%Y-%m-%d %H:%M} · {state}")
     for message in row.messages:
-        _say(f"[{message['role']}] {message['content']}")
-    _say(f"--- answer ({len(row.text)} characters) ---\n{row.text}")
+        say(f"[{message['role']}] {message['content']}")
+    say(f"--- answer ({len(row.text)} characters) ---\n{row.text}")
     if row.edited_from is not None:
-        _say(f"--- edited from response {row.edited_from} ---\n{row.edited_text or '(deleted since)'}")
+        say(f"--- edited from response {row.edited_from} ---\n{row.edited_text or '(deleted since)'}")
     else:
-        _say("--- written from scratch ---")
-    _say(f"all bad: {'yes' if row.all_bad else 'no'}")
+        say("--- written from scratch ---")
+    say(f"all bad: {'yes' if row.all_bad else 'no'}")
     if row.comment:
-        _say(f"comment: {row.comment}")
+        say(f"comment: {row.comment}")
     if row.rejected:
-        _say(f"rejected by {row.rejected_by}" + (f": {row.reject_note}" if row.reject_note else "")
+        say(f"rejected by {row.rejected_by}" + (f": {row.reject_note}" if row.reject_note else "")
              + " (left out of exports)")
 
 
@@ -110,7 +106,7 @@ def reject(
     except DemonstrationError as exc:
         raise UserError(str(exc)) from None
     already = " (an export took it before: that dataset keeps it)" if row.exported else ""
-    _say(f"demonstration {row.id} rejected by {row.rejected_by}: left out of later exports{already}")
+    say(f"demonstration {row.id} rejected by {row.rejected_by}: left out of later exports{already}")
 
 
 def restore(
@@ -127,7 +123,7 @@ def restore(
             row = restore_row(session, demonstration)
     except DemonstrationError as exc:
         raise UserError(str(exc)) from None
-    _say(f"demonstration {row.id} restored: exports take it again")
+    say(f"demonstration {row.id} restored: exports take it again")
 
 
 def export_cmd(
@@ -161,7 +157,7 @@ def export_cmd(
                                          new_only=new_only)
     with open_store(ctx, db) as store:
         report = export_demonstrations(store.sessions, options)
-    _say(f"{out}: {report.summary()} in {report.seconds:.1f} s [run {report.run_id}]")
+    say(f"{out}: {report.summary()} in {report.seconds:.1f} s [run {report.run_id}]")
 
 
 def register(app: typer.Typer) -> None:

@@ -15,6 +15,7 @@ from pipeline.cli.context import (
     examples,
     open_store,
     progress_bar,
+    say,
     stage_settings,
     sub_app,
 )
@@ -23,10 +24,6 @@ BackendOption = Annotated[str, typer.Option(
     help="transformers (in-process, CPU or GPU), vllm (in-process, GPU) or openai (any OpenAI-compatible endpoint).")]
 RewardOption = Annotated[list[str], typer.Option("--reward", help="rm:DIR or rule:SPEC (repeatable; summed).")]
 RewardWeightOption = Annotated[list[float] | None, typer.Option("--reward-weight", help="One weight per --reward.")]
-
-
-def _say(text: str) -> None:
-    console.print(text, markup=False, highlight=False)
 
 
 def generate(
@@ -62,7 +59,7 @@ def generate(
                           file_values=stage_settings(ctx, "generate", GenerateOptions, FILE_SETTINGS))
     with open_store(ctx, db) as store, progress_bar("generating", unit_bytes=False) as update:
         report = run(store.sessions, options, on_progress=update)
-    _say(f"{report.summary()} [run {report.run_id}]")
+    say(f"{report.summary()} [run {report.run_id}]")
 
 
 def sft(
@@ -91,7 +88,7 @@ def sft(
                             file_values=stage_settings(ctx, "sft", SFTStageConfig))
     with open_store(ctx, db) as store:
         report = run_sft(store.sessions, data, out, config, resume=resume)
-    _say(f"{out}: {report.summary()} in {report.seconds:.0f} s [run {report.run_id}]")
+    say(f"{out}: {report.summary()} in {report.seconds:.0f} s [run {report.run_id}]")
 
 
 def dpo(
@@ -129,7 +126,7 @@ def dpo(
                             use_lora=lora, soft_labels=None if hard_labels is None else not hard_labels)
     with open_store(ctx, db) as store:
         report = run_dpo(store.sessions, data, out, config, resume=resume)
-    _say(f"{out}: {report.summary()} in {report.seconds:.0f} s [run {report.run_id}]")
+    say(f"{out}: {report.summary()} in {report.seconds:.0f} s [run {report.run_id}]")
 
 
 def _prompts(sessions, prompts: str) -> tuple[list, str]:  # noqa: ANN001
@@ -188,13 +185,13 @@ def ppo(
         prompt_list, source = _prompts(store.sessions, prompts)
 
         def log(record: dict[str, float]) -> None:
-            _say(f"update {record['update']:>4}: reward {record['reward']:+.3f}  kl {record['kl']:.3f}  "
+            say(f"update {record['update']:>4}: reward {record['reward']:+.3f}  kl {record['kl']:.3f}  "
                  f"entropy {record['entropy']:.3f}  clipfrac {record['clipfrac']:.3f}  "
                  f"value loss {record['value_loss']:.4f}")
 
         report = run_ppo(store.sessions, policy, rm, prompt_list, out, config, prompt_source=source, resume=resume,
                          log=log)
-    _say(f"{out}: {report.summary()} [run {report.run_id}]")
+    say(f"{out}: {report.summary()} [run {report.run_id}]")
 
 
 def _online(algorithm: str):  # noqa: ANN202
@@ -233,7 +230,7 @@ def _online(algorithm: str):  # noqa: ANN202
             report = run_online(store.sessions, algorithm, policy, prompt_list, reward, out, config,
                                 prompt_source=source, reward_weights=reward_weight,
                                 rm_uncertainty_penalty=rm_uncertainty_penalty, resume=resume)
-        _say(f"{out}: {report.summary()} [run {report.run_id}]")
+        say(f"{out}: {report.summary()} [run {report.run_id}]")
 
     command.__doc__ = (f"{algorithm.upper()} (TRL's {algorithm.upper()}Trainer) rewarded by our reward model and/or "
                        "rules a program checks (RLVR); recorded as a run.")
@@ -267,7 +264,7 @@ def evaluate(
                           top_p=top_p, max_new_tokens=max_new_tokens, backend=backend, base_url=base_url, policy_name=policy_name,
                           baseline_name=baseline_name, out=out)
     with open_store(ctx, db) as store:
-        report = evaluate_policies(store.sessions, options, on_progress=lambda text: _say(f"... {text}"))
+        report = evaluate_policies(store.sessions, options, on_progress=lambda text: say(f"... {text}"))
     table = Table("judge", f"{report.policy} wins", "95% interval", "W / T / L", "not judged",
                   "length-controlled [95%]", "mean A", "mean B",
                   title=f"{report.policy} vs {report.baseline} on {report.prompts} prompts")
@@ -279,7 +276,7 @@ def evaluate(
     kl = "" if report.kl is None else f"; KL(A || B) ~ {report.kl:.2f} nats per answer"
     missing = (f"; {report.without_answers} prompts without an answer from both left out" if report.without_answers
                else "")
-    _say(f"mean length {report.mean_length_a:.0f} vs {report.mean_length_b:.0f} characters{kl}{missing} "
+    say(f"mean length {report.mean_length_a:.0f} vs {report.mean_length_b:.0f} characters{kl}{missing} "
          f"[run {report.run_id}]" + (f"; report in {out}" if out else ""))
 
 
@@ -314,7 +311,7 @@ def best_of_n(
         report = run_best_of_n(store.sessions, policy, reward, out, options=options, reward_weights=reward_weight,
                                min_reward=min_reward, epochs=epochs, learning_rate=learning_rate,
                                batch_size=batch_size, seed=seed)
-    _say(f"{out}: {report.summary()} [run {report.run_id}]")
+    say(f"{out}: {report.summary()} [run {report.run_id}]")
 
 
 def leaderboard(
@@ -334,7 +331,7 @@ def leaderboard(
 
     with open_store(ctx, db) as store:
         report = run_leaderboard(store.sessions, generator, judge, split=split, limit=limit, out=out,
-                                 on_progress=lambda text: _say(f"... {text}"))
+                                 on_progress=lambda text: say(f"... {text}"))
     for board in report.boards:
         order = [s.generator for s in board.standings]
         table = Table("policy", "rating", "95% interval", "games", "W / T / L", *(f"vs {g}" for g in order),
@@ -346,8 +343,8 @@ def leaderboard(
                           *("-" if g == s.generator else "n/a" if rates[g] is None else f"{rates[g]:.0%}" for g in order))
         console.print(table)
         if board.unjudged:
-            _say(f"{board.unjudged} games the judge gave no verdict on were left out")
-    _say(f"[run {report.run_id}]" + (f"; report in {out}" if out else ""))
+            say(f"{board.unjudged} games the judge gave no verdict on were left out")
+    say(f"[run {report.run_id}]" + (f"; report in {out}" if out else ""))
 
 
 rule_app = sub_app("Rule-based annotators: checkable preferences, ranked into the store.")
@@ -365,7 +362,7 @@ def rule_run(
 
     with open_store(ctx, db) as store:
         report = run_rule(store.sessions, name, rule, batch)
-    _say(f"{name} ({rule}) ranked {report.ranked} comparisons of {batch} [run {report.run_id}]")
+    say(f"{name} ({rule}) ranked {report.ranked} comparisons of {batch} [run {report.run_id}]")
 
 
 def models_toy(
@@ -379,7 +376,7 @@ def models_toy(
     from policy.sft import build_toy_policy
 
     out = build_toy_policy(out_dir, examples=examples_, epochs=epochs, seed=seed, overwrite=force)
-    _say(f"toy policy saved to {out}")
+    say(f"toy policy saved to {out}")
 
 
 def register(app: typer.Typer) -> None:
