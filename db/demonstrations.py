@@ -11,6 +11,11 @@ It goes with its ranking: an undo takes both back (the link with the ranking, th
 response stays only where something else uses it (a comparison made since, or the same annotator's same answer to the same prompt elsewhere). An export
 of demonstrations marks them exported (``Demonstration.exported_at``: "exported" in ``rlhf demonstrations list``)
 and their rankings too (as a preference export marks its rankings), after which neither can be undone.
+
+A reviewer reviews it (``/review``'s written answers, ``rlhf demonstrations accept|reject``): accepted (kept) or
+rejected (left out of later exports); either takes it out of the review queue (``ids_to_review``), and ``restore``
+puts a rejected one back in. One stored text is one answer: the same annotator's same answer sent with several
+comparisons of the prompt is accepted, rejected or restored as a whole.
 """
 
 from __future__ import annotations
@@ -151,10 +156,16 @@ class DemonstrationRow:
     exported: bool  # taken by a demonstrations export
     rejected_by: str | None = None  # the reviewer who left it out of exports, if one did
     reject_note: str | None = None
+    accepted_by: str | None = None  # the reviewer who looked at it and kept it, if one did
 
     @property
     def rejected(self) -> bool:
         return self.rejected_by is not None
+
+    @property
+    def review_state(self) -> tuple[str | None, str | None, str | None]:
+        """What a reviewer decided, as a value to compare: the page acts only on the state it showed."""
+        return self.rejected_by, self.reject_note, self.accepted_by
 
 
 def demonstrations(session: Session, *, annotators: Sequence[str] = (), batches: Sequence[str] = (),
@@ -168,7 +179,7 @@ def demonstrations(session: Session, *, annotators: Sequence[str] = (), batches:
                Prompt.id.label("prompt_id"), Prompt.split, Prompt.messages, Response.id.label("response_id"),
                Response.text, Annotator.name, Demonstration.edited_from, source.text.label("edited_text"),
                Ranking.all_bad, Ranking.comment, Demonstration.created_at, Demonstration.exported_at,
-               Demonstration.rejected_by, Demonstration.reject_note)
+               Demonstration.rejected_by, Demonstration.reject_note, Demonstration.accepted_by)
         .join(Ranking, Ranking.id == Demonstration.ranking_id)
         .join(Comparison, Comparison.id == Demonstration.comparison_id)
         .join(Prompt, Prompt.id == Comparison.prompt_id)
@@ -193,7 +204,7 @@ def demonstrations(session: Session, *, annotators: Sequence[str] = (), batches:
     return [
         DemonstrationRow(r.id, r.ranking_id, r.comparison_id, r.batch, r.prompt_id, r.split, list(r.messages),
                          r.response_id, r.text, r.name, r.edited_from, r.edited_text, bool(r.all_bad), r.comment,
-                         r.created_at, r.exported_at is not None, r.rejected_by, r.reject_note)
+                         r.created_at, r.exported_at is not None, r.rejected_by, r.reject_note, r.accepted_by)
         for r in session.execute(query.order_by(Demonstration.id))
     ]
 
@@ -237,34 +248,118 @@ def comparison_run_ids(session: Session, comparison_ids: Sequence[int]) -> set[i
     return found
 
 
+def _reviewer(session: Session, name: str, doing: str) -> Annotator:
+    from db.review import ReviewError, check_reviewer
+
+    try:
+        return check_reviewer(session, name)
+    except ReviewError as exc:
+        raise DemonstrationError(str(exc).replace("cannot adjudicate", f"cannot {doing}")) from None
+
+
+def _found(session: Session, demonstration_id: int) -> DemonstrationRow:
+    found = demonstrations(session, ids=[demonstration_id])
+    if not found:
+        raise DemonstrationError(f"no demonstration {demonstration_id} (see `rlhf demonstrations list`)")
+    return found[0]
+
+
+def _set_review(session: Session, row: DemonstrationRow, still: Any, **values: Any) -> None:
+    """Write ``values`` on every demonstration of ``row``'s text, if ``still`` holds of them in the database: a
+    reviewer who acted meanwhile (another transaction, PostgreSQL's read committed) is not overwritten."""
+    done = session.execute(Demonstration.__table__.update().where(
+        Demonstration.response_id == row.response_id, still).values(**values)).rowcount
+    if not done:
+        now = _found(session, row.id)
+        said = (f"rejected by {now.rejected_by}" if now.rejected else f"accepted by {now.accepted_by}"
+                if now.accepted_by else "waiting for review")
+        raise DemonstrationError(f"demonstration {row.id} changed meanwhile: it is {said} now")
+
+
 def reject(session: Session, demonstration_id: int, reviewer: str, note: str | None, when: datetime) -> DemonstrationRow:
     """Leave a demonstration out of every later export (a wrong, unsafe or careless answer), without leaving out its
     annotator's others; ``reviewer`` must be an active reviewer or admin. The same answer sent with other comparisons
     of the prompt (one stored text) goes with it. Its ranking is untouched. An export that already took it keeps it
-    (the returned row says ``exported``)."""
-    from db.review import ReviewError, check_reviewer
+    (the returned row says ``exported``). An accepted answer can be rejected (a second look): the acceptance goes."""
+    person = _reviewer(session, reviewer, "reject answers")
+    row = _found(session, demonstration_id)
+    if row.rejected:
+        raise DemonstrationError(f"demonstration {demonstration_id} was already rejected by {row.rejected_by}")
+    _set_review(session, row, Demonstration.rejected_at.is_(None), rejected_at=when, rejected_by=person.name,
+                reject_note=(note or "").strip() or None, accepted_at=None, accepted_by=None)
+    return _found(session, demonstration_id)
 
-    try:
-        person = check_reviewer(session, reviewer)
-    except ReviewError as exc:
-        raise DemonstrationError(str(exc).replace("cannot adjudicate", "cannot reject answers")) from None
-    found = demonstrations(session, ids=[demonstration_id])
-    if not found:
-        raise DemonstrationError(f"no demonstration {demonstration_id} (see `rlhf demonstrations list`)")
-    if found[0].rejected:
-        raise DemonstrationError(f"demonstration {demonstration_id} was already rejected by {found[0].rejected_by}")
-    session.execute(Demonstration.__table__.update().where(Demonstration.response_id == found[0].response_id).values(
-        rejected_at=when, rejected_by=person.name, reject_note=(note or "").strip() or None))
-    return demonstrations(session, ids=[demonstration_id])[0]
+
+def accept(session: Session, demonstration_id: int, reviewer: str, when: datetime) -> DemonstrationRow:
+    """Mark a demonstration reviewed and kept, so it leaves the review queue; ``reviewer`` must be an active reviewer
+    or admin, and not the one who wrote it (nobody approves their own answer; rejecting one's own is allowed: it
+    only leaves data out). A rejected answer is restored first (``restore``), so a rejection is taken back on
+    purpose. Exports take accepted and unreviewed answers alike: accepting is a record of the review, not a gate."""
+    person = _reviewer(session, reviewer, "accept answers")
+    row = _found(session, demonstration_id)
+    if row.annotator == person.name:
+        raise DemonstrationError(f"demonstration {demonstration_id} is {person.name}'s own answer: another reviewer "
+                                 "accepts it")
+    if row.rejected:
+        raise DemonstrationError(f"demonstration {demonstration_id} was rejected by {row.rejected_by}: restore it "
+                                 "first (`rlhf demonstrations restore`)")
+    if row.accepted_by is not None:
+        raise DemonstrationError(f"demonstration {demonstration_id} was already accepted by {row.accepted_by}")
+    _set_review(session, row, and_(Demonstration.rejected_at.is_(None), Demonstration.accepted_at.is_(None)),
+                accepted_at=when, accepted_by=person.name)
+    return _found(session, demonstration_id)
 
 
 def restore(session: Session, demonstration_id: int) -> DemonstrationRow:
-    """Take a rejection back: the demonstration is exported again."""
-    found = demonstrations(session, ids=[demonstration_id])
-    if not found:
-        raise DemonstrationError(f"no demonstration {demonstration_id} (see `rlhf demonstrations list`)")
-    if not found[0].rejected:
+    """Take a rejection back: the demonstration is exported again, and waits for review again."""
+    row = _found(session, demonstration_id)
+    if not row.rejected:
         raise DemonstrationError(f"demonstration {demonstration_id} is not rejected")
-    session.execute(Demonstration.__table__.update().where(Demonstration.response_id == found[0].response_id).values(
-        rejected_at=None, rejected_by=None, reject_note=None))
-    return demonstrations(session, ids=[demonstration_id])[0]
+    _set_review(session, row, Demonstration.rejected_at.is_not(None), rejected_at=None, rejected_by=None,
+                reject_note=None)
+    return _found(session, demonstration_id)
+
+
+def ids_to_review(session: Session, *, reviewer_id: int, batches: Sequence[str] = (), annotators: Sequence[str] = (),
+                  reviewed: bool = False) -> list[int]:
+    """The demonstrations a reviewer goes through, newest first: those nobody accepted or rejected yet (with
+    ``reviewed``, all of them), never the reviewer's own, optionally only some batches and annotators."""
+    query = select(Demonstration.id).where(Demonstration.annotator_id != reviewer_id)
+    if not reviewed:
+        query = query.where(Demonstration.rejected_at.is_(None), Demonstration.accepted_at.is_(None))
+    if batches:
+        query = query.join(Comparison, Comparison.id == Demonstration.comparison_id).where(
+            Comparison.batch.in_(list(batches)))
+    if annotators:
+        query = query.join(Annotator, Annotator.id == Demonstration.annotator_id).where(
+            Annotator.name.in_(list(annotators)))
+    return list(session.scalars(query.order_by(Demonstration.id.desc())))
+
+
+def review_filters(session: Session, *, reviewer_id: int) -> tuple[list[str], list[str]]:
+    """(batches, annotators) that have demonstrations someone other than the reviewer wrote: the page's choices."""
+    mine = Demonstration.annotator_id != reviewer_id
+    batches = session.scalars(select(Comparison.batch).join(Demonstration, Demonstration.comparison_id == Comparison.id)
+                              .where(mine).distinct())
+    names = session.scalars(select(Annotator.name).join(Demonstration, Demonstration.annotator_id == Annotator.id)
+                            .where(mine).distinct())
+    return sorted(batches), sorted(names)
+
+
+@dataclass(frozen=True)
+class ShownResponse:
+    response_id: int
+    text: str
+    rank: int | None  # the rank the annotator gave it (1 = best); None when the ranking has none (a skip)
+
+
+def shown_with_ranking(session: Session, row: DemonstrationRow) -> list[ShownResponse]:
+    """The responses the annotator saw with their answer, in the order they saw them, with the ranks they gave."""
+    comparison_ids, ranks, shown = session.execute(
+        select(Comparison.response_ids, Ranking.ranks, Ranking.shown_order)
+        .join(Ranking, Ranking.comparison_id == Comparison.id).where(Ranking.id == row.ranking_id)).one()
+    rank_of = dict(zip(comparison_ids, ranks or [None] * len(comparison_ids), strict=True))
+    order = [r for r in (shown or comparison_ids) if r in rank_of] or list(comparison_ids)
+    texts = {rid: text for rid, text in session.execute(select(Response.id, Response.text)
+                                                            .where(Response.id.in_(list(order))))}
+    return [ShownResponse(r, texts.get(r, ""), rank_of[r]) for r in order]

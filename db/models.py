@@ -237,6 +237,9 @@ class Demonstration(Base):
     rejected_at: Mapped[datetime | None]  # a reviewer left it out of exports (``rlhf demonstrations reject``)
     rejected_by: Mapped[str | None] = mapped_column(String(100))
     reject_note: Mapped[str | None] = mapped_column(Text)
+    # a reviewer looked at it and kept it (``rlhf demonstrations accept``, ``/review``); a rejection clears it
+    accepted_at: Mapped[datetime | None]
+    accepted_by: Mapped[str | None] = mapped_column(String(100))
 
 
 class Ranking(Base):

@@ -1,5 +1,6 @@
-"""``rlhf demonstrations list|show|export``: the answers annotators wrote (or edited from a shown response) while
-ranking, and their export as an SFT dataset (``rlhf sft`` trains on it)."""
+"""``rlhf demonstrations list|show|accept|reject|restore|export``: the answers annotators wrote (or edited from a shown
+response) while ranking, their review (as on the ``/review`` page), and their export as an SFT dataset (``rlhf sft``
+trains on it)."""
 
 from __future__ import annotations
 
@@ -43,14 +44,15 @@ def list_(
 ) -> None:
     """List demonstrations in the order they were written: batch, annotator, the prompt, whether the answer was
     edited from a shown response, its length, whether a demonstrations export has taken it and whether a reviewer
-    rejected it."""
+    accepted or rejected it."""
     with open_store(ctx, db) as store, store.sessions() as session:
         rows = demonstrations(session, annotators=tuple(annotator or ()), batches=tuple(batch or ()))
-    table = Table("id", "batch", "annotator", "prompt", "edited", "chars", "exported", "rejected")
+    table = Table("id", "batch", "annotator", "prompt", "edited", "chars", "exported", "accepted", "rejected")
     for row in rows[:limit]:
         table.add_row(str(row.id), row.batch, row.annotator, short(first_user_turn(row.messages)),
                       "yes" if row.edited_from is not None else "no", str(len(row.text)),
-                      "yes" if row.exported else "no", f"by {row.rejected_by}" if row.rejected else "no")
+                      "yes" if row.exported else "no", f"by {row.accepted_by}" if row.accepted_by else "no",
+                      f"by {row.rejected_by}" if row.rejected else "no")
     console.print(table, markup=False)
     more = f" (the first {limit} shown)" if len(rows) > limit else ""
     say(f"{len(rows)} demonstration(s){more}")
@@ -82,6 +84,8 @@ def show(
     say(f"all bad: {'yes' if row.all_bad else 'no'}")
     if row.comment:
         say(f"comment: {row.comment}")
+    if row.accepted_by:
+        say(f"accepted by {row.accepted_by}")
     if row.rejected:
         say(f"rejected by {row.rejected_by}" + (f": {row.reject_note}" if row.reject_note else "")
              + " (left out of exports)")
@@ -109,12 +113,33 @@ def reject(
     say(f"demonstration {row.id} rejected by {row.rejected_by}: left out of later exports{already}")
 
 
+def accept(
+    ctx: typer.Context,
+    demonstration: Annotated[int, typer.Argument(metavar="ID", help="The demonstration's id.")],
+    reviewer: Annotated[str, typer.Option(help="Who accepts it: an active annotator with the role reviewer or admin, "
+                                               "not the one who wrote it.")],
+    db: DbOption = None,
+) -> None:
+    """Record that a reviewer looked at a demonstration and kept it: it leaves the review queue (the `/review` page's
+    written answers). Exports take it as they take any answer not rejected; `reject` still can, later."""
+    from db.demonstrations import DemonstrationError
+    from db.demonstrations import accept as accept_row
+    from db.models import utcnow
+
+    try:
+        with open_store(ctx, db) as store, store.sessions.begin() as session:
+            row = accept_row(session, demonstration, reviewer, utcnow())
+    except DemonstrationError as exc:
+        raise UserError(str(exc)) from None
+    say(f"demonstration {row.id} accepted by {row.accepted_by}")
+
+
 def restore(
     ctx: typer.Context,
     demonstration: Annotated[int, typer.Argument(metavar="ID", help="The demonstration's id.")],
     db: DbOption = None,
 ) -> None:
-    """Take a rejection back: the demonstration is exported again."""
+    """Take a rejection back: the demonstration is exported again, and waits for review again."""
     from db.demonstrations import DemonstrationError
     from db.demonstrations import restore as restore_row
 
@@ -123,7 +148,7 @@ def restore(
             row = restore_row(session, demonstration)
     except DemonstrationError as exc:
         raise UserError(str(exc)) from None
-    say(f"demonstration {row.id} restored: exports take it again")
+    say(f"demonstration {row.id} restored: exports take it again, and it waits for review again")
 
 
 def export_cmd(
@@ -164,6 +189,7 @@ def register(app: typer.Typer) -> None:
     demonstrations_app.command("list", epilog=examples(
         "rlhf demonstrations list", "rlhf demonstrations list --annotator alice --batch b1 --limit 20"))(list_)
     demonstrations_app.command("show", epilog=examples("rlhf demonstrations show 7"))(show)
+    demonstrations_app.command("accept", epilog=examples("rlhf demonstrations accept 7 --reviewer carol"))(accept)
     demonstrations_app.command("reject", epilog=examples(
         'rlhf demonstrations reject 7 --reviewer carol --note "wrong year"'))(reject)
     demonstrations_app.command("restore", epilog=examples("rlhf demonstrations restore 7"))(restore)

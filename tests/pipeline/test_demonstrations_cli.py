@@ -78,7 +78,7 @@ def test_list_shows_each_demonstration_and_filters(cli: Cli, store: int) -> None
     assert "Capital of [bold]France[/]?" in lines[0]  # user text as written, never read as markup
     cells = [cell.strip() for cell in lines[0].split("│") if cell.strip()]
     assert cells == ["1", "b1", "alice", "Capital of [bold]France[/]?", "yes", str(len("Paris, on the Seine.")), "no",
-                     "no"]
+                     "no", "no"]
     assert [cell.strip() for cell in lines[3].split("│") if cell.strip()][4] == "no"  # bob wrote his own
     bob = flat(cli("demonstrations", "list", "--annotator", "bob").output)
     assert "bob" in bob and "alice" not in bob and "1 demonstration(s)" in bob
