@@ -4,7 +4,7 @@ Query and command functions live in one module per table group (``db.prompts``, 
 session as their first argument and never commit unless their name says so: the caller owns the transaction.
 """
 
-from db.engine import immediate, make_engine, make_session_factory, sqlite_url
+from db.engine import WriteSessions, immediate, make_engine, make_session_factory, sqlite_url
 from db.migrate import current_revision, head_revision, is_up_to_date, upgrade
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "is_up_to_date",
     "make_engine",
     "make_session_factory",
+    "WriteSessions",
     "sqlite_url",
     "upgrade",
 ]

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -119,6 +121,45 @@ def immediate(engine: Engine) -> Engine:
     return engine
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions whose objects stay readable after commit (the CLI and the app print them afterwards)."""
+class WriteSessions(sessionmaker[Session]):
+    """Sessions where ``.begin()`` means "a write": on SQLite its transaction takes the write lock at BEGIN
+    (``immediate``); ``sessions()`` is a read, which never blocks the labelling server.
+
+    A command's deferred transaction that reads and then writes fails at once with "database is locked" when
+    another process (the labelling server) wrote since its first read: SQLite cannot move its snapshot forward, and
+    the busy timeout does not apply. Taken at BEGIN, the lock is instead waited for (up to the busy timeout), and
+    the reads see the latest data.
+    """
+
+    def writing(self, **local_kw: Any) -> Session:
+        """A session for a write transaction the caller ends itself (``commit`` or ``rollback``)."""
+        return self(bind=immediate(self.kw["bind"]), **local_kw)
+
+    @contextmanager
+    def begin(self) -> Iterator[Session]:  # type: ignore[override]
+        with self.writing() as session, session.begin():
+            yield session
+
+
+def serialise(session: Session, name: str) -> None:
+    """Make this transaction wait for any other that called ``serialise`` with the same name, until that one ends:
+    for read-then-claim work that two processes may start at once (two ``rlhf loop`` starting, each choosing names
+    no one has claimed). Call it first in the transaction. PostgreSQL: a transaction-scoped advisory lock on the
+    name. SQLite: a write that changes nothing takes the database's write lock now (waiting up to the busy timeout),
+    so what the transaction reads next is the latest state.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
+    else:
+        session.execute(text("UPDATE runs SET id = id WHERE 0 = 1"))
+
+
+def make_session_factory(engine: Engine, *, writes: bool = False) -> sessionmaker[Session]:
+    """Sessions whose objects stay readable after commit (the CLI and the app print them afterwards).
+
+    ``writes=True``: ``.begin()`` opens a write transaction (``WriteSessions``); the CLI's sessions are these. The
+    labelling server instead keeps one factory per purpose (``immediate(engine)`` for its writes).
+    """
+    if writes:
+        return WriteSessions(bind=engine, expire_on_commit=False)
     return sessionmaker(bind=engine, expire_on_commit=False)

@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from db.engine import serialise
 from db.models import Prompt, Run
 from db.runs import finish_run, start_run
 from pipeline.errors import UserError
@@ -135,6 +136,7 @@ def loop_prefix(sessions: sessionmaker[Session], directory: Path) -> str:
     base = re.sub(r"[^A-Za-z0-9._-]+", "-", directory.resolve().name).strip("-") or "loop"
     base = "loop-eval" if base == "eval" else base
     with sessions.begin() as session:
+        serialise(session, "rlhf loop names")  # two loops starting at once: the second sees the first's claim
 
         def batch_exists(prefix: str) -> bool:
             return session.scalar(select(Comparison.id).where(Comparison.batch == round_name(prefix, 1))

@@ -7,8 +7,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from sqlalchemy.exc import OperationalError
 from typer.core import TyperGroup
 
+from db import engine as store_engine
 from pipeline.cli.context import CliState, console, err_console
 from pipeline.errors import UserError
 
@@ -22,6 +24,17 @@ class _Group(TyperGroup):
         except UserError as exc:
             err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(exc.exit_code) from None
+        except OperationalError as exc:
+            if "database is locked" not in str(exc.orig):
+                raise
+            # SQLite's write lock was held by another process (the labelling server, another rlhf command) for
+            # longer than the busy timeout: the open transaction was rolled back.
+            err_console.print(
+                f"[bold red]error:[/] the database stayed locked by another process for {store_engine.SQLITE_BUSY_TIMEOUT_MS / 1000:g} s "
+                "(a long write by the labelling server or another rlhf command): this command's last transaction was "
+                "rolled back, and what it committed before stays; run it again when the other writer is done",
+                highlight=False)
+            raise typer.Exit(1) from None
 
 
 app = typer.Typer(

@@ -13,9 +13,8 @@ from rich.console import Console
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, sessionmaker
 
-from db import current_revision, head_revision, make_engine, make_session_factory
+from db import WriteSessions, current_revision, head_revision, make_engine, make_session_factory
 from pipeline.errors import UserError
 from pipeline.project import Project, discover_project, resolve_db_url
 
@@ -100,7 +99,7 @@ def display_url(url: str) -> str:
 class Store:
     url: str
     engine: Engine
-    sessions: sessionmaker[Session]
+    sessions: WriteSessions  # .begin() is a write (BEGIN IMMEDIATE on SQLite); sessions() a read
 
 
 @contextmanager
@@ -129,7 +128,7 @@ def open_store(ctx: typer.Context, db_flag: str | None, *, require_current: bool
                     f"{display_url(url)} is at schema revision {current}, this version needs {head_revision()}: "
                     "run `rlhf db upgrade`"
                 )
-        yield Store(url, engine, make_session_factory(engine))
+        yield Store(url, engine, make_session_factory(engine, writes=True))
     finally:
         engine.dispose()
 

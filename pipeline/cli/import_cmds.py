@@ -47,7 +47,7 @@ def _run(
         kind=kind, name=name, source=source, tags=tuple(tags or ()), test_fraction=fraction, batch=batch,
         max_errors=max_errors,
     )
-    with open_store(ctx, db) as store, store.sessions() as session:
+    with open_store(ctx, db) as store, store.sessions.writing() as session:
         with progress_bar(f"import {kind}", unit_bytes=not file.is_dir()) as on_progress:
             report = import_file(session, file, options, on_progress=on_progress)
         if dry_run:

@@ -45,3 +45,34 @@ def test_loops_begun_before_the_file_keep_their_names(sessions, tmp_path: Path) 
     _batch(sessions, round_name("runs", 1))  # one release prefixed a folder's name
     assert loop_prefix(sessions, _legacy(tmp_path / "runs")) == "runs"
     assert round_name("rounds-ppo", 0) == "rounds-ppo:round-0"
+
+
+def test_two_loops_starting_at_once_claim_different_names(sessions, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    import threading
+    import time
+
+    import pipeline.loop
+
+    real_start_run = pipeline.loop.start_run
+
+    def slow_start_run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - widens the window between read and claim
+        time.sleep(0.5)
+        return real_start_run(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline.loop, "start_run", slow_start_run)
+    found: dict[str, str] = {}
+    errors: list[BaseException] = []
+
+    def start(name: str) -> None:
+        try:
+            found[name] = loop_prefix(sessions, tmp_path / name)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(name,)) for name in ("first", "second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    assert sorted(found.values()) in (["", "first"], ["", "second"])  # one took the plain names, the other its own
