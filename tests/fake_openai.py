@@ -235,7 +235,8 @@ class FakeModel:
             self.files[error_id] = {"content": "\n".join(errors) + "\n", "purpose": "batch_output",
                                     "filename": "errors.jsonl"}
         self.batches[batch_id] = {"body": body, "output": output_id, "errors": error_id, "polls": 0,
-                                  "count": len(lines), "final": "expired" if errors else "completed"}
+                                  "count": len(lines), "final": "expired" if errors else "completed",
+                                  "created_at": int(time.time())}
         self.batches[batch_id]["polls"] -= self.extra_polls.get(len(self.batches), 0)
         return JSONResponse(self._batch(batch_id, "validating"))
 
@@ -245,7 +246,8 @@ class FakeModel:
         return {
             "id": batch_id, "object": "batch", "endpoint": b["body"]["endpoint"],
             "input_file_id": b["body"]["input_file_id"], "completion_window": "24h", "status": status,
-            "created_at": int(time.time()), "output_file_id": b["output"] if final else None,
+            "created_at": b["created_at"], "metadata": b["body"].get("metadata"),
+            "output_file_id": b["output"] if final else None,
             "error_file_id": b["errors"] if final else None,
             "request_counts": {"total": b["count"], "completed": b["count"] if status == "completed" else 0,
                                "failed": 0},
@@ -257,12 +259,28 @@ class FakeModel:
         b["polls"] += 1
         return JSONResponse(self._batch(batch_id, b["final"] if b["polls"] > self.batch_polls else "in_progress"))
 
+    async def list_batches(self, request: Request) -> Response:
+        """Newest first, ``limit`` per page, ``after`` = the last id of the previous page (as the Batch API)."""
+        if not self.batch_api:
+            return JSONResponse({"error": {"message": "Not Found"}}, status_code=404)
+        limit = int(request.query_params.get("limit", 20))
+        ids = list(reversed(self.batches))
+        after = request.query_params.get("after")
+        if after:
+            ids = ids[ids.index(after) + 1:]
+        page = ids[:limit]
+        data = [self._batch(i, b["final"] if b["polls"] > self.batch_polls else "in_progress")
+                for i, b in ((i, self.batches[i]) for i in page)]
+        return JSONResponse({"object": "list", "data": data, "first_id": page[0] if page else None,
+                             "last_id": page[-1] if page else None, "has_more": len(ids) > limit})
+
     def app(self) -> Starlette:
         return Starlette(routes=[
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
             Route("/v1/files", self.upload, methods=["POST"]),
             Route("/v1/files/{file_id}/content", self.file_content, methods=["GET"]),
             Route("/v1/batches", self.create_batch, methods=["POST"]),
+            Route("/v1/batches", self.list_batches, methods=["GET"]),
             Route("/v1/batches/{batch_id}", self.get_batch, methods=["GET"]),
         ])
 

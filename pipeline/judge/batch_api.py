@@ -7,11 +7,15 @@ it is sent. A run collects every part that has finished (the answers of an expir
 are billed) and sends nothing while any part of this judge and batch is still being processed, so no request is
 ever in two remote batches at once; when all are in, it ranks from the cache and sends what is still missing.
 A submission cut short (an error at part 3 of 5) keeps the parts already sent: the next runs collect them and
-send the rest then.
+send the rest then. A run killed between sending a part and recording it leaves a billed batch no run knows of:
+each part carries a tag (``part_tag``) in its metadata, and before sending a part a run looks for an unrecorded
+remote batch of the last 7 days with the same tag and takes it up instead (same judge, batch and requests; a part
+cut differently, because the store changed in between, is sent again).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import Counter
@@ -227,6 +231,37 @@ async def judge_batch_api(
     return report
 
 
+ORPHAN_WINDOW_S = 7 * 24 * 3600  # how far back a remote batch sent but not recorded is looked for
+
+
+def part_tag(judge: str, batch: str, keys: list[str]) -> str:
+    """What a part is, in 32 hex digits: the judge, the batch of comparisons and the requests (cache keys, which
+    hold the model and the messages). A remote batch carries it in its metadata.
+
+    >>> part_tag("j", "b1", ["k2", "k1"]) == part_tag("j", "b1", ["k1", "k2"]) != part_tag("j", "b2", ["k1", "k2"])
+    True
+    """
+    return hashlib.sha256(json.dumps([judge, batch, sorted(keys)]).encode()).hexdigest()[:32]
+
+
+async def _unrecorded(sessions: sessionmaker[Session], ctx: JudgeContext, backend: Any, tag: str) -> str | None:
+    """A remote batch of this part that a run sent and was interrupted before recording (the one call between
+    sending and writing the ``judge-batch`` run): sending it again would pay twice. None where there is none, or
+    where the endpoint cannot list its batches."""
+    find = getattr(backend, "find_batch", None)
+    if find is None:
+        return None
+    with sessions() as session:
+        configs = session.scalars(select(Run.config).where(Run.kind == "judge-batch"))
+        recorded = {str(c.get("remote_batch")) for c in configs if c.get("judge") == ctx.name}
+    try:
+        return await find(tag, since=time.time() - ORPHAN_WINDOW_S, skip=recorded)
+    except LLMError as exc:
+        if exc.status in (404, 405, 501):  # no listing of batches here: nothing to find
+            return None
+        raise
+
+
 async def _submit(sessions: sessionmaker[Session], ctx: JudgeContext, backend: Any, report: JudgeReport,
                   needed: dict[str, ChatRequest], parts: list[list[str]], retry: dict[int, int]) -> None:
     """Send the parts one by one, each recorded (a ``judge-batch`` run) as soon as it is sent, so that an error or
@@ -234,11 +269,17 @@ async def _submit(sessions: sessionmaker[Session], ctx: JudgeContext, backend: A
     retried failures: the part collected last (the others may be collected by earlier runs) hands them all to the
     run that ranks."""
     sent: list[str] = []
+    adopted = 0
     for number, keys in enumerate(parts, start=1):
         of = f" part {number} of {len(parts)}" if len(parts) > 1 else ""
+        tag = part_tag(ctx.name, report.batch, keys)
         try:
-            remote_id = await backend.submit_batch(
-                {key: needed[key] for key in keys}, description=f"rlhf judge {ctx.name} batch {report.batch}{of}")
+            remote_id = await _unrecorded(sessions, ctx, backend, tag)
+            if remote_id is not None:
+                adopted += 1
+            else:
+                remote_id = await backend.submit_batch({key: needed[key] for key in keys}, tag=tag,
+                                                       description=f"rlhf judge {ctx.name} batch {report.batch}{of}")
         except LLMError as exc:
             hint = ("; this endpoint has no Batch API (use --mode online)" if exc.status in (404, 405, 501)
                     else "" if exc.retryable else " (check the model name, base URL and API key)")
@@ -249,7 +290,7 @@ async def _submit(sessions: sessionmaker[Session], ctx: JudgeContext, backend: A
         with sessions.begin() as session:
             start_run(session, "judge-batch", {
                 "judge": ctx.name, "batch": report.batch, "remote_batch": remote_id, "count": len(keys),
-                "part": number, "parts": len(parts),
+                "part": number, "parts": len(parts), "tag": tag,
                 "requests": {key: request_json(needed[key]) for key in keys},
                 "retry": {str(cid): salt for cid, salt in retry.items()},
             }, inputs=[report.run_id] if report.run_id else (), name=f"judge-batch {ctx.name} {report.batch}{of}")
@@ -257,3 +298,6 @@ async def _submit(sessions: sessionmaker[Session], ctx: JudgeContext, backend: A
         report.remote_batch = ", ".join(sent)
     in_parts = f" in {len(parts)} parts" if len(parts) > 1 else ""
     report.remote_state = f"submitted ({len(needed)} requests{in_parts})"
+    if adopted:
+        report.remote_state += (f"; {adopted} of the parts had been sent by a run interrupted before it recorded "
+                                "them: taken up, not sent again")

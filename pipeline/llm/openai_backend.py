@@ -11,7 +11,7 @@ import datetime
 import email.utils
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import openai
@@ -19,6 +19,7 @@ import openai
 from pipeline.llm.identity import model_identity
 from pipeline.llm.types import ChatRequest, Completion, LLMError
 
+TAG_KEY = "rlhf_part"  # metadata key of a remote batch: which part of which submission it is (find_batch)
 NOT_FOUND_FATAL = (401, 403, 404)  # bad key, no access, unknown model or wrong base URL: stop the run
 
 
@@ -164,8 +165,9 @@ class OpenAIBackend:
 
     # --- Batch API ------------------------------------------------------------------------------------------------
 
-    async def submit_batch(self, requests: dict[str, ChatRequest], *, description: str = "") -> str:
-        """Upload a JSONL of requests (custom_id = our cache key) and start a batch; returns the batch id."""
+    async def submit_batch(self, requests: dict[str, ChatRequest], *, description: str = "", tag: str = "") -> str:
+        """Upload a JSONL of requests (custom_id = our cache key) and start a batch; returns the batch id. ``tag``
+        goes into the batch's metadata (``rlhf_part``), for ``find_batch``."""
         lines = [
             json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions",
                         "body": request_body(self.model, req)})
@@ -177,11 +179,25 @@ class OpenAIBackend:
             )
             batch = await self.client.batches.create(
                 input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h",
-                metadata={"description": description[:500]} if description else None,
+                metadata={k: v for k, v in (("description", description[:500]), (TAG_KEY, tag)) if v} or None,
             )
         except Exception as exc:  # noqa: BLE001
             raise to_llm_error(exc) from exc
         return batch.id
+
+    async def find_batch(self, tag: str, *, since: float, skip: Collection[str] = ()) -> str | None:
+        """The id of a remote batch started with ``tag`` (``submit_batch``) after ``since`` (epoch seconds) that did
+        not fail validation, leaving out the ids in ``skip``; None if there is none. Batches are listed newest
+        first, so the listing stops at the first one older than ``since``."""
+        try:
+            async for batch in self.client.batches.list(limit=100):
+                if batch.created_at < since:
+                    break
+                if (batch.metadata or {}).get(TAG_KEY) == tag and batch.status != "failed" and batch.id not in skip:
+                    return batch.id
+        except Exception as exc:  # noqa: BLE001
+            raise to_llm_error(exc) from exc
+        return None
 
     async def batch_state(self, batch_id: str) -> tuple[str, str | None, str | None]:
         """(status, output file id, error file id) of a remote batch."""

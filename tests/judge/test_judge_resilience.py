@@ -340,3 +340,44 @@ def test_judge_add_test_renders_the_template_and_names_the_file_and_line(session
         make_judge(sessions, fake, name="braces", template=str(braces))
     with sessions() as session:
         assert not session.scalars(select(Annotator).where(Annotator.kind == "ai")).all()
+
+
+def test_a_remote_batch_sent_but_not_recorded_is_taken_up_not_sent_again(sessions, fake, monkeypatch) -> None:  # noqa: ANN001
+    """A run killed between sending a remote batch and recording it (one call apart) left a batch that is billed
+    and that no run knew of: the next run sent the same requests again and paid twice. It now finds the batch by
+    the tag in its metadata and takes it up."""
+    import pytest
+
+    import pipeline.judge.batch_api as batch_api
+
+    fake.model.batch_polls = 0
+    seed_pairs(sessions, 2)
+    make_judge(sessions, fake, both_orders=False)
+
+    def killed(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("killed before the record")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(batch_api, "start_run", killed)
+        with pytest.raises(RuntimeError, match="killed before the record"):
+            run_judge(sessions, "judge", RunOptions(batch="b1", mode="batch"))
+    assert len(fake.model.batches) == 1
+    again = run_judge(sessions, "judge", RunOptions(batch="b1", mode="batch"))
+    assert len(fake.model.batches) == 1, "the same requests were sent again"
+    assert "1 of the parts had been sent by a run interrupted before it recorded them" in again.remote_state
+    collected = run_judge(sessions, "judge", RunOptions(batch="b1", mode="batch"))
+    assert (collected.ranked, collected.calls, fake.model.calls) == (2, 2, 2)
+
+
+def test_a_recorded_remote_batch_is_not_taken_up_for_the_same_requests_again(sessions, fake) -> None:  # noqa: ANN001
+    """All of a batch expired: its requests go again, with the same tag; the recorded expired batch must not be
+    taken for the new one (else no run would ever send them)."""
+    fake.model.batch_polls = 0
+    seed_pairs(sessions, 2)
+    make_judge(sessions, fake, both_orders=False)
+    fake.model.faults.extend(["expire", "expire"])
+    run_judge(sessions, "judge", RunOptions(batch="b1", mode="batch"))
+    resent = run_judge(sessions, "judge", RunOptions(batch="b1", mode="batch"))
+    assert resent.remote_state == "submitted (2 requests)" and len(fake.model.batches) == 2
+    finished = run_judge(sessions, "judge", RunOptions(batch="b1", mode="batch"))
+    assert finished.ranked == 2
