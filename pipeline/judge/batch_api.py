@@ -252,8 +252,9 @@ async def _unrecorded(sessions: sessionmaker[Session], ctx: JudgeContext, backen
     if find is None:
         return None
     with sessions() as session:
-        configs = session.scalars(select(Run.config).where(Run.kind == "judge-batch"))
-        recorded = {str(c.get("remote_batch")) for c in configs if c.get("judge") == ctx.name}
+        # the two fields only: a run's config also holds its part's requests (up to an input file's worth)
+        recorded = set(session.scalars(select(Run.config["remote_batch"].as_string()).where(
+            Run.kind == "judge-batch", Run.config["judge"].as_string() == ctx.name)))
     try:
         return await find(tag, since=time.time() - ORPHAN_WINDOW_S, skip=recorded)
     except LLMError as exc:
