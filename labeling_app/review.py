@@ -1,5 +1,6 @@
-"""The reviewer's page (mounted at ``/review``, reviewers and admins only): one dispute at a time, the comparison's
-responses with every human's ranking, strength, all-bad mark and comment side by side, and the verdict to give.
+"""The reviewer's page (mounted at ``/review``, reviewers and admins only), in two tabs: disputes, and the answers
+annotators wrote (``labeling_app.answers_review``). Disputes: one at a time, the comparison's responses with every
+human's ranking, strength, all-bad mark and comment side by side, and the verdict to give.
 
 The verdict is an order of the responses' letters (``B > A``, ``=`` for a tie; Enter saves) or one annotator's
 ranking taken as it is; an optional note says why. ``db.review`` checks everything again: the reviewer's role, that
@@ -28,12 +29,22 @@ from db.bulk import chunks
 from db.comparisons import STRENGTHS, strength_of
 from db.models import Annotator, Comparison
 from db.review import Dispute, ReviewError, check_reviewer, dispute_ids, load_dispute, record_verdict
+from labeling_app.answers_review import AnswersReview, add_answers_tab
 from labeling_app.render import render_conversation, render_response
 from labeling_app.settings import LabelingSettings
 from labeling_app.view import ALL_BATCHES, chosen_batch, message_html
 from pipeline.review import LETTERS, order_text, parse_order
 
 NOBODY = "(write the order instead)"
+
+
+def request_reviewer(session: Session, request: gr.Request | None) -> Annotator:
+    """The logged-in reviewer, their role checked from the database on every event (a demoted or deactivated
+    reviewer's open page stops working at once)."""
+    try:
+        return check_reviewer(session, (request.username or "") if request else "")
+    except ReviewError:
+        raise gr.Error("Reviewers and admins only: reload the page to log in again.") from None
 
 
 @dataclass(frozen=True)
@@ -85,10 +96,7 @@ class ReviewApp:
 
     @staticmethod
     def _reviewer(session: Session, request: gr.Request | None) -> Annotator:
-        try:
-            return check_reviewer(session, (request.username or "") if request else "")
-        except ReviewError:
-            raise gr.Error("Reviewers and admins only: reload the page to log in again.") from None
+        return request_reviewer(session, request)
 
     def _next(self, session: Session, reviewer: Annotator, batch: str | None, after: int,
               message: str, kind: str = "info") -> list[Any]:
@@ -173,20 +181,24 @@ def build_review_app(
     reads: sessionmaker[Session] | None = None,
 ) -> gr.Blocks:
     handlers = ReviewApp(sessions, settings, clock, reads)
+    answers = AnswersReview(sessions, handlers.reads, clock, request_reviewer)
     with gr.Blocks(title=f"Review · {settings.title}") as blocks:
         header = gr.HTML(elem_id="review-header-box")
-        batch = gr.Dropdown(choices=[ALL_BATCHES], value=ALL_BATCHES, label="Batch", elem_id="review-batch")
-        view = gr.HTML(elem_id="review-view")
-        shown = gr.State(None)
-        with gr.Row():
-            order = gr.Textbox(label="Verdict: the order of the letters, e.g. B > A (= for a tie); Enter saves",
-                               elem_id="review-order", scale=2)
-            take = gr.Dropdown(choices=[NOBODY], value=NOBODY, label="or take this annotator's ranking as it is",
-                               elem_id="review-take", scale=1)
-        note = gr.Textbox(label="Note (why; optional, exported as the verdict's comment)", elem_id="review-note")
-        with gr.Row():
-            save = gr.Button("Save verdict", variant="primary", elem_id="review-save")
-            skip = gr.Button("Next dispute", elem_id="review-skip")
+        with gr.Tab("Disputes", elem_id="review-disputes-tab"):
+            batch = gr.Dropdown(choices=[ALL_BATCHES], value=ALL_BATCHES, label="Batch", elem_id="review-batch")
+            view = gr.HTML(elem_id="review-view")
+            shown = gr.State(None)
+            with gr.Row():
+                order = gr.Textbox(label="Verdict: the order of the letters, e.g. B > A (= for a tie); Enter saves",
+                                   elem_id="review-order", scale=2)
+                take = gr.Dropdown(choices=[NOBODY], value=NOBODY, label="or take this annotator's ranking as it is",
+                                   elem_id="review-take", scale=1)
+            note = gr.Textbox(label="Note (why; optional, exported as the verdict's comment)", elem_id="review-note")
+            with gr.Row():
+                save = gr.Button("Save verdict", variant="primary", elem_id="review-save")
+                skip = gr.Button("Next dispute", elem_id="review-skip")
+        with gr.Tab("Written answers", elem_id="review-answers-tab"):
+            add_answers_tab(answers, blocks)
         outputs = [view, take, shown, order, note]
         blocks.load(handlers.header, None, header, api_name=False)
         blocks.load(handlers.batches, None, batch, api_name=False)
