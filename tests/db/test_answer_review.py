@@ -16,7 +16,7 @@ from db.comparisons import NewComparison, ensure_comparisons
 from db.demonstrations import (
     DemonstrationError, accept, demonstrations, ids_to_review, reject, restore, review_filters, shown_with_ranking,
 )
-from db.models import Annotator
+from db.models import Annotator, Comparison
 from db.prompts import NewPrompt, NewResponse, ensure_prompts, ensure_responses
 from db.queue import Written, lease_next, load_item, record_ranking
 
@@ -124,9 +124,15 @@ def test_accept_is_refused_for_ones_own_answer_a_rejected_one_and_twice(
 
 def test_the_responses_shown_come_in_the_annotators_order_with_their_ranks(
         sessions: sessionmaker[Session], answers: dict[str, int]) -> None:
+    reversed_ones = 0
     with sessions() as session:
-        [row] = demonstrations(session, ids=[answers["ann:0"]])
-        shown = shown_with_ranking(session, row)
-    assert [s.rank for s in shown] == [2, 1]  # _write ranks the second shown response best
-    assert shown[0].response_id == row.edited_from and shown[0].text == row.edited_text
-    assert sorted(s.text for s in shown) == ["reply 0.0", "reply 0.1"]
+        for who, row in zip(answers, demonstrations(session), strict=True):
+            shown = shown_with_ranking(session, row)
+            comparison = session.get(Comparison, row.comparison_id)
+            reversed_ones += [s.response_id for s in shown] != list(comparison.response_ids)
+            assert [s.rank for s in shown] == [2, 1], who  # _write ranks the second shown response best
+            n = row.messages[0]["content"][len("Question "):-1]
+            assert sorted(s.text for s in shown) == [f"reply {n}.0", f"reply {n}.1"]
+            if who == "ann:0":
+                assert shown[0].response_id == row.edited_from and shown[0].text == row.edited_text
+    assert reversed_ones  # (the shuffle is fixed per comparison and annotator: some differ from the stored order)
