@@ -119,3 +119,42 @@ def test_annotators_get_no_access_and_a_demoted_reviewer_can_no_longer_act(live:
     page.keyboard.press("Enter")
     _wait(page, "body", "Reviewers and admins only")  # the handler's own check from the database refused it
     assert not _row(live, answer).rejected
+
+
+def _choose(page, box: str, option: str) -> None:  # noqa: ANN001
+    page.locator(f"#{box} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_the_list_filters_by_batch_and_annotator_and_can_show_reviewed_answers(live: LiveServer, new_page) -> None:  # noqa: ANN001
+    seed(live.sessions, [["a", "b"]], overlap=2, people={"ann": "annotator", "bob": "annotator", "rev": "reviewer"})
+    _write(live, "ann", "ann in b1")
+    bobs = _write(live, "bob", "bob in b1")
+    seed(live.sessions, [["c", "d"]], batch="b2")
+    _write(live, "ann", "ann in b2")
+    page = new_page()
+    login(page, live, "rev")
+    page.goto(live.url + "/review/")
+    page.get_by_role("tab", name="Written answers").click()
+    _wait(page, "#answers-text", "ann in b2")
+    assert page.inner_text("#answers-left") == "3"
+    _choose(page, "answers-annotator", "bob")
+    _wait(page, "#answers-text", "bob in b1")
+    assert page.inner_text("#answers-left") == "1"
+    _choose(page, "answers-batch", "b2")
+    page.wait_for_selector("#answers-none", timeout=20_000)
+    assert page.inner_text("#answers-left") == "0"
+    _choose(page, "answers-annotator", "All annotators")
+    _wait(page, "#answers-text", "ann in b2")
+    assert page.inner_text("#answers-left") == "1"
+
+    with live.sessions.begin() as session:
+        from db.demonstrations import reject
+
+        reject(session, bobs, "rev", "copied", utcnow())
+    _choose(page, "answers-batch", "All batches")
+    _choose(page, "answers-annotator", "bob")
+    page.wait_for_selector("#answers-none", timeout=20_000)  # a rejected answer has been reviewed
+    page.locator("#answers-reviewed input").check()
+    _wait(page, "#answers-state", "Rejected by rev: copied")
+    assert "bob in b1" in page.inner_text("#answers-text") and page.inner_text("#answers-left") == "0"
