@@ -264,7 +264,8 @@ class AnswersReview:
                                         f"Restored answer {row.id}: exports take it again.")
                 if action == "reject":
                     row = reject(session, row.id, reviewer.name, note, now)
-                    said = f"Rejected answer {row.id}: left out of later exports (k goes back to it)."
+                    took = " (an export took it before: that dataset keeps it)" if row.exported else ""
+                    said = f"Rejected answer {row.id}: left out of later exports{took} (k goes back to it)."
                 else:
                     row = accept(session, row.id, reviewer.name, now)
                     said = f"Accepted answer {row.id}."

@@ -46,6 +46,10 @@ def test_a_reviewer_rejects_restores_and_accepts_answers_with_the_keyboard(live:
     hostile = _write(live, "ann", HOSTILE, edit=True)
     plain = _write(live, "ann", "Plain answer two.")
     _write(live, "rev", "The reviewer's own answer.")  # never in rev's queue
+    with live.sessions.begin() as session:  # a demonstrations export took the first: it can still be rejected
+        from db.demonstrations import mark_exported
+
+        mark_exported(session, [_row(live, hostile).ranking_id], utcnow())
 
     page = new_page()
     login(page, live, "rev")
@@ -70,6 +74,7 @@ def test_a_reviewer_rejects_restores_and_accepts_answers_with_the_keyboard(live:
     page.keyboard.type("made up <b>facts</b>")
     page.keyboard.press("Enter")
     _wait(page, "#answers-message", f"Rejected answer {hostile}")
+    assert "an export took it before: that dataset keeps it" in page.inner_text("#answers-message")
     assert (_row(live, hostile).rejected_by, _row(live, hostile).reject_note) == ("rev", "made up <b>facts</b>")
     assert page.inner_text("#answers-left") == "1"
     assert "Plain answer two." in page.inner_text("#answers-text")
