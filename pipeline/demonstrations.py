@@ -4,7 +4,7 @@ One row per demonstration text: an annotator's same answer sent with two compari
 response, and one row (the first demonstration's ids). Rows are TRL's prompt-completion format (``SFTTrainer``
 trains on the completion only): ``conversational`` gives message lists, ``standard`` strings. Train/test follow each
 prompt's stable split, as ``rlhf export``'s pairs do, so no prompt is in both. The files are laid out as
-``pipeline.export`` lays its own (fixed record batches, the dataset fingerprint set to our content hash): the same
+``rlhf export`` lays its own (``pipeline.export_files``: fixed record batches, the fingerprint our content hash): the same
 selection gives byte-identical files. Recorded as an ``sft-export`` run (selection, counts, fingerprint, the runs
 that made the comparisons), mirrored in ``export_manifest.json``; the rankings that carried the exported answers
 are marked exported in the run's transaction, so their annotators can no longer undo them.
@@ -28,7 +28,7 @@ from db.demonstrations import DemonstrationRow, comparison_run_ids, demonstratio
 from db.models import utcnow
 from db.runs import finish_run, start_run
 from pipeline.errors import UserError
-from pipeline.export import (
+from pipeline.export_files import (
     FORMATS, MANIFEST, begin_export, build_dataset, conversation_text, flush_rows, move_into_place,
 )
 

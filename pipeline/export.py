@@ -43,11 +43,12 @@ from db.runs import finish_run, start_run
 from pipeline.aggregate import METHODS, Vote, aggregate
 from pipeline.errors import UserError
 from pipeline.gold import below_gold_accuracy, gold_accuracies
-from pipeline.overwrite import check_replaceable, sqlite_file
+from pipeline.export_files import (
+    FORMATS, MANIFEST, answer_column, begin_export, build_dataset, flush_rows,
+    move_into_place, prompt_column,
+)
 
 SOURCES = ("human", "ai", "import", "rule")
-FORMATS = ("conversational", "standard")
-MANIFEST = "export_manifest.json"
 Progress = Callable[[int, int], None]
 
 
@@ -146,34 +147,6 @@ class ExportReport:
             origin = (f": {self.total_pairs - self.demonstration_pairs}{origin} and {self.demonstration_pairs} from "
                       f"{self.demonstrations} demonstration(s) (written answers over the responses shown)")
         return f"{self.total_pairs} pairs ({splits}){origin}{left_out}, fingerprint {self.fingerprint[:12]}"
-
-
-def begin_export(sessions: sessionmaker[Session], options: Any) -> tuple[Path, Path | None, float]:
-    """What every export does first (this one and ``rlhf demonstrations export``): check the options and the
-    output folder (``check_out``); returns (the folder, the SQLite database file if any, the start time)."""
-    import datasets
-
-    datasets.disable_progress_bars()
-    options.validate()
-    started = time.perf_counter()
-    out = Path(options.out_dir)
-    database = sqlite_file(sessions)
-    check_out(out, options.overwrite, database)
-    return out, database, started
-
-
-def conversation_text(messages: list[dict[str, Any]]) -> str:
-    """The standard format's prompt string: the text itself for one user turn, else the turns labelled.
-
-    >>> conversation_text([{"role": "user", "content": "Hi"}])
-    'Hi'
-    >>> conversation_text([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}, {"role": "user", "content": "Bye"}])
-    'User: Hi\\n\\nAssistant: Yo\\n\\nUser: Bye'
-    """
-    if len(messages) == 1 and messages[0]["role"] == "user":
-        return messages[0]["content"]
-    names = {"system": "System", "user": "User", "assistant": "Assistant"}
-    return "\n\n".join(f"{names.get(m['role'], m['role'])}: {m['content']}" for m in messages)
 
 
 def _features(options: ExportOptions) -> Any:
@@ -423,22 +396,6 @@ def _voters(comparison: Any, options: ExportOptions, report: ExportReport) -> An
     return comparison if len(kept) == len(comparison.votes) else replace(comparison, votes=kept)
 
 
-BATCH_ROWS = 1000  # rows per Arrow record batch: fixed, so the file's bytes do not depend on the paging
-
-
-def flush_rows(writer: Any, buffer: dict[str, list[Any]], schema: Any, *, full_batches_only: bool) -> None:
-    """Write the buffered rows in record batches of exactly BATCH_ROWS (the rest too at the end)."""
-    import pyarrow as pa
-
-    rows = len(buffer["comparison_id"])
-    cut = rows - rows % BATCH_ROWS if full_batches_only else rows
-    for start in range(0, cut, BATCH_ROWS):  # pyarrow builds the nested columns in C++
-        chunk = {name: values[start : start + BATCH_ROWS] for name, values in buffer.items()}
-        writer.write_table(pa.Table.from_pydict(chunk, schema=schema))
-    for values in buffer.values():
-        del values[:cut]
-
-
 def _voter_notes(votes: list[Any], pair: Any) -> tuple[int, list[str]]:
     """(how many of the pair's voters marked all responses bad, their non-empty comments in annotator-name order).
     The votes come in annotator-name order (``db.exporting``)."""
@@ -459,13 +416,13 @@ def _append_pairs(
     if not pairs:
         return pairs
     standard = options.format == "standard"
-    prompt = _prompt_column(comparison.messages, standard)
+    prompt = prompt_column(comparison.messages, standard)
     ranking_ids = [v.ranking_id for v in comparison.votes]
     for pair in pairs:
         chosen, rejected = texts[pair.chosen][0], texts[pair.rejected][0]
         columns["prompt"].append(prompt)
-        columns["chosen"].append(_answer_column(chosen, standard))
-        columns["rejected"].append(_answer_column(rejected, standard))
+        columns["chosen"].append(answer_column(chosen, standard))
+        columns["rejected"].append(answer_column(rejected, standard))
         columns["score"].append(pair.score)
         columns["votes"].append(pair.votes)
         columns["agreement"].append(pair.agreement)
@@ -484,14 +441,6 @@ def _append_pairs(
     return pairs
 
 
-def _prompt_column(messages: list[dict[str, Any]], standard: bool) -> Any:
-    return conversation_text(messages) if standard else [{"role": m["role"], "content": m["content"]} for m in messages]
-
-
-def _answer_column(text: str, standard: bool) -> Any:
-    return text if standard else [{"role": "assistant", "content": text}]
-
-
 def _append_written(
     columns: dict[str, list[Any]], comparison: Any, answers: Sequence[WrittenRow], texts: dict[int, tuple[str, str]],
     options: ExportOptions, given: set[tuple[int, int]],
@@ -507,11 +456,11 @@ def _append_written(
                 given.add((answer.response_id, shown))
                 rows.append((answer, shown))
     standard = options.format == "standard"
-    prompt = _prompt_column(comparison.messages, standard) if rows else None
+    prompt = prompt_column(comparison.messages, standard) if rows else None
     for answer, shown in rows:
         columns["prompt"].append(prompt)
-        columns["chosen"].append(_answer_column(answer.text, standard))
-        columns["rejected"].append(_answer_column(texts[shown][0], standard))
+        columns["chosen"].append(answer_column(answer.text, standard))
+        columns["rejected"].append(answer_column(texts[shown][0], standard))
         columns["score"].append(1.0)
         columns["votes"].append(1)
         columns["agreement"].append(1.0)
@@ -527,64 +476,6 @@ def _append_written(
         if options.margin:
             columns["margin"].append(float(len(comparison.response_ids) - 1))
     return rows
-
-
-def build_dataset(staging: Path, options: Any, fingerprint: str) -> None:
-    """Lay the Arrow files out as ``DatasetDict.save_to_disk`` does (``staging/dataset``), without copying them:
-    each split is the file the writer produced, plus its ``state.json`` and ``dataset_info.json``."""
-    import dataclasses
-
-    import datasets
-
-    target = staging / "dataset"
-    for split in ("train", "test"):
-        source = staging / f"{split}.arrow"
-        ds = datasets.Dataset.from_file(str(source))  # memory-mapped: reads only the schema here
-        if options.jsonl:
-            ds.to_json(str(staging / f"{split}.jsonl"), lines=True, force_ascii=False)
-        folder = target / split
-        folder.mkdir(parents=True)
-        state = {
-            "_data_files": [{"filename": "data-00000-of-00001.arrow"}],
-            "_fingerprint": hashlib.sha256(f"{fingerprint}:{split}".encode()).hexdigest()[:16],
-            "_format_columns": None, "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False,
-            "_split": split,
-        }
-        info = dataclasses.asdict(ds.info)
-        info["splits"] = {split: {"name": split, "num_bytes": source.stat().st_size, "num_examples": len(ds),
-                                  "dataset_name": None}}
-        del ds
-        source.rename(folder / "data-00000-of-00001.arrow")
-        (folder / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
-        (folder / "dataset_info.json").write_text(json.dumps({k: info[k] for k in sorted(info)}, indent=2),
-                                                  encoding="utf-8")
-    (target / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "test"]}), encoding="utf-8")
-
-
-def check_out(out: Path, overwrite: bool, database: Path | None) -> None:
-    """``--out`` must be a new or empty folder, or with ``overwrite`` an earlier export's (never the current
-    directory, a folder above it, nor one holding the database or the project file: see ``pipeline.overwrite``)."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a directory: give a new or empty directory for the dataset")
-    existing = next((folder for folder in out.parents if folder.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise UserError(f"--out {out} is inside {existing}, which is a file, not a directory")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"{out} exists and is not empty (pass --overwrite to replace it)")
-    check_replaceable(out, marker=MANIFEST, what="an earlier export", protected=[database])
-
-
-def move_into_place(staging: Path, out: Path, options: Any, database: Path | None) -> None:
-    """The DatasetDict at ``out`` (loadable with ``datasets.load_from_disk``), the manifest, JSONL on request.
-    An existing ``out`` is deleted first, only where ``check_out`` allows it (checked again here: every caller)."""
-    if out.exists():
-        check_replaceable(out, marker=MANIFEST, what="an earlier export", protected=[database])
-        shutil.rmtree(out)
-    (staging / "dataset").rename(out)
-    (staging / MANIFEST).rename(out / MANIFEST)
-    if options.jsonl:
-        for split in ("train", "test"):
-            (staging / f"{split}.jsonl").rename(out / f"{split}.jsonl")
 
 
 def _read_ids(path: str, size: int = 5000) -> Any:
