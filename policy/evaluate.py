@@ -22,6 +22,7 @@ on screen and ``report.json`` + ``report.md`` in ``--out``.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -121,13 +122,18 @@ class EvalReport:
                 f"on {self.prompts} prompts{missing}")
 
 
-def win_rate(outcomes: Sequence[float]) -> tuple[float, float, float]:
-    """Mean of per-prompt outcomes (1 win, 0.5 tie, 0 loss) and its 95% Wilson score interval, a tie counted as
-    half a win. Unlike the normal approximation it is not zero-width when every prompt is won (or tied), and a
-    tie's variance is below a coin's, so with ties it errs on the wide side.
+def win_rate(outcomes: Sequence[float], z: float = 1.96) -> tuple[float, float, float]:
+    """Mean of per-prompt outcomes (1 win, 0.5 tie, 0 loss) and its 95% score interval: Wilson's, with the variance
+    an outcome has when ties occur. At win rate p and tie rate t an outcome varies by p(1 - p) - t/4 (a tie, half a
+    win, varies less than a coin), so the interval is the p where n (mean - p)^2 <= z^2 (p(1 - p) - t/4), with t
+    taken at the low end of its own 95% Wilson interval: a tie rate estimated from few prompts narrows the interval
+    no more than they support. Without ties it is Wilson's interval (not zero-width when every prompt is won).
+    Simulated (2,000 draws per case; 10, 30 and 200 prompts; 0 to 100% ties): at least 95% coverage wherever ties
+    occur, where counting a tie as half a win in Wilson's gave 98-100% and up to 1.5x the width (200 prompts, 60%
+    ties: 0.094 wide instead of 0.137), hiding real differences behind both-order judges' ties.
 
     >>> [round(x, 3) for x in win_rate([1, 1, 0.5, 0])]
-    [0.625, 0.219, 0.908]
+    [0.625, 0.228, 0.9]
     >>> [round(x, 3) for x in win_rate([1] * 5)]
     [1.0, 0.566, 1.0]
     """
@@ -135,8 +141,12 @@ def win_rate(outcomes: Sequence[float]) -> tuple[float, float, float]:
     if n == 0:
         return float("nan"), float("nan"), float("nan")
     mean = sum(outcomes) / n
-    low, high = wilson_interval(sum(outcomes), n)  # type: ignore[misc]
-    return mean, low, high
+    ties = sum(1 for o in outcomes if o == 0.5)
+    tie_rate = wilson_interval(ties, n, z)[0] if ties else 0.0  # type: ignore[index]
+    # n (mean - p)^2 = z^2 (p - p^2 - t/4), a quadratic in p; at p = mean the left side is below the right
+    a, b, c = n + z * z, -(2 * n * mean + z * z), n * mean * mean + z * z * tie_rate / 4
+    root = math.sqrt(max(b * b - 4 * a * c, 0.0))
+    return mean, max(0.0, (-b - root) / (2 * a)), min(1.0, (-b + root) / (2 * a))
 
 
 def length_controlled(outcomes: Sequence[float], length_gaps: Sequence[float], *, reps: int = 400,
@@ -147,7 +157,7 @@ def length_controlled(outcomes: Sequence[float], length_gaps: Sequence[float], *
     sigmoid(intercept). 95% percentile bootstrap over the prompts, widened to hold the point estimate (a percentile
     interval of a skewed statistic need not); when every prompt had the same outcome (a sweep, all ties) every
     resample is that same sweep and the bootstrap collapses (12 wins: 0.971 [0.966, 0.971]), while the length can
-    explain nothing there, so the interval is then the raw win rate's Wilson interval (12 wins: [0.757, 1.000]).
+    explain nothing there, so the interval is then the raw win rate's (``win_rate``; 12 wins: [0.757, 1.000]).
     None under 10 prompts or without length spread.
 
     A judge that prefers longer answers (by degrees, as judges do) gives a policy that only got longer about 50%;
@@ -174,7 +184,7 @@ def length_controlled(outcomes: Sequence[float], length_gaps: Sequence[float], *
 
     rate = fit(np.arange(len(y)))
     if np.all(y == y[0]):
-        low, high = wilson_interval(float(y.sum()), len(y))  # type: ignore[misc]
+        _, low, high = win_rate(y.tolist())
     else:
         rng = np.random.default_rng(seed)
         low, high = np.percentile([fit(rng.integers(0, len(y), len(y))) for _ in range(reps)], [2.5, 97.5])
