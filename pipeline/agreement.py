@@ -3,6 +3,12 @@
 A K-way ranking is compared pair by pair: every pair of responses (i, j) of a comparison is a *unit*, and an
 annotator's label on it is -1 (i preferred), 0 (tie) or +1 (j preferred), read from their ranks. Units are keyed
 by the comparison's canonical response order, so every annotator's labels line up whatever order they saw.
+
+That order (sorted response ids) is arbitrary for a pair: which response is "first" says nothing about it, yet it
+is not random (a newer model's answers get higher ids). So the chance-corrected coefficients, Cohen's kappa and
+Krippendorff's alpha, count every unit in both orientations, as labelled and mirrored (-1 and +1 swapped): their
+chance agreement then comes from how often annotators prefer one side or call a tie, not from which side the ids
+put first, and they do not change when a unit's two responses are swapped. Raw agreement needs no such care.
 """
 
 from __future__ import annotations
@@ -77,29 +83,75 @@ def pairwise_agreement(labels: Iterable[Label]) -> PairwiseAgreement:
     )
 
 
-def krippendorff_alpha(labels: Iterable[Label], level: str = "ordinal") -> float | None:
-    """Krippendorff's alpha over all units (missing ratings allowed), from the ``krippendorff`` package.
+VALUES = (-1, 0, 1)  # a unit's labels, in order: i preferred, tie, j preferred; mirroring reverses them
 
-    None when it is undefined: fewer than two annotators on any unit, or only one label value overall.
+
+def coincidences(units: Iterable[Mapping[str, int]], *, mirrored: bool = True) -> np.ndarray:
+    """Krippendorff's coincidence matrix over ``VALUES``: o[c, k] sums, over units, the ordered pairs of different
+    annotators' labels (c, k) on the unit, each weighted 1 / (annotators on the unit - 1); units with one label
+    add nothing. ``mirrored``: the mean of the matrix as labelled and as if every unit were mirrored, which does
+    not depend on the units' orientation and keeps the total n (a mirror image is no new judgment, so alpha's
+    small-sample term n - 1 is that of the labels given; appending the mirrored units instead would double it).
+
+    >>> coincidences([{"a": -1, "b": -1}, {"a": 1, "b": 0}], mirrored=False).tolist()
+    [[2.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
+    >>> coincidences([{"a": -1, "b": -1}, {"a": 1, "b": 0}]).tolist()
+    [[1.0, 0.5, 0.0], [0.5, 0.0, 0.5], [0.0, 0.5, 1.0]]
+    """
+    index = {v: k for k, v in enumerate(VALUES)}
+    o = np.zeros((len(VALUES), len(VALUES)))
+    for by_annotator in units:
+        values = list(by_annotator.values())
+        for a, b in itertools.permutations(range(len(values)), 2):
+            o[index[values[a]], index[values[b]]] += 1 / (len(values) - 1)
+    return (o + o[::-1, ::-1]) / 2 if mirrored else o
+
+
+def alpha_from_coincidences(o: np.ndarray, level: str = "ordinal") -> float | None:
+    """Krippendorff's alpha = 1 - (n - 1) sum o[c, k] d(c, k) / sum n_c n_k d(c, k) (Krippendorff 2011), with
+    n_c the row sums of ``o`` and n their total; d: ``nominal`` (0 or 1), ``ordinal`` (the squared count of values
+    between c and k, each end counting half) or ``interval`` ((c - k)^2). None when there is no variation to
+    disagree on (every value the same) or fewer than two values.
+
+    >>> round(alpha_from_coincidences(np.array([[2.0, 0, 1], [0, 0, 0], [1, 0, 2]]), "nominal"), 6)  # 4/9
+    0.444444
+    """
+    counts = o.sum(1)
+    n = counts.sum()
+    if n < 2:
+        return None
+    if level == "nominal":
+        distance = 1.0 - np.eye(len(counts))
+    elif level == "ordinal":
+        cumulative = np.concatenate([[0.0], np.cumsum(counts)])
+        distance = np.array([[(cumulative[max(c, k) + 1] - cumulative[min(c, k)] - (counts[c] + counts[k]) / 2) ** 2
+                              for k in range(len(counts))] for c in range(len(counts))])
+    elif level == "interval":
+        distance = np.subtract.outer(np.asarray(VALUES, float), np.asarray(VALUES, float)) ** 2
+    else:
+        raise ValueError(f"level: nominal, ordinal or interval, not {level!r}")
+    expected = float(counts @ distance @ counts)
+    if expected <= 0:
+        return None
+    return 1.0 - float(n - 1) * float((o * distance).sum()) / expected
+
+
+def krippendorff_alpha(labels: Iterable[Label], level: str = "ordinal") -> float | None:
+    """Krippendorff's alpha over all units (missing ratings allowed), every unit counted in both orientations
+    (``coincidences``): the same whichever response of a pair is first. Where the data already hold every unit as
+    often mirrored as not, it is the textbook alpha (the ``krippendorff`` package's).
+
+    None when it is undefined: fewer than two annotators on any unit, or nothing but ties (no variation). A single
+    side preferred throughout is variation: two annotators who always agree on it have alpha 1.
 
     >>> round(krippendorff_alpha([Label(c, n, r) for c, r in [(1, [1, 2]), (2, [2, 1]), (3, [1, 2])] for n in ("a", "b")]), 3)
     1.0
     """
-    import krippendorff
-
-    units = {u: v for u, v in unit_labels(labels).items() if len(v) >= 2}
+    units = [v for v in unit_labels(labels).values() if len(v) >= 2]
     if not units:
         return None
-    annotators = sorted({a for v in units.values() for a in v})
-    keys = sorted(units)
-    data = np.full((len(annotators), len(keys)), np.nan)
-    for col, unit in enumerate(keys):
-        for annotator, value in units[unit].items():
-            data[annotators.index(annotator), col] = value
-    if len(set(np.unique(data[~np.isnan(data)]))) < 2:
-        return None
-    alpha = krippendorff.alpha(reliability_data=data, level_of_measurement=level)
-    return None if alpha is None or math.isnan(alpha) else float(alpha)
+    alpha = alpha_from_coincidences(coincidences(units), level)
+    return None if alpha is None or math.isnan(alpha) else alpha
 
 
 @dataclass(frozen=True)
@@ -142,19 +194,31 @@ def agreement_with_majority(labels: Iterable[Label]) -> list[MajorityAgreement]:
 
 
 def cohen_kappa(first: Sequence[int], second: Sequence[int]) -> float | None:
-    """Cohen's kappa of two annotators' labels on the same units (scikit-learn); None when undefined.
+    """Cohen's kappa of two annotators' -1 / 0 / +1 labels on the same units, every unit counted in both
+    orientations (as labelled, and mirrored: -1 and +1 swapped): (p_o - p_e) / (1 - p_e) with p_o the share of
+    units they agree on and p_e = sum over v of p1(v) p2(v), each annotator's label shares over both orientations
+    (p(+1) = p(-1) = half their share of non-ties). So it does not depend on which response of a pair is first, and
+    is the textbook kappa of the units and their mirror images together. None when undefined (fewer than two
+    units, or both annotators tie everything: chance agreement is 1).
 
     >>> cohen_kappa([-1, 1, 0, 1], [-1, 1, 0, 1])
     1.0
-    >>> cohen_kappa([1, 1], [1, 1]) is None  # one label only: chance agreement is 1
+    >>> cohen_kappa([1, 1], [1, 0]), cohen_kappa([-1, 1], [-1, 0])  # p_o 1/2, p_e 1/2 * 1/4 * 2: 1/3 either way
+    (0.3333333333333333, 0.3333333333333333)
+    >>> cohen_kappa([0, 0], [0, 0]) is None
     True
     """
-    from sklearn.metrics import cohen_kappa_score
-
-    if len(first) < 2 or len(set(first) | set(second)) < 2:
+    if len(first) != len(second):
+        raise ValueError("cohen_kappa: the two annotators' labels must be on the same units")
+    if len(first) < 2:
         return None
-    value = cohen_kappa_score(list(first), list(second))
-    return None if math.isnan(value) else float(value)
+    a, b = np.asarray(first), np.asarray(second)
+    observed = float(np.mean(a == b))
+    share = lambda x, v: float(np.mean(x == v) + np.mean(x == -v)) / 2  # noqa: E731  (labels over both orientations)
+    chance = sum(share(a, v) * share(b, v) for v in VALUES)
+    if chance >= 1 - 1e-12:
+        return None
+    return (observed - chance) / (1 - chance)
 
 
 def wilson_interval(hits: float, n: int, z: float = 1.96) -> tuple[float, float] | None:
