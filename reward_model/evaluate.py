@@ -1,9 +1,13 @@
 """``rlhf rm eval``: how good and how calibrated is a reward model, on held-out pairs.
 
-- Accuracy (the chosen response scores higher) with a 95% Wilson interval, and the mean margin r_c - r_r.
+- Accuracy (the chosen response scores higher) with a 95% interval counting prompts, and the mean margin r_c - r_r.
+  The K(K-1)/2 pairs of one K-wise ranking, and all pairs of one prompt, are not independent trials: the interval
+  is Wilson's at the pairs' effective number (``pipeline.intervals``), clusters being the export's ``prompt_id``
+  (else ``comparison_id``, else the prompt's text: a pairs file has no ids). One pair per prompt: plain Wilson.
 - Calibration of P(chosen better) = sigmoid(r_c - r_r): expected calibration error over confidence bins and a
   reliability plot (a well calibrated RM that says 80% is right 80% of the time).
-- Accuracy by length bucket, against the "longer response wins" baseline, and how often the RM itself prefers the
+- Accuracy by quarter of total length (rank-based: equal lengths split by row order, so each quarter holds a
+  quarter of the pairs; its range of lengths shown), against the "longer response wins" baseline, and how often the RM itself prefers the
   longer response (length bias).
 - The distribution of rewards, chosen vs rejected.
 """
@@ -12,13 +16,14 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.agreement import wilson_interval
+from pipeline.intervals import clustered_wilson_interval
 from reward_model.data import messages_of, text_of, without_ties
 
 if TYPE_CHECKING:
@@ -31,22 +36,25 @@ BINS = 10
 class EvalReport:
     pairs: int
     accuracy: float
-    accuracy_ci: tuple[float, float]
+    accuracy_ci: tuple[float, float]  # 95%, counting ``clusters`` (see the module's docstring)
     mean_margin: float
     ece: float
-    longer_wins_baseline: float  # accuracy of "the longer response is chosen" on the same pairs
-    rm_prefers_longer: float  # how often the RM scores the longer response higher
+    longer_wins_baseline: float  # accuracy of "the longer response is chosen" on the same pairs (equal: 0.5)
+    rm_prefers_longer: float  # how often the RM scores the longer response higher (equal rewards or lengths: 0.5)
     reliability: list[tuple[float, float, int]]  # (mean confidence, accuracy, pairs) per confidence bin
-    by_length: list[tuple[str, float, int]]  # (length bucket, accuracy, pairs)
+    by_length: list[tuple[str, float, int]]  # (length quarter with its range of total lengths, accuracy, pairs)
     member_accuracy: list[float] = field(default_factory=list)  # each model of an ensemble on its own
     ties_left_out: int = 0  # tie records (rlhf export --ties): no right answer to score
+    clusters: int = 0  # how many independent units the interval counts
+    cluster_unit: str = "pairs"  # what they are: "prompts", "comparisons" or "pairs"
     chosen_rewards: list[float] = field(repr=False, default_factory=list)
     rejected_rewards: list[float] = field(repr=False, default_factory=list)
 
     def metrics(self) -> dict[str, Any]:
         return {
             "pairs": self.pairs, "ties_left_out": self.ties_left_out, "accuracy": round(self.accuracy, 4),
-            "accuracy_ci": [round(x, 4) for x in self.accuracy_ci], "mean_margin": round(self.mean_margin, 4),
+            "accuracy_ci": [round(x, 4) for x in self.accuracy_ci], "interval_over": [self.clusters, self.cluster_unit],
+            "mean_margin": round(self.mean_margin, 4),
             "ece": round(self.ece, 4), "longer_wins_baseline": round(self.longer_wins_baseline, 4),
             "rm_prefers_longer": round(self.rm_prefers_longer, 4),
             "by_length": [[b, round(a, 4), n] for b, a, n in self.by_length],
@@ -56,8 +64,12 @@ class EvalReport:
     def summary(self) -> str:
         low, high = self.accuracy_ci
         ties = f" ({self.ties_left_out} ties left out)" if self.ties_left_out else ""
-        return (f"accuracy {self.accuracy:.3f} [{low:.3f}, {high:.3f}] on {self.pairs} pairs{ties}, ECE {self.ece:.3f}, "
+        return (f"accuracy {self.accuracy:.3f} [{low:.3f}, {high:.3f}] on {self.pairs} pairs{ties} "
+                f"({self.interval_label()}), ECE {self.ece:.3f}, "
                 f"mean margin {self.mean_margin:.3f}; 'longer wins' baseline {self.longer_wins_baseline:.3f}")
+
+    def interval_label(self) -> str:
+        return f"95% interval over {self.clusters} {self.cluster_unit}"
 
 
 def calibration(margins: list[float], *, bins: int = BINS) -> tuple[float, list[tuple[float, float, int]]]:
@@ -102,39 +114,74 @@ def _evaluate(scorer: RewardScorer, dataset: Any) -> EvalReport:
                        for c, r in zip(member_c, member_r, strict=True)] if len(member_c) > 1 else []
     margins = [a - b for a, b in zip(rc, rr, strict=True)]
     n = len(margins)
-    hits = _accuracy(margins) * n
+    outcomes = [_outcome(m) for m in margins]  # 1 right, 0.5 a tie of rewards, 0 wrong
     ece, table = calibration(margins)
-    longer = [(len(c) > len(r)) + 0.5 * (len(c) == len(r)) for c, r in zip(chosen, rejected, strict=True)]
-    rm_longer = [
-        (m > 0) == (len(c) > len(r)) for m, c, r in zip(margins, chosen, rejected, strict=True) if len(c) != len(r)
-    ]
-    totals = [len(c) + len(r) for c, r in zip(chosen, rejected, strict=True)]
-    cuts = sorted(totals)
-    edges = [cuts[int(q * (n - 1))] for q in (0.25, 0.5, 0.75)] if n else []
-    buckets: dict[str, list[float]] = {}
-    names = ["shortest quarter", "second quarter", "third quarter", "longest quarter"]
-    for total, m in zip(totals, margins, strict=True):
-        index = sum(total > e for e in edges)
-        buckets.setdefault(names[index], []).append(1.0 if m > 0 else 0.5 if m == 0 else 0.0)
-    ci = wilson_interval(int(round(hits)), n) or (0.0, 0.0)
+    longer = [_outcome(len(c) - len(r)) for c, r in zip(chosen, rejected, strict=True)]
+    # the RM prefers the longer response: an equal reward, or equal lengths, is half a preference either way
+    rm_longer = [_outcome(m * (len(c) - len(r))) for m, c, r in zip(margins, chosen, rejected, strict=True)]
+    clusters, unit = _clusters(dataset, prompts)
+    ci = clustered_wilson_interval(outcomes, clusters) or (0.0, 0.0)
     return EvalReport(
-        pairs=n, accuracy=hits / n if n else 0.0, accuracy_ci=ci, mean_margin=sum(margins) / n if n else 0.0,
-        ece=ece, longer_wins_baseline=sum(longer) / n if n else 0.0,
-        rm_prefers_longer=sum(rm_longer) / len(rm_longer) if rm_longer else 0.0, reliability=table,
-        by_length=[(name, sum(v) / len(v), len(v)) for name in names if (v := buckets.get(name))],
+        pairs=n, accuracy=sum(outcomes) / n if n else 0.0, accuracy_ci=ci,
+        mean_margin=sum(margins) / n if n else 0.0, ece=ece, longer_wins_baseline=sum(longer) / n if n else 0.0,
+        rm_prefers_longer=sum(rm_longer) / n if n else 0.0, reliability=table,
+        by_length=length_quarters([len(c) + len(r) for c, r in zip(chosen, rejected, strict=True)], outcomes),
         chosen_rewards=rc, rejected_rewards=rr, member_accuracy=member_accuracy,
+        clusters=len(set(clusters)), cluster_unit=unit,
     )
 
 
+def _outcome(margin: float) -> float:
+    return 1.0 if margin > 0 else 0.5 if margin == 0 else 0.0
+
+
 def _accuracy(margins: list[float]) -> float:
-    return (sum(m > 0 for m in margins) + 0.5 * sum(m == 0 for m in margins)) / len(margins) if margins else 0.0
+    return sum(_outcome(m) for m in margins) / len(margins) if margins else 0.0
+
+
+def _clusters(dataset: Any, prompts: list[list[dict[str, str]]]) -> tuple[list[Any], str]:
+    """Each pair's cluster for the accuracy interval: its prompt (an export's ``prompt_id``), else its comparison,
+    else its prompt's text (a pairs file: the same prompt twice is one prompt), and what the clusters are."""
+    columns = dataset.column_names if hasattr(dataset, "column_names") else list(dataset)
+    if "prompt_id" in columns:
+        return list(dataset["prompt_id"]), "prompts"
+    if "comparison_id" in columns:
+        return list(dataset["comparison_id"]), "comparisons"
+    return [json.dumps(p, sort_keys=True) for p in prompts], "prompts"
+
+
+QUARTERS = ("shortest quarter", "second quarter", "third quarter", "longest quarter")
+
+
+def length_quarters(totals: list[int], outcomes: list[float]) -> list[tuple[str, float, int]]:
+    """Accuracy by quarter of total length (chosen + rejected, in characters), by rank: equal totals are split by
+    row order, so each quarter holds a quarter of the pairs however many lengths tie. (bucket with its range of
+    totals, accuracy, pairs); empty quarters (under 4 pairs) are left out.
+
+    >>> for row in length_quarters([6] * 6 + [22, 20], [1, 1, 1, 1, 0, 1, 0.5, 0]):
+    ...     print(row)
+    ('shortest quarter (6-6 chars)', 1.0, 2)
+    ('second quarter (6-6 chars)', 1.0, 2)
+    ('third quarter (6-6 chars)', 0.5, 2)
+    ('longest quarter (20-22 chars)', 0.25, 2)
+    """
+    n = len(totals)
+    order = sorted(range(n), key=lambda i: (totals[i], i))
+    out = []
+    for q, name in enumerate(QUARTERS):
+        members = order[q * n // 4:(q + 1) * n // 4]
+        if members:
+            low, high = totals[members[0]], totals[members[-1]]
+            out.append((f"{name} ({low}-{high} chars)", sum(outcomes[i] for i in members) / len(members),
+                        len(members)))
+    return out
 
 
 def rows(report: EvalReport) -> list[tuple[str, str]]:
     low, high = report.accuracy_ci
     out = [
         ("pairs", str(report.pairs)),
-        ("accuracy [95%]", f"{report.accuracy:.3f} [{low:.3f}, {high:.3f}]"),
+        (f"accuracy [{report.interval_label()}]", f"{report.accuracy:.3f} [{low:.3f}, {high:.3f}]"),
         *([(f"accuracy of each of the {len(report.member_accuracy)} models alone",
             ", ".join(f"{a:.3f}" for a in report.member_accuracy))] if report.member_accuracy else []),
         ("mean margin r_c - r_r", f"{report.mean_margin:.3f}"),
@@ -142,7 +189,7 @@ def rows(report: EvalReport) -> list[tuple[str, str]]:
         ("'longer wins' baseline", f"{report.longer_wins_baseline:.3f}"),
         ("RM prefers the longer response", f"{report.rm_prefers_longer:.3f}"),
     ]
-    out += [(f"accuracy, {name} ({count})", f"{acc:.3f}") for name, acc, count in report.by_length]
+    out += [(f"accuracy, {name}, {count} pairs", f"{acc:.3f}") for name, acc, count in report.by_length]
     return out
 
 
@@ -171,7 +218,7 @@ def write_report(report: EvalReport, path: Path, title: str) -> Path:
     axes[1].bar(names, [a for _, a, _ in report.by_length], color="#0ea5e9")
     axes[1].axhline(report.longer_wins_baseline, color="black", linestyle=":", label="'longer wins' baseline")
     axes[1].set_ylim(0, 1)
-    axes[1].set_title("Accuracy by total length")
+    axes[1].set_title("Accuracy by quarter of total length (chosen + rejected)")
     axes[1].tick_params(axis="x", rotation=20)
     axes[1].legend()
     axes[2].hist(report.chosen_rewards, bins=40, alpha=0.6, label="chosen", color="#16a34a")

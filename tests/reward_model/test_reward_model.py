@@ -150,7 +150,10 @@ def test_cli(tiny_lm_dir: Path, store, tmp_path: Path) -> None:  # noqa: ANN001
         config = session.get(Run, run_id).config
     assert (config["base_model"], config["use_lora"]) == (str(tmp_path / "models" / "tiny"), False)
     (tmp_path / "rlhf.toml").unlink()
-    assert "accuracy" in cli("rm", "eval", "--model", str(tmp_path / "m"), "--data", str(data)).output
+    evaluated = flat(cli("rm", "eval", "--model", str(tmp_path / "m"), "--data", str(data)).output)
+    test = load_pairs(data, "test")  # the interval counts the test split's prompts, not its pairs
+    assert f"on {len(test)} pairs (95% interval over {len(set(test['prompt_id']))} prompts)" in evaluated
+    assert "accuracy, shortest quarter (" in evaluated
     assert "responses scored" in cli("rm", "score", "--model", str(tmp_path / "m"), "--split", "test").output
     assert "no such file" in cli("rm", "eval", "--model", str(tmp_path / "m"), "--data", "nope.jsonl",
                                  expect=1).output
