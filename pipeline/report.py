@@ -9,7 +9,9 @@
 - Disputes: each human against the reviewers' verdicts (``rlhf review``), how often their ranking was upheld. The
   verdicts are in no other table either.
 - Bias: how often the response shown first wins (humans and judges; 1/K is unbiased), each judge's position
-  consistency (the same verdict in both orders), how often the longer response wins, ties and failures.
+  consistency (the same verdict in both orders), how often the longer response wins (its interval counts prompts:
+  the pairs of a K-wise ranking, and every annotator's rankings of one prompt, are not independent), ties and
+  failures.
 Computed from the store by pure functions in ``pipeline.agreement``; printed as tables and written as HTML with
 plots (matplotlib, PNG embedded).
 """
@@ -48,6 +50,7 @@ from pipeline.agreement import (
     versus_majority,
     wilson_interval,
 )
+from pipeline.intervals import clustered_wilson_interval
 
 HUMANS = "humans (all)"
 
@@ -62,6 +65,7 @@ class Row:
     shown_order: list[int] | None
     details: dict[str, Any] | None
     response_ids: list[int]
+    prompt_id: int | None = None  # the comparison's prompt (None: each comparison counts as its own prompt)
     gold: bool = False  # a gold answer (db.gold), not a label
     verdict: bool = False  # a reviewer's verdict on a dispute (db.review), not a label
 
@@ -80,6 +84,8 @@ class Bias:
     consistency_chances: int = 0
     longer_wins: int = 0  # decided pairs where the longer response won
     decided_pairs: int = 0
+    longer_outcomes: list[int] = field(default_factory=list, repr=False)  # per decided pair: 1 the longer won
+    longer_clusters: list[Any] = field(default_factory=list, repr=False)  # ... and its prompt (the interval's unit)
 
     @property
     def first_rate(self) -> float | None:
@@ -96,6 +102,11 @@ class Bias:
     @property
     def longer_rate(self) -> float | None:
         return self.longer_wins / self.decided_pairs if self.decided_pairs else None
+
+    @property
+    def longer_ci(self) -> tuple[float, float] | None:
+        """95% interval of ``longer_rate`` counting prompts (``pipeline.intervals``), not pairs."""
+        return clustered_wilson_interval(self.longer_outcomes, self.longer_clusters)
 
 
 @dataclass
@@ -118,7 +129,7 @@ def load_rows(session: Session, batches: tuple[str, ...] = ()) -> tuple[list[Row
     """Every ranking (with its comparison's response ids) and the length of each response involved."""
     query = (
         select(Ranking.comparison_id, Annotator.name, Annotator.kind, Ranking.ranks, Ranking.skipped,
-               Ranking.shown_order, Ranking.details, Comparison.response_ids)
+               Ranking.shown_order, Ranking.details, Comparison.response_ids, Comparison.prompt_id)
         .join(Annotator, Annotator.id == Ranking.annotator_id)
         .join(Comparison, Comparison.id == Ranking.comparison_id)
         .order_by(Ranking.comparison_id, Annotator.name)
@@ -195,6 +206,9 @@ def _bias(rows: list[Row], lengths: dict[int, int]) -> list[Bias]:
                 longer = a if lengths.get(a, 0) > lengths.get(b, 0) else b
                 bias.decided_pairs += 1
                 bias.longer_wins += winner == longer
+                bias.longer_outcomes.append(int(winner == longer))
+                bias.longer_clusters.append(("prompt", row.prompt_id) if row.prompt_id is not None
+                                            else ("comparison", row.comparison_id))
             _position(bias, row)
     order = {"human": 0, "ai": 1, "import": 2, "rule": 3}
     return sorted(groups.values(), key=lambda b: (order.get(b.kind, 9), b.who != HUMANS, b.who))
@@ -290,11 +304,11 @@ def tables(report: AgreementReport) -> list[tuple[str, list[str], list[list[str]
                      for v in report.versus_humans]))
     out.append((
         "Bias checks", ["who", "kind", "rankings", "failed/skipped", "ties", "1st shown wins [95%] (unbiased)",
-                        "both orders agree", "longer wins [95%]"],
+                        "both orders agree", "longer wins [95%, counting prompts]"],
         [[b.who, b.kind, str(b.rankings), str(b.failed_or_skipped), str(b.with_tie),
           f"{_pct(b.first_rate, wilson_interval(b.first_best, b.first_chances))} ({_pct(b.first_expected)})"
           if b.first_rate is not None else "n/a",
-          _pct(b.consistency), _pct(b.longer_rate, wilson_interval(b.longer_wins, b.decided_pairs))]
+          _pct(b.consistency), _pct(b.longer_rate, b.longer_ci)]
          for b in report.bias],
     ))
     return out
