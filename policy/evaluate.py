@@ -107,7 +107,7 @@ class EvalReport:
     results: list[JudgeResult]
     mean_length_a: float
     mean_length_b: float
-    kl: float | None
+    kl: KLEstimate | None
     seconds: float
     run_id: int | None = None
     examples: list[dict[str, Any]] = field(default_factory=list)
@@ -115,7 +115,7 @@ class EvalReport:
 
     def summary(self) -> str:
         head = "; ".join(r.line(self.policy, self.baseline) for r in self.results)
-        kl = "" if self.kl is None else f"; KL({self.policy} || {self.baseline}) ~ {self.kl:.2f} nats/answer"
+        kl = "" if self.kl is None else f"; KL({self.policy} || {self.baseline}) {self.kl.text()}"
         missing = (f" ({self.without_answers} more without an answer from both, left out)" if self.without_answers
                    else "")
         return (f"{head}; mean length {self.mean_length_a:.0f} vs {self.mean_length_b:.0f} characters{kl} "
@@ -394,34 +394,71 @@ def judge_with_llm(sessions: sessionmaker[Session], name: str, pairings: Sequenc
     return score_with_llm(sessions, name, pairings, batch, run_id, **judge_kwargs).result()
 
 
-def kl_estimate(policy: str, baseline: str, pairings: Sequence[Pairing]) -> float | None:
-    """Mean over A's answers of log A(y|x) - log B(y|x) (nats per answer): a Monte-Carlo estimate of KL(A || B).
-    None when the two are not local models with the same vocabulary."""
+@dataclass(frozen=True)
+class KLEstimate:
+    """KL(A || B) in nats per answer, its 95% interval over the prompts, and how many answers it is from."""
+
+    mean: float
+    low: float
+    high: float
+    answers: int
+
+    def text(self) -> str:
+        return f"{self.mean:.2f} [{self.low:.2f}, {self.high:.2f}] nats per answer"
+
+
+def kl_estimate(policy: str, baseline: str, prompts: Sequence[list[dict[str, Any]]], *, max_new_tokens: int,
+                seed: int, batch_size: int = 8) -> KLEstimate | None:
+    """KL(A || B) between the two policies' answers (plain sampling at temperature 1, at most ``max_new_tokens``
+    tokens): one answer per prompt is sampled from A for it, its token ids kept, and along it the exact KL of the
+    next-token distributions is summed, sum_t KL(A(.|x, y<t) || B(.|x, y<t)), EOS step included: an unbiased
+    estimate of the answers' KL, with less variance than log A(y) - log B(y). Its own samples, because the judged
+    answers may come from another temperature or top-p (their log-ratio then estimates no KL, and can be negative)
+    and, stored as text, would be tokenized again. 95% interval: mean +- 1.96 sd / sqrt(n) over the prompts. None
+    unless both are local models with one vocabulary."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    from policy.ppo import chat_ids
+    from pipeline.hf_utils import load_tokenizer
+    from policy.ppo import chat_ids, model_defaults_aside, plain_sampling, positions, response_mask
 
-    if not (Path(policy).is_dir() and Path(baseline).is_dir()):
+    if not (Path(policy).is_dir() and Path(baseline).is_dir()) or not prompts:
         return None
-    tokenizer = AutoTokenizer.from_pretrained(policy)
-    if AutoTokenizer.from_pretrained(baseline).get_vocab() != tokenizer.get_vocab():
+    tokenizer = load_tokenizer(policy, padding_side="left")
+    if load_tokenizer(baseline).get_vocab() != tokenizer.get_vocab():
         return None
-    models = [AutoModelForCausalLM.from_pretrained(path).eval() for path in (policy, baseline)]
-    total, count = 0.0, 0
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    a_model, b_model = (AutoModelForCausalLM.from_pretrained(path).to(device).eval() for path in (policy, baseline))
+    sampling = plain_sampling(tokenizer, 1.0, max_new_tokens)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    per_answer: list[float] = []
     with torch.no_grad():
-        for p in pairings:
-            prompt_ids = chat_ids(tokenizer.apply_chat_template(p.messages, add_generation_prompt=True))
-            ids = torch.tensor([chat_ids(tokenizer.apply_chat_template(
-                [*p.messages, {"role": "assistant", "content": p.a_text}]))])
-            logps = []
-            for model in models:
-                logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float()
-                picked = torch.log_softmax(logits, -1).gather(1, ids[0, len(prompt_ids):].unsqueeze(1))
-                logps.append(float(picked.sum()))
-            total += logps[0] - logps[1]
-            count += 1
-    return total / count if count else None
+        for start in range(0, len(prompts), batch_size):
+            encoded = [chat_ids(tokenizer.apply_chat_template(m, add_generation_prompt=True))
+                       for m in prompts[start:start + batch_size]]
+            width = max(map(len, encoded))
+            ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(e)) + e for e in encoded], device=device)
+            attention = (torch.arange(width, device=device) >= torch.tensor(
+                [width - len(e) for e in encoded], device=device).unsqueeze(1)).long()
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=device)))
+            with model_defaults_aside(a_model):
+                sequences = a_model.generate(input_ids=ids, attention_mask=attention, generation_config=sampling)
+            answers = sequences[:, width:]
+            if answers.shape[1] == 0:
+                continue
+            mask, _ = response_mask(answers, tokenizer.eos_token_id)
+            full = torch.cat([attention, mask.long()], dim=1)
+            logps = [torch.log_softmax(model(input_ids=sequences, attention_mask=full, position_ids=positions(full))
+                                       .logits[:, width - 1 : -1].float(), dim=-1) for model in (a_model, b_model)]
+            step_kl = (logps[0].exp() * (logps[0] - logps[1])).sum(-1)  # exact KL of each next-token distribution
+            per_answer += (step_kl * mask).sum(1).tolist()
+    if not per_answer:
+        return None
+    n = len(per_answer)
+    mean = sum(per_answer) / n
+    sd = (sum((x - mean) ** 2 for x in per_answer) / (n - 1)) ** 0.5 if n > 1 else float("nan")
+    half = 1.96 * sd / n**0.5
+    return KLEstimate(mean, mean - half, mean + half, n)
 
 
 def evaluate_policies(sessions: sessionmaker[Session], options: EvalOptions, *,
@@ -477,7 +514,8 @@ def evaluate_policies(sessions: sessionmaker[Session], options: EvalOptions, *,
         if options.kl and options.backend == "transformers" and not any(stored.values()):
             if on_progress:
                 on_progress("KL estimate")
-            kl = kl_estimate(options.policy, options.baseline, pairings)
+            kl = kl_estimate(options.policy, options.baseline, [p.messages for p in pairings],
+                             max_new_tokens=options.max_new_tokens, seed=options.seed)
         n = max(len(pairings), 1)
         report = EvalReport(
             policy=a_name, baseline=b_name, prompts=len(pairings), results=results,
@@ -488,7 +526,8 @@ def evaluate_policies(sessions: sessionmaker[Session], options: EvalOptions, *,
         )
         if options.out:
             write_report(report, Path(options.out))
-    finish_recorded(sessions, run_id, {"results": [asdict(r) for r in results], "prompts": report.prompts, "kl": kl,
+    finish_recorded(sessions, run_id, {"results": [asdict(r) for r in results], "prompts": report.prompts,
+                                       "kl": asdict(kl) if kl is not None else None,
                                        "mean_length_a": report.mean_length_a, "mean_length_b": report.mean_length_b,
                                        "seconds": report.seconds, "summary": report.summary()})
     return report
@@ -507,5 +546,6 @@ def write_report(report: EvalReport, out: Path) -> None:
                      f"| {r.unjudged} | {r.lc_text()} | {means[0]} | {means[1]} |")
     lines += ["", f"Mean answer length: A {report.mean_length_a:.0f}, B {report.mean_length_b:.0f} characters."]
     if report.kl is not None:
-        lines.append(f"KL(A || B) estimate: {report.kl:.3f} nats per answer.")
+        lines.append(f"KL(A || B): {report.kl.text()} (95% interval over {report.kl.answers} answers sampled "
+                     "from A at temperature 1 for it).")
     (out / "report.md").write_text("\n".join(lines) + "\n")

@@ -25,7 +25,8 @@ import math
 import random
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,32 +265,44 @@ class HFRollout:
         self.generation_config = sampling_config(tokenizer, config)
 
     def generate(self, policy: nn.Module, batch: Any) -> torch.Tensor:
-        from transformers import GenerationConfig
-
-        own = policy.generation_config
-        policy.generation_config = GenerationConfig()  # generate() fills every unset field from the model's config
-        try:
-            with torch.no_grad():
-                return policy.generate(**batch, generation_config=self.generation_config)
-        finally:
-            policy.generation_config = own  # saved with the trained policy, for its users
+        with model_defaults_aside(policy), torch.no_grad():
+            return policy.generate(**batch, generation_config=self.generation_config)
 
     def sync(self, policy: nn.Module) -> None:
         pass  # generate uses the live weights
 
 
 def sampling_config(tokenizer: Any, config: PPOConfig) -> Any:
-    """Plain sampling at ``config.temperature``: no top-k / top-p / min-p cut, no penalties, stopping only at the
-    tokenizer's EOS (the one ``_response_mask`` looks for) or after ``response_length`` tokens."""
+    """Plain sampling at ``config.temperature`` (``plain_sampling``) for ``response_length`` tokens."""
+    return plain_sampling(tokenizer, config.temperature, config.response_length)
+
+
+def plain_sampling(tokenizer: Any, temperature: float, max_new_tokens: int) -> Any:
+    """Sampling from softmax(logits / temperature) itself: no top-k / top-p / min-p cut, no penalties, stopping
+    only at the tokenizer's EOS (the one ``response_mask`` looks for) or after ``max_new_tokens`` tokens. Pass it
+    with ``generate`` under ``model_defaults_aside``."""
     from transformers import GenerationConfig
 
     return GenerationConfig(
-        do_sample=True, temperature=config.temperature, top_k=0, top_p=1.0, min_p=0.0, typical_p=1.0,
+        do_sample=True, temperature=temperature, top_k=0, top_p=1.0, min_p=0.0, typical_p=1.0,
         epsilon_cutoff=0.0, eta_cutoff=0.0, repetition_penalty=1.0, encoder_repetition_penalty=1.0,
-        no_repeat_ngram_size=0, min_length=0, min_new_tokens=0, num_beams=1, renormalize_logits=False,
-        max_new_tokens=config.response_length, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        no_repeat_ngram_size=0, min_length=0, num_beams=1, renormalize_logits=False,
+        max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
     )
+
+
+@contextmanager
+def model_defaults_aside(model: nn.Module) -> Iterator[None]:
+    """``generate`` fills every field a generation config leaves unset from the model's own
+    ``generation_config.json`` (penalties, top-k, extra EOS ids ...): set it aside for the call."""
+    from transformers import GenerationConfig
+
+    own = model.generation_config
+    model.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        model.generation_config = own  # saved with the model, for its users
 
 
 class VLLMRollout:
@@ -322,7 +335,7 @@ class VLLMRollout:
                        max_model_len=config.max_prompt_length + config.response_length,
                        distributed_executor_backend="external_launcher", max_num_batched_tokens=4096)
         # Plain sampling, as HFRollout's (a SamplingParams of our own keeps the model's generation_config defaults
-        # out); EOS: only the tokenizer's (``_response_mask``'s), not the extra ids a generation_config may list.
+        # out); EOS: only the tokenizer's (``response_mask``'s), not the extra ids a generation_config may list.
         self.params = SamplingParams(temperature=config.temperature, top_p=1.0, top_k=-1, min_p=0.0,
                                      repetition_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0,
                                      ignore_eos=True, stop_token_ids=[tokenizer.eos_token_id], min_tokens=0,
@@ -421,7 +434,7 @@ def train_ppo(policy_path: str, scorer: Scorer, prompts: Sequence[list[dict[str,
         sequences = rollout.generate(accelerator.unwrap_model(model).policy, batch)
         prompt_length = batch["input_ids"].shape[1]
         responses = sequences[:, prompt_length:]
-        mask, finished = _response_mask(responses, tokenizer.eos_token_id)
+        mask, finished = response_mask(responses, tokenizer.eos_token_id)
         texts = [tokenizer.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(responses, mask, strict=True)]
         # 2. score
         scores = torch.tensor(scorer([prompts[i] for i in picks], texts), dtype=torch.float, device=accelerator.device)
@@ -491,7 +504,7 @@ def train_ppo(policy_path: str, scorer: Scorer, prompts: Sequence[list[dict[str,
     return PPOReport(updates=config.updates, seconds=round(seconds, 1), history=history, out_dir=str(out))
 
 
-def _response_mask(responses: torch.Tensor, eos_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def response_mask(responses: torch.Tensor, eos_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """1 for the tokens up to and including the first EOS; and whether each response reached an EOS."""
     is_eos = responses == eos_token_id
     finished = is_eos.any(1)

@@ -273,7 +273,7 @@ def evaluate(
         table.add_row(r.judge, f"{r.win_rate:.1%}", f"[{r.low:.1%}, {r.high:.1%}]", f"{r.wins} / {r.ties} / {r.losses}",
                       str(r.unjudged), r.lc_text(), *means)
     console.print(table)
-    kl = "" if report.kl is None else f"; KL(A || B) ~ {report.kl:.2f} nats per answer"
+    kl = "" if report.kl is None else f"; KL(A || B) {report.kl.text()}"
     missing = (f"; {report.without_answers} prompts without an answer from both left out" if report.without_answers
                else "")
     say(f"mean length {report.mean_length_a:.0f} vs {report.mean_length_b:.0f} characters{kl}{missing} "
