@@ -9,7 +9,9 @@ does; an LLM judge in both orders, through the store, under ``eval:`` batches th
   of half a win each way per pair that played, so that a sweep gives a finite rating that grows with the number of
   games), on the Elo scale (400 points: 10 to 1 odds) and centred on 1000, so that a policy's rating uses its
   games against every other policy, transitively; with 95% intervals (``intervals``) that stay honest when a
-  pair's games all went one way;
+  pair's games all went one way. Policies that never met, directly or through others (say a, b judged only
+  against each other and c, d likewise), have no common scale: each such group is centred on 1000 on its own,
+  and the board says so and numbers the groups (``linked_groups``);
 - **the win-rate matrix**: each generator's win rate against each other (a tie counts half).
 
 Answers come from the store: ``rlhf generate`` (or ``rlhf eval``) puts them there, imports too. Recorded as a
@@ -23,7 +25,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,14 +50,24 @@ class Standing:
     wins: int
     ties: int
     losses: int
+    group: int | None = None  # 1, 2, ...: which group of linked policies, when the board has several (else None)
 
 
 @dataclass
 class JudgeBoard:
     judge: str
-    standings: list[Standing]  # best first
+    standings: list[Standing]  # best first (within each group, groups in the order given)
     win_rates: dict[str, dict[str, float | None]]  # row's win rate against column (None: no shared prompt)
     unjudged: int = 0
+    groups: list[list[str]] = field(default_factory=list)  # policies linked by games, when more than one group
+
+    def separate_scales(self) -> str | None:
+        """The warning to print under the table when the policies are not all linked by games, else None."""
+        if len(self.groups) < 2:
+            return None
+        named = [f"{', '.join(g)} (group {k})" for k, g in enumerate(self.groups, 1)]
+        return (f"{'; '.join(named[:-1])} and {named[-1]} were never compared, directly or through others: their "
+                "ratings are on separate scales (each group centred on 1000), so compare ratings only within a group")
 
 
 @dataclass
@@ -69,8 +81,10 @@ class LeaderboardReport:
     def summary(self) -> str:
         parts = []
         for board in self.boards:
-            order = ", ".join(f"{s.generator} {elo_text(s.rating)}" for s in board.standings)
-            parts.append(f"{board.judge}: {order}")
+            order = ", ".join(f"{s.generator} {elo_text(s.rating)}" + (f" (group {s.group})" if s.group else "")
+                              for s in board.standings)
+            parts.append(f"{board.judge}: {order}" + (" [groups never compared: separate scales]"
+                                                      if board.separate_scales() else ""))
         return "; ".join(parts) + f" ({len(self.generators)} policies, {self.prompts} prompts)"
 
 
@@ -80,13 +94,13 @@ PRIOR = 0.5  # pseudo-wins each way per pair that played (Jeffreys' prior on the
 def ratings(n: int, games: Sequence[tuple[int, int, float]], *, prior: float = PRIOR) -> np.ndarray:
     """Elo-scale Bradley-Terry ratings (mean 1000) of ``n`` players from (i, j, outcome for i) games; a tie is half
     a win each way, and ``prior`` wins each way are added to every pair that played, so a player who won everything
-    stays finite (20 wins of 20: odds of 20.5 to 0.5, 41 to 1, about 640 points apart).
+    stays finite (20 wins of 20: odds of 20.5 to 0.5, 41 to 1, 645 points apart).
 
     >>> r = ratings(3, [(0, 1, 1.0)] * 6 + [(1, 2, 1.0)] * 6 + [(0, 2, 0.5)] * 2)
     >>> bool(r[0] > r[1] > r[2]), round(float(r.mean()))
     (True, 1000)
-    >>> r = ratings(2, [(0, 1, 1.0)] * 20); round(float(r[0] - r[1]))
-    639
+    >>> r = ratings(2, [(0, 1, 1.0)] * 20); round(float(r[0] - r[1]), 2)  # 400 log10(41)
+    645.11
     """
     wins = np.zeros((n, n))
     for i, j, outcome in games:
@@ -102,20 +116,39 @@ def _elo(strengths: np.ndarray) -> np.ndarray:
     return 1000.0 + ELO * (strengths - strengths.mean())
 
 
-def bradley_terry(wins: np.ndarray, alpha: float = 0.01) -> np.ndarray:
-    """Log-strengths s maximising sum over i, j of wins[i, j] log sigmoid(s_i - s_j), minus alpha |s|^2 / 2 (which
-    only matters for players with no games linking them), by Newton's method. ``wins`` may be fractional.
+RIDGE = 1e-6  # bradley_terry's alpha: pins what the games leave free, and barely moves the rest (see there)
+
+
+def bradley_terry(wins: np.ndarray, alpha: float = RIDGE) -> np.ndarray:
+    """Log-strengths s maximising sum over i, j of wins[i, j] log sigmoid(s_i - s_j), minus alpha |s|^2 / 2, by
+    Newton's method. ``wins`` may be fractional.
+
+    The games fix only differences within a group of players linked by games (``linked_groups``); the ridge fixes
+    the rest: each such group's mean strength is 0 (a player with no game: 0), and a player who won every game with
+    no prior added (``ratings`` always adds one) gets a large finite strength instead of an infinite one (20 of 20:
+    about 2570 Elo points at the default). It also pulls each strength toward 0 by about alpha s / (the fit's
+    curvature), at the default 1e-6 under 0.01 Elo points on a board with ``ratings``' prior (20 of 20: 645.113
+    against 645.114 unpenalised; alpha 0.01 gave 639, and moved ratings on mixed boards by up to half a point).
 
     >>> s = bradley_terry(np.array([[0.0, 3.0], [1.0, 0.0]]), alpha=0.0); round(float(s[0] - s[1]), 4)  # log 3
     1.0986
+    >>> s = bradley_terry(np.array([[0.0, 20.5], [0.5, 0.0]])); round(float(s[0] - s[1]) * ELO, 2)  # 400 log10(41)
+    645.11
     """
+    n = len(wins)
     games = wins + wins.T
-    strengths = np.zeros(len(wins))
+    # Newton also gets (sum of each group's strengths)^2 / 2 to minimise. The games do not see a group's level and
+    # the ridge puts its mean at 0, so this term is 0 at the optimum and changes no rating; it makes the level's
+    # curvature 1 instead of alpha, which a tiny alpha would leave to rounding noise (steps that never settle).
+    same_group = np.eye(n)
+    for members in linked_groups(n, list(zip(*np.nonzero(games)))):
+        same_group[np.ix_(members, members)] = 1.0
+    strengths = np.zeros(n)
     for _ in range(200):
         p = 1 / (1 + np.exp(strengths[None, :] - strengths[:, None]))  # p[i, j]: chance that i beats j
-        gradient = (wins - games * p).sum(1) - alpha * strengths
+        gradient = (wins - games * p).sum(1) - alpha * strengths - same_group @ strengths
         curvature = games * p * (1 - p)
-        step = np.linalg.lstsq(np.diag(curvature.sum(1) + alpha) - curvature, gradient, rcond=None)[0]
+        step = np.linalg.lstsq(np.diag(curvature.sum(1) + alpha) - curvature + same_group, gradient, rcond=None)[0]
         step *= min(1.0, 4.0 / max(np.abs(step).max(), 1e-12))  # damped: Newton can overshoot from far away
         strengths += step
         if np.abs(step).max() < 1e-10:
@@ -166,6 +199,32 @@ def intervals(n: int, games: Sequence[tuple[int, int, int, float]], *, reps: int
     return low, high
 
 
+def linked_groups(n: int, pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """The groups of players linked by games, directly or through others (the connected components of the graph
+    whose edges are the pairs that played), each in player order, ordered by their first player; players with no
+    game are in none. Ratings in different groups are not comparable: no game says how one group stands to another.
+
+    >>> linked_groups(6, [(0, 1), (3, 4), (1, 2), (4, 3)])
+    [[0, 1, 2], [3, 4]]
+    """
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in pairs:
+        parent[root(i)] = root(j)
+    played = {k for pair in pairs for k in pair}
+    groups: dict[int, list[int]] = {}
+    for k in range(n):
+        if k in played:
+            groups.setdefault(root(k), []).append(k)
+    return sorted(groups.values())
+
+
 def _board(label: str, names: list[str], games: list[tuple[int, int, int, float]], unjudged: int, reps: int,
            seed: int) -> JudgeBoard:
     """games: (prompt id, i, j, outcome for i)."""
@@ -185,13 +244,18 @@ def _board(label: str, names: list[str], games: list[tuple[int, int, int, float]
         column = {1.0: 0, 0.5: 1, 0.0: 2}[o]
         tally[i, column] += 1
         tally[j, 2 - column] += 1
+    groups = linked_groups(n, [(i, j) for i, j, _ in plain])
+    group_of = {i: k for k, members in enumerate(groups, 1) for i in members} if len(groups) > 1 else {}
     standings = [Standing(names[i], *((float(point[i]), float(low[i]), float(high[i])) if played[i].sum()
-                                      else (None, None, None)), int(played[i].sum()), *map(int, tally[i]))
+                                      else (None, None, None)), int(played[i].sum()), *map(int, tally[i]),
+                          group=group_of.get(i))
                  for i in range(n)]
-    standings.sort(key=lambda s: -s.rating if s.rating is not None else float("inf"))
+    # best first within each group: a rating says nothing across groups
+    standings.sort(key=lambda s: (s.rating is None, s.group or 0, -s.rating if s.rating is not None else 0.0))
     rates = {names[i]: {names[j]: (float(score[i, j] / played[i, j]) if played[i, j] else None)
                         for j in range(n) if j != i} for i in range(n)}
-    return JudgeBoard(label, standings, rates, unjudged)
+    return JudgeBoard(label, standings, rates, unjudged,
+                      [[names[i] for i in members] for members in groups] if group_of else [])
 
 
 def leaderboard(sessions: sessionmaker[Session], generators: Sequence[str], judges: Sequence[str], *,
@@ -253,10 +317,14 @@ def write_report(report: LeaderboardReport, out: Path) -> None:
     (out / "leaderboard.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
     lines = [f"# Leaderboard: {len(report.generators)} policies on {report.prompts} prompts", ""]
     for board in report.boards:
-        lines += [f"## {board.judge}", "", "| policy | rating | 95% interval | games | W / T / L |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {s.generator} | {elo_text(s.rating)} | {interval_text(s)} | {s.games} | "
-                  f"{s.wins} / {s.ties} / {s.losses} |" for s in board.standings]
+        grouped = bool(board.groups)
+        lines += [f"## {board.judge}", "", "| policy |" + (" group |" if grouped else "") +
+                  " rating | 95% interval | games | W / T / L |", "|---" * (6 if grouped else 5) + "|"]
+        lines += [f"| {s.generator} |" + (f" {group_text(s)} |" if grouped else "") +
+                  f" {elo_text(s.rating)} | {interval_text(s)} | {s.games} | {s.wins} / {s.ties} / {s.losses} |"
+                  for s in board.standings]
+        if note := board.separate_scales():
+            lines += ["", f"**{note}.**"]
         order = [s.generator for s in board.standings]
         lines += ["", "Win rate of the row against the column:", "", "| | " + " | ".join(order) + " |",
                   "|---" * (len(order) + 1) + "|"]
@@ -271,6 +339,10 @@ def write_report(report: LeaderboardReport, out: Path) -> None:
 
 def elo_text(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f}"
+
+
+def group_text(standing: Standing) -> str:
+    return "-" if standing.group is None else str(standing.group)
 
 
 def interval_text(standing: Standing) -> str:

@@ -326,7 +326,7 @@ def leaderboard(
 ) -> None:
     """Several policies ranked together from their stored answers: every pair judged on shared held-out prompts,
     Bradley-Terry ratings (Elo scale, 95% intervals) and the win-rate matrix, per judge."""
-    from policy.leaderboard import elo_text, interval_text
+    from policy.leaderboard import elo_text, group_text, interval_text
     from policy.leaderboard import leaderboard as run_leaderboard
 
     with open_store(ctx, db) as store:
@@ -334,14 +334,17 @@ def leaderboard(
                                  on_progress=lambda text: say(f"... {text}"))
     for board in report.boards:
         order = [s.generator for s in board.standings]
-        table = Table("policy", "rating", "95% interval", "games", "W / T / L", *(f"vs {g}" for g in order),
-                      title=f"{board.judge} on {report.prompts} prompts")
+        grouped = bool(board.groups)  # policies never compared, directly or through others: say which group
+        table = Table("policy", *(["group"] if grouped else []), "rating", "95% interval", "games", "W / T / L",
+                      *(f"vs {g}" for g in order), title=f"{board.judge} on {report.prompts} prompts")
         for s in board.standings:
             rates = board.win_rates[s.generator]
-            table.add_row(s.generator, elo_text(s.rating), interval_text(s), str(s.games),
-                          f"{s.wins} / {s.ties} / {s.losses}",
+            table.add_row(s.generator, *([group_text(s)] if grouped else []), elo_text(s.rating), interval_text(s),
+                          str(s.games), f"{s.wins} / {s.ties} / {s.losses}",
                           *("-" if g == s.generator else "n/a" if rates[g] is None else f"{rates[g]:.0%}" for g in order))
         console.print(table)
+        if note := board.separate_scales():
+            say(note)
         if board.unjudged:
             say(f"{board.unjudged} games the judge gave no verdict on were left out")
     say(f"[run {report.run_id}]" + (f"; report in {out}" if out else ""))
