@@ -11,7 +11,7 @@ import math
 import pytest
 
 from pipeline.agreement import wilson_interval
-from policy.evaluate import _result, length_controlled
+from policy.evaluate import _result, length_controlled, win_rate
 from policy.leaderboard import ELO, _board
 
 
@@ -54,7 +54,8 @@ def test_the_length_controlled_interval_of_a_sweep_is_not_a_point() -> None:
     rate, low, high = result.length_controlled  # type: ignore[misc]
     assert low <= rate <= high and (low, high) == pytest.approx((result.low, result.high))  # Wilson: [0.757, 1]
     assert high - low > 0.2
-    rate, low, high = length_controlled([0.5] * 12, gaps)  # all ties
-    assert low < 0.3 and rate == pytest.approx(0.5) and high > 0.7
+    rate, low, high = length_controlled([0.5] * 12, gaps)  # all ties: the raw rate's interval, ties counted
+    assert (low, high) == pytest.approx(win_rate([0.5] * 12)[1:]) and rate == pytest.approx(0.5)
+    assert 0.3 < low < 0.45 and 0.55 < high < 0.7
     rate, low, high = length_controlled([1.0] * 11 + [0.0], gaps)  # not a sweep: the bootstrap, holding its point
     assert low <= rate <= high and high - low > 0.05
