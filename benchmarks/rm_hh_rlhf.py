@@ -196,7 +196,7 @@ def cross_validate(work: Path, folds: int, flags: list[str], careful: bool = Fal
     import hashlib
 
     sys.path.insert(0, str(ROOT))
-    from pipeline.agreement import wilson_interval
+    from pipeline.intervals import wilson_interval
 
     rows = [json.loads(line) for line in gzip.open(DATA, "rt", encoding="utf-8") if line.strip()]
 

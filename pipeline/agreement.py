@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.intervals import wilson_interval
+
 Unit = tuple[int, int, int]  # (comparison id, i, j) with i < j positions in the canonical order
 
 
@@ -219,20 +221,6 @@ def cohen_kappa(first: Sequence[int], second: Sequence[int]) -> float | None:
     if chance >= 1 - 1e-12:
         return None
     return (observed - chance) / (1 - chance)
-
-
-def wilson_interval(hits: float, n: int, z: float = 1.96) -> tuple[float, float] | None:
-    """95% Wilson score interval of a proportion (``hits`` may be fractional: shares of clustered units).
-
-    >>> tuple(round(x, 3) for x in wilson_interval(8, 10))
-    (0.49, 0.943)
-    """
-    if n == 0:
-        return None
-    p = hits / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def bootstrap_kappa_interval(first: Sequence[int], second: Sequence[int], *, reps: int = 500, seed: int = 0,

@@ -13,9 +13,22 @@ prompt-varying skill at K = 4, where Wilson over pairs gives 95%, 91%, 89% and 7
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Sequence
 
-from pipeline.agreement import wilson_interval
+
+def wilson_interval(hits: float, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """95% Wilson score interval of a proportion (``hits`` may be fractional: shares of clustered units).
+
+    >>> tuple(round(x, 3) for x in wilson_interval(8, 10))
+    (0.49, 0.943)
+    """
+    if n == 0:
+        return None
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def effective_trials(values: Sequence[float], clusters: Sequence[Hashable]) -> float:

@@ -37,7 +37,7 @@ from db.bulk import chunks as id_chunks
 from db.comparisons import NewComparison, ensure_comparisons
 from db.exporting import EVAL_BATCH_PREFIX
 from db.models import Annotator, Comparison, Prompt, Ranking, Response, Run
-from pipeline.agreement import wilson_interval
+from pipeline.intervals import wilson_interval
 from pipeline.errors import UserError
 from pipeline.lineage import finish_recorded, recorded_run
 from policy.generate import GenerateOptions, GeneratorConflict, generate

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.agreement import wilson_interval
+from pipeline.intervals import wilson_interval
 from pipeline.intervals import clustered_wilson_interval, effective_trials
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.agreement import wilson_interval
+from pipeline.intervals import wilson_interval
 from pipeline.intervals import clustered_wilson_interval
 from pipeline.report import Row, build_report, tables
 

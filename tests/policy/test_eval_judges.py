@@ -91,7 +91,7 @@ def test_win_rate_interval_counts_what_ties_do_to_the_variance() -> None:
         widths.append(high - low)
     assert covered / 400 >= 0.93
     assert sum(widths) / 400 < 0.11  # Wilson with ties as half wins: 0.137
-    from pipeline.agreement import wilson_interval
+    from pipeline.intervals import wilson_interval
 
     assert win_rate([1.0] * 30 + [0.0] * 10)[1:] == pytest.approx(wilson_interval(30, 40))  # no ties: Wilson's
 

@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from pipeline.agreement import wilson_interval
+from pipeline.intervals import wilson_interval
 from policy.evaluate import _result, length_controlled, win_rate
 from policy.leaderboard import ELO, _board
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.agreement import wilson_interval
+from pipeline.intervals import wilson_interval
 from pipeline.intervals import clustered_wilson_interval
 from reward_model.evaluate import _evaluate, evaluate, rows
 
