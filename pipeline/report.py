@@ -48,7 +48,6 @@ from pipeline.agreement import (
     unit_labels,
     versus_gold,
     versus_majority,
-    wilson_interval,
 )
 from pipeline.intervals import clustered_wilson_interval
 
@@ -86,10 +85,18 @@ class Bias:
     decided_pairs: int = 0
     longer_outcomes: list[int] = field(default_factory=list, repr=False)  # per decided pair: 1 the longer won
     longer_clusters: list[Any] = field(default_factory=list, repr=False)  # ... and its prompt (the interval's unit)
+    first_outcomes: list[int] = field(default_factory=list, repr=False)  # per chance: 1 the first shown was best
+    first_clusters: list[Any] = field(default_factory=list, repr=False)  # ... and its prompt
 
     @property
     def first_rate(self) -> float | None:
         return self.first_best / self.first_chances if self.first_chances else None
+
+    @property
+    def first_ci(self) -> tuple[float, float] | None:
+        """95% interval of ``first_rate`` counting prompts: a judge's two orders of one comparison, and every
+        annotator's ranking of it, are not independent chances."""
+        return clustered_wilson_interval(self.first_outcomes, self.first_clusters)
 
     @property
     def first_expected(self) -> float | None:
@@ -207,8 +214,7 @@ def _bias(rows: list[Row], lengths: dict[int, int]) -> list[Bias]:
                 bias.decided_pairs += 1
                 bias.longer_wins += winner == longer
                 bias.longer_outcomes.append(int(winner == longer))
-                bias.longer_clusters.append(("prompt", row.prompt_id) if row.prompt_id is not None
-                                            else ("comparison", row.comparison_id))
+                bias.longer_clusters.append(_prompt_of(row))
             _position(bias, row)
     order = {"human": 0, "ai": 1, "import": 2, "rule": 3}
     return sorted(groups.values(), key=lambda b: (order.get(b.kind, 9), b.who != HUMANS, b.who))
@@ -235,9 +241,7 @@ def _position(bias: Bias, row: Row) -> None:
                 winner = best[0] if len(best) == 1 else None
             winners.append(winner)
             if winner is not None:  # a tie says nothing of position: "unbiased" is 1/K of the decided verdicts
-                bias.first_chances += 1
-                bias.expected_first += 1 / len(shown)
-                bias.first_best += winner == shown[0]
+                _first_chance(bias, row, len(shown), winner == shown[0])
         if len(winners) >= 2:
             bias.consistency_chances += 1
             bias.consistent += len(set(winners)) == 1
@@ -245,9 +249,20 @@ def _position(bias: Bias, row: Row) -> None:
     if row.shown_order:
         best = [rid for rid, r in zip(row.response_ids, row.ranks or [], strict=True) if r == 1]
         if len(best) == 1:
-            bias.first_chances += 1
-            bias.expected_first += 1 / len(row.shown_order)
-            bias.first_best += best[0] == row.shown_order[0]
+            _first_chance(bias, row, len(row.shown_order), best[0] == row.shown_order[0])
+
+
+def _prompt_of(row: Row) -> tuple[str, int]:
+    """The unit of a bias interval: the row's prompt, or its comparison where the prompt is not known."""
+    return ("prompt", row.prompt_id) if row.prompt_id is not None else ("comparison", row.comparison_id)
+
+
+def _first_chance(bias: Bias, row: Row, k: int, first_won: bool) -> None:
+    bias.first_chances += 1
+    bias.expected_first += 1 / k
+    bias.first_best += first_won
+    bias.first_outcomes.append(int(first_won))
+    bias.first_clusters.append(_prompt_of(row))
 
 
 def agreement_report(session: Session, batches: tuple[str, ...] = ()) -> AgreementReport:
@@ -303,10 +318,10 @@ def tables(report: AgreementReport) -> list[tuple[str, list[str], list[list[str]
                     [[v.annotator, str(v.units), _pct(v.agreement, v.agreement_ci), _num(v.kappa, v.kappa_ci)]
                      for v in report.versus_humans]))
     out.append((
-        "Bias checks", ["who", "kind", "rankings", "failed/skipped", "ties", "1st shown wins [95%] (unbiased)",
+        "Bias checks", ["who", "kind", "rankings", "failed/skipped", "ties", "1st shown wins [95%, counting prompts] (unbiased)",
                         "both orders agree", "longer wins [95%, counting prompts]"],
         [[b.who, b.kind, str(b.rankings), str(b.failed_or_skipped), str(b.with_tie),
-          f"{_pct(b.first_rate, wilson_interval(b.first_best, b.first_chances))} ({_pct(b.first_expected)})"
+          f"{_pct(b.first_rate, b.first_ci)} ({_pct(b.first_expected)})"
           if b.first_rate is not None else "n/a",
           _pct(b.consistency), _pct(b.longer_rate, b.longer_ci)]
          for b in report.bias],

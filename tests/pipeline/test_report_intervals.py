@@ -60,3 +60,21 @@ def test_comparisons_of_one_prompt_count_once_and_without_a_prompt_each_comparis
     by_comparison = next(b for b in build_report(rows, lengths).bias if b.who == "humans (all)")
     assert by_comparison.longer_rate == everyone.longer_rate == 0.75
     assert by_comparison.longer_ci[0] > everyone.longer_ci[0]  # 16 comparisons are worth more than 8 prompts
+
+
+def test_first_shown_wins_interval_counts_prompts_not_each_annotators_ranking() -> None:
+    """Three annotators who each saw the best response first on the same 10 prompts: 30 chances, but 10 prompts'
+    worth of evidence (they were all shown the same order), so the interval is about Wilson's over 10."""
+    rows = []
+    for p in range(10):
+        ids = [10 * p, 10 * p + 1, 10 * p + 2]
+        for name in ("ann", "bob", "cy"):
+            rows.append(Row(p, name, "human", [1, 2, 3], False, ids, None, ids, prompt_id=p))
+    report = build_report(rows, {rid: 5 for p in range(10) for rid in (10 * p, 10 * p + 1, 10 * p + 2)})
+    everyone = next(b for b in report.bias if b.who == "humans (all)")
+    assert (everyone.first_chances, everyone.first_best) == (30, 30)
+    assert everyone.first_ci == pytest.approx(wilson_interval(10, 10), abs=1e-9)
+    _, header, cells = next(t for t in tables(report) if t[0] == "Bias checks")
+    column = header.index("1st shown wins [95%, counting prompts] (unbiased)")
+    low, _ = wilson_interval(10, 10)
+    assert next(r for r in cells if r[0] == "humans (all)")[column] == f"100.0% [{low:.0%}, 100%] (33.3%)"
