@@ -76,6 +76,22 @@ def count_comparisons(session: Session, selection: Selection) -> int:
     return session.scalar(_of_batches(query, selection)) or 0
 
 
+def rankings_left_by_kind(session: Session, selection: Selection) -> dict[str, int]:
+    """Rankings (not skipped) of the selected batches' comparisons by annotators of the kinds the selection does not
+    take, per kind (gold answers and reviewers' verdicts aside): what ``--sources`` leaves out, for the summary."""
+    query = (
+        select(Annotator.kind, func.count(Ranking.id))
+        .join(Annotator, Annotator.id == Ranking.annotator_id)
+        .join(Comparison, Comparison.id == Ranking.comparison_id)
+        .where(~Ranking.skipped, Comparison.status != "retired", Annotator.kind.not_in(selection.kinds),
+               Annotator.id.not_in([i for i in (selection.gold_annotator_id, selection.adjudicator_id)
+                                    if i is not None] or [-1]))
+        .group_by(Annotator.kind)
+        .order_by(Annotator.kind)
+    )
+    return {kind: count for kind, count in session.execute(_of_batches(query, selection)) if count}
+
+
 def _chosen(selection: Selection) -> list[Any]:
     """SQL conditions on ``Annotator``: of the selected kinds, and names (included, not excluded)."""
     chosen = [Annotator.kind.in_(selection.kinds)]

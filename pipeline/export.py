@@ -33,8 +33,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.exporting import (Selection, WrittenRow, count_comparisons, iter_comparisons, mark_exported, response_texts,
-                           written_answers)
+from db.exporting import (Selection, WrittenRow, count_comparisons, iter_comparisons, mark_exported,
+                          rankings_left_by_kind, response_texts, written_answers)
 from db.gold import gold_annotator, gold_run_ids
 from db.comparisons import dense_ranks
 from db.review import adjudicator
@@ -118,6 +118,7 @@ class ExportReport:
     # --demonstrations: pairs of a written answer over a shown response, and the answers they came from (None: off)
     demonstration_pairs: int | None = None
     demonstrations: int = 0
+    other_sources: dict[str, int] = field(default_factory=dict)  # kind -> rankings --sources did not take
     fingerprint: str = ""
     seconds: float = 0.0
 
@@ -146,6 +147,9 @@ class ExportReport:
         if self.demonstration_pairs is not None:
             origin = (f": {self.total_pairs - self.demonstration_pairs}{origin} and {self.demonstration_pairs} from "
                       f"{self.demonstrations} demonstration(s) (written answers over the responses shown)")
+        if self.other_sources:
+            kinds = ", ".join(f"{n} by {kind} annotators" for kind, n in self.other_sources.items())
+            left_out += f"; not taken ({kinds}): add their kind to --sources to use them"
         return f"{self.total_pairs} pairs ({splits}){origin}{left_out}, fingerprint {self.fingerprint[:12]}"
 
 
@@ -217,6 +221,8 @@ def export(
     selection = Selection(kinds=options.sources, include=options.include, exclude=options.exclude,
                           batches=options.batches, gold_annotator_id=gold.id if gold is not None else None,
                           adjudicator_id=judge.id if judge is not None else None)
+    with sessions() as session:
+        report.other_sources = rankings_left_by_kind(session, selection)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".rlhf-export-", dir=out.parent))
     used: str | None = None
@@ -228,8 +234,10 @@ def export(
         if not sum(counts.values()):
             dropped = (f"; --drop-all-bad left out {report.all_bad_left_out} comparison(s)"
                        if report.all_bad_left_out else "")
+            others = "".join(f"; {n} ranking(s) by {kind} annotators are not in --sources"
+                             for kind, n in report.other_sources.items())
             raise UserError("the selection yields no preference pairs (check --sources, --batch, the annotators and "
-                            f"the agreement filters; see `rlhf status`){dropped}")
+                            f"the agreement filters; see `rlhf status`){dropped}{others}")
         report.fingerprint = digest
         build_dataset(staging, options, digest)
         config = {**asdict(options), "out_dir": str(out.resolve())}

@@ -216,6 +216,19 @@ def test_source_selection_and_filters(sessions, tmp_path: Path, options: dict, p
         assert isinstance(row["prompt"], str) and row["margin"] in (1.0, 2.0)
 
 
+def test_the_summary_says_which_rankings_sources_left_out(sessions, tmp_path: Path) -> None:
+    """A rule annotator's rankings are not in the default --sources (human, ai, import): the export used to leave
+    them out without a word, so a user who had just run `rlhf rule run` found them missing."""
+    _store(sessions)
+    report = export(sessions, ExportOptions(out_dir=str(tmp_path / "out"), sources=("human",)))
+    assert report.other_sources == {"ai": 12, "import": 12}
+    assert "not taken (12 by ai annotators, 12 by import annotators): add their kind to --sources" in report.summary()
+    everything = export(sessions, ExportOptions(out_dir=str(tmp_path / "all")))
+    assert everything.other_sources == {} and "not taken" not in everything.summary()
+    with pytest.raises(UserError, match="12 ranking.s. by ai annotators are not in --sources"):
+        export(sessions, ExportOptions(out_dir=str(tmp_path / "none"), sources=("rule",)))
+
+
 NOTES: Notes = {
     ("ann", "c1"): (True, "all three miss the point"),
     ("ann", "c2"): (False, "ann: clear enough"), ("bob", "c2"): (False, "   "),  # blank: no comment
