@@ -36,7 +36,10 @@ fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
   echo "bootstrap: installing torch==$TORCH_VERSION (CPU build)"
-  "${PIP[@]}" install "torch==$TORCH_VERSION"
+  # PyPI's torch wheel for Linux is the CUDA build (several GB); PyTorch's CPU index has $TORCH_VERSION+cpu, which
+  # pip prefers to it (a local version sorts above the plain one), as it prefers a +cpu wheel a machine keeps on
+  # disk in its pip find-links. A machine that cannot reach that index loses a few seconds of retries.
+  "${PIP[@]}" install "torch==$TORCH_VERSION" --extra-index-url "${TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
 fi
 extra=""
 [ "$what" = "test" ] && extra="[test]"
