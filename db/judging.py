@@ -20,26 +20,46 @@ def _insert(session: Session, model: type) -> Any:
 
 
 def pending_comparison_ids(
-    session: Session, annotator_id: int, batch: str, *, limit: int | None = None, max_k: int | None = None
+    session: Session, annotator_id: int, batch: str, *, limit: int | None = None, max_k: int | None = None,
+    only: Sequence[int] | None = None,
 ) -> list[int]:
-    """Comparisons of the batch this judge has not ranked (nor recorded a failure for), in id order."""
+    """Comparisons of the batch this judge has not ranked (nor recorded a failure for), in id order; with ``only``,
+    of those comparisons instead (``in_scope``)."""
     done = exists().where(Ranking.comparison_id == Comparison.id, Ranking.annotator_id == annotator_id)
-    query = select(Comparison.id).where(Comparison.batch == batch, Comparison.status != "retired", ~done)
+    query = select(Comparison.id).where(~done)
     if max_k is not None:
         query = query.where(Comparison.k <= max_k)
-    query = query.order_by(Comparison.id)
+    if only is not None:
+        return sorted(cid for (cid,) in in_scope(session, query, batch, only))[:limit]
+    query = query.where(Comparison.batch == batch, Comparison.status != "retired").order_by(Comparison.id)
     if limit is not None:
         query = query.limit(limit)
     return list(session.scalars(query))
 
 
-def count_pending_wider(session: Session, annotator_id: int, batch: str, max_k: int) -> int:
-    """Comparisons of the batch this judge has not ranked that have more than ``max_k`` responses."""
+def count_pending_wider(session: Session, annotator_id: int, batch: str, max_k: int, *,
+                        only: Sequence[int] | None = None) -> int:
+    """Comparisons of the batch (or of ``only``: ``in_scope``) this judge has not ranked that have more than
+    ``max_k`` responses."""
     done = exists().where(Ranking.comparison_id == Comparison.id, Ranking.annotator_id == annotator_id)
+    if only is not None:
+        return len(in_scope(session, select(Comparison.id).where(~done, Comparison.k > max_k), batch, only))
     return session.scalar(
         select(func.count(Comparison.id)).where(Comparison.batch == batch, Comparison.status != "retired", ~done,
                                                 Comparison.k > max_k)
     ) or 0
+
+
+def in_scope(session: Session, query: Any, batch: str, only: Sequence[int] | None) -> list[Any]:
+    """The rows of ``query`` (over comparisons) for the batch's comparisons that are not retired; or, given
+    ``only``, for exactly those comparisons, whatever their batch and status: ``rlhf eval``'s pairings, which may
+    be comparisons of a labelling batch (one comparison per set of responses, whatever its batch), judged there
+    without moving them; and retired or not, for retiring takes a comparison out of the labelling queue, not out
+    of an eval that pairs its answers."""
+    if only is None:
+        return list(session.execute(query.where(Comparison.batch == batch, Comparison.status != "retired")).all())
+    return [row for part in chunks(sorted(set(only)))
+            for row in session.execute(query.where(Comparison.id.in_(list(part)))).all()]
 
 
 @dataclass(frozen=True)
@@ -151,16 +171,26 @@ def store_judge_rankings(session: Session, rankings: Sequence[dict[str, Any]], k
     return len(new)
 
 
-def failed_comparisons(session: Session, annotator_id: int, batch: str) -> dict[int, int]:
-    """This judge's recorded failures in the batch: comparison id -> the retry salt they failed at (0: the first
-    try; ``details["salt"]``), from which the next retry's salt follows (the same after an interruption)."""
-    rows = session.execute(
-        select(Ranking.comparison_id, Ranking.details)
-        .join(Comparison, Comparison.id == Ranking.comparison_id)
-        .where(Ranking.annotator_id == annotator_id, Ranking.skipped, Comparison.batch == batch,
-               Comparison.status != "retired")
-    ).all()
-    return {cid: int((details or {}).get("salt") or 0) for cid, details in rows}
+def failed_comparisons(session: Session, annotator_id: int, batch: str, *,
+                       only: Sequence[int] | None = None) -> dict[int, int]:
+    """This judge's recorded failures in the batch (or among ``only``: ``in_scope``): comparison id -> the retry
+    salt they failed at (0: the first try; ``details["salt"]``), from which the next retry's salt follows (the
+    same after an interruption)."""
+    query = (select(Ranking.comparison_id, Ranking.details)
+             .join(Comparison, Comparison.id == Ranking.comparison_id)
+             .where(Ranking.annotator_id == annotator_id, Ranking.skipped))
+    return {cid: int((details or {}).get("salt") or 0) for cid, details in in_scope(session, query, batch, only)}
+
+
+def comparison_runs(session: Session, batch: str, only: Sequence[int] | None = None) -> list[int]:
+    """The runs that created the batch's comparisons, retired ones too (or those of ``only``: ``in_scope``), in
+    id order: a judge run's inputs."""
+    query = select(Comparison.run_id).distinct()
+    if only is None:
+        rows = session.execute(query.where(Comparison.batch == batch)).all()
+    else:
+        rows = in_scope(session, query, batch, only)
+    return sorted({r for (r,) in rows if r})
 
 
 def count_judge_rankings(session: Session, annotator_id: int) -> tuple[int, int]:

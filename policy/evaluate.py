@@ -8,7 +8,8 @@
    - ``rm:DIR``: a trained reward model scores both; the higher wins;
    - ``rule:SPEC``: a rule (``contains:WORD``, ``regex:...``, ``shorter``, ``longer``) scores both;
    - a judge name (``rlhf judge add``): the LLM judge ranks the pair in both orders (its position-bias control),
-     through the store like any other batch, cached.
+     through the store like any other batch, cached; a pair that is already a comparison of a labelling batch is
+     judged there (``score_with_llm``).
 3. Per judge: wins / ties / losses of A, the win rate (a tie counts half) with a 95% interval, the
    length-controlled win rate (``length_controlled``: the rate at equal answer lengths), the mean score of each
    side (for a rule: the share of answers that have the property).
@@ -346,7 +347,10 @@ def score_with_rm(model_dir: str, pairings: Sequence[Pairing], scorer: Any = Non
 
 def score_with_llm(sessions: sessionmaker[Session], name: str, pairings: Sequence[Pairing], batch: str, run_id: int,
                    **judge_kwargs: Any) -> Scored:
-    """Pairs become comparisons of ``batch``; the LLM judge ranks them (both orders, cached) like any batch."""
+    """Pairs become comparisons of ``batch``; the LLM judge ranks them (both orders, cached) like any batch. A pair
+    that is already a comparison (one per set of responses, whatever its batch: a labelling batch's, another
+    eval's) stays where it is and is judged there: the judge runs on exactly these comparisons, never on the rest
+    of their batches, and a ranking it already made of one is reused."""
     from pipeline.judge.service import RunOptions, run_judge
 
     different = [p for p in pairings if p.a_id != p.b_id]
@@ -358,7 +362,7 @@ def score_with_llm(sessions: sessionmaker[Session], name: str, pairings: Sequenc
                                            for p in different], run_id=run_id)
         comparison_ids = [cid for cid, _ in ids]
     if different:
-        run_judge(sessions, name, RunOptions(batch=batch), **judge_kwargs)
+        run_judge(sessions, name, RunOptions(batch=batch, comparison_ids=tuple(comparison_ids)), **judge_kwargs)
     with sessions.begin() as session:
         found = session.execute(
             select(Ranking.comparison_id, Ranking.ranks, Comparison.response_ids)

@@ -3,7 +3,8 @@
 ``rlhf eval`` answers "is A better than B?". After a few rounds a team asks which of all its policies is best, and
 by how much, without comparing every pair by eye. Each judge (``rm:DIR``, ``rule:SPEC`` or an LLM judge's name)
 compares every pair of the generators on every prompt that both answered (their first answer, as ``rlhf eval``
-does; an LLM judge in both orders, through the store, under ``eval:`` batches that exports leave out). Then:
+does; an LLM judge in both orders, through the store, under ``eval:`` batches that exports leave out, or in
+the labelling batch of a pair that is already a comparison there: ``policy.evaluate.score_with_llm``). Then:
 
 - **ratings**: Bradley-Terry strengths fitted to all those games at once (a tie half a win each way, and a prior
   of half a win each way per pair that played, so that a sweep gives a finite rating that grows with the number of

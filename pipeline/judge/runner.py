@@ -192,6 +192,8 @@ class JudgeContext:
     template: Template
     # comparisons whose recorded failure this run tries again -> the salt of their new attempts
     retry_salts: dict[int, int] = field(default_factory=dict)
+    # the comparisons this run judges instead of its batch's, whatever their batch (``db.judging.in_scope``)
+    only: tuple[int, ...] | None = None
 
 
 def request_json(request: ChatRequest) -> dict[str, Any]:
@@ -219,9 +221,10 @@ def work_ids(session: Session, ctx: JudgeContext, report: JudgeReport, limit: in
     """The comparisons this run judges: those without a ranking of this judge that it can rank, and the
     failures it retries; counts in ``report.too_wide`` those it cannot rank."""
     widest = max_k(ctx.config)
-    ids = set(pending_comparison_ids(session, ctx.annotator_id, report.batch, limit=limit, max_k=widest))
+    ids = set(pending_comparison_ids(session, ctx.annotator_id, report.batch, limit=limit, max_k=widest,
+                                     only=ctx.only))
     if widest is not None:
-        report.too_wide = count_pending_wider(session, ctx.annotator_id, report.batch, widest)
+        report.too_wide = count_pending_wider(session, ctx.annotator_id, report.batch, widest, only=ctx.only)
     return sorted(ids | set(ctx.retry_salts))[:limit]
 
 

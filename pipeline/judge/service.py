@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.annotators import AnnotatorError, create_annotator, get_annotator_by_name
-from db.judging import JudgeBatchStatus, failed_comparisons, judge_progress
+from db.judging import JudgeBatchStatus, comparison_runs, failed_comparisons, judge_progress
 from db.models import Annotator, Comparison, Run
 from db.runs import fail_run, finish_run, start_run
 from pipeline.errors import UserError
@@ -87,6 +87,10 @@ class RunOptions:
     concurrency: int | None = None
     retry_failed: bool = False
     secrets: dict[str, str] | None = None
+    # judge exactly these comparisons, whatever their batch, instead of the batch's (``batch`` then only names the
+    # run): ``rlhf eval``'s pairings, some of which may be comparisons of a labelling batch (one comparison per set
+    # of responses), to be judged there without the rest of that batch
+    comparison_ids: tuple[int, ...] | None = None
 
 
 def run_judge(
@@ -100,32 +104,37 @@ def run_judge(
     handle_signals: bool = False,
     batch_limits: BatchLimits = BatchLimits(),
 ) -> JudgeReport:
-    """Judge the batch's pending comparisons (recorded as a ``judge`` run whose inputs are the runs that created
-    the comparisons). Raises UserError for bad options and fatal endpoint errors. ``batch_limits``: what one
-    remote batch may hold in ``--mode batch`` (the Batch API's limits)."""
+    """Judge the batch's pending comparisons, or those of ``options.comparison_ids`` (recorded as a ``judge`` run
+    whose inputs are the runs that created the comparisons). Raises UserError for bad options and fatal endpoint
+    errors. ``batch_limits``: what one remote batch may hold in ``--mode batch`` (the Batch API's limits)."""
     if options.mode not in ("online", "batch"):
         raise UserError(f"--mode must be online or batch, got {options.mode!r}")
     if options.concurrency is not None and options.concurrency < 1:  # 0 or less: no worker, a run that never ends
         raise UserError(f"--concurrency must be at least 1, got {options.concurrency}")
     if options.limit is not None and options.limit < 0:
         raise UserError(f"--limit must be 0 or more, got {options.limit}")
+    only = options.comparison_ids
+    if only is not None and options.mode != "online":  # a remote batch is found again by its batch's name
+        raise UserError("judging given comparisons (rlhf eval's) is online only")
     with sessions.begin() as session:
-        ctx = judge_context(session, name)
-        if not session.scalar(select(func.count(Comparison.id)).where(Comparison.batch == options.batch)):
+        ctx = replace(judge_context(session, name), only=only)
+        if only is not None:
+            if not only:
+                raise UserError(f"no comparisons to judge for {options.batch!r}")
+        elif not session.scalar(select(func.count(Comparison.id)).where(Comparison.batch == options.batch)):
             raise UserError(f"batch {options.batch!r} has no comparisons (see `rlhf status`)")
         # a recorded failure stays until its retry's ranking replaces it; the retry's salt follows from the one it
         # failed at, so an interrupted retry (or a batch collected later) finds its answers in the cache
-        retried = failed_comparisons(session, ctx.annotator_id, options.batch) if options.retry_failed else {}
-        parents = sorted(
-            {r for r in session.scalars(select(Comparison.run_id).where(Comparison.batch == options.batch).distinct()) if r}
-        )
+        retried = (failed_comparisons(session, ctx.annotator_id, options.batch, only=only) if options.retry_failed
+                   else {})
         run = start_run(
             session, "judge",
             {"judge": name, "batch": options.batch, "mode": options.mode, "limit": options.limit,
              "concurrency": _concurrency(options, ctx), "model": ctx.config.model,
              "backend": ctx.config.backend, "base_url": ctx.config.base_url,
-             "model_identity": model_identity(ctx.config.backend, ctx.config.model, ctx.config.base_url)},
-            inputs=parents, name=f"judge {name} {options.batch}",
+             "model_identity": model_identity(ctx.config.backend, ctx.config.model, ctx.config.base_url),
+             **({} if only is None else {"comparisons": len(only)})},
+            inputs=comparison_runs(session, options.batch, only), name=f"judge {name} {options.batch}",
         )
         run_id = run.id
     if retried:  # new attempts (new seeds, new cache keys) for comparisons whose answers had no verdict
