@@ -19,10 +19,57 @@ def with_pad_token(tokenizer: Any) -> Any:
     return tokenizer
 
 
+def names_local_folder(path: str | Path) -> bool:
+    """Whether a model path that is no folder here was meant as one rather than as a Hugging Face hub id: it starts
+    with ``.``, ``/`` or ``~``, its first component is a folder here (``models/toy`` beside ``models/``), or it is no
+    valid hub id (``a/b/c``). A plain ``org/name`` with no such folder is a hub id.
+
+    >>> names_local_folder("./toy"), names_local_folder("/m"), names_local_folder("~/m"), names_local_folder("a/b/c")
+    (True, True, True, True)
+    >>> names_local_folder("Qwen/Qwen2.5-0.5B-Instruct"), names_local_folder("gpt2")
+    (False, False)
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    text = str(path)
+    parts = Path(text).parts
+    if text.startswith((".", "/", "~")) or (parts and Path(parts[0]).is_dir()):
+        return True
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return True
+    return False
+
+
+TOY_POLICY_HINT = "to build the offline toy policy: `rlhf models toy {path}`"
+
+
+def check_model_path(path: str | Path, *, hint: str = TOY_POLICY_HINT, hub: bool = True) -> None:
+    """Refuse a model path that names a missing local folder (``names_local_folder``) before anything loads it:
+    transformers would take it for a hub id, retry huggingface.co for about 45 s and blame the connection.
+    ``hint`` (with ``{path}``) says how to make one; ``hub=False`` where only a local folder will do (a reward
+    model). Every stage that loads a model by path goes through here (``load_tokenizer``, the transformers
+    backend, ``rlhf generate``'s early check, the reward scorer).
+
+    >>> check_model_path("Qwen/Qwen2.5-0.5B-Instruct")
+    >>> check_model_path("./m")
+    Traceback (most recent call last):
+    pipeline.errors.UserError: no folder ./m (to build the offline toy policy: `rlhf models toy ./m`; a hub id is loaded from the hub)
+    """
+    if Path(path).expanduser().is_dir() or (hub and not names_local_folder(path)):
+        return
+    hub_note = "; a hub id is loaded from the hub" if hub else ""
+    raise UserError(f"no folder {path} ({hint.format(path=path)}{hub_note})")
+
+
 def load_tokenizer(path: str | Path, *, padding_side: str | None = None) -> Any:
-    """``AutoTokenizer.from_pretrained(path)`` that can pad (``with_pad_token``), on ``padding_side`` if given."""
+    """``AutoTokenizer.from_pretrained(path)`` that can pad (``with_pad_token``), on ``padding_side`` if given; a
+    missing local folder is refused first (``check_model_path``)."""
     from transformers import AutoTokenizer
 
+    check_model_path(path)
     tokenizer = with_pad_token(AutoTokenizer.from_pretrained(path))
     if padding_side is not None:
         tokenizer.padding_side = padding_side

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from db.bulk import chunks as id_chunks
 from db.models import Prompt, Response
 from db.prompts import NewResponse, ensure_responses
 from pipeline.errors import UserError
+from pipeline.hf_utils import check_model_path
 from pipeline.lineage import finish_recorded, recorded_run
 from pipeline.llm import make_backend
 from pipeline.llm.identity import model_identity
@@ -164,20 +164,17 @@ def samples_wanted(n: int, have: int, temperature: float) -> range:
 
 
 def check_policy_path(policy: str, backend: str) -> None:
-    """A ``--policy`` written as a local path (``./m``, ``/m``, ``~/m``, ``a/b/c``) must exist: transformers would
-    take it for a Hugging Face id and fail with a puzzling one ("Repo id must be in the form ...").
+    """An in-process ``--policy`` that names a missing local folder is refused before the run is recorded (see
+    ``pipeline.hf_utils.check_model_path``); a hub id, or a model name at an endpoint, is left to the backend.
 
     >>> check_policy_path("Qwen/Qwen2.5-0.5B-Instruct", "transformers")
     >>> check_policy_path("./no/such/model", "transformers")
     Traceback (most recent call last):
-    pipeline.errors.UserError: --policy ./no/such/model: no such directory (a local model folder; ...)
+    pipeline.errors.UserError: no folder ./no/such/model (to build the offline toy policy: ...)
+    >>> check_policy_path("./no/such/model", "openai")
     """
-    if backend == "openai" or Path(policy).expanduser().exists():
-        return
-    local = policy.startswith((".", "/", "~")) or policy.count("/") > 1 or (os.sep != "/" and os.sep in policy)
-    if local:
-        raise UserError(f"--policy {policy}: no such directory (a local model folder; a Hugging Face id looks like "
-                        "org/name)")
+    if backend != "openai":
+        check_model_path(policy)
 
 
 def sample_seed(seed: int, prompt_id: int, have: int, sample: int) -> int:

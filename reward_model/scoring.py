@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserError
-from pipeline.hf_utils import load_tokenizer
+from pipeline.hf_utils import check_model_path, load_tokenizer
 from reward_model.data import Encoder, messages_of, text_of
 from reward_model.train import RM_CARD
 
@@ -27,6 +27,7 @@ class RewardScorer:
         import torch
         from transformers import AutoModelForSequenceClassification
 
+        check_model_path(model_dir, hint="train one into it: `rlhf rm train --data DIR --out {path}`", hub=False)
         path = Path(model_dir)
         card = json.loads((path / RM_CARD).read_text()) if (path / RM_CARD).is_file() else {}
         folders = [path / name for name in card.get("members", [])] or [path]

@@ -217,6 +217,7 @@ def _online(algorithm: str):  # noqa: ANN202
         db: DbOption = None,
     ) -> None:
         from pipeline.config_options import parse_assignments
+        from pipeline.hf_utils import check_model_path
         from policy.grpo import ALGORITHMS, default_config
         from policy.stage import run_online
 
@@ -225,6 +226,7 @@ def _online(algorithm: str):  # noqa: ANN202
                                 file_values=stage_settings(ctx, algorithm, ALGORITHMS[algorithm][0]),
                                 per_device_train_batch_size=batch_size, learning_rate=learning_rate, beta=beta,
                                 max_completion_length=max_completion_length, use_vllm=use_vllm)
+        check_model_path(policy)  # TRL's trainer loads the policy itself, a missing folder from the hub
         with open_store(ctx, db) as store:
             prompt_list, source = _prompts(store.sessions, prompts)
             report = run_online(store.sessions, algorithm, policy, prompt_list, reward, out, config,

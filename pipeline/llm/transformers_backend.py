@@ -19,7 +19,7 @@ from typing import Any
 
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from pipeline.hf_utils import with_pad_token
+from pipeline.hf_utils import check_model_path, with_pad_token
 from pipeline.llm.identity import model_identity
 from pipeline.llm.types import ChatRequest, Completion
 
@@ -78,6 +78,8 @@ class TransformersBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if tokenizer is None or lm is None:
+            check_model_path(model_path)  # a missing local folder, said before transformers asks the hub for it
         self.model = str(model_path)
         self.identity = model_identity(self.name, self.model)  # the model in cache keys
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -141,7 +141,8 @@ def test_a_generation_that_fails_or_is_interrupted_is_recorded_so(sessions, db_u
     _prompts(sessions, 2)
     cli = Cli(db_url, tmp_path)
     result = cli("generate", "--policy", "./nonexistent", "--n", "2", expect=1)
-    assert "--policy ./nonexistent: no such directory (a local model folder" in flat(result.output)
+    assert "no folder ./nonexistent (to build the offline toy policy: `rlhf models toy ./nonexistent`" in flat(
+        result.output)
     assert "Traceback" not in result.output
     (tmp_path / "empty").mkdir()
     result = cli("generate", "--policy", str(tmp_path / "empty"), "--n", "2", expect=1)
