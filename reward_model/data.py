@@ -125,6 +125,19 @@ def load_pairs(path: str | Path, split: str = "train") -> Any:
     return datasets.Dataset.from_list(rows)
 
 
+def pairs_per_split(path: str | Path) -> dict[str, int]:
+    """The pairs (ties left out) in each split of an export directory; {} for a file or a split-less dataset."""
+    import datasets
+
+    path = Path(path)
+    if not path.is_dir():
+        return {}
+    loaded = datasets.load_from_disk(str(path))
+    if not isinstance(loaded, datasets.DatasetDict):
+        return {}
+    return {name: len(without_ties(part)[0]) for name, part in loaded.items()}
+
+
 def read_scoring_rows(path: str | Path) -> list[tuple[dict[str, Any], list[dict[str, str]], str]]:
     """(row, prompt messages, response) for each row of a file of ``{prompt | messages, response}`` (any form
     ``rlhf import responses`` reads with one ``response``). A bad row is a UserError naming its line and field."""

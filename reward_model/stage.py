@@ -17,7 +17,7 @@ from db.runs import finish_run, start_run
 from pipeline.config_options import settings_of
 from pipeline.errors import UserError
 from pipeline.lineage import finish_recorded, recorded_run
-from reward_model.data import load_pairs, without_ties
+from reward_model.data import load_pairs, pairs_per_split, without_ties
 from reward_model.evaluate import EvalReport, evaluate, write_report
 from reward_model.scoring import RewardScorer
 from reward_model.train import RM_CARD, RMConfig, TrainReport, export_run_of, train_reward_model
@@ -49,6 +49,24 @@ def run_train(sessions: sessionmaker[Session], data: str, out_dir: str, config: 
     return report
 
 
+def empty_split_error(data: str, split: str, ties: int) -> UserError:
+    """Why an evaluation on ``data``'s ``split`` has no pairs, what the export holds instead, and what to do: an
+    export's test split is empty when its prompts were all imported into train (``rlhf demo`` exports so)."""
+    tied = [f"{ties} ties left out: a tie has no right answer"] if ties else []
+    if not Path(data).is_dir():
+        return UserError(f"{data} has no pairs to evaluate on" + "".join(f" ({note})" for note in tied))
+    others = {name: count for name, count in pairs_per_split(data).items() if name != split and count}
+    notes = [*tied, *(f"its {name} split has {count}" for name, count in others.items())]
+    where = f"the {split!r} split of {data} has no pairs" + (f" ({'; '.join(notes)})" if notes else "")
+    if "train" in others:
+        return UserError(f"{where}: export held-out prompts (`rlhf export` takes each prompt's split; import with "
+                         "--test-fraction), or pass --split train to evaluate on the training pairs, which measures "
+                         "fit, not generalisation")
+    if others:
+        return UserError(f"{where}: pass --split {next(iter(others))}")
+    return UserError(f"{where} to evaluate on, nor has any other split")
+
+
 def run_eval(sessions: sessionmaker[Session] | None, model_dir: str, data: str, *, split: str = "test",
              out: str | None = None, batch_size: int = 32) -> tuple[EvalReport, int | None]:
     """Evaluate on an export's split or a pairs JSONL (nothing imported); recorded as ``rm-eval`` when a store is
@@ -56,9 +74,7 @@ def run_eval(sessions: sessionmaker[Session] | None, model_dir: str, data: str, 
     dataset = load_pairs(data, split)
     pairs, ties = without_ties(dataset)
     if len(pairs) == 0:
-        left_out = f" ({ties} ties left out: a tie has no right answer)" if ties else ""
-        where = f"{data}: the {split!r} split" if Path(data).is_dir() else f"{data}"
-        raise UserError(f"{where} has no pairs to evaluate on{left_out}")
+        raise empty_split_error(data, split, ties)
     scorer = RewardScorer(model_dir, batch_size=batch_size)
     started = time.perf_counter()
     report = evaluate(scorer, dataset)

@@ -52,12 +52,13 @@ def test_eval_on_an_empty_split_is_refused_and_not_recorded(tiny_lm_dir: Path, s
     _train(sessions, data, model, tiny_lm_dir)
     assert json.loads((model / RM_CARD).read_text())["run_id"]
     empty = _with_test_split(data, tmp_path / "empty-test", lambda table: table.slice(0, 0))
-    with pytest.raises(UserError, match=r"the 'test' split has no pairs to evaluate on$"):
+    with pytest.raises(UserError, match=r"the 'test' split of .* has no pairs \(its train split has \d+\): export "):
         run_eval(sessions, str(model), str(empty), split="test")
     ties = _with_test_split(data, tmp_path / "ties-only", lambda table: table.slice(0, 3).set_column(
         table.schema.get_field_index("tie"), "tie", pa.array([True] * 3)))
     assert load_pairs(ties, "test")["tie"] == [True] * 3
-    with pytest.raises(UserError, match=r"'test' split has no pairs to evaluate on \(3 ties left out"):
+    with pytest.raises(UserError, match=r"'test' split of .* has no pairs \(3 ties left out: a tie has no right "
+                                        r"answer; its train split has \d+\): export "):
         run_eval(sessions, str(model), str(ties))
     with sessions() as session:
         assert not session.scalars(select(Run).where(Run.kind == "rm-eval")).all()
