@@ -22,6 +22,9 @@ from pipeline.cli.context import (
 
 BackendOption = Annotated[str, typer.Option(
     help="transformers (in-process, CPU or GPU), vllm (in-process, GPU) or openai (any OpenAI-compatible endpoint).")]
+InProcessBackendOption = Annotated[str, typer.Option(
+    help="transformers (in-process, CPU or GPU) or vllm (in-process, GPU): best-of-n fine-tunes the policy's "
+         "weights, so it samples in-process.")]
 RewardOption = Annotated[list[str], typer.Option("--reward", help="rm:DIR or rule:SPEC (repeatable; summed).")]
 RewardWeightOption = Annotated[list[float] | None, typer.Option("--reward-weight", help="One weight per --reward.")]
 
@@ -299,7 +302,7 @@ def best_of_n(
     learning_rate: Annotated[float, typer.Option(help="Fine-tuning learning rate.")] = 2e-5,
     batch_size: Annotated[int, typer.Option(help="Fine-tuning batch size.")] = 16,
     seed: Annotated[int, typer.Option(help="Sampling and training seed.")] = 0,
-    backend: BackendOption = "transformers",
+    backend: InProcessBackendOption = "transformers",
     db: DbOption = None,
 ) -> None:
     """Rejection-sampling fine-tuning: n samples per prompt (stored), the reward picks the best, the policy is
