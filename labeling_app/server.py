@@ -14,11 +14,12 @@ from typing import Any
 import gradio as gr
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse, RedirectResponse
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
 
 from db import immediate, make_session_factory
 from db.demonstrations import MAX_CHARS as MAX_ANSWER
-from db.models import utcnow
+from db.models import Annotator, utcnow
 from db.review import REVIEW_ROLES
 from labeling_app.admin import build_admin_app
 from labeling_app.annotate import build_app
@@ -123,6 +124,19 @@ class Guard:
             await send(message)
 
         await (refusal or self.app)(scope, receive, framed)
+
+
+def login_warning(session: Session) -> str | None:
+    """What to say at startup when nobody can log in (only active human annotators do), else None: the app would
+    wait behind a login page that no name and password opens."""
+    counts = dict(session.execute(select(Annotator.active, func.count()).where(Annotator.kind == "human")
+                                  .group_by(Annotator.active)).all())
+    if counts.get(True):
+        return None
+    inactive = counts.get(False, 0)
+    again = f", or reactivate one ({inactive} deactivated): `rlhf annotators activate NAME`" if inactive else ""
+    return ("no active human annotator can log in yet: add one with `rlhf annotators add NAME` (admins: "
+            f"`--role admin`){again}")
 
 
 def serve(engine: Engine, settings: LabelingSettings, host: str, port: int, *, log_level: str = "warning") -> None:

@@ -42,6 +42,7 @@ def serve(
 
     Several processes can serve one PostgreSQL database (logins and the queue live in the database).
     """
+    from labeling_app.server import login_warning
     from labeling_app.server import serve as run_server
     from labeling_app.settings import LabelingSettings
 
@@ -61,6 +62,10 @@ def serve(
     with open_store(ctx, db) as store:
         console.print(f"labelling app for {display_url(store.url)} on http://{bind_host}:{bind_port}/ "
                       f"(reviewers: /review, admins: /admin); Ctrl-C to stop", markup=False)
+        with store.sessions() as session:
+            warning = login_warning(session)
+        if warning:
+            console.print(f"warning: {warning}", markup=False)
         run_server(store.engine, settings, bind_host, bind_port)
 
 
