@@ -10,7 +10,7 @@ import torch
 from policy.ppo import (
     AdaptiveKL,
     ActorCritic,
-    _response_mask,
+    response_mask,
     gae,
     kl_shaped_rewards,
     masked_mean,
@@ -152,7 +152,7 @@ def test_adaptive_kl_moves_toward_the_target_with_a_clipped_step() -> None:
 def test_response_mask_stops_after_the_first_eos() -> None:
     eos = 9
     responses = torch.tensor([[1, 2, eos, eos, eos], [eos, 3, 4, 5, 6], [1, 2, 3, 4, 5]])
-    mask, finished = _response_mask(responses, eos)
+    mask, finished = response_mask(responses, eos)
     assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]]
     assert finished.tolist() == [True, True, False]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from pipeline.hf_utils import load_tokenizer
-from policy.ppo import ActorCritic, HFRollout, PPOConfig, _response_mask, chat_ids, response_logprobs
+from policy.ppo import ActorCritic, HFRollout, PPOConfig, response_mask, chat_ids, response_logprobs
 
 
 def test_sampled_log_probs_are_the_old_log_probs_despite_the_models_generation_config(tiny_lm_dir: Path,
@@ -45,7 +45,7 @@ def test_sampled_log_probs_are_the_old_log_probs_despite_the_models_generation_c
     responses = sequences[:, prompt_length:]
     sampled = torch.gather(torch.stack(seen[0].scores, 1).float().log_softmax(-1), 2,
                            responses.unsqueeze(-1)).squeeze(-1)
-    mask, _ = _response_mask(responses, tokenizer.eos_token_id)
+    mask, _ = response_mask(responses, tokenizer.eos_token_id)
     attention = torch.cat([batch["attention_mask"], mask.long()], dim=1)
     with torch.no_grad():
         logits, _ = ActorCritic(model)(sequences, attention)
