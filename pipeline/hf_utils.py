@@ -43,7 +43,8 @@ def names_local_folder(path: str | Path) -> bool:
     return False
 
 
-TOY_POLICY_HINT = "to build the offline toy policy: `rlhf models toy {path}`"
+TOY_POLICY_HINT = ("offline, `rlhf models toy {path}` builds the demo's toy policy there and `rlhf models tiny {path}` "
+                   "the tiny chat LM")
 
 
 def check_model_path(path: str | Path, *, hint: str = TOY_POLICY_HINT, hub: bool = True) -> None:
@@ -56,7 +57,7 @@ def check_model_path(path: str | Path, *, hint: str = TOY_POLICY_HINT, hub: bool
     >>> check_model_path("Qwen/Qwen2.5-0.5B-Instruct")
     >>> check_model_path("./m")
     Traceback (most recent call last):
-    pipeline.errors.UserError: no folder ./m (to build the offline toy policy: `rlhf models toy ./m`; a hub id is loaded from the hub)
+    pipeline.errors.UserError: no folder ./m (offline, `rlhf models toy ./m` builds the demo's toy policy there and `rlhf models tiny ./m` the tiny chat LM; a hub id is loaded from the hub)
     """
     if Path(path).expanduser().is_dir() or (hub and not names_local_folder(path)):
         return

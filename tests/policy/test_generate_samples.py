@@ -141,7 +141,7 @@ def test_a_generation_that_fails_or_is_interrupted_is_recorded_so(sessions, db_u
     _prompts(sessions, 2)
     cli = Cli(db_url, tmp_path)
     result = cli("generate", "--policy", "./nonexistent", "--n", "2", expect=1)
-    assert "no folder ./nonexistent (to build the offline toy policy: `rlhf models toy ./nonexistent`" in flat(
+    assert "no folder ./nonexistent (offline, `rlhf models toy ./nonexistent` builds the demo's toy policy there" in flat(
         result.output)
     assert "Traceback" not in result.output
     (tmp_path / "empty").mkdir()

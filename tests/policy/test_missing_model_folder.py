@@ -13,8 +13,8 @@ from pipeline.hf_utils import names_local_folder
 from tests.conftest import Cli
 from tests.helpers import flat, write_jsonl
 
-NO_TOY = "no folder models/toy (to build the offline toy policy: `rlhf models toy models/toy`; a hub id is loaded " \
-         "from the hub)"
+NO_TOY = ("no folder models/toy (offline, `rlhf models toy models/toy` builds the demo's toy policy there and "
+          "`rlhf models tiny models/toy` the tiny chat LM; a hub id is loaded from the hub)")
 
 
 @pytest.fixture
