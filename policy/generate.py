@@ -170,7 +170,7 @@ def check_policy_path(policy: str, backend: str) -> None:
     >>> check_policy_path("Qwen/Qwen2.5-0.5B-Instruct", "transformers")
     >>> check_policy_path("./no/such/model", "transformers")
     Traceback (most recent call last):
-    pipeline.errors.UserError: no folder ./no/such/model (to build the offline toy policy: ...)
+    pipeline.errors.UserError: no folder ./no/such/model (offline, `rlhf models toy ./no/such/model` builds ...)
     >>> check_policy_path("./no/such/model", "openai")
     """
     if backend != "openai":
