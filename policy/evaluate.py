@@ -434,19 +434,16 @@ def kl_estimate(policy: str, baseline: str, prompts: Sequence[list[dict[str, Any
     device = "cuda" if torch.cuda.is_available() else "cpu"
     a_model, b_model = (AutoModelForCausalLM.from_pretrained(path).to(device).eval() for path in (policy, baseline))
     sampling = plain_sampling(tokenizer, 1.0, max_new_tokens)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    torch.manual_seed(seed)
     per_answer: list[float] = []
     with torch.no_grad():
         for start in range(0, len(prompts), batch_size):
             encoded = [chat_ids(tokenizer.apply_chat_template(m, add_generation_prompt=True))
                        for m in prompts[start:start + batch_size]]
-            width = max(map(len, encoded))
-            ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(e)) + e for e in encoded], device=device)
-            attention = (torch.arange(width, device=device) >= torch.tensor(
-                [width - len(e) for e in encoded], device=device).unsqueeze(1)).long()
-            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=device)))
+            batch = tokenizer.pad({"input_ids": encoded}, return_tensors="pt").to(device)  # left-padded, as PPO's
+            attention, width = batch["attention_mask"], batch["input_ids"].shape[1]
             with model_defaults_aside(a_model):
-                sequences = a_model.generate(input_ids=ids, attention_mask=attention, generation_config=sampling)
+                sequences = a_model.generate(**batch, generation_config=sampling)
             answers = sequences[:, width:]
             if answers.shape[1] == 0:
                 continue
