@@ -76,17 +76,30 @@ class Bias:
     rankings: int = 0
     failed_or_skipped: int = 0
     with_tie: int = 0
-    first_best: int = 0  # rankings (or judge orders) where the response shown first was the single best
-    first_chances: int = 0  # rankings (or judge orders) with a single best (ties and failures left out)
-    expected_first: float = 0.0  # sum of 1/K over those chances
+    expected_first: float = 0.0  # sum of 1/K over the first-position chances
     consistent: int = 0  # judges: orders with the same verdict
     consistency_chances: int = 0
-    longer_wins: int = 0  # decided pairs where the longer response won
-    decided_pairs: int = 0
     longer_outcomes: list[int] = field(default_factory=list, repr=False)  # per decided pair: 1 the longer won
     longer_clusters: list[Any] = field(default_factory=list, repr=False)  # ... and its prompt (the interval's unit)
-    first_outcomes: list[int] = field(default_factory=list, repr=False)  # per chance: 1 the first shown was best
+    # per ranking (or judge order) with a single best, ties and failures left out: 1 the first shown was it
+    first_outcomes: list[int] = field(default_factory=list, repr=False)
     first_clusters: list[Any] = field(default_factory=list, repr=False)  # ... and its prompt
+
+    @property
+    def first_best(self) -> int:
+        return sum(self.first_outcomes)
+
+    @property
+    def first_chances(self) -> int:
+        return len(self.first_outcomes)
+
+    @property
+    def longer_wins(self) -> int:
+        return sum(self.longer_outcomes)
+
+    @property
+    def decided_pairs(self) -> int:
+        return len(self.longer_outcomes)
 
     @property
     def first_rate(self) -> float | None:
@@ -211,8 +224,6 @@ def _bias(rows: list[Row], lengths: dict[int, int]) -> list[Bias]:
                     continue
                 winner = a if value < 0 else b
                 longer = a if lengths.get(a, 0) > lengths.get(b, 0) else b
-                bias.decided_pairs += 1
-                bias.longer_wins += winner == longer
                 bias.longer_outcomes.append(int(winner == longer))
                 bias.longer_clusters.append(_prompt_of(row))
             _position(bias, row)
@@ -258,9 +269,7 @@ def _prompt_of(row: Row) -> tuple[str, int]:
 
 
 def _first_chance(bias: Bias, row: Row, k: int, first_won: bool) -> None:
-    bias.first_chances += 1
     bias.expected_first += 1 / k
-    bias.first_best += first_won
     bias.first_outcomes.append(int(first_won))
     bias.first_clusters.append(_prompt_of(row))
 
